@@ -1,0 +1,393 @@
+//! `pods/exec`, as the API server checks it and the kubelet runs it.
+//!
+//! The checks before any upgrade (authorization with the transport's verb,
+//! pod, container, node, running state) answer exactly as the real server
+//! does, on the WebSocket and SPDY paths alike. After the upgrade the
+//! command runs as a local process (`sim::runtime`) and its streams are
+//! carried over WebSocket (`v5.channel.k8s.io`/`v4.channel.k8s.io`) or
+//! SPDY/3.1 (`v4.channel.k8s.io` streams typed by `streamType`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use super::Sim;
+use super::api::{Target, param};
+use super::body::{Body, empty};
+use super::rbac::{self, Attributes, UserInfo};
+use super::runtime::{self, Process, ProcessSpec};
+use super::status::{ApiError, exec_start_failure, exec_status, plain_response};
+
+/// Output is read from the process in chunks of this size: big enough that
+/// bulk transfers cost one WebSocket message per 64 KiB.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Stream channels of the Kubernetes remotecommand protocol.
+pub mod channel {
+    pub const STDIN: u8 = 0;
+    pub const STDOUT: u8 = 1;
+    pub const STDERR: u8 = 2;
+    pub const ERROR: u8 = 3;
+    pub const RESIZE: u8 = 4;
+    /// v5 only: `[CLOSE, channel]` half-closes that channel.
+    pub const CLOSE: u8 = 255;
+}
+
+/// How a request asks to be upgraded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    Spdy,
+}
+
+pub fn transport(request: &Request<Incoming>) -> Option<Transport> {
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())?
+        .to_ascii_lowercase();
+    if upgrade == "websocket" {
+        Some(Transport::WebSocket)
+    } else if upgrade.starts_with("spdy/3.1") {
+        Some(Transport::Spdy)
+    } else {
+        None
+    }
+}
+
+/// The verb the API server authorizes a streaming request with: a WebSocket
+/// GET is `get` up to 1.34 and `create` from 1.35
+/// (AuthorizePodWebsocketUpgradeCreatePermission); SPDY's POST is `create`.
+pub fn verb(sim: &Sim, transport: Transport) -> &'static str {
+    match transport {
+        Transport::WebSocket if sim.minor <= 34 => "get",
+        _ => "create",
+    }
+}
+
+pub fn authorize(sim: &Sim, user: &UserInfo, target: &Target, transport: Transport) -> Result<(), ApiError> {
+    let attributes = Attributes {
+        verb: verb(sim, transport).into(),
+        api_group: String::new(),
+        resource: "pods".into(),
+        subresource: target.subresource.clone(),
+        namespace: target.namespace.clone(),
+        name: target.name.clone(),
+    };
+    if rbac::allowed(&sim.store, user, &attributes) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(attributes.forbidden_message(user)))
+    }
+}
+
+/// The subprotocols a WebSocket client offers, in its order of preference.
+pub fn offered_protocols(request: &Request<Incoming>) -> Vec<String> {
+    request
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// A close frame with status 1000: clients read the error channel to its
+/// end, and only a normal closure ends it cleanly.
+pub fn normal_close() -> Message {
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
+/// Answers a WebSocket upgrade with `protocol` (101 Switching Protocols).
+pub fn websocket_accept(request: &Request<Incoming>, protocol: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let key = request
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| ApiError::bad_request("missing Sec-WebSocket-Key"))?;
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(protocol) = protocol {
+        response = response.header(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    Ok(response.body(empty()).expect("valid upgrade headers"))
+}
+
+pub async fn websocket<S>(io: S) -> WebSocketStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(16 << 20);
+    config.max_frame_size = Some(16 << 20);
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+}
+
+fn flag(params: &[(String, String)], name: &str) -> bool {
+    param(params, name).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// Everything decided before the upgrade: what to run, attached how.
+struct Plan {
+    spec: ProcessSpec,
+    namespace: String,
+    pod: String,
+}
+
+/// The API server's and kubelet's checks, in their order.
+fn plan(sim: &Sim, target: &Target, params: &[(String, String)]) -> Result<Plan, Response<Body>> {
+    let error = |e: ApiError| e.into_response();
+    let pod = super::api::get(sim, target).map_err(error)?;
+    let (stdin, stdout, stderr, tty) = (flag(params, "stdin"), flag(params, "stdout"), flag(params, "stderr"), flag(params, "tty"));
+    if !stdin && !stdout && !stderr {
+        return Err(error(ApiError::bad_request("you must specify at least 1 of stdin, stdout, stderr")));
+    }
+    let containers: Vec<&Value> = pod.pointer("/spec/containers").and_then(Value::as_array).map(|c| c.iter().collect()).unwrap_or_default();
+    let names: Vec<&str> = containers.iter().filter_map(|c| c["name"].as_str()).collect();
+    let container = match param(params, "container").filter(|c| !c.is_empty()) {
+        Some(name) if names.contains(&name) => name.to_string(),
+        Some(name) => return Err(error(ApiError::bad_request(format!("container {name} is not valid for pod {}", target.name)))),
+        None if names.len() == 1 => names[0].to_string(),
+        None => {
+            return Err(error(ApiError::bad_request(format!(
+                "a container name must be specified for pod {}, choose one of: [{}]",
+                target.name,
+                names.join(" ")
+            ))));
+        }
+    };
+    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+    if node.is_empty() {
+        return Err(error(ApiError::bad_request(format!("pod {} does not have a host assigned", target.name))));
+    }
+    let running = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|s| s["name"] == container && s.pointer("/state/running").is_some());
+    if !running {
+        return Err(plain_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("container not found (\"{container}\")")));
+    }
+    let argv: Vec<String> = params.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
+    if argv.is_empty() {
+        return Err(error(ApiError::bad_request("you must specify a command")));
+    }
+    let spec_container = containers.iter().find(|c| c["name"] == container).copied().cloned().unwrap_or(json!({}));
+    let privileged = spec_container.pointer("/securityContext/privileged") == Some(&json!(true));
+    let host_pid = pod.pointer("/spec/hostPID") == Some(&json!(true));
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut env: Vec<(String, String)> = vec![("PATH".into(), path)];
+    // `nsenter --target 1 ... -- CMD` in a privileged hostPID pod enters the
+    // node: the simulator runs CMD as the node's host shell.
+    let host_command = (privileged && host_pid && argv[0].rsplit('/').next() == Some("nsenter"))
+        .then(|| argv.iter().position(|a| a == "--").map(|i| argv[i + 1..].to_vec()))
+        .flatten()
+        .filter(|rest| !rest.is_empty());
+    let (argv, cwd) = match host_command {
+        Some(rest) => {
+            env.push(("HOSTNAME".into(), node.to_string()));
+            let dir = sim.runtime.node_dir(node);
+            env.push(("HOME".into(), dir.display().to_string()));
+            (rest, dir)
+        }
+        None => {
+            for var in spec_container["env"].as_array().into_iter().flatten() {
+                if let (Some(k), Some(v)) = (var["name"].as_str(), var["value"].as_str()) {
+                    env.push((k.into(), v.into()));
+                }
+            }
+            env.push(("HOSTNAME".into(), target.name.clone()));
+            let dir = sim.runtime.container_dir(&target.namespace, &target.name, &container);
+            env.push(("HOME".into(), dir.display().to_string()));
+            (argv, dir)
+        }
+    };
+    if tty {
+        // containerd sets TERM for tty execs.
+        env.push(("TERM".into(), "xterm".into()));
+    }
+    Ok(Plan {
+        spec: ProcessSpec { argv, env, cwd, tty, stdin, stdout, stderr: stderr && !tty },
+        namespace: target.namespace.clone(),
+        pod: target.name.clone(),
+    })
+}
+
+pub async fn handle(sim: Arc<Sim>, user: &UserInfo, target: &Target, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let Some(transport) = transport(&request) else {
+        return Err(ApiError::bad_request("Upgrade request required"));
+    };
+    authorize(&sim, user, target, transport)?;
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+    let plan = match plan(&sim, target, &params) {
+        Ok(plan) => plan,
+        Err(response) => return Ok(response),
+    };
+    match transport {
+        Transport::WebSocket => {
+            let offered = offered_protocols(&request);
+            let Some(protocol) = offered.iter().find(|p| *p == "v5.channel.k8s.io" || *p == "v4.channel.k8s.io").cloned() else {
+                return Err(ApiError::bad_request(format!(
+                    "unable to upgrade: requested protocol(s) are not supported: {offered:?}; supports [v5.channel.k8s.io v4.channel.k8s.io]"
+                )));
+            };
+            let response = websocket_accept(&request, Some(&protocol))?;
+            tokio::spawn(async move {
+                match hyper::upgrade::on(request).await {
+                    Ok(upgraded) => {
+                        let ws = websocket(TokioIo::new(upgraded)).await;
+                        run_websocket(sim, plan, ws, protocol == "v5.channel.k8s.io").await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
+                }
+            });
+            Ok(response)
+        }
+        Transport::Spdy => super::spdy_exec::accept(sim, request, plan.spec, plan.namespace, plan.pod),
+    }
+}
+
+/// Copies one output stream of the process into `sink` as messages; if the
+/// client is gone it keeps reading and discarding, so the process is not
+/// blocked or killed by its client's departure (as with containerd).
+pub async fn pump<R>(mut reader: R, sink: mpsc::Sender<(u8, Bytes)>, channel: u8)
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let mut connected = true;
+    let mut buffer = vec![0u8; CHUNK];
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if connected && sink.send((channel, Bytes::copy_from_slice(&buffer[..n]))).await.is_err() {
+                    connected = false;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the process and gives its status JSON (or the start failure).
+pub async fn finish(sim: &Sim, plan_namespace: &str, plan_pod: &str, mut process: Process, argv: &[String]) -> Value {
+    let status = process.child.wait().await;
+    sim.runtime.exited(plan_namespace, plan_pod, process.pid);
+    match status {
+        Ok(status) => exec_status(runtime::exit_code(status), argv),
+        Err(e) => exec_start_failure(&argv[0], &e),
+    }
+}
+
+/// Handles a resize message (`{"Width": W, "Height": H}`).
+pub fn resize(terminal: Option<&runtime::Terminal>, json: &[u8]) {
+    #[derive(serde::Deserialize)]
+    struct Size {
+        #[serde(rename = "Width")]
+        width: u16,
+        #[serde(rename = "Height")]
+        height: u16,
+    }
+    if let (Some(terminal), Ok(size)) = (terminal, serde_json::from_slice::<Size>(json)) {
+        terminal.resize(size.width, size.height);
+    }
+}
+
+async fn run_websocket<S>(sim: Arc<Sim>, plan: Plan, ws: WebSocketStream<S>, v5: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut source) = ws.split();
+    // Eight 64 KiB messages in flight bound what a slow client costs.
+    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(8);
+    let writer = tokio::spawn(async move {
+        while let Some((channel, data)) = out_rx.recv().await {
+            let mut message = Vec::with_capacity(data.len() + 1);
+            message.push(channel);
+            message.extend_from_slice(&data);
+            if sink.send(Message::binary(message)).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(normal_close()).await;
+        let _ = sink.close().await;
+    });
+    let mut process = match sim.runtime.spawn(&plan.namespace, &plan.pod, &plan.spec) {
+        Ok(process) => process,
+        Err(e) => {
+            let status = exec_start_failure(&plan.spec.argv[0], &e);
+            let _ = out_tx.send((channel::ERROR, Bytes::from(status.to_string()))).await;
+            drop(out_tx);
+            let _ = writer.await;
+            return;
+        }
+    };
+    let mut pumps = Vec::new();
+    if let Some(stdout) = process.stdout.take() {
+        pumps.push(tokio::spawn(pump(stdout, out_tx.clone(), channel::STDOUT)));
+    }
+    if let Some(stderr) = process.stderr.take() {
+        pumps.push(tokio::spawn(pump(stderr, out_tx.clone(), channel::STDERR)));
+    }
+    let mut stdin = process.stdin.take();
+    let terminal = process.terminal.clone();
+    let mut cut = sim.cut.subscribe();
+    let input = tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                m = source.next() => m,
+                _ = cut.recv() => None,
+            };
+            let data = match message {
+                Some(Ok(Message::Binary(data))) => data,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => continue,
+            };
+            match (data.first().copied(), v5) {
+                (Some(channel::STDIN), _) => {
+                    if let Some(writer) = stdin.as_mut()
+                        && writer.write_all(&data[1..]).await.is_err()
+                    {
+                        stdin = None;
+                    }
+                }
+                (Some(channel::RESIZE), _) => resize(terminal.as_ref(), &data[1..]),
+                (Some(channel::CLOSE), true) if data.get(1) == Some(&channel::STDIN) => {
+                    if let Some(mut writer) = stdin.take() {
+                        let _ = writer.shutdown().await;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // The client is gone: its stdin ends; the process itself lives on.
+        drop(stdin);
+    });
+    for pump in pumps {
+        let _ = pump.await;
+    }
+    let status = finish(&sim, &plan.namespace, &plan.pod, process, &plan.spec.argv).await;
+    let _ = out_tx.send((channel::ERROR, Bytes::from(status.to_string()))).await;
+    drop(out_tx);
+    let _ = writer.await;
+    input.abort();
+}

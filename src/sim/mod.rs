@@ -1,0 +1,199 @@
+//! `kbastion sim`: a Kubernetes API simulator, faithful on the wire to
+//! kube-apiserver and the kubelet, for tests and the demo.
+//!
+//! This module tree never imports the bastion and the bastion never imports
+//! it; they share only what Kubernetes defines (the HTTP API and the
+//! streaming protocols). Layout: `scenario` (the TOML it starts from),
+//! `store` (objects, resourceVersions, watch history), `cluster` (what
+//! controllers and the kubelet do: scheduling, pod phases, garbage
+//! collection), `rbac`, `api` (REST), `exec` and `portforward` (streaming),
+//! `runtime` (containers as local processes), `spdy` (SPDY/3.1 framing).
+
+pub mod api;
+mod body;
+pub mod cluster;
+pub mod exec;
+pub mod portforward;
+pub mod protobuf;
+pub mod rbac;
+pub mod resources;
+pub mod runtime;
+pub mod scenario;
+pub mod selector;
+pub mod spdy;
+mod spdy_exec;
+mod spdy_portforward;
+pub mod status;
+pub mod store;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use self::rbac::UserInfo;
+use self::runtime::Runtime;
+use self::scenario::{Faults, Scenario};
+use self::store::Store;
+
+/// Arguments of `kbastion sim`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Address to serve the API on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// Where to write a kubeconfig that reaches this simulator.
+    #[arg(long)]
+    pub kubeconfig_out: PathBuf,
+    /// Scenario file (TOML); without it, `config/demo-cluster.toml`'s
+    /// built-in copy is used.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// The scenario user whose context is current in the kubeconfig.
+    #[arg(long, default_value = "admin")]
+    pub identity: String,
+    /// Directory for container working directories (default: a fresh
+    /// temporary directory).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Everything a request handler needs.
+pub struct Sim {
+    pub store: Store,
+    pub runtime: Arc<Runtime>,
+    pub minor: u32,
+    pub scenario: Scenario,
+    pub faults: Mutex<Faults>,
+    /// Fires when the admin endpoint cuts open watches and streams.
+    pub cut: tokio::sync::broadcast::Sender<()>,
+}
+
+impl Sim {
+    pub fn authenticate(&self, token: &str) -> Option<UserInfo> {
+        self.scenario
+            .users
+            .iter()
+            .find(|u| u.token == token)
+            .map(|u| {
+                let mut groups = u.groups.clone();
+                groups.push("system:authenticated".into());
+                UserInfo {
+                    name: u.name.clone(),
+                    groups,
+                }
+            })
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+pub const DEMO_SCENARIO: &str = include_str!("../../config/demo-cluster.toml");
+
+/// Runs the simulator until the process is stopped. `ready` receives the
+/// bound address once the kubeconfig is written.
+pub async fn run(
+    args: SimArgs,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::load(path)?,
+        None => Scenario::parse(DEMO_SCENARIO)
+            .map_err(|e| anyhow::anyhow!("built-in demo scenario: {e}"))?,
+    };
+    let minor = scenario.minor().map_err(anyhow::Error::msg)?;
+    let identity = scenario
+        .users
+        .iter()
+        .find(|u| u.name == args.identity)
+        .with_context(|| {
+            format!(
+                "--identity {}: no such user in the scenario (it has: {})",
+                args.identity,
+                scenario.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        })?
+        .name
+        .clone();
+    let state_dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("kbastion-sim-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
+
+    let pki = tls::generate()?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let identities: Vec<(String, String)> = scenario
+        .users
+        .iter()
+        .map(|u| (u.name.clone(), u.token.clone()))
+        .collect();
+    tls::write_kubeconfig(
+        &args.kubeconfig_out,
+        &format!("https://{address}"),
+        &pki.ca_pem,
+        &identities,
+        &identity,
+    )?;
+
+    let (cut, _) = tokio::sync::broadcast::channel(4);
+    let sim = Arc::new(Sim {
+        store: Store::new(),
+        runtime: Arc::new(Runtime::new(&state_dir)),
+        minor,
+        faults: Mutex::new(scenario.faults.clone()),
+        scenario,
+        cut,
+    });
+    cluster::load(&sim).context("cannot load the scenario")?;
+    tracing::info!(%address, version = %format!("1.{minor}"), kubeconfig = %args.kubeconfig_out.display(), "simulator ready");
+    if let Some(ready) = ready {
+        let _ = ready.send(address);
+    }
+
+    let acceptor = TlsAcceptor::from(pki.server_config);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let sim = sim.clone();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |request| {
+                let sim = sim.clone();
+                async move { Ok::<_, std::convert::Infallible>(api::handle(sim, request).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades()
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

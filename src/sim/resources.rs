@@ -1,0 +1,158 @@
+//! The resources the simulator serves and the discovery documents that
+//! describe them (`/api`, `/api/v1`, `/apis`, `/apis/GROUP/VERSION`).
+
+use serde_json::{Value, json};
+
+#[derive(Debug)]
+pub struct Resource {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    /// Create-only review kinds are answered, never stored.
+    pub review: bool,
+}
+
+const CRUD: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+pub const RESOURCES: &[Resource] = &[
+    Resource { group: "", version: "v1", name: "namespaces", kind: "Namespace", namespaced: false, short_names: &["ns"], review: false },
+    Resource { group: "", version: "v1", name: "nodes", kind: "Node", namespaced: false, short_names: &["no"], review: false },
+    Resource { group: "", version: "v1", name: "pods", kind: "Pod", namespaced: true, short_names: &["po"], review: false },
+    Resource { group: "coordination.k8s.io", version: "v1", name: "leases", kind: "Lease", namespaced: true, short_names: &[], review: false },
+    Resource { group: "rbac.authorization.k8s.io", version: "v1", name: "roles", kind: "Role", namespaced: true, short_names: &[], review: false },
+    Resource { group: "rbac.authorization.k8s.io", version: "v1", name: "rolebindings", kind: "RoleBinding", namespaced: true, short_names: &[], review: false },
+    Resource { group: "rbac.authorization.k8s.io", version: "v1", name: "clusterroles", kind: "ClusterRole", namespaced: false, short_names: &[], review: false },
+    Resource { group: "rbac.authorization.k8s.io", version: "v1", name: "clusterrolebindings", kind: "ClusterRoleBinding", namespaced: false, short_names: &[], review: false },
+    Resource { group: "authorization.k8s.io", version: "v1", name: "subjectaccessreviews", kind: "SubjectAccessReview", namespaced: false, short_names: &[], review: true },
+    Resource { group: "authorization.k8s.io", version: "v1", name: "selfsubjectaccessreviews", kind: "SelfSubjectAccessReview", namespaced: false, short_names: &[], review: true },
+];
+
+/// Subresources of pods served by the simulator.
+pub const POD_SUBRESOURCES: &[(&str, &[&str])] = &[
+    ("pods/exec", &["create", "get"]),
+    ("pods/portforward", &["create", "get"]),
+    ("pods/status", &["get", "patch", "update"]),
+];
+
+pub fn find(group: &str, version: &str, name: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.name == name)
+}
+
+pub fn by_kind(kind: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.kind == kind)
+}
+
+impl Resource {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+}
+
+fn groups() -> Vec<&'static str> {
+    let mut groups: Vec<&str> = RESOURCES
+        .iter()
+        .map(|r| r.group)
+        .filter(|g| !g.is_empty())
+        .collect();
+    groups.dedup();
+    groups
+}
+
+pub fn version_info(minor: u32) -> Value {
+    json!({
+        "major": "1",
+        "minor": minor.to_string(),
+        "gitVersion": format!("v1.{minor}.0-kbastion-sim"),
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "go1.24",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+pub fn core_versions() -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+    })
+}
+
+fn group_json(group: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
+    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+pub fn group_list() -> Value {
+    json!({
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": groups().into_iter().map(group_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn group(name: &str) -> Option<Value> {
+    groups().contains(&name).then(|| {
+        let mut g = group_json(name);
+        g["kind"] = json!("APIGroup");
+        g["apiVersion"] = json!("v1");
+        g
+    })
+}
+
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let mut resources: Vec<Value> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        let verbs: &[&str] = if r.review { &["create"] } else { CRUD };
+        resources.push(json!({
+            "name": r.name,
+            "singularName": r.kind.to_lowercase(),
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": verbs,
+            "shortNames": r.short_names,
+        }));
+        if r.name == "pods" {
+            for (sub, verbs) in POD_SUBRESOURCES {
+                let kind = if sub.ends_with("status") { "Pod" } else { "PodExecOptions" };
+                resources.push(json!({
+                    "name": sub, "singularName": "", "namespaced": true, "kind": kind, "verbs": verbs,
+                }));
+            }
+        }
+    }
+    if resources.is_empty() {
+        return None;
+    }
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }))
+}

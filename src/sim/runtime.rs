@@ -1,0 +1,230 @@
+//! The simulator's container runtime: every exec is a local process.
+//!
+//! A container is a working directory under the state dir plus an
+//! environment; its processes run on this machine as the simulator's user.
+//! A `hostPID` privileged pod running `nsenter ... -- CMD` runs CMD as the
+//! node's host shell instead (working directory per node, `HOSTNAME` = node),
+//! so node shells work without root.
+//!
+//! Like a kubelet with containerd, the runtime does NOT end a process when
+//! its client goes away (containerd/containerd#8856): output keeps being
+//! read and discarded until the process exits by itself. Deleting the pod
+//! kills every process group it started.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub type Reader = Pin<Box<dyn AsyncRead + Send>>;
+pub type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// What to run and how it is attached.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// A started process and its streams (absent where not requested; with a
+/// tty, stdout carries both output streams and there is no stderr).
+pub struct Process {
+    pub stdin: Option<Writer>,
+    pub stdout: Option<Reader>,
+    pub stderr: Option<Reader>,
+    pub terminal: Option<Terminal>,
+    pub child: tokio::process::Child,
+    pub pid: i32,
+}
+
+/// Resizes the process's terminal through its own handle on the pty
+/// master, so resizing and writing stdin can live in different tasks.
+#[derive(Clone)]
+pub struct Terminal(Arc<std::os::fd::OwnedFd>);
+
+nix::ioctl_write_ptr_bad!(set_window_size, nix::libc::TIOCSWINSZ, nix::libc::winsize);
+
+impl Terminal {
+    pub fn resize(&self, width: u16, height: u16) {
+        use std::os::fd::AsRawFd;
+        let size = nix::libc::winsize {
+            ws_row: height,
+            ws_col: width,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: the fd is a pty master we own and `size` outlives the call.
+        // A resize after the process exited fails harmlessly.
+        let _ = unsafe { set_window_size(self.0.as_raw_fd(), &size) };
+    }
+}
+
+/// Reading the pty master after the last slave fd closed gives EIO on
+/// Linux: that is the terminal's end of file.
+struct PtyReader(pty_process::OwnedReadPty);
+
+impl AsyncRead for PtyReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.0).poll_read(cx, buf) {
+            std::task::Poll::Ready(Err(e)) if e.raw_os_error() == Some(nix::libc::EIO) => {
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Which pod a process belongs to, so deleting the pod can end it.
+type PodKey = (String, String);
+
+#[derive(Default)]
+pub struct Runtime {
+    processes: Mutex<HashMap<PodKey, Vec<i32>>>,
+    state_dir: PathBuf,
+}
+
+impl Runtime {
+    pub fn new(state_dir: &Path) -> Self {
+        Runtime {
+            processes: Mutex::default(),
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+
+    pub fn container_dir(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
+        self.state_dir
+            .join("pods")
+            .join(namespace)
+            .join(pod)
+            .join(container)
+    }
+
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.state_dir.join("nodes").join(node)
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<PodKey, Vec<i32>>> {
+        self.processes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a process for a pod. Every process leads its own process group
+    /// (its own session with a tty), which is what pod deletion kills.
+    pub fn spawn(
+        self: &Arc<Self>,
+        namespace: &str,
+        pod: &str,
+        spec: &ProcessSpec,
+    ) -> std::io::Result<Process> {
+        let program = spec
+            .argv
+            .first()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+        std::fs::create_dir_all(&spec.cwd)?;
+        let mut process = if spec.tty {
+            let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
+            pty.resize(pty_process::Size::new(24, 80))
+                .map_err(std::io::Error::other)?;
+            let command = pty_process::Command::new(program)
+                .args(&spec.argv[1..])
+                .env_clear()
+                .envs(spec.env.iter().map(|(k, v)| (k, v)))
+                .current_dir(&spec.cwd);
+            let child = command.spawn(pts).map_err(std::io::Error::other)?;
+            let terminal = {
+                use std::os::fd::AsFd;
+                Terminal(Arc::new(pty.as_fd().try_clone_to_owned()?))
+            };
+            let (read, write) = pty.into_split();
+            Process {
+                pid: child.id().map_or(0, |p| p as i32),
+                stdin: Some(Box::pin(write)),
+                stdout: Some(Box::pin(PtyReader(read))),
+                stderr: None,
+                terminal: Some(terminal),
+                child,
+            }
+        } else {
+            let pipe_or_null = |wanted: bool| {
+                if wanted {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                }
+            };
+            let mut child = tokio::process::Command::new(program)
+                .args(&spec.argv[1..])
+                .env_clear()
+                .envs(spec.env.iter().map(|(k, v)| (k, v)))
+                .current_dir(&spec.cwd)
+                .stdin(pipe_or_null(spec.stdin))
+                .stdout(pipe_or_null(spec.stdout))
+                .stderr(pipe_or_null(spec.stderr))
+                .process_group(0)
+                .spawn()?;
+            Process {
+                pid: child.id().map_or(0, |p| p as i32),
+                stdin: child.stdin.take().map(|s| Box::pin(s) as Writer),
+                stdout: child.stdout.take().map(|s| Box::pin(s) as Reader),
+                stderr: child.stderr.take().map(|s| Box::pin(s) as Reader),
+                terminal: None,
+                child,
+            }
+        };
+        if !spec.stdin {
+            process.stdin = None;
+        }
+        self.table()
+            .entry((namespace.to_string(), pod.to_string()))
+            .or_default()
+            .push(process.pid);
+        Ok(process)
+    }
+
+    /// Forgets a process that has exited.
+    pub fn exited(&self, namespace: &str, pod: &str, pid: i32) {
+        let mut table = self.table();
+        let key = (namespace.to_string(), pod.to_string());
+        if let Some(pids) = table.get_mut(&key) {
+            pids.retain(|p| *p != pid);
+            if pids.is_empty() {
+                table.remove(&key);
+            }
+        }
+    }
+
+    /// Kills every process group a pod started (pod deletion).
+    pub fn kill_pod(&self, namespace: &str, pod: &str) {
+        let pids = self
+            .table()
+            .remove(&(namespace.to_string(), pod.to_string()))
+            .unwrap_or_default();
+        for pid in pids {
+            // Gone already is fine.
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The exit code Kubernetes reports for a finished process: its code, or
+/// 128 + signal when a signal ended it (as containerd reports it).
+pub fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
