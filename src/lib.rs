@@ -1,6 +1,14 @@
 //! kbastion: an SSH bastion for Kubernetes, and the Kubernetes API
 //! simulator (`sim`) that its tests and demo run against.
 //!
-//! The bastion's modules never import `sim`, and `sim` never imports them.
+//! The bastion's modules (`config`, `login`, `ssh`, `bridge`, `target`,
+//! `cluster`) never import `sim`, and `sim` never imports them.
 
+pub mod bridge;
+pub mod cluster;
+pub mod config;
+pub mod demo;
+pub mod login;
 pub mod sim;
+pub mod ssh;
+pub mod target;

@@ -1,6 +1,14 @@
 //! The `kbastion` command line: `serve`, `demo`, `sim`, `check-config`.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+use kbastion::cluster::Cluster;
+use kbastion::config::Config;
+use kbastion::ssh::{self, Shared};
 
 #[derive(Parser)]
 #[command(name = "kbastion", version, about = "An SSH bastion for Kubernetes")]
@@ -20,13 +28,24 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the bastion.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run a demo: the simulator and a bastion on loopback.
+    Demo(kbastion::demo::DemoArgs),
     /// Run the Kubernetes API simulator.
     Sim(kbastion::sim::SimArgs),
+    /// Validate a config file and print the effective configuration.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -34,17 +53,34 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    let cluster = Cluster::connect(config.kubeconfig.as_deref(), config.context.as_deref(), config.timeouts.api()).await?;
+    let wait = config.timeouts.api();
+    let version = tokio::time::timeout(wait, cluster.own().apiserver_version())
+        .await
+        .map_err(|_| anyhow::anyhow!("the Kubernetes API did not answer within {wait:?}"))?
+        .context("cannot reach the Kubernetes API")?;
+    tracing::info!(version = %version.git_version, "connected to the Kubernetes API");
+    let listener = ssh::bind(config.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    ssh::serve(listener, Arc::new(Shared { config, cluster })).await
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
+        Command::Serve { config } => serve(config).await,
+        Command::Demo(args) => kbastion::demo::run(args).await,
         Command::Sim(args) => kbastion::sim::run(args, None).await,
+        Command::CheckConfig { config } => Config::load(&config).map(|c| print!("{}", c.to_toml())).map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("kbastion: {error:#}");
+            eprintln!("kbastion: {}", format!("{error:#}").replace('\n', " "));
             std::process::ExitCode::FAILURE
         }
     }

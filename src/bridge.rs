@@ -1,0 +1,321 @@
+//! The bridge between one SSH session channel and one Kubernetes exec
+//! stream: the only place that knows about stdin EOF, exit status, window
+//! changes, output ordering and backpressure. Shells, commands and node
+//! shells all go through `run`.
+//!
+//! What users feel (DESIGN §4): the pty's TERM and size are set before the
+//! first byte of output; every window-change becomes a resize; without a
+//! pty stderr stays separate; stdin EOF reaches the process while output
+//! flows (v5 close signal); all output, then `exit-status`, EOF and close;
+//! a slow client slows the process (bounded pipes, SSH windows); and when
+//! the client vanishes, the processes the session started are ended,
+//! because the kubelet will not do it (KUBE-STREAMING.md).
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use futures::SinkExt;
+use kube::api::{AttachParams, TerminalSize};
+use russh::ChannelMsg;
+use russh::server::Msg;
+use russh::{ChannelReadHalf, ChannelWriteHalf};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::target::{ExecTarget, TargetError, bounded};
+
+/// Each exec pipe buffers at most this much between the SSH channel and the
+/// WebSocket: enough for full-speed bulk transfers, small enough that a
+/// stalled client costs little.
+const PIPE_BUFFER: usize = 256 * 1024;
+
+/// The environment variable that marks every process of a session, so the
+/// bastion can find and end them when the client vanishes.
+const SESSION_MARKER: &str = "KBASTION_SESSION";
+
+/// A pseudo-terminal request (RFC 4254 §6.2).
+#[derive(Debug, Clone)]
+pub struct Pty {
+    pub term: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What the client asked the channel to run.
+#[derive(Debug, Clone)]
+pub struct SessionRequest {
+    pub pty: Option<Pty>,
+    /// None for an interactive shell.
+    pub command: Option<String>,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(u32),
+    ClientGone,
+    Failed(String),
+}
+
+/// The shell: bash where the container has it, else sh, as a login shell.
+const SHELL_SCRIPT: &str = "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l";
+
+/// TERM reaches a shell word only after this check.
+fn sanitize_term(term: &str) -> &str {
+    let ok = !term.is_empty() && term.len() <= 64 && term.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
+    if ok { term } else { "xterm" }
+}
+
+/// The command line run in the target: the target's prefix (nsenter for
+/// node shells), then `env` to mark the session and set TERM, then `sh -c`
+/// with the user's command as one argument (never re-split or quoted).
+pub fn argv(prefix: &[String], session_id: &str, request: &SessionRequest) -> Vec<String> {
+    let mut argv: Vec<String> = prefix.to_vec();
+    argv.push("env".into());
+    argv.push(format!("{SESSION_MARKER}={session_id}"));
+    if let Some(pty) = &request.pty {
+        argv.push(format!("TERM={}", sanitize_term(&pty.term)));
+    }
+    argv.push("sh".into());
+    argv.push("-c".into());
+    argv.push(request.command.clone().unwrap_or_else(|| SHELL_SCRIPT.into()));
+    argv
+}
+
+/// The script that ends every process carrying the session's marker:
+/// SIGHUP (what sshd's hang-up would send), then SIGKILL for what is left.
+pub fn cleanup_script(session_id: &str) -> String {
+    format!(
+        "pids=''; for p in /proc/[0-9]*; do \
+           if tr '\\0' '\\n' < \"$p/environ\" 2>/dev/null | grep -qx '{SESSION_MARKER}={session_id}'; then pids=\"$pids ${{p#/proc/}}\"; fi; \
+         done; \
+         [ -z \"$pids\" ] && exit 0; kill -HUP $pids 2>/dev/null; sleep 1; kill -KILL $pids 2>/dev/null; exit 0"
+    )
+}
+
+/// The exit code in an exec Status: 0 on Success, the `ExitCode` cause on
+/// NonZeroExitCode, Err with the message for anything else.
+pub fn exit_code(status: &Status) -> Result<u32, String> {
+    if status.status.as_deref() == Some("Success") {
+        return Ok(0);
+    }
+    if status.reason.as_deref() == Some("NonZeroExitCode") {
+        let code = status
+            .details
+            .as_ref()
+            .and_then(|d| d.causes.as_ref())
+            .into_iter()
+            .flatten()
+            .find(|c| c.reason.as_deref() == Some("ExitCode"))
+            .and_then(|c| c.message.as_deref())
+            .and_then(|m| m.parse::<u32>().ok());
+        if let Some(code) = code {
+            return Ok(code);
+        }
+    }
+    Err(status.message.clone().unwrap_or_else(|| "the command failed without a message".into()))
+}
+
+fn clamp(value: u32) -> u16 {
+    value.clamp(1, u32::from(u16::MAX)) as u16
+}
+
+/// Sends a one-line error to the client's stderr and ends the channel with
+/// exit status 1.
+pub async fn refuse(write: &ChannelWriteHalf<Msg>, message: &str) {
+    let line = format!("kbastion: {message}\r\n");
+    let _ = write.extended_data_bytes(1, line.into_bytes()).await;
+    finish(write, 1).await;
+}
+
+async fn finish(write: &ChannelWriteHalf<Msg>, code: u32) {
+    let _ = write.exit_status(code).await;
+    let _ = write.eof().await;
+    let _ = write.close().await;
+}
+
+fn exec_error(error: kube::Error, target: &ExecTarget, user: &str) -> TargetError {
+    use kube::client::UpgradeConnectionError;
+    match error {
+        kube::Error::UpgradeConnection(UpgradeConnectionError::ProtocolSwitch(code)) if code.as_u16() == 403 => TargetError::Forbidden(format!(
+            "User \"{user}\" may not exec into pods in namespace \"{}\" (needs get and create on pods/exec)",
+            target.namespace
+        )),
+        kube::Error::UpgradeConnection(UpgradeConnectionError::ProtocolSwitch(code)) => TargetError::Api(format!(
+            "exec into {}/{} container {} was refused with HTTP {code}",
+            target.namespace, target.pod, target.container
+        )),
+        other => crate::target::api_error(other, || TargetError::Api("exec failed".into())),
+    }
+}
+
+/// Runs one session to its end.
+pub async fn run(
+    target: ExecTarget,
+    request: SessionRequest,
+    mut read: ChannelReadHalf,
+    write: ChannelWriteHalf<Msg>,
+    user: &str,
+    api_wait: Duration,
+) -> Outcome {
+    let session_id = format!("{:032x}", rand::random::<u128>());
+    let tty = request.pty.is_some();
+    let params = AttachParams {
+        container: Some(target.container.clone()),
+        stdin: true,
+        stdout: true,
+        stderr: !tty,
+        tty,
+        max_stdin_buf_size: Some(PIPE_BUFFER),
+        max_stdout_buf_size: Some(PIPE_BUFFER),
+        max_stderr_buf_size: Some(PIPE_BUFFER),
+    };
+    let command = argv(&target.prefix, &session_id, &request);
+    let mut process = match bounded(api_wait, target.pods.exec(&target.pod, command, &params)).await {
+        Ok(Ok(process)) => process,
+        Ok(Err(error)) => {
+            let message = exec_error(error, &target, user).to_string();
+            refuse(&write, &message).await;
+            return Outcome::Failed(message);
+        }
+        Err(timeout) => {
+            let message = timeout.to_string();
+            refuse(&write, &message).await;
+            return Outcome::Failed(message);
+        }
+    };
+    let mut resize = process.terminal_size();
+    if let (Some(sender), Some(pty)) = (resize.as_mut(), &request.pty) {
+        // kube sends no initial size; the first prompt must see the real one.
+        let _ = sender.send(TerminalSize { width: clamp(pty.width), height: clamp(pty.height) }).await;
+    }
+    let status = process.take_status();
+    let mut stdin = process.stdin();
+    let copy_out = |reader: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>, mut writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin>| {
+        tokio::spawn(async move {
+            let Some(reader) = reader else { return };
+            let mut reader = BufReader::with_capacity(32 * 1024, reader);
+            // The channel writer waits for the client's window: a client
+            // that stops reading stops us reading, and the pod's writer.
+            loop {
+                let chunk = match reader.fill_buf().await {
+                    Ok([]) | Err(_) => break,
+                    Ok(chunk) => chunk,
+                };
+                let n = chunk.len();
+                if writer.write_all(chunk).await.is_err() {
+                    break;
+                }
+                reader.consume(n);
+            }
+            let _ = writer.flush().await;
+        })
+    };
+    let stdout = copy_out(process.stdout(), Box::new(write.make_writer()));
+    let stderr = copy_out(process.stderr(), Box::new(write.make_writer_ext(Some(1))));
+    let output = async {
+        let _ = stdout.await;
+        let _ = stderr.await;
+    };
+    tokio::pin!(output);
+    let client_gone = loop {
+        tokio::select! {
+            _ = &mut output => break false,
+            message = read.wait() => match message {
+                Some(ChannelMsg::Data { data }) => {
+                    if let Some(writer) = stdin.as_mut()
+                        && writer.write_all(&data).await.is_err()
+                    {
+                        stdin = None;
+                    }
+                }
+                Some(ChannelMsg::Eof) => {
+                    // Shutting down kube's stdin sends the v5 close signal;
+                    // the output keeps flowing.
+                    if let Some(mut writer) = stdin.take() {
+                        let _ = writer.shutdown().await;
+                    }
+                }
+                Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
+                    if let Some(sender) = resize.as_mut() {
+                        let _ = sender.send(TerminalSize { width: clamp(col_width), height: clamp(row_height) }).await;
+                    }
+                }
+                Some(ChannelMsg::Close) | None => break true,
+                Some(_) => {}
+            }
+        }
+    };
+    if client_gone {
+        process.abort();
+        end_session_processes(target, session_id, api_wait);
+        return Outcome::ClientGone;
+    }
+    let status = match status {
+        Some(status) => status.await,
+        None => None,
+    };
+    let outcome = match status.as_ref().map(exit_code) {
+        Some(Ok(code)) => Outcome::Exited(code),
+        Some(Err(message)) => {
+            let _ = write.extended_data_bytes(1, format!("kbastion: the command could not run: {message}\r\n").into_bytes()).await;
+            Outcome::Exited(126)
+        }
+        None => {
+            let message = "the exec stream ended without an exit status (the connection to the Kubernetes API was lost)";
+            let _ = write.extended_data_bytes(1, format!("kbastion: {message}\r\n").into_bytes()).await;
+            Outcome::Exited(255)
+        }
+    };
+    if let Outcome::Exited(code) = outcome {
+        finish(&write, code).await;
+    }
+    outcome
+}
+
+/// Ends what a vanished client's session left running, with a second exec
+/// into the same container (the kubelet does not: containerd keeps the
+/// process alive, tty or not).
+fn end_session_processes(target: ExecTarget, session_id: String, api_wait: Duration) {
+    tokio::spawn(async move {
+        let mut command = target.prefix.clone();
+        command.extend(["sh".to_string(), "-c".to_string(), cleanup_script(&session_id)]);
+        let params = AttachParams::default().container(target.container.clone()).stdout(true).stderr(true);
+        match bounded(api_wait, target.pods.exec(&target.pod, command, &params)).await {
+            Ok(Ok(mut process)) => {
+                if let Some(status) = process.take_status() {
+                    let _ = tokio::time::timeout(Duration::from_secs(30), status).await;
+                }
+            }
+            Ok(Err(error)) => tracing::warn!(pod = %target.pod, %error, "could not end the processes of a vanished session"),
+            Err(error) => tracing::warn!(pod = %target.pod, %error, "could not end the processes of a vanished session"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{StatusCause, StatusDetails};
+
+    #[test]
+    fn commands_are_one_argument_and_term_is_checked() {
+        let request = SessionRequest { pty: Some(Pty { term: "xterm'; rm -rf /".into(), width: 80, height: 24 }), command: Some("echo 'a b'; exit 3".into()) };
+        let argv = argv(&[], "abc", &request);
+        assert_eq!(argv, ["env", "KBASTION_SESSION=abc", "TERM=xterm", "sh", "-c", "echo 'a b'; exit 3"]);
+    }
+
+    #[test]
+    fn exit_codes_come_from_the_status() {
+        let success = Status { status: Some("Success".into()), ..Default::default() };
+        assert_eq!(exit_code(&success), Ok(0));
+        let failed = Status {
+            status: Some("Failure".into()),
+            reason: Some("NonZeroExitCode".into()),
+            details: Some(StatusDetails { causes: Some(vec![StatusCause { reason: Some("ExitCode".into()), message: Some("7".into()), ..Default::default() }]), ..Default::default() }),
+            ..Default::default()
+        };
+        assert_eq!(exit_code(&failed), Ok(7));
+        let internal = Status { status: Some("Failure".into()), reason: Some("InternalError".into()), message: Some("no sh".into()), ..Default::default() };
+        assert_eq!(exit_code(&internal), Err("no sh".into()));
+    }
+}

@@ -1,0 +1,270 @@
+//! kbastion's configuration file (TOML): what it listens on, its host keys,
+//! the cluster, timeouts, limits, and the people allowed in with their keys
+//! and Kubernetes identities.
+//!
+//! Parsing rejects unknown keys and bad values with an error that names the
+//! key. Loading also reads the authorized-keys files, so a `Config` in hand
+//! holds every key it will accept.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use russh::keys::PublicKey;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the SSH server listens on.
+    pub listen: SocketAddr,
+    /// Host private keys (OpenSSH format). A missing file is generated as
+    /// an Ed25519 key with mode 0600 on first start and reused after.
+    #[serde(default = "default_host_keys")]
+    pub host_keys: Vec<PathBuf>,
+    /// Kubeconfig to reach the cluster; without it, KUBECONFIG,
+    /// ~/.kube/config or the in-cluster service account are used.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use (default: the current context).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// The bastion's own namespace (node-shell pods live there).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub limits: Limits,
+    /// People allowed in.
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Seconds an unauthenticated connection may take to log in.
+    pub login_secs: u64,
+    /// Seconds without any traffic after which a connection is closed
+    /// (0 = never).
+    pub idle_secs: u64,
+    /// Seconds between keepalive probes to a silent client (0 = off).
+    pub keepalive_secs: u64,
+    /// Unanswered keepalives before the client counts as gone.
+    pub keepalive_max: usize,
+    /// Seconds to wait for the Kubernetes API before telling the user it is
+    /// unreachable.
+    pub api_secs: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            login_secs: 30,
+            idle_secs: 3600,
+            keepalive_secs: 30,
+            keepalive_max: 3,
+            api_secs: 10,
+        }
+    }
+}
+
+impl Timeouts {
+    pub fn api(&self) -> Duration {
+        Duration::from_secs(self.api_secs)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Authentication attempts per connection.
+    pub max_auth_attempts: usize,
+    /// Channels (sessions, forwards) open at once on one connection.
+    pub max_channels_per_connection: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_auth_attempts: 6,
+            max_channels_per_connection: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// The name people log in with (the part before the first `@`).
+    pub name: String,
+    /// Kubernetes user the bastion impersonates (default: `name`).
+    #[serde(default)]
+    pub kubernetes_user: Option<String>,
+    /// Kubernetes groups the bastion impersonates.
+    #[serde(default)]
+    pub kubernetes_groups: Vec<String>,
+    /// Public keys as `authorized_keys` lines.
+    #[serde(default)]
+    pub authorized_keys: Vec<String>,
+    /// Files in `authorized_keys` format.
+    #[serde(default)]
+    pub authorized_keys_files: Vec<PathBuf>,
+    /// The keys parsed from both sources (filled in by `load`).
+    #[serde(skip)]
+    pub keys: Vec<PublicKey>,
+}
+
+impl User {
+    pub fn kubernetes_user(&self) -> &str {
+        self.kubernetes_user.as_deref().unwrap_or(&self.name)
+    }
+}
+
+fn default_host_keys() -> Vec<PathBuf> {
+    vec![PathBuf::from("ssh_host_ed25519_key")]
+}
+
+fn default_namespace() -> String {
+    "kbastion".into()
+}
+
+/// Parses the key part of an `authorized_keys` line (options before the key
+/// type are not supported and are reported as such).
+pub fn parse_authorized_key(line: &str) -> Result<Option<PublicKey>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    PublicKey::from_openssh(line)
+        .map(Some)
+        .map_err(|e| format!("not an OpenSSH public key ({e}): {:.40}", line))
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and validates; relative paths are taken from `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        config.host_keys = config.host_keys.iter().map(|p| resolve(p)).collect();
+        if config.host_keys.is_empty() {
+            return Err("host_keys: at least one host key path is required".into());
+        }
+        config.kubeconfig = config.kubeconfig.as_deref().map(resolve);
+        crate::login::validate_kubernetes_name(&config.namespace, 63)
+            .map_err(|e| format!("namespace: {e}"))?;
+        if config.timeouts.login_secs == 0 || config.timeouts.api_secs == 0 {
+            return Err("timeouts: login_secs and api_secs must be at least 1".into());
+        }
+        if config.limits.max_auth_attempts == 0 || config.limits.max_channels_per_connection == 0 {
+            return Err("limits: max_auth_attempts and max_channels_per_connection must be at least 1".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, user) in config.users.iter_mut().enumerate() {
+            crate::login::validate_person(&user.name).map_err(|e| format!("users[{i}].name: {e}"))?;
+            if !seen.insert(user.name.clone()) {
+                return Err(format!("users[{i}].name: {:?} is listed twice", user.name));
+            }
+            if user.kubernetes_user().is_empty() {
+                return Err(format!("users[{i}].kubernetes_user: must not be empty"));
+            }
+            for (j, line) in user.authorized_keys.iter().enumerate() {
+                if let Some(key) = parse_authorized_key(line).map_err(|e| format!("users[{i}].authorized_keys[{j}]: {e}"))? {
+                    user.keys.push(key);
+                }
+            }
+            user.authorized_keys_files = user.authorized_keys_files.iter().map(|p| resolve(p)).collect();
+            for file in &user.authorized_keys_files {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| format!("users[{i}].authorized_keys_files: cannot read {}: {e}", file.display()))?;
+                for (n, line) in text.lines().enumerate() {
+                    if let Some(key) = parse_authorized_key(line)
+                        .map_err(|e| format!("users[{i}].authorized_keys_files: {} line {}: {e}", file.display(), n + 1))?
+                    {
+                        user.keys.push(key);
+                    }
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The effective configuration, as `check-config` prints it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMDfXAD8pTqWlh0C4MoJnLz2UlW3d5CzUtBQ4ilOF8Ba test@example";
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/kbastion"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse(&format!("listen = \"127.0.0.1:2222\"\n[[users]]\nname = \"alice\"\nauthorized_keys = [\"{KEY}\"]\n")).unwrap();
+        assert_eq!(config.host_keys, vec![PathBuf::from("/etc/kbastion/ssh_host_ed25519_key")]);
+        assert_eq!(config.users[0].keys.len(), 1);
+        assert_eq!(config.users[0].kubernetes_user(), "alice");
+        assert_eq!(config.timeouts.login_secs, 30);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = parse("listen = \"127.0.0.1:2222\"\nlisten_port = 3").unwrap_err();
+        assert!(err.contains("listen_port"), "{err}");
+        let err = parse("listen = \"nowhere\"").unwrap_err();
+        assert!(err.contains("listen"), "{err}");
+        let err = parse("listen = \"127.0.0.1:2222\"\n[timeouts]\nlogin_secs = -1").unwrap_err();
+        assert!(err.contains("login_secs"), "{err}");
+        let err = parse("listen = \"127.0.0.1:2222\"\n[[users]]\nname = \"alice\"\nauthorized_keys = [\"ssh-ed25519 garbage\"]").unwrap_err();
+        assert!(err.contains("users[0].authorized_keys[0]"), "{err}");
+        let err = parse("listen = \"127.0.0.1:2222\"\n[[users]]\nname = \"al ice\"").unwrap_err();
+        assert!(err.contains("users[0].name"), "{err}");
+        let err = parse("listen = \"127.0.0.1:2222\"\n[[users]]\nname = \"a\"\n[[users]]\nname = \"a\"").unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn shipped_examples_are_valid() {
+        for (name, text) in [
+            ("kbastion.example.toml", include_str!("../config/kbastion.example.toml")),
+            ("demo.toml", include_str!("../config/demo.toml")),
+        ] {
+            parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}

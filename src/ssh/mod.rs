@@ -1,0 +1,144 @@
+//! The SSH server: listening, host keys, algorithms, the login timeout and
+//! one `Connection` handler per client. Channels are wired to the bridge by
+//! `ssh::handler`.
+
+mod handler;
+pub mod host_keys;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg};
+use russh::{MethodKind, MethodSet, Preferred, cipher, kex, mac};
+use tokio::net::TcpListener;
+
+use crate::cluster::Cluster;
+use crate::config::Config;
+
+pub use handler::Connection;
+
+/// What every connection shares.
+pub struct Shared {
+    pub config: Config,
+    pub cluster: Arc<Cluster>,
+}
+
+/// Only modern algorithms: no SHA-1 signatures or MACs, no CBC, no
+/// group1/group14-sha1 key exchange, no compression.
+pub fn algorithms() -> Preferred {
+    Preferred {
+        kex: Cow::Borrowed(&[
+            kex::MLKEM768X25519_SHA256,
+            kex::CURVE25519,
+            kex::CURVE25519_PRE_RFC_8731,
+            kex::DH_GEX_SHA256,
+            kex::DH_G18_SHA512,
+            kex::DH_G16_SHA512,
+            kex::EXTENSION_SUPPORT_AS_SERVER,
+            kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+        ]),
+        key: Cow::Borrowed(&[
+            Algorithm::Ed25519,
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP256 },
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP384 },
+            Algorithm::Ecdsa { curve: EcdsaCurve::NistP521 },
+            Algorithm::Rsa { hash: Some(HashAlg::Sha512) },
+            Algorithm::Rsa { hash: Some(HashAlg::Sha256) },
+        ]),
+        host_key_certificates: Cow::Borrowed(&[]),
+        cipher: Cow::Borrowed(&[cipher::CHACHA20_POLY1305, cipher::AES_256_GCM, cipher::AES_128_GCM, cipher::AES_256_CTR, cipher::AES_128_CTR]),
+        mac: Cow::Borrowed(&[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM, mac::HMAC_SHA512, mac::HMAC_SHA256]),
+        compression: Cow::Borrowed(&[russh::compression::NONE]),
+    }
+}
+
+fn russh_config(config: &Config, keys: Vec<russh::keys::PrivateKey>) -> russh::server::Config {
+    let timeouts = &config.timeouts;
+    russh::server::Config {
+        server_id: russh::SshId::Standard(Cow::Borrowed(concat!("SSH-2.0-kbastion_", env!("CARGO_PKG_VERSION")))),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // The client's first "none" probe is answered at once; real
+        // rejections wait, so timing does not tell which keys exist.
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys,
+        max_auth_attempts: config.limits.max_auth_attempts,
+        inactivity_timeout: (timeouts.idle_secs > 0).then(|| Duration::from_secs(timeouts.idle_secs)),
+        keepalive_interval: (timeouts.keepalive_secs > 0).then(|| Duration::from_secs(timeouts.keepalive_secs)),
+        keepalive_max: timeouts.keepalive_max,
+        // Keystrokes must not wait for Nagle.
+        nodelay: true,
+        // 2 MiB windows and 32 KiB packets (OpenSSH's own sizes).
+        window_size: 2 * 1024 * 1024,
+        maximum_packet_size: 32 * 1024,
+        preferred: algorithms(),
+        ..Default::default()
+    }
+}
+
+/// Serves SSH on `listener` until the process stops.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let mut keys = Vec::new();
+    for path in &shared.config.host_keys {
+        let key = host_keys::load_or_generate(path)?;
+        tracing::info!(path = %path.display(), algorithm = %key.algorithm(), fingerprint = %host_keys::fingerprint(&key), "host key");
+        keys.push(key);
+    }
+    let config = Arc::new(russh_config(&shared.config, keys));
+    let login_timeout = Duration::from_secs(shared.config.timeouts.login_secs);
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let config = config.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let (authenticated_tx, mut authenticated) = tokio::sync::watch::channel(false);
+            let handler = Connection::new(shared, peer, authenticated_tx);
+            let session = match russh::server::run_stream(config, socket, handler).await {
+                Ok(session) => session,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "SSH handshake failed");
+                    return;
+                }
+            };
+            let handle = session.handle();
+            tokio::pin!(session);
+            let login_deadline = tokio::time::sleep(login_timeout);
+            tokio::pin!(login_deadline);
+            let mut logged_in = false;
+            let result = loop {
+                tokio::select! {
+                    result = &mut session => break result,
+                    _ = &mut login_deadline, if !logged_in => {
+                        tracing::info!(%peer, "login timeout: closing unauthenticated connection");
+                        let _ = handle.disconnect(russh::Disconnect::ByApplication, "login timeout".into(), "en".into()).await;
+                        return;
+                    }
+                    changed = authenticated.changed(), if !logged_in => {
+                        if changed.is_err() || *authenticated.borrow() {
+                            logged_in = true;
+                        }
+                    }
+                }
+            };
+            match result {
+                Ok(()) => tracing::debug!(%peer, "connection closed"),
+                Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+            }
+        });
+    }
+}
+
+pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))
+}
