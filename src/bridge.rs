@@ -28,6 +28,15 @@ use crate::target::{ExecTarget, TargetError, bounded};
 /// stalled client costs little.
 const PIPE_BUFFER: usize = 256 * 1024;
 
+/// Client input buffered beyond this makes the bastion stop reading from
+/// the connection, unless the session's output is waiting for the client's
+/// window (see `Flow`).
+const INPUT_SOFT_LIMIT: usize = 1024 * 1024;
+
+/// A client that pushes this much input nobody reads, while not reading its
+/// output either, is cut off: the bound on a session's memory.
+const INPUT_HARD_LIMIT: usize = 64 * 1024 * 1024;
+
 /// The environment variable that marks every process of a session, so the
 /// bastion can find and end them when the client vanishes.
 const SESSION_MARKER: &str = "KBASTION_SESSION";
@@ -115,6 +124,67 @@ pub fn exit_code(status: &Status) -> Result<u32, String> {
     Err(status.message.clone().unwrap_or_else(|| "the command failed without a message".into()))
 }
 
+/// Flow control of client input.
+///
+/// russh refills a channel's receive window when data arrives, not when it
+/// is consumed, so the only way to slow a client down is to stop reading
+/// the connection. But the connection also carries the client's window
+/// adjustments for our output: stopping while the output waits for one
+/// would deadlock a session that streams both ways (`cat` of a big file).
+/// So input is queued here and reading pauses above the soft limit only
+/// while no output writer is waiting for the client's window; the hard
+/// limit ends a client that neither reads nor lets us wait.
+#[derive(Default)]
+struct Flow {
+    buffered: std::sync::atomic::AtomicUsize,
+    output_waiting: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Flow {
+    fn must_pause(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.buffered.load(SeqCst) > INPUT_SOFT_LIMIT && self.output_waiting.load(SeqCst) == 0
+    }
+
+    async fn wait_for_room(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !self.must_pause() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn add(&self, bytes: usize) -> usize {
+        self.buffered.fetch_add(bytes, std::sync::atomic::Ordering::SeqCst) + bytes
+    }
+
+    fn consumed(&self, bytes: usize) {
+        self.buffered.fetch_sub(bytes, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    fn set_output_waiting(&self, waiting: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if waiting {
+            self.output_waiting.fetch_add(1, SeqCst);
+        } else {
+            self.output_waiting.fetch_sub(1, SeqCst);
+        }
+        self.changed.notify_waiters();
+    }
+}
+
+/// What the input side sends to the process, in order.
+enum Input {
+    Data(bytes::Bytes),
+    Eof,
+}
+
 fn clamp(value: u32) -> u16 {
     value.clamp(1, u32::from(u16::MAX)) as u16
 }
@@ -189,8 +259,38 @@ pub async fn run(
         let _ = sender.send(TerminalSize { width: clamp(pty.width), height: clamp(pty.height) }).await;
     }
     let status = process.take_status();
-    let mut stdin = process.stdin();
+    let flow = std::sync::Arc::new(Flow::default());
+    // Unbounded in type only: `Flow` bounds what is queued.
+    let (input_tx, mut input_rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
+    let stdin_task = {
+        let flow = flow.clone();
+        let mut stdin = process.stdin();
+        tokio::spawn(async move {
+            while let Some(input) = input_rx.recv().await {
+                match input {
+                    Input::Data(data) => {
+                        // After the process stops reading, input is dropped
+                        // (as a pipe to an exited process would).
+                        if let Some(writer) = stdin.as_mut()
+                            && writer.write_all(&data).await.is_err()
+                        {
+                            stdin = None;
+                        }
+                        flow.consumed(data.len());
+                    }
+                    Input::Eof => {
+                        // Shutting down kube's stdin sends the v5 close
+                        // signal; the output keeps flowing.
+                        if let Some(mut writer) = stdin.take() {
+                            let _ = writer.shutdown().await;
+                        }
+                    }
+                }
+            }
+        })
+    };
     let copy_out = |reader: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>, mut writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin>| {
+        let flow = flow.clone();
         tokio::spawn(async move {
             let Some(reader) = reader else { return };
             let mut reader = BufReader::with_capacity(32 * 1024, reader);
@@ -202,7 +302,10 @@ pub async fn run(
                     Ok(chunk) => chunk,
                 };
                 let n = chunk.len();
-                if writer.write_all(chunk).await.is_err() {
+                flow.set_output_waiting(true);
+                let written = writer.write_all(chunk).await;
+                flow.set_output_waiting(false);
+                if written.is_err() {
                     break;
                 }
                 reader.consume(n);
@@ -222,18 +325,15 @@ pub async fn run(
             _ = &mut output => break false,
             message = read.wait() => match message {
                 Some(ChannelMsg::Data { data }) => {
-                    if let Some(writer) = stdin.as_mut()
-                        && writer.write_all(&data).await.is_err()
-                    {
-                        stdin = None;
+                    if flow.add(data.len()) > INPUT_HARD_LIMIT {
+                        let _ = write.extended_data_bytes(1, b"kbastion: the session was ended: the client kept sending input that the target does not read, without reading the output\r\n".to_vec()).await;
+                        break true;
                     }
+                    let _ = input_tx.send(Input::Data(data));
+                    flow.wait_for_room().await;
                 }
                 Some(ChannelMsg::Eof) => {
-                    // Shutting down kube's stdin sends the v5 close signal;
-                    // the output keeps flowing.
-                    if let Some(mut writer) = stdin.take() {
-                        let _ = writer.shutdown().await;
-                    }
+                    let _ = input_tx.send(Input::Eof);
                 }
                 Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
                     if let Some(sender) = resize.as_mut() {
@@ -245,6 +345,8 @@ pub async fn run(
             }
         }
     };
+    drop(input_tx);
+    stdin_task.abort();
     if client_gone {
         process.abort();
         end_session_processes(target, session_id, api_wait);
