@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use futures::SinkExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{AttachParams, TerminalSize};
 use russh::ChannelMsg;
 use russh::server::Msg;
@@ -70,7 +70,11 @@ const SHELL_SCRIPT: &str = "if command -v bash >/dev/null 2>&1; then exec bash -
 
 /// TERM reaches a shell word only after this check.
 fn sanitize_term(term: &str) -> &str {
-    let ok = !term.is_empty() && term.len() <= 64 && term.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
+    let ok = !term.is_empty()
+        && term.len() <= 64
+        && term
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
     if ok { term } else { "xterm" }
 }
 
@@ -86,7 +90,12 @@ pub fn argv(prefix: &[String], session_id: &str, request: &SessionRequest) -> Ve
     }
     argv.push("sh".into());
     argv.push("-c".into());
-    argv.push(request.command.clone().unwrap_or_else(|| SHELL_SCRIPT.into()));
+    argv.push(
+        request
+            .command
+            .clone()
+            .unwrap_or_else(|| SHELL_SCRIPT.into()),
+    );
     argv
 }
 
@@ -121,7 +130,10 @@ pub fn exit_code(status: &Status) -> Result<u32, String> {
             return Ok(code);
         }
     }
-    Err(status.message.clone().unwrap_or_else(|| "the command failed without a message".into()))
+    Err(status
+        .message
+        .clone()
+        .unwrap_or_else(|| "the command failed without a message".into()))
 }
 
 /// Flow control of client input.
@@ -160,11 +172,14 @@ impl Flow {
     }
 
     fn add(&self, bytes: usize) -> usize {
-        self.buffered.fetch_add(bytes, std::sync::atomic::Ordering::SeqCst) + bytes
+        self.buffered
+            .fetch_add(bytes, std::sync::atomic::Ordering::SeqCst)
+            + bytes
     }
 
     fn consumed(&self, bytes: usize) {
-        self.buffered.fetch_sub(bytes, std::sync::atomic::Ordering::SeqCst);
+        self.buffered
+            .fetch_sub(bytes, std::sync::atomic::Ordering::SeqCst);
         self.changed.notify_waiters();
     }
 
@@ -189,11 +204,23 @@ fn clamp(value: u32) -> u16 {
     value.clamp(1, u32::from(u16::MAX)) as u16
 }
 
-/// Sends a one-line error to the client's stderr and ends the channel with
-/// exit status 1.
-pub async fn refuse(write: &ChannelWriteHalf<Msg>, message: &str) {
-    let line = format!("kbastion: {message}\r\n");
-    let _ = write.extended_data_bytes(1, line.into_bytes()).await;
+/// A message for the client's stderr: lines end in CRLF on a terminal (in
+/// raw mode) and in LF otherwise.
+pub fn message_bytes(message: &str, tty: bool) -> Vec<u8> {
+    let text = format!("kbastion: {message}\n");
+    if tty {
+        text.replace('\n', "\r\n").into_bytes()
+    } else {
+        text.into_bytes()
+    }
+}
+
+/// Sends an error to the client's stderr and ends the channel with exit
+/// status 1.
+pub async fn refuse(write: &ChannelWriteHalf<Msg>, message: &str, tty: bool) {
+    let _ = write
+        .extended_data_bytes(1, message_bytes(message, tty))
+        .await;
     finish(write, 1).await;
 }
 
@@ -206,14 +233,20 @@ async fn finish(write: &ChannelWriteHalf<Msg>, code: u32) {
 fn exec_error(error: kube::Error, target: &ExecTarget, user: &str) -> TargetError {
     use kube::client::UpgradeConnectionError;
     match error {
-        kube::Error::UpgradeConnection(UpgradeConnectionError::ProtocolSwitch(code)) if code.as_u16() == 403 => TargetError::Forbidden(format!(
-            "User \"{user}\" may not exec into pods in namespace \"{}\" (needs get and create on pods/exec)",
-            target.namespace
-        )),
-        kube::Error::UpgradeConnection(UpgradeConnectionError::ProtocolSwitch(code)) => TargetError::Api(format!(
-            "exec into {}/{} container {} was refused with HTTP {code}",
-            target.namespace, target.pod, target.container
-        )),
+        kube::Error::UpgradeConnection(UpgradeConnectionError::ProtocolSwitch(code))
+            if code.as_u16() == 403 =>
+        {
+            TargetError::Forbidden(format!(
+                "User \"{user}\" may not exec into pods in namespace \"{}\" (needs get and create on pods/exec)",
+                target.namespace
+            ))
+        }
+        kube::Error::UpgradeConnection(UpgradeConnectionError::ProtocolSwitch(code)) => {
+            TargetError::Api(format!(
+                "exec into {}/{} container {} was refused with HTTP {code}",
+                target.namespace, target.pod, target.container
+            ))
+        }
         other => crate::target::api_error(other, || TargetError::Api("exec failed".into())),
     }
 }
@@ -240,23 +273,29 @@ pub async fn run(
         max_stderr_buf_size: Some(PIPE_BUFFER),
     };
     let command = argv(&target.prefix, &session_id, &request);
-    let mut process = match bounded(api_wait, target.pods.exec(&target.pod, command, &params)).await {
+    let mut process = match bounded(api_wait, target.pods.exec(&target.pod, command, &params)).await
+    {
         Ok(Ok(process)) => process,
         Ok(Err(error)) => {
             let message = exec_error(error, &target, user).to_string();
-            refuse(&write, &message).await;
+            refuse(&write, &message, tty).await;
             return Outcome::Failed(message);
         }
         Err(timeout) => {
             let message = timeout.to_string();
-            refuse(&write, &message).await;
+            refuse(&write, &message, tty).await;
             return Outcome::Failed(message);
         }
     };
     let mut resize = process.terminal_size();
     if let (Some(sender), Some(pty)) = (resize.as_mut(), &request.pty) {
         // kube sends no initial size; the first prompt must see the real one.
-        let _ = sender.send(TerminalSize { width: clamp(pty.width), height: clamp(pty.height) }).await;
+        let _ = sender
+            .send(TerminalSize {
+                width: clamp(pty.width),
+                height: clamp(pty.height),
+            })
+            .await;
     }
     let status = process.take_status();
     let flow = std::sync::Arc::new(Flow::default());
@@ -289,7 +328,8 @@ pub async fn run(
             }
         })
     };
-    let copy_out = |reader: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>, mut writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin>| {
+    let copy_out = |reader: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>,
+                    mut writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin>| {
         let flow = flow.clone();
         tokio::spawn(async move {
             let Some(reader) = reader else { return };
@@ -326,7 +366,8 @@ pub async fn run(
             message = read.wait() => match message {
                 Some(ChannelMsg::Data { data }) => {
                     if flow.add(data.len()) > INPUT_HARD_LIMIT {
-                        let _ = write.extended_data_bytes(1, b"kbastion: the session was ended: the client kept sending input that the target does not read, without reading the output\r\n".to_vec()).await;
+                        let message = "the session was ended: the client kept sending input that the target does not read, without reading the output";
+                        let _ = write.extended_data_bytes(1, message_bytes(message, tty)).await;
                         break true;
                     }
                     let _ = input_tx.send(Input::Data(data));
@@ -359,12 +400,19 @@ pub async fn run(
     let outcome = match status.as_ref().map(exit_code) {
         Some(Ok(code)) => Outcome::Exited(code),
         Some(Err(message)) => {
-            let _ = write.extended_data_bytes(1, format!("kbastion: the command could not run: {message}\r\n").into_bytes()).await;
+            let _ = write
+                .extended_data_bytes(
+                    1,
+                    message_bytes(&format!("the command could not run: {message}"), tty),
+                )
+                .await;
             Outcome::Exited(126)
         }
         None => {
             let message = "the exec stream ended without an exit status (the connection to the Kubernetes API was lost)";
-            let _ = write.extended_data_bytes(1, format!("kbastion: {message}\r\n").into_bytes()).await;
+            let _ = write
+                .extended_data_bytes(1, message_bytes(message, tty))
+                .await;
             Outcome::Exited(255)
         }
     };
@@ -380,16 +428,27 @@ pub async fn run(
 fn end_session_processes(target: ExecTarget, session_id: String, api_wait: Duration) {
     tokio::spawn(async move {
         let mut command = target.prefix.clone();
-        command.extend(["sh".to_string(), "-c".to_string(), cleanup_script(&session_id)]);
-        let params = AttachParams::default().container(target.container.clone()).stdout(true).stderr(true);
+        command.extend([
+            "sh".to_string(),
+            "-c".to_string(),
+            cleanup_script(&session_id),
+        ]);
+        let params = AttachParams::default()
+            .container(target.container.clone())
+            .stdout(true)
+            .stderr(true);
         match bounded(api_wait, target.pods.exec(&target.pod, command, &params)).await {
             Ok(Ok(mut process)) => {
                 if let Some(status) = process.take_status() {
                     let _ = tokio::time::timeout(Duration::from_secs(30), status).await;
                 }
             }
-            Ok(Err(error)) => tracing::warn!(pod = %target.pod, %error, "could not end the processes of a vanished session"),
-            Err(error) => tracing::warn!(pod = %target.pod, %error, "could not end the processes of a vanished session"),
+            Ok(Err(error)) => {
+                tracing::warn!(pod = %target.pod, %error, "could not end the processes of a vanished session")
+            }
+            Err(error) => {
+                tracing::warn!(pod = %target.pod, %error, "could not end the processes of a vanished session")
+            }
         }
     });
 }
@@ -401,23 +460,55 @@ mod tests {
 
     #[test]
     fn commands_are_one_argument_and_term_is_checked() {
-        let request = SessionRequest { pty: Some(Pty { term: "xterm'; rm -rf /".into(), width: 80, height: 24 }), command: Some("echo 'a b'; exit 3".into()) };
+        let request = SessionRequest {
+            pty: Some(Pty {
+                term: "xterm'; rm -rf /".into(),
+                width: 80,
+                height: 24,
+            }),
+            command: Some("echo 'a b'; exit 3".into()),
+        };
         let argv = argv(&[], "abc", &request);
-        assert_eq!(argv, ["env", "KBASTION_SESSION=abc", "TERM=xterm", "sh", "-c", "echo 'a b'; exit 3"]);
+        assert_eq!(
+            argv,
+            [
+                "env",
+                "KBASTION_SESSION=abc",
+                "TERM=xterm",
+                "sh",
+                "-c",
+                "echo 'a b'; exit 3"
+            ]
+        );
     }
 
     #[test]
     fn exit_codes_come_from_the_status() {
-        let success = Status { status: Some("Success".into()), ..Default::default() };
+        let success = Status {
+            status: Some("Success".into()),
+            ..Default::default()
+        };
         assert_eq!(exit_code(&success), Ok(0));
         let failed = Status {
             status: Some("Failure".into()),
             reason: Some("NonZeroExitCode".into()),
-            details: Some(StatusDetails { causes: Some(vec![StatusCause { reason: Some("ExitCode".into()), message: Some("7".into()), ..Default::default() }]), ..Default::default() }),
+            details: Some(StatusDetails {
+                causes: Some(vec![StatusCause {
+                    reason: Some("ExitCode".into()),
+                    message: Some("7".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert_eq!(exit_code(&failed), Ok(7));
-        let internal = Status { status: Some("Failure".into()), reason: Some("InternalError".into()), message: Some("no sh".into()), ..Default::default() };
+        let internal = Status {
+            status: Some("Failure".into()),
+            reason: Some("InternalError".into()),
+            message: Some("no sh".into()),
+            ..Default::default()
+        };
         assert_eq!(exit_code(&internal), Err("no sh".into()));
     }
 }

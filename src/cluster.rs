@@ -42,7 +42,8 @@ impl Cluster {
         };
         let mut config = match kubeconfig {
             Some(path) => {
-                let file = Kubeconfig::read_from(path).map_err(|e| ClusterError::Kubeconfig(format!("{}: {e}", path.display())))?;
+                let file = Kubeconfig::read_from(path)
+                    .map_err(|e| ClusterError::Kubeconfig(format!("{}: {e}", path.display())))?;
                 Config::from_custom_kubeconfig(file, &options)
                     .await
                     .map_err(|e| ClusterError::Kubeconfig(format!("{}: {e}", path.display())))?
@@ -50,7 +51,9 @@ impl Cluster {
             None if context.is_some() => Config::from_kubeconfig(&options)
                 .await
                 .map_err(|e| ClusterError::Kubeconfig(e.to_string()))?,
-            None => Config::infer().await.map_err(|e| ClusterError::Kubeconfig(e.to_string()))?,
+            None => Config::infer()
+                .await
+                .map_err(|e| ClusterError::Kubeconfig(e.to_string()))?,
         };
         config.connect_timeout = Some(connect_timeout);
         // Exec streams are long-lived: no read timeout on the connection;
@@ -78,7 +81,8 @@ impl Cluster {
         }
         let mut config = self.config.clone();
         config.auth_info.impersonate = Some(identity.user.clone());
-        config.auth_info.impersonate_groups = (!identity.groups.is_empty()).then(|| identity.groups.clone());
+        config.auth_info.impersonate_groups =
+            (!identity.groups.is_empty()).then(|| identity.groups.clone());
         let client = Client::try_from(config)?;
         clients.insert(identity.clone(), client.clone());
         Ok(client)

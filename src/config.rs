@@ -168,8 +168,15 @@ impl Config {
 
     /// Parses and validates; relative paths are taken from `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
-        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
         config.host_keys = config.host_keys.iter().map(|p| resolve(p)).collect();
         if config.host_keys.is_empty() {
             return Err("host_keys: at least one host key path is required".into());
@@ -181,11 +188,15 @@ impl Config {
             return Err("timeouts: login_secs and api_secs must be at least 1".into());
         }
         if config.limits.max_auth_attempts == 0 || config.limits.max_channels_per_connection == 0 {
-            return Err("limits: max_auth_attempts and max_channels_per_connection must be at least 1".into());
+            return Err(
+                "limits: max_auth_attempts and max_channels_per_connection must be at least 1"
+                    .into(),
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for (i, user) in config.users.iter_mut().enumerate() {
-            crate::login::validate_person(&user.name).map_err(|e| format!("users[{i}].name: {e}"))?;
+            crate::login::validate_person(&user.name)
+                .map_err(|e| format!("users[{i}].name: {e}"))?;
             if !seen.insert(user.name.clone()) {
                 return Err(format!("users[{i}].name: {:?} is listed twice", user.name));
             }
@@ -193,18 +204,32 @@ impl Config {
                 return Err(format!("users[{i}].kubernetes_user: must not be empty"));
             }
             for (j, line) in user.authorized_keys.iter().enumerate() {
-                if let Some(key) = parse_authorized_key(line).map_err(|e| format!("users[{i}].authorized_keys[{j}]: {e}"))? {
+                if let Some(key) = parse_authorized_key(line)
+                    .map_err(|e| format!("users[{i}].authorized_keys[{j}]: {e}"))?
+                {
                     user.keys.push(key);
                 }
             }
-            user.authorized_keys_files = user.authorized_keys_files.iter().map(|p| resolve(p)).collect();
+            user.authorized_keys_files = user
+                .authorized_keys_files
+                .iter()
+                .map(|p| resolve(p))
+                .collect();
             for file in &user.authorized_keys_files {
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| format!("users[{i}].authorized_keys_files: cannot read {}: {e}", file.display()))?;
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    format!(
+                        "users[{i}].authorized_keys_files: cannot read {}: {e}",
+                        file.display()
+                    )
+                })?;
                 for (n, line) in text.lines().enumerate() {
-                    if let Some(key) = parse_authorized_key(line)
-                        .map_err(|e| format!("users[{i}].authorized_keys_files: {} line {}: {e}", file.display(), n + 1))?
-                    {
+                    if let Some(key) = parse_authorized_key(line).map_err(|e| {
+                        format!(
+                            "users[{i}].authorized_keys_files: {} line {}: {e}",
+                            file.display(),
+                            n + 1
+                        )
+                    })? {
                         user.keys.push(key);
                     }
                 }
@@ -236,7 +261,10 @@ mod tests {
     #[test]
     fn minimal_config_gets_defaults() {
         let config = parse(&format!("listen = \"127.0.0.1:2222\"\n[[users]]\nname = \"alice\"\nauthorized_keys = [\"{KEY}\"]\n")).unwrap();
-        assert_eq!(config.host_keys, vec![PathBuf::from("/etc/kbastion/ssh_host_ed25519_key")]);
+        assert_eq!(
+            config.host_keys,
+            vec![PathBuf::from("/etc/kbastion/ssh_host_ed25519_key")]
+        );
         assert_eq!(config.users[0].keys.len(), 1);
         assert_eq!(config.users[0].kubernetes_user(), "alice");
         assert_eq!(config.timeouts.login_secs, 30);
@@ -254,14 +282,19 @@ mod tests {
         assert!(err.contains("users[0].authorized_keys[0]"), "{err}");
         let err = parse("listen = \"127.0.0.1:2222\"\n[[users]]\nname = \"al ice\"").unwrap_err();
         assert!(err.contains("users[0].name"), "{err}");
-        let err = parse("listen = \"127.0.0.1:2222\"\n[[users]]\nname = \"a\"\n[[users]]\nname = \"a\"").unwrap_err();
+        let err =
+            parse("listen = \"127.0.0.1:2222\"\n[[users]]\nname = \"a\"\n[[users]]\nname = \"a\"")
+                .unwrap_err();
         assert!(err.contains("twice"), "{err}");
     }
 
     #[test]
     fn shipped_examples_are_valid() {
         for (name, text) in [
-            ("kbastion.example.toml", include_str!("../config/kbastion.example.toml")),
+            (
+                "kbastion.example.toml",
+                include_str!("../config/kbastion.example.toml"),
+            ),
             ("demo.toml", include_str!("../config/demo.toml")),
         ] {
             parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -38,15 +38,19 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir).join("kbastion/demo"));
     }
-    let home = std::env::var_os("HOME").context("neither XDG_STATE_HOME nor HOME is set; pass --state-dir")?;
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_STATE_HOME nor HOME is set; pass --state-dir")?;
     Ok(PathBuf::from(home).join(".local/state/kbastion/demo"))
 }
 
 fn read_keys(path: &Path) -> anyhow::Result<Vec<PublicKey>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut keys = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        if let Some(key) = parse_authorized_key(line).map_err(|e| anyhow::anyhow!("{} line {}: {e}", path.display(), n + 1))? {
+        if let Some(key) = parse_authorized_key(line)
+            .map_err(|e| anyhow::anyhow!("{} line {}: {e}", path.display(), n + 1))?
+        {
             keys.push(key);
         }
     }
@@ -80,12 +84,21 @@ fn demo_keys(args: &DemoArgs, state: &Path) -> anyhow::Result<(Vec<PublicKey>, O
     }
     let identity = state.join("id_ed25519");
     if !identity.exists() {
-        let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| anyhow::anyhow!("cannot generate a key: {e}"))?;
-        key.write_openssh_file(&identity, LineEnding::LF).with_context(|| format!("cannot write {}", identity.display()))?;
-        let public = key.public_key().to_openssh().map_err(|e| anyhow::anyhow!("{e}"))?;
-        std::fs::write(identity.with_extension("pub"), format!("{public} kbastion-demo\n"))?;
+        let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
+            .map_err(|e| anyhow::anyhow!("cannot generate a key: {e}"))?;
+        key.write_openssh_file(&identity, LineEnding::LF)
+            .with_context(|| format!("cannot write {}", identity.display()))?;
+        let public = key
+            .public_key()
+            .to_openssh()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        std::fs::write(
+            identity.with_extension("pub"),
+            format!("{public} kbastion-demo\n"),
+        )?;
     }
-    let key = PrivateKey::read_openssh_file(&identity).with_context(|| format!("cannot read {}", identity.display()))?;
+    let key = PrivateKey::read_openssh_file(&identity)
+        .with_context(|| format!("cannot read {}", identity.display()))?;
     Ok((vec![key.public_key().clone()], Some(identity)))
 }
 
@@ -94,7 +107,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => default_state_dir()?,
     };
-    std::fs::create_dir_all(&state).with_context(|| format!("cannot create {}", state.display()))?;
+    std::fs::create_dir_all(&state)
+        .with_context(|| format!("cannot create {}", state.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))?;
@@ -126,20 +140,36 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     let (keys, identity) = demo_keys(&args, &state)?;
-    let mut config = Config::parse(DEMO_CONFIG, &state).map_err(|e| anyhow::anyhow!("built-in demo config: {e}"))?;
+    let mut config = Config::parse(DEMO_CONFIG, &state)
+        .map_err(|e| anyhow::anyhow!("built-in demo config: {e}"))?;
     config.listen = args.listen;
     for user in &mut config.users {
         user.keys = keys.clone();
     }
-    let cluster = Cluster::connect(config.kubeconfig.as_deref(), config.context.as_deref(), config.timeouts.api()).await?;
+    let cluster = Cluster::connect(
+        config.kubeconfig.as_deref(),
+        config.context.as_deref(),
+        config.timeouts.api(),
+    )
+    .await?;
     let listener = ssh::bind(config.listen).await?;
     let port = listener.local_addr()?.port();
     let host = listener.local_addr()?.ip();
     let shared = Arc::new(Shared { config, cluster });
 
-    let i = identity.map(|p| format!(" -i {}", p.display())).unwrap_or_default();
-    let p = if port == 22 { String::new() } else { format!(" -p {port}") };
-    let cp = if port == 22 { String::new() } else { format!(" -P {port}") };
+    let i = identity
+        .map(|p| format!(" -i {}", p.display()))
+        .unwrap_or_default();
+    let p = if port == 22 {
+        String::new()
+    } else {
+        format!(" -p {port}")
+    };
+    let cp = if port == 22 {
+        String::new()
+    } else {
+        format!(" -P {port}")
+    };
     println!(
         "kbastion demo is running (Ctrl-C stops it). State: {state}\n\
          \n  A shell in a container:      ssh{p}{i} alice@default/web-0@{host}\

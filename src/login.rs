@@ -19,7 +19,8 @@
 use std::fmt;
 
 /// The syntax, as shown to a user who got it wrong.
-pub const SYNTAX: &str = "log in as USER@NODE, USER@NAMESPACE/POD[/CONTAINER] or USER@NAMESPACE+POD[+CONTAINER]";
+pub const SYNTAX: &str =
+    "log in as USER@NODE, USER@NAMESPACE/POD[/CONTAINER] or USER@NAMESPACE+POD[+CONTAINER]";
 
 /// The longest user name accepted; Kubernetes names are at most 253
 /// characters, and a name this long is an attack, not a typo.
@@ -27,16 +28,30 @@ const MAX_LOGIN_NAME: usize = 600;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Node { node: String },
-    Container { namespace: String, pod: String, container: Option<String> },
+    Node {
+        node: String,
+    },
+    Container {
+        namespace: String,
+        pod: String,
+        container: Option<String>,
+    },
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Node { node } => write!(f, "node/{node}"),
-            Target::Container { namespace, pod, container: None } => write!(f, "{namespace}/{pod}"),
-            Target::Container { namespace, pod, container: Some(c) } => write!(f, "{namespace}/{pod}/{c}"),
+            Target::Container {
+                namespace,
+                pod,
+                container: None,
+            } => write!(f, "{namespace}/{pod}"),
+            Target::Container {
+                namespace,
+                pod,
+                container: Some(c),
+            } => write!(f, "{namespace}/{pod}/{c}"),
         }
     }
 }
@@ -55,7 +70,11 @@ pub enum LoginError {
     #[error("the login name is too long ({0} bytes); {SYNTAX}")]
     TooLong(usize),
     #[error("{what} {value:?} is not a valid Kubernetes name: {why}; {SYNTAX}")]
-    BadPart { what: &'static str, value: String, why: String },
+    BadPart {
+        what: &'static str,
+        value: String,
+        why: String,
+    },
     #[error("{0:?} has too many parts; {SYNTAX}")]
     TooManyParts(String),
     #[error("{0:?} mixes '/' and '+' separators; use one of them; {SYNTAX}")]
@@ -70,15 +89,24 @@ pub fn validate_kubernetes_name(name: &str, max: usize) -> Result<(), String> {
     if name.len() > max {
         return Err(format!("it is longer than {max} characters"));
     }
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (max > 63 && c == '.');
+    let allowed = |c: char| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (max > 63 && c == '.')
+    };
     if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
-        return Err(format!("{bad:?} is not allowed (only lowercase letters, digits, '-'{})", if max > 63 { " and '.'" } else { "" }));
+        return Err(format!(
+            "{bad:?} is not allowed (only lowercase letters, digits, '-'{})",
+            if max > 63 { " and '.'" } else { "" }
+        ));
     }
     let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if !edge_ok(name.chars().next()) || !edge_ok(name.chars().last()) {
         return Err("it must start and end with a letter or digit".into());
     }
-    if max > 63 && name.split('.').any(|label| label.is_empty() || label.starts_with('-') || label.ends_with('-')) {
+    if max > 63
+        && name
+            .split('.')
+            .any(|label| label.is_empty() || label.starts_with('-') || label.ends_with('-'))
+    {
         return Err("each '.'-separated part must start and end with a letter or digit".into());
     }
     Ok(())
@@ -89,8 +117,14 @@ pub fn validate_person(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err("must be 1 to 64 characters".into());
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) || name.starts_with(['.', '-']) {
-        return Err(format!("{name:?} may only hold letters, digits, '.', '_' and '-' (not first)"));
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        || name.starts_with(['.', '-'])
+    {
+        return Err(format!(
+            "{name:?} may only hold letters, digits, '.', '_' and '-' (not first)"
+        ));
     }
     Ok(())
 }
@@ -107,21 +141,34 @@ impl LoginName {
             Some((person, rest)) => (person, Some(rest)),
             None => (raw, None),
         };
-        validate_person(person).map_err(|why| LoginError::BadPart { what: "user", value: person.into(), why })?;
+        validate_person(person).map_err(|why| LoginError::BadPart {
+            what: "user",
+            value: person.into(),
+            why,
+        })?;
         let Some(rest) = rest else {
-            return Ok(LoginName { person: person.into(), target: None });
+            return Ok(LoginName {
+                person: person.into(),
+                target: None,
+            });
         };
         if rest.contains('/') && rest.contains('+') {
             return Err(LoginError::MixedSeparators(rest.into()));
         }
         let parts: Vec<&str> = rest.split(['/', '+']).collect();
         let part = |what: &'static str, value: &str, max: usize| {
-            validate_kubernetes_name(value, max).map_err(|why| LoginError::BadPart { what, value: value.into(), why })
+            validate_kubernetes_name(value, max).map_err(|why| LoginError::BadPart {
+                what,
+                value: value.into(),
+                why,
+            })
         };
         let target = match parts.as_slice() {
             [node] => {
                 part("node", node, 253)?;
-                Target::Node { node: node.to_string() }
+                Target::Node {
+                    node: node.to_string(),
+                }
             }
             [namespace, pod, container @ ..] if container.len() <= 1 => {
                 part("namespace", namespace, 63)?;
@@ -137,7 +184,10 @@ impl LoginName {
             }
             _ => return Err(LoginError::TooManyParts(rest.into())),
         };
-        Ok(LoginName { person: person.into(), target: Some(target) })
+        Ok(LoginName {
+            person: person.into(),
+            target: Some(target),
+        })
     }
 }
 
@@ -146,19 +196,50 @@ mod tests {
     use super::*;
 
     fn container(ns: &str, pod: &str, c: Option<&str>) -> Option<Target> {
-        Some(Target::Container { namespace: ns.into(), pod: pod.into(), container: c.map(Into::into) })
+        Some(Target::Container {
+            namespace: ns.into(),
+            pod: pod.into(),
+            container: c.map(Into::into),
+        })
     }
 
     #[test]
     fn every_documented_form_parses() {
         assert_eq!(LoginName::parse("alice").unwrap().target, None);
-        assert_eq!(LoginName::parse("alice@node-1").unwrap().target, Some(Target::Node { node: "node-1".into() }));
-        assert_eq!(LoginName::parse("alice@shop/web-0").unwrap().target, container("shop", "web-0", None));
-        assert_eq!(LoginName::parse("alice@shop/web-0/sidecar").unwrap().target, container("shop", "web-0", Some("sidecar")));
-        assert_eq!(LoginName::parse("alice@shop+web-0").unwrap().target, container("shop", "web-0", None));
-        assert_eq!(LoginName::parse("alice@shop+web-0+sidecar").unwrap().target, container("shop", "web-0", Some("sidecar")));
-        assert_eq!(LoginName::parse("alice@ip-10-0-0-1.ec2.internal").unwrap().target, Some(Target::Node { node: "ip-10-0-0-1.ec2.internal".into() }));
-        assert_eq!(LoginName::parse("alice.smith_2@shop/web-0").unwrap().person, "alice.smith_2");
+        assert_eq!(
+            LoginName::parse("alice@node-1").unwrap().target,
+            Some(Target::Node {
+                node: "node-1".into()
+            })
+        );
+        assert_eq!(
+            LoginName::parse("alice@shop/web-0").unwrap().target,
+            container("shop", "web-0", None)
+        );
+        assert_eq!(
+            LoginName::parse("alice@shop/web-0/sidecar").unwrap().target,
+            container("shop", "web-0", Some("sidecar"))
+        );
+        assert_eq!(
+            LoginName::parse("alice@shop+web-0").unwrap().target,
+            container("shop", "web-0", None)
+        );
+        assert_eq!(
+            LoginName::parse("alice@shop+web-0+sidecar").unwrap().target,
+            container("shop", "web-0", Some("sidecar"))
+        );
+        assert_eq!(
+            LoginName::parse("alice@ip-10-0-0-1.ec2.internal")
+                .unwrap()
+                .target,
+            Some(Target::Node {
+                node: "ip-10-0-0-1.ec2.internal".into()
+            })
+        );
+        assert_eq!(
+            LoginName::parse("alice.smith_2@shop/web-0").unwrap().person,
+            "alice.smith_2"
+        );
     }
 
     #[test]
@@ -166,15 +247,43 @@ mod tests {
         let long = format!("alice@{}", "a".repeat(700));
         let long_label = format!("alice@{}/web", "a".repeat(64));
         for bad in [
-            "", "@node-1", "alice@", "alice@/web-0", "alice@shop/", "alice@shop//web", "alice@shop/web-0/",
-            "alice@../etc", "alice@shop/..", "alice@shop/web;rm -rf /", "alice@shop/$(id)", "alice@shop/`id`",
-            "alice@shop/web 0", "alice@Shop/web", "alice@shop/wéb", "alice@shop/web\n0", "alice@shop/web-0/a/b",
-            "alice@shop+web/x", "alice@-node", "alice@node-", "alice@shop/web-0/side.car", "al ice@node-1",
-            "alice@a@b", "alice@shop/web\0", &long, &long_label, "-alice@node-1",
+            "",
+            "@node-1",
+            "alice@",
+            "alice@/web-0",
+            "alice@shop/",
+            "alice@shop//web",
+            "alice@shop/web-0/",
+            "alice@../etc",
+            "alice@shop/..",
+            "alice@shop/web;rm -rf /",
+            "alice@shop/$(id)",
+            "alice@shop/`id`",
+            "alice@shop/web 0",
+            "alice@Shop/web",
+            "alice@shop/wéb",
+            "alice@shop/web\n0",
+            "alice@shop/web-0/a/b",
+            "alice@shop+web/x",
+            "alice@-node",
+            "alice@node-",
+            "alice@shop/web-0/side.car",
+            "al ice@node-1",
+            "alice@a@b",
+            "alice@shop/web\0",
+            &long,
+            &long_label,
+            "-alice@node-1",
         ] {
             let err = LoginName::parse(bad).expect_err(bad);
-            assert!(err.to_string().contains("log in as USER@NODE"), "{bad:?}: {err}");
-            assert!(!err.to_string().contains('\n') || bad.contains('\n'), "{bad:?}: {err}");
+            assert!(
+                err.to_string().contains("log in as USER@NODE"),
+                "{bad:?}: {err}"
+            );
+            assert!(
+                !err.to_string().contains('\n') || bad.contains('\n'),
+                "{bad:?}: {err}"
+            );
         }
     }
 }

@@ -45,8 +45,11 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -55,7 +58,12 @@ fn init_logging(format: LogFormat) {
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
-    let cluster = Cluster::connect(config.kubeconfig.as_deref(), config.context.as_deref(), config.timeouts.api()).await?;
+    let cluster = Cluster::connect(
+        config.kubeconfig.as_deref(),
+        config.context.as_deref(),
+        config.timeouts.api(),
+    )
+    .await?;
     let wait = config.timeouts.api();
     let version = tokio::time::timeout(wait, cluster.own().apiserver_version())
         .await
@@ -75,7 +83,9 @@ async fn main() -> std::process::ExitCode {
         Command::Serve { config } => serve(config).await,
         Command::Demo(args) => kbastion::demo::run(args).await,
         Command::Sim(args) => kbastion::sim::run(args, None).await,
-        Command::CheckConfig { config } => Config::load(&config).map(|c| print!("{}", c.to_toml())).map_err(Into::into),
+        Command::CheckConfig { config } => Config::load(&config)
+            .map(|c| print!("{}", c.to_toml()))
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -22,14 +22,35 @@ pub struct ExecTarget {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("pod {namespace}/{pod} not found; check the name with: kubectl get pods -n {namespace}")]
+    #[error(
+        "pod {namespace}/{pod} not found; check the name with: kubectl get pods -n {namespace}"
+    )]
     PodNotFound { namespace: String, pod: String },
     #[error("container {container} not found in pod {namespace}/{pod}; it has: {available}")]
-    ContainerNotFound { namespace: String, pod: String, container: String, available: String },
-    #[error("pod {namespace}/{pod} is not running (phase {phase}{reason}); wait for it to start or pick another pod")]
-    PodNotRunning { namespace: String, pod: String, phase: String, reason: String },
-    #[error("container {container} in pod {namespace}/{pod} is not running ({reason}); wait for it to start")]
-    ContainerNotRunning { namespace: String, pod: String, container: String, reason: String },
+    ContainerNotFound {
+        namespace: String,
+        pod: String,
+        container: String,
+        available: String,
+    },
+    #[error(
+        "pod {namespace}/{pod} is not running (phase {phase}{reason}); wait for it to start or pick another pod"
+    )]
+    PodNotRunning {
+        namespace: String,
+        pod: String,
+        phase: String,
+        reason: String,
+    },
+    #[error(
+        "container {container} in pod {namespace}/{pod} is not running ({reason}); wait for it to start"
+    )]
+    ContainerNotRunning {
+        namespace: String,
+        pod: String,
+        container: String,
+        reason: String,
+    },
     #[error("access denied by Kubernetes RBAC: {0}")]
     Forbidden(String),
     #[error("the Kubernetes API server did not answer within {0:?}; try again later")]
@@ -46,22 +67,52 @@ pub enum TargetError {
 pub fn api_error(error: kube::Error, not_found: impl FnOnce() -> TargetError) -> TargetError {
     match error {
         kube::Error::Api(status) if status.code == 404 => not_found(),
-        kube::Error::Api(status) if status.code == 403 => TargetError::Forbidden(status.message.lines().next().unwrap_or_default().to_string()),
-        kube::Error::Api(status) => TargetError::Api(status.message.lines().next().unwrap_or_default().to_string()),
-        other => TargetError::Unreachable(other.to_string().lines().next().unwrap_or_default().to_string()),
+        kube::Error::Api(status) if status.code == 403 => TargetError::Forbidden(
+            status
+                .message
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        kube::Error::Api(status) => TargetError::Api(
+            status
+                .message
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        other => TargetError::Unreachable(
+            other
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
     }
 }
 
 /// Bounds an API call by the configured wait.
-pub async fn bounded<T>(wait: Duration, call: impl std::future::Future<Output = Result<T, kube::Error>>) -> Result<Result<T, kube::Error>, TargetError> {
-    tokio::time::timeout(wait, call).await.map_err(|_| TargetError::Timeout(wait))
+pub async fn bounded<T>(
+    wait: Duration,
+    call: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<Result<T, kube::Error>, TargetError> {
+    tokio::time::timeout(wait, call)
+        .await
+        .map_err(|_| TargetError::Timeout(wait))
 }
 
 /// The container kubectl would pick: the named one, else the
 /// `kubectl.kubernetes.io/default-container` annotation, else the first.
 /// The API server ignores the annotation, so the client must apply it.
 pub fn pick_container(pod: &Pod, wanted: Option<&str>) -> Result<String, Vec<String>> {
-    let names: Vec<String> = pod.spec.as_ref().map(|s| s.containers.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
+    let names: Vec<String> = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default();
     let annotated = pod
         .metadata
         .annotations
@@ -77,17 +128,27 @@ pub fn pick_container(pod: &Pod, wanted: Option<&str>) -> Result<String, Vec<Str
 
 /// Resolves a container target: the pod exists, is Running, and has the
 /// container running, all as the user (so RBAC on `pods` applies too).
-pub async fn resolve_container(client: kube::Client, namespace: &str, pod_name: &str, container: Option<&str>, wait: Duration) -> Result<ExecTarget, TargetError> {
+pub async fn resolve_container(
+    client: kube::Client,
+    namespace: &str,
+    pod_name: &str,
+    container: Option<&str>,
+    wait: Duration,
+) -> Result<ExecTarget, TargetError> {
     let pods: Api<Pod> = Api::namespaced(client, namespace);
     let pod = bounded(wait, pods.get(pod_name)).await?.map_err(|e| {
-        api_error(e, || TargetError::PodNotFound { namespace: namespace.into(), pod: pod_name.into() })
+        api_error(e, || TargetError::PodNotFound {
+            namespace: namespace.into(),
+            pod: pod_name.into(),
+        })
     })?;
-    let container = pick_container(&pod, container).map_err(|available| TargetError::ContainerNotFound {
-        namespace: namespace.into(),
-        pod: pod_name.into(),
-        container: container.unwrap_or_default().into(),
-        available: available.join(", "),
-    })?;
+    let container =
+        pick_container(&pod, container).map_err(|available| TargetError::ContainerNotFound {
+            namespace: namespace.into(),
+            pod: pod_name.into(),
+            container: container.unwrap_or_default().into(),
+            available: available.join(", "),
+        })?;
     let status = pod.status.clone().unwrap_or_default();
     let phase = status.phase.clone().unwrap_or_else(|| "Unknown".into());
     let waiting = status
@@ -99,10 +160,21 @@ pub async fn resolve_container(client: kube::Client, namespace: &str, pod_name: 
         .and_then(|s| s.waiting.as_ref())
         .and_then(|w| w.reason.clone());
     if phase != "Running" {
-        let reason = waiting.or(status.reason.clone()).map(|r| format!(": {r}")).unwrap_or_default();
-        return Err(TargetError::PodNotRunning { namespace: namespace.into(), pod: pod_name.into(), phase, reason });
+        let reason = waiting
+            .or(status.reason.clone())
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        return Err(TargetError::PodNotRunning {
+            namespace: namespace.into(),
+            pod: pod_name.into(),
+            phase,
+            reason,
+        });
     }
-    let running = status.container_statuses.iter().flatten().any(|s| s.name == container && s.state.as_ref().is_some_and(|st| st.running.is_some()));
+    let running =
+        status.container_statuses.iter().flatten().any(|s| {
+            s.name == container && s.state.as_ref().is_some_and(|st| st.running.is_some())
+        });
     if !running {
         return Err(TargetError::ContainerNotRunning {
             namespace: namespace.into(),
@@ -111,12 +183,28 @@ pub async fn resolve_container(client: kube::Client, namespace: &str, pod_name: 
             reason: waiting.unwrap_or_else(|| "not started".into()),
         });
     }
-    Ok(ExecTarget { pods, namespace: namespace.into(), pod: pod_name.into(), container, prefix: Vec::new() })
+    Ok(ExecTarget {
+        pods,
+        namespace: namespace.into(),
+        pod: pod_name.into(),
+        container,
+        prefix: Vec::new(),
+    })
 }
 
-pub async fn resolve(client: kube::Client, target: &Target, wait: Duration) -> Result<ExecTarget, TargetError> {
+pub async fn resolve(
+    client: kube::Client,
+    target: &Target,
+    wait: Duration,
+) -> Result<ExecTarget, TargetError> {
     match target {
-        Target::Container { namespace, pod, container } => resolve_container(client, namespace, pod, container.as_deref(), wait).await,
-        Target::Node { node } => Err(TargetError::NodeShell(format!("node {node}: node shells are the subject of a later change"))),
+        Target::Container {
+            namespace,
+            pod,
+            container,
+        } => resolve_container(client, namespace, pod, container.as_deref(), wait).await,
+        Target::Node { node } => Err(TargetError::NodeShell(format!(
+            "node {node}: node shells are the subject of a later change"
+        ))),
     }
 }

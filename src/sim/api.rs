@@ -66,7 +66,9 @@ fn identify(sim: &Sim, request: &Request<Incoming>) -> Result<UserInfo, ApiError
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(ApiError::unauthorized)?;
-    let caller = sim.authenticate(token.trim()).ok_or_else(ApiError::unauthorized)?;
+    let caller = sim
+        .authenticate(token.trim())
+        .ok_or_else(ApiError::unauthorized)?;
     let Some(user) = request
         .headers()
         .get("impersonate-user")
@@ -105,7 +107,10 @@ fn identify(sim: &Sim, request: &Request<Incoming>) -> Result<UserInfo, ApiError
     })
 }
 
-async fn handle_request(sim: &Arc<Sim>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn handle_request(
+    sim: &Arc<Sim>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().to_string();
     if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
         return Ok(super::status::plain_response(StatusCode::OK, "ok"));
@@ -119,26 +124,57 @@ async fn handle_request(sim: &Arc<Sim>, request: Request<Incoming>) -> Result<Re
         return admin_request(sim, &user, admin, request).await;
     }
     if let Some(code) = faults.fail_status {
-        return Err(ApiError::new(code, "ServiceUnavailable", "injected failure"));
+        return Err(ApiError::new(
+            code,
+            "ServiceUnavailable",
+            "injected failure",
+        ));
     }
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segments.as_slice() {
-        ["version"] => return Ok(json_response(StatusCode::OK, &resources::version_info(sim.minor))),
+        ["version"] => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &resources::version_info(sim.minor),
+            ));
+        }
         ["api"] => return Ok(json_response(StatusCode::OK, &resources::core_versions())),
         ["apis"] => return Ok(json_response(StatusCode::OK, &resources::group_list())),
         ["apis", group] => {
             return resources::group(group)
                 .map(|g| json_response(StatusCode::OK, &g))
-                .ok_or_else(|| ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+                .ok_or_else(|| {
+                    ApiError::new(
+                        404,
+                        "NotFound",
+                        "the server could not find the requested resource",
+                    )
+                });
         }
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
-        _ => return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+        _ => {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
     };
     if rest.is_empty() {
         return resources::resource_list(group, version)
             .map(|l| json_response(StatusCode::OK, &l))
-            .ok_or_else(|| ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                )
+            });
     }
     let target = parse_target(group, version, rest)?;
     match target.subresource.as_str() {
@@ -159,7 +195,11 @@ async fn handle_request(sim: &Arc<Sim>, request: Request<Incoming>) -> Result<Re
     }
     let params = query_params(&request);
     let verb = match (request.method(), target.name.is_empty()) {
-        (&Method::GET, true) if param(&params, "watch").is_some_and(|w| w == "true" || w == "1") => "watch",
+        (&Method::GET, true)
+            if param(&params, "watch").is_some_and(|w| w == "true" || w == "1") =>
+        {
+            "watch"
+        }
         (&Method::GET, true) => "list",
         (&Method::GET, false) => "get",
         (&Method::POST, _) => "create",
@@ -167,7 +207,13 @@ async fn handle_request(sim: &Arc<Sim>, request: Request<Incoming>) -> Result<Re
         (&Method::PATCH, _) => "patch",
         (&Method::DELETE, true) => "deletecollection",
         (&Method::DELETE, false) => "delete",
-        _ => return Err(ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")),
+        _ => {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ));
+        }
     };
     let attributes = Attributes {
         verb: verb.into(),
@@ -184,10 +230,14 @@ async fn handle_request(sim: &Arc<Sim>, request: Request<Incoming>) -> Result<Re
         let protobuf = request
             .headers()
             .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/vnd.kubernetes.protobuf"));
+            .is_some_and(|v| {
+                v.as_bytes()
+                    .starts_with(b"application/vnd.kubernetes.protobuf")
+            });
         let body = if protobuf {
             let bytes = read_body(request).await?;
-            super::protobuf::decode_review(&bytes).map_err(|e| ApiError::new(415, "UnsupportedMediaType", e.to_string()))?
+            super::protobuf::decode_review(&bytes)
+                .map_err(|e| ApiError::new(415, "UnsupportedMediaType", e.to_string()))?
         } else {
             read_json(request).await?
         };
@@ -211,7 +261,14 @@ async fn handle_request(sim: &Arc<Sim>, request: Request<Incoming>) -> Result<Re
         "get" => {
             let object = get(sim, &target)?;
             if accept.contains("as=Table") {
-                Ok(json_response(StatusCode::OK, &table(target.resource, &[object], &sim.store.revision().to_string())))
+                Ok(json_response(
+                    StatusCode::OK,
+                    &table(
+                        target.resource,
+                        &[object],
+                        &sim.store.revision().to_string(),
+                    ),
+                ))
             } else {
                 Ok(json_response(StatusCode::OK, &object))
             }
@@ -236,24 +293,46 @@ async fn handle_request(sim: &Arc<Sim>, request: Request<Incoming>) -> Result<Re
             Ok(json_response(StatusCode::OK, &patched))
         }
         "delete" => {
-            let deleted = super::cluster::delete(sim, &key(&target)).map_err(|e| store_error(e, &target))?;
+            let deleted =
+                super::cluster::delete(sim, &key(&target)).map_err(|e| store_error(e, &target))?;
             Ok(json_response(StatusCode::OK, &deleted))
         }
         _ => {
-            let (items, _) = sim.store.list(target.resource.name, namespace_filter(&target));
+            let (items, _) = sim
+                .store
+                .list(target.resource.name, namespace_filter(&target));
             let selector = selectors(&params)?;
-            for item in items.iter().filter(|i| selector.0.matches_labels(i) && selector.1.matches_fields(i)) {
-                let name = item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-                let namespace = item.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
-                let _ = super::cluster::delete(sim, &Key::new(target.resource.name, namespace, name));
+            for item in items
+                .iter()
+                .filter(|i| selector.0.matches_labels(i) && selector.1.matches_fields(i))
+            {
+                let name = item
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let namespace = item
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let _ =
+                    super::cluster::delete(sim, &Key::new(target.resource.name, namespace, name));
             }
-            Ok(json_response(StatusCode::OK, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+            ))
         }
     }
 }
 
 fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
-    let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    let not_found = || {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    };
     let (namespace, rest) = match rest {
         ["namespaces", namespace, resource, rest @ ..]
             if resources::find(group, version, resource).is_some_and(|r| r.namespaced) =>
@@ -288,8 +367,11 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
 
 async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
     let bytes = read_body(request).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("the body of the request was in an unknown format: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body of the request was in an unknown format: {e}"
+        ))
+    })
 }
 
 fn key(target: &Target) -> Key {
@@ -305,7 +387,9 @@ pub fn store_error(error: StoreError, target: &Target) -> ApiError {
         StoreError::NotFound => ApiError::not_found(target.resource.name, &target.name),
         StoreError::AlreadyExists => ApiError::already_exists(target.resource.name, &target.name),
         StoreError::Conflict => ApiError::conflict(target.resource.name, &target.name),
-        StoreError::Gone(rv) => ApiError::new(410, "Expired", format!("too old resource version: {rv}")),
+        StoreError::Gone(rv) => {
+            ApiError::new(410, "Expired", format!("too old resource version: {rv}"))
+        }
     }
 }
 
@@ -331,16 +415,26 @@ fn selectors(params: &[(String, String)]) -> Result<(Selector, Selector), ApiErr
     Ok((labels, fields))
 }
 
-fn list(sim: &Sim, target: &Target, params: &[(String, String)], as_table: bool) -> Result<Response<Body>, ApiError> {
+fn list(
+    sim: &Sim,
+    target: &Target,
+    params: &[(String, String)],
+    as_table: bool,
+) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = selectors(params)?;
-    let (items, revision) = sim.store.list(target.resource.name, namespace_filter(target));
+    let (items, revision) = sim
+        .store
+        .list(target.resource.name, namespace_filter(target));
     let items: Vec<Value> = items
         .into_iter()
         .filter(|i| labels.matches_labels(i) && fields.matches_fields(i))
         .collect();
     let revision = revision.to_string();
     if as_table {
-        return Ok(json_response(StatusCode::OK, &table(target.resource, &items, &revision)));
+        return Ok(json_response(
+            StatusCode::OK,
+            &table(target.resource, &items, &revision),
+        ));
     }
     Ok(json_response(
         StatusCode::OK,
@@ -353,17 +447,24 @@ fn list(sim: &Sim, target: &Target, params: &[(String, String)], as_table: bool)
     ))
 }
 
-fn watch(sim: &Arc<Sim>, target: &Target, params: &[(String, String)]) -> Result<Response<Body>, ApiError> {
+fn watch(
+    sim: &Arc<Sim>,
+    target: &Target,
+    params: &[(String, String)],
+) -> Result<Response<Body>, ApiError> {
     let (labels, fields) = selectors(params)?;
     let since = param(params, "resourceVersion").unwrap_or("");
     let (initial, since) = match since {
         "" | "0" => {
-            let (items, revision) = sim.store.list(target.resource.name, namespace_filter(target));
+            let (items, revision) = sim
+                .store
+                .list(target.resource.name, namespace_filter(target));
             (items, revision)
         }
         rv => (
             Vec::new(),
-            rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+            rv.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
         ),
     };
     let (missed, mut live) = sim.store.watch(since).map_err(|e| store_error(e, target))?;
@@ -383,7 +484,8 @@ fn watch(sim: &Arc<Sim>, target: &Target, params: &[(String, String)]) -> Result
     let mut cut = sim.cut.subscribe();
     tokio::spawn(async move {
         let line = |kind: &str, object: &Value| {
-            let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("a JSON value serializes");
+            let mut line = serde_json::to_vec(&json!({"type": kind, "object": object}))
+                .expect("a JSON value serializes");
             line.push(b'\n');
             Bytes::from(line)
         };
@@ -393,7 +495,12 @@ fn watch(sim: &Arc<Sim>, target: &Target, params: &[(String, String)]) -> Result
             }
         }
         for event in missed {
-            if matches(&event.key, &event.object) && sender.send(line(event.kind.as_str(), &event.object)).await.is_err() {
+            if matches(&event.key, &event.object)
+                && sender
+                    .send(line(event.kind.as_str(), &event.object))
+                    .await
+                    .is_err()
+            {
                 return;
             }
         }
@@ -430,36 +537,75 @@ fn watch(sim: &Arc<Sim>, target: &Target, params: &[(String, String)]) -> Result
 /// scheduled and started by `sim::cluster`).
 pub fn create(sim: &Arc<Sim>, target: &Target, body: Value) -> Result<Value, ApiError> {
     let mut object = with_type(target.resource, body);
-    let body_namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+    let body_namespace = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if target.resource.namespaced {
         if !body_namespace.is_empty() && body_namespace != target.namespace {
             return Err(ApiError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
-        if sim.store.get(&Key::new("namespaces", "", &target.namespace)).is_none() {
+        if sim
+            .store
+            .get(&Key::new("namespaces", "", &target.namespace))
+            .is_none()
+        {
             return Err(ApiError::not_found("namespaces", &target.namespace));
         }
     }
-    let mut name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let mut name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if name.is_empty() {
-        let prefix = object.pointer("/metadata/generateName").and_then(Value::as_str).unwrap_or("");
+        let prefix = object
+            .pointer("/metadata/generateName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if prefix.is_empty() {
-            return Err(ApiError::new(422, "Invalid", format!("{} \"\" is invalid: metadata.name: Required value: name or generateName is required", target.resource.kind)));
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                format!(
+                    "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
+                    target.resource.kind
+                ),
+            ));
         }
         const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-        let suffix: String = (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect();
+        let suffix: String = (0..5)
+            .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+            .collect();
         name = format!("{prefix}{suffix}");
     }
     if let Err(why) = crate::sim::cluster::validate_name(&name) {
-        return Err(ApiError::new(422, "Invalid", format!("{} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": {why}", target.resource.kind)));
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            format!(
+                "{} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": {why}",
+                target.resource.kind
+            ),
+        ));
     }
     if target.resource.name == "pods" {
-        super::cluster::default_pod(&mut object)
-            .map_err(|why| ApiError::new(422, "Invalid", format!("Pod \"{name}\" is invalid: {why}")))?;
+        super::cluster::default_pod(&mut object).map_err(|why| {
+            ApiError::new(422, "Invalid", format!("Pod \"{name}\" is invalid: {why}"))
+        })?;
     }
     let key = Key::new(target.resource.name, &target.namespace, &name);
-    let created = sim.store.create(key.clone(), object).map_err(|e| store_error(e, &Target { name: name.clone(), ..target.clone() }))?;
+    let created = sim.store.create(key.clone(), object).map_err(|e| {
+        store_error(
+            e,
+            &Target {
+                name: name.clone(),
+                ..target.clone()
+            },
+        )
+    })?;
     if target.resource.name == "pods" {
         super::cluster::start_pod(sim.clone(), key);
     }
@@ -475,8 +621,13 @@ fn patch(sim: &Sim, target: &Target, content_type: &str, body: Value) -> Result<
         "application/json-patch+json" => {
             let operations: json_patch::Patch = serde_json::from_value(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut patched, &operations)
-                .map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?;
+            json_patch::patch(&mut patched, &operations).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
+            })?;
         }
         // Strategic merge is approximated by a JSON merge patch: lists are
         // replaced instead of merged by key. Our clients patch maps.
@@ -487,24 +638,31 @@ fn patch(sim: &Sim, target: &Target, content_type: &str, body: Value) -> Result<
             return Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
-                format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"),
+                format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+                ),
             ));
         }
     }
     // A patch carrying a resourceVersion is a precondition; without one it
     // applies to whatever is current.
     let wanted = patched.pointer("/metadata/resourceVersion").cloned();
-    if wanted == current.pointer("/metadata/resourceVersion").cloned() {
-        if let Some(meta) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.remove("resourceVersion");
-        }
+    if wanted == current.pointer("/metadata/resourceVersion").cloned()
+        && let Some(meta) = patched.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        meta.remove("resourceVersion");
     }
     sim.store
         .update(&key, with_type(target.resource, patched))
         .map_err(|e| store_error(e, target))
 }
 
-fn access_review(sim: &Sim, user: &UserInfo, target: &Target, mut review: Value) -> Result<Response<Body>, ApiError> {
+fn access_review(
+    sim: &Sim,
+    user: &UserInfo,
+    target: &Target,
+    mut review: Value,
+) -> Result<Response<Body>, ApiError> {
     let spec = review.get("spec").cloned().unwrap_or(json!({}));
     let subject = if target.resource.name == "selfsubjectaccessreviews" {
         user.clone()
@@ -512,7 +670,11 @@ fn access_review(sim: &Sim, user: &UserInfo, target: &Target, mut review: Value)
         let name = spec["user"].as_str().unwrap_or_default().to_string();
         let groups = spec["groups"]
             .as_array()
-            .map(|g| g.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            .map(|g| {
+                g.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         UserInfo { name, groups }
     };
@@ -529,11 +691,20 @@ fn access_review(sim: &Sim, user: &UserInfo, target: &Target, mut review: Value)
         rbac::allowed(&sim.store, &subject, &attributes)
     } else if let Some(attrs) = spec.get("nonResourceAttributes") {
         let path = attrs["path"].as_str().unwrap_or("");
-        matches!(path, "/api" | "/apis" | "/version" | "/healthz" | "/livez" | "/readyz")
-            || path.starts_with("/api/")
+        matches!(
+            path,
+            "/api" | "/apis" | "/version" | "/healthz" | "/livez" | "/readyz"
+        ) || path.starts_with("/api/")
             || path.starts_with("/apis/")
     } else {
-        return Err(ApiError::new(422, "Invalid", format!("{} is invalid: spec.resourceAttributes: Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified", target.resource.kind)));
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            format!(
+                "{} is invalid: spec.resourceAttributes: Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                target.resource.kind
+            ),
+        ));
     };
     review = with_type(target.resource, review);
     review["status"] = if allowed {
@@ -544,38 +715,87 @@ fn access_review(sim: &Sim, user: &UserInfo, target: &Target, mut review: Value)
     Ok(json_response(StatusCode::CREATED, &review))
 }
 
+/// Computes a table row's cells from an object.
+type RowCells = Box<dyn Fn(&Value) -> Vec<Value>>;
+
 /// A `meta.k8s.io/v1` Table, as `kubectl get` asks for: the columns of the
 /// API server's own printers for pods, nodes and namespaces.
 fn table(resource: &Resource, items: &[Value], revision: &str) -> Value {
-    let text = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_string();
+    let text = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let column = |name: &str| json!({"name": name, "type": "string", "format": if name == "Name" {"name"} else {""}, "description": "", "priority": 0});
-    let (columns, cells): (Vec<&str>, Box<dyn Fn(&Value) -> Vec<Value>>) = match resource.name {
+    let (columns, cells): (Vec<&str>, RowCells) = match resource.name {
         "pods" => (
             vec!["Name", "Ready", "Status", "Restarts", "Age"],
             Box::new(move |p: &Value| {
-                let statuses = p.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
-                let total = p.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
-                let ready = statuses.iter().filter(|s| s["ready"] == json!(true)).count();
-                let waiting = statuses.iter().find_map(|s| s.pointer("/state/waiting/reason").and_then(Value::as_str).map(str::to_owned));
+                let statuses = p
+                    .pointer("/status/containerStatuses")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let total = p
+                    .pointer("/spec/containers")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                let ready = statuses
+                    .iter()
+                    .filter(|s| s["ready"] == json!(true))
+                    .count();
+                let waiting = statuses.iter().find_map(|s| {
+                    s.pointer("/state/waiting/reason")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
                 let status = waiting.unwrap_or_else(|| text(p, "/status/phase"));
-                vec![json!(text(p, "/metadata/name")), json!(format!("{ready}/{total}")), json!(status), json!(0), json!(age(&text(p, "/metadata/creationTimestamp")))]
+                vec![
+                    json!(text(p, "/metadata/name")),
+                    json!(format!("{ready}/{total}")),
+                    json!(status),
+                    json!(0),
+                    json!(age(&text(p, "/metadata/creationTimestamp"))),
+                ]
             }),
         ),
         "nodes" => (
             vec!["Name", "Status", "Roles", "Age", "Version"],
             Box::new(move |n: &Value| {
-                let ready = n.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten()
+                let ready = n
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
                     .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                vec![json!(text(n, "/metadata/name")), json!(if ready { "Ready" } else { "NotReady" }), json!("<none>"), json!(age(&text(n, "/metadata/creationTimestamp"))), json!(text(n, "/status/nodeInfo/kubeletVersion"))]
+                vec![
+                    json!(text(n, "/metadata/name")),
+                    json!(if ready { "Ready" } else { "NotReady" }),
+                    json!("<none>"),
+                    json!(age(&text(n, "/metadata/creationTimestamp"))),
+                    json!(text(n, "/status/nodeInfo/kubeletVersion")),
+                ]
             }),
         ),
         "namespaces" => (
             vec!["Name", "Status", "Age"],
-            Box::new(move |n: &Value| vec![json!(text(n, "/metadata/name")), json!("Active"), json!(age(&text(n, "/metadata/creationTimestamp")))]),
+            Box::new(move |n: &Value| {
+                vec![
+                    json!(text(n, "/metadata/name")),
+                    json!("Active"),
+                    json!(age(&text(n, "/metadata/creationTimestamp"))),
+                ]
+            }),
         ),
         _ => (
             vec!["Name", "Age"],
-            Box::new(move |o: &Value| vec![json!(text(o, "/metadata/name")), json!(age(&text(o, "/metadata/creationTimestamp")))]),
+            Box::new(move |o: &Value| {
+                vec![
+                    json!(text(o, "/metadata/name")),
+                    json!(age(&text(o, "/metadata/creationTimestamp"))),
+                ]
+            }),
         ),
     };
     let rows: Vec<Value> = items
@@ -598,7 +818,10 @@ fn table(resource: &Resource, items: &[Value], revision: &str) -> Value {
 
 /// `kubectl`'s short age ("5s", "3m", "2h", "4d") from an RFC 3339 time.
 fn age(timestamp: &str) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let then = super::cluster::parse_rfc3339(timestamp).unwrap_or(now);
     let secs = now.saturating_sub(then);
     match secs {
@@ -609,9 +832,17 @@ fn age(timestamp: &str) -> String {
     }
 }
 
-async fn admin_request(sim: &Sim, user: &UserInfo, path: &str, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn admin_request(
+    sim: &Sim,
+    user: &UserInfo,
+    path: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     if !user.groups.iter().any(|g| g == "system:masters") {
-        return Err(ApiError::forbidden(format!("User \"{}\" cannot use the simulator's admin endpoint", user.name)));
+        return Err(ApiError::forbidden(format!(
+            "User \"{}\" cannot use the simulator's admin endpoint",
+            user.name
+        )));
     }
     match (request.method(), path) {
         (&Method::POST, "faults") => {

@@ -25,7 +25,12 @@ pub enum LoadError {
 pub fn validate_name(name: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
     let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if name.is_empty() || name.len() > 253 || !name.chars().all(ok_char) || !alnum(name.chars().next()) || !alnum(name.chars().last()) {
+    if name.is_empty()
+        || name.len() > 253
+        || !name.chars().all(ok_char)
+        || !alnum(name.chars().next())
+        || !alnum(name.chars().last())
+    {
         return Err("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character".into());
     }
     Ok(())
@@ -66,8 +71,10 @@ pub fn default_pod(pod: &mut Value) -> Result<(), String> {
     }
     let spec = pod["spec"].as_object_mut().ok_or("spec: Required value")?;
     spec.entry("restartPolicy").or_insert(json!("Always"));
-    spec.entry("schedulerName").or_insert(json!("default-scheduler"));
-    spec.entry("terminationGracePeriodSeconds").or_insert(json!(30));
+    spec.entry("schedulerName")
+        .or_insert(json!("default-scheduler"));
+    spec.entry("terminationGracePeriodSeconds")
+        .or_insert(json!(30));
     pod["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
     Ok(())
 }
@@ -78,9 +85,18 @@ fn pod_json(spec: &PodSpec) -> Value {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let env: Vec<Value> = c.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect();
-            let ports: Vec<Value> = c.ports.iter().map(|p| json!({"containerPort": p, "protocol": "TCP"})).collect();
-            let mut container = json!({"name": c.name, "image": c.image, "env": env, "ports": ports});
+            let env: Vec<Value> = c
+                .env
+                .iter()
+                .map(|(k, v)| json!({"name": k, "value": v}))
+                .collect();
+            let ports: Vec<Value> = c
+                .ports
+                .iter()
+                .map(|p| json!({"containerPort": p, "protocol": "TCP"}))
+                .collect();
+            let mut container =
+                json!({"name": c.name, "image": c.image, "env": env, "ports": ports});
             if spec.privileged && i == 0 {
                 container["securityContext"] = json!({"privileged": true});
             }
@@ -148,23 +164,43 @@ pub fn load(sim: &Arc<Sim>) -> Result<(), LoadError> {
     }
     bootstrap_policy(sim)?;
     for (index, object) in scenario.objects.iter().enumerate() {
-        let object: Value = serde_json::to_value(object).map_err(|e| LoadError::Object { index, message: e.to_string() })?;
+        let object: Value = serde_json::to_value(object).map_err(|e| LoadError::Object {
+            index,
+            message: e.to_string(),
+        })?;
         let kind = object["kind"].as_str().unwrap_or_default();
-        let resource = resources::by_kind(kind).ok_or_else(|| LoadError::Object { index, message: format!("kind {kind:?} is not served by the simulator") })?;
-        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let resource = resources::by_kind(kind).ok_or_else(|| LoadError::Object {
+            index,
+            message: format!("kind {kind:?} is not served by the simulator"),
+        })?;
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let namespace = if resource.namespaced {
-            object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default")
+            object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
         } else {
             ""
         };
-        validate_name(name).map_err(|message| LoadError::Object { index, message: format!("metadata.name {name:?}: {message}") })?;
-        create_raw(sim, Key::new(resource.name, namespace, name), object.clone())?;
+        validate_name(name).map_err(|message| LoadError::Object {
+            index,
+            message: format!("metadata.name {name:?}: {message}"),
+        })?;
+        create_raw(
+            sim,
+            Key::new(resource.name, namespace, name),
+            object.clone(),
+        )?;
     }
     for pod in &scenario.pods {
         let mut object = pod_json(pod);
         object["apiVersion"] = json!("v1");
         object["kind"] = json!("Pod");
-        default_pod(&mut object).map_err(|e| LoadError::Invalid(format!("pod {}/{}: {e}", pod.namespace, pod.name)))?;
+        default_pod(&mut object)
+            .map_err(|e| LoadError::Invalid(format!("pod {}/{}: {e}", pod.namespace, pod.name)))?;
         let key = Key::new("pods", &pod.namespace, &pod.name);
         create_raw(sim, key.clone(), object)?;
         match pod.phase.as_deref() {
@@ -175,7 +211,12 @@ pub fn load(sim: &Arc<Sim>) -> Result<(), LoadError> {
                     true
                 });
             }
-            Some(other) => return Err(LoadError::Invalid(format!("pod {}/{}: phase {other:?}: only Succeeded or Failed can be pinned", pod.namespace, pod.name))),
+            Some(other) => {
+                return Err(LoadError::Invalid(format!(
+                    "pod {}/{}: phase {other:?}: only Succeeded or Failed can be pinned",
+                    pod.namespace, pod.name
+                )));
+            }
             None => start_pod(sim.clone(), key),
         }
     }
@@ -197,7 +238,11 @@ fn bootstrap_policy(sim: &Sim) -> Result<(), LoadError> {
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}],
     });
     create_raw(sim, Key::new("clusterroles", "", "system:basic-user"), role)?;
-    create_raw(sim, Key::new("clusterrolebindings", "", "system:basic-user"), binding)
+    create_raw(
+        sim,
+        Key::new("clusterrolebindings", "", "system:basic-user"),
+        binding,
+    )
 }
 
 fn create_raw(sim: &Sim, key: Key, object: Value) -> Result<(), LoadError> {
@@ -220,12 +265,22 @@ fn node_ready(sim: &Sim, node: &str) -> Option<bool> {
 }
 
 fn tolerates(pod: &Value, taint: &Value) -> bool {
-    pod.pointer("/spec/tolerations").and_then(Value::as_array).into_iter().flatten().any(|t| {
-        let key_ok = t["operator"] == "Exists" && t.get("key").is_none_or(|k| k.is_null() || *k == taint["key"] || k == "")
-            || t["key"] == taint["key"] && t.get("value").unwrap_or(&json!("")) == taint.get("value").unwrap_or(&json!(""));
-        let effect_ok = t.get("effect").is_none_or(|e| e.is_null() || e == "" || *e == taint["effect"]);
-        key_ok && effect_ok
-    })
+    pod.pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|t| {
+            let key_ok = t["operator"] == "Exists"
+                && t.get("key")
+                    .is_none_or(|k| k.is_null() || *k == taint["key"] || k == "")
+                || t["key"] == taint["key"]
+                    && t.get("value").unwrap_or(&json!(""))
+                        == taint.get("value").unwrap_or(&json!(""));
+            let effect_ok = t
+                .get("effect")
+                .is_none_or(|e| e.is_null() || e == "" || *e == taint["effect"]);
+            key_ok && effect_ok
+        })
 }
 
 /// The scheduler's choice: a Ready node whose NoSchedule taints the pod
@@ -234,13 +289,26 @@ fn schedule(sim: &Sim, pod: &Value) -> Option<String> {
     let (nodes, _) = sim.store.list("nodes", None);
     nodes.iter().find_map(|node| {
         let name = node.pointer("/metadata/name")?.as_str()?;
-        let taints = node.pointer("/spec/taints").and_then(Value::as_array).cloned().unwrap_or_default();
-        let schedulable = taints.iter().filter(|t| t["effect"] == "NoSchedule").all(|t| tolerates(pod, t));
+        let taints = node
+            .pointer("/spec/taints")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let schedulable = taints
+            .iter()
+            .filter(|t| t["effect"] == "NoSchedule")
+            .all(|t| tolerates(pod, t));
         (node_ready(sim, name)? && schedulable).then(|| name.to_string())
     })
 }
 
-fn set_condition(pod: &mut Value, kind: &str, status: &str, reason: Option<&str>, message: Option<&str>) {
+fn set_condition(
+    pod: &mut Value,
+    kind: &str,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) {
     let mut condition = json!({"type": kind, "status": status, "lastTransitionTime": store::now()});
     if let Some(reason) = reason {
         condition["reason"] = json!(reason);
@@ -248,8 +316,14 @@ fn set_condition(pod: &mut Value, kind: &str, status: &str, reason: Option<&str>
     if let Some(message) = message {
         condition["message"] = json!(message);
     }
-    let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
-    let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != kind).collect();
+    let conditions = pod["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut conditions: Vec<Value> = conditions
+        .into_iter()
+        .filter(|c| c["type"] != kind)
+        .collect();
     conditions.push(condition);
     pod["status"]["conditions"] = json!(conditions);
 }
@@ -262,8 +336,14 @@ pub fn start_pod(sim: Arc<Sim>, key: Key) {
         let poll = Duration::from_millis(200);
         // Scheduling.
         let node = loop {
-            let Some(pod) = sim.store.get(&key) else { return };
-            if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            let Some(pod) = sim.store.get(&key) else {
+                return;
+            };
+            if let Some(node) = pod
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
                 break node.to_string();
             }
             if let Some(node) = schedule(&sim, &pod) {
@@ -296,17 +376,35 @@ pub fn start_pod(sim: Arc<Sim>, key: Key) {
             tokio::time::sleep(poll).await;
         }
         tokio::time::sleep(Duration::from_millis(sim.scenario.pod_start_delay_ms)).await;
-        let Some(pod) = sim.store.get(&key) else { return };
-        let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let Some(pod) = sim.store.get(&key) else {
+            return;
+        };
+        let containers = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let missing = containers.iter().find_map(|c| {
             let image = c["image"].as_str()?;
-            sim.scenario.missing_images.iter().any(|m| m == image).then(|| image.to_string())
+            sim.scenario
+                .missing_images
+                .iter()
+                .any(|m| m == image)
+                .then(|| image.to_string())
         });
         let now = store::now();
         if let Some(image) = missing {
             for (reason, message) in [
-                ("ErrImagePull", format!("failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": {image}: not found")),
-                ("ImagePullBackOff", format!("Back-off pulling image \"{image}\"")),
+                (
+                    "ErrImagePull",
+                    format!(
+                        "failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": {image}: not found"
+                    ),
+                ),
+                (
+                    "ImagePullBackOff",
+                    format!("Back-off pulling image \"{image}\""),
+                ),
             ] {
                 let _ = sim.store.modify(&key, |p| {
                     let statuses: Vec<Value> = containers.iter().map(|c| {
@@ -370,8 +468,14 @@ pub fn delete(sim: &Sim, key: &Key) -> Result<Value, StoreError> {
                     .and_then(Value::as_array)
                     .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid));
                 if owned {
-                    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-                    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+                    let name = object
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let namespace = object
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
                     let _ = delete(sim, &Key::new(resource.name, namespace, name));
                 }
             }
@@ -395,6 +499,9 @@ mod tests {
 
     #[test]
     fn timestamps_round_trip() {
-        assert_eq!(parse_rfc3339(&store::rfc3339(1_700_000_000)), Some(1_700_000_000));
+        assert_eq!(
+            parse_rfc3339(&store::rfc3339(1_700_000_000)),
+            Some(1_700_000_000)
+        );
     }
 }

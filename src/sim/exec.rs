@@ -75,7 +75,12 @@ pub fn verb(sim: &Sim, transport: Transport) -> &'static str {
     }
 }
 
-pub fn authorize(sim: &Sim, user: &UserInfo, target: &Target, transport: Transport) -> Result<(), ApiError> {
+pub fn authorize(
+    sim: &Sim,
+    user: &UserInfo,
+    target: &Target,
+    transport: Transport,
+) -> Result<(), ApiError> {
     let attributes = Attributes {
         verb: verb(sim, transport).into(),
         api_group: String::new(),
@@ -115,7 +120,10 @@ pub fn normal_close() -> Message {
 }
 
 /// Answers a WebSocket upgrade with `protocol` (101 Switching Protocols).
-pub fn websocket_accept(request: &Request<Incoming>, protocol: Option<&str>) -> Result<Response<Body>, ApiError> {
+pub fn websocket_accept(
+    request: &Request<Incoming>,
+    protocol: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
     let key = request
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)
@@ -154,18 +162,41 @@ struct Plan {
 }
 
 /// The API server's and kubelet's checks, in their order.
-fn plan(sim: &Sim, target: &Target, params: &[(String, String)]) -> Result<Plan, Response<Body>> {
-    let error = |e: ApiError| e.into_response();
+fn plan(
+    sim: &Sim,
+    target: &Target,
+    params: &[(String, String)],
+) -> Result<Plan, Box<Response<Body>>> {
+    let error = |e: ApiError| Box::new(e.into_response());
     let pod = super::api::get(sim, target).map_err(error)?;
-    let (stdin, stdout, stderr, tty) = (flag(params, "stdin"), flag(params, "stdout"), flag(params, "stderr"), flag(params, "tty"));
+    let (stdin, stdout, stderr, tty) = (
+        flag(params, "stdin"),
+        flag(params, "stdout"),
+        flag(params, "stderr"),
+        flag(params, "tty"),
+    );
     if !stdin && !stdout && !stderr {
-        return Err(error(ApiError::bad_request("you must specify at least 1 of stdin, stdout, stderr")));
+        return Err(error(ApiError::bad_request(
+            "you must specify at least 1 of stdin, stdout, stderr",
+        )));
     }
-    let containers: Vec<&Value> = pod.pointer("/spec/containers").and_then(Value::as_array).map(|c| c.iter().collect()).unwrap_or_default();
-    let names: Vec<&str> = containers.iter().filter_map(|c| c["name"].as_str()).collect();
+    let containers: Vec<&Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|c| c.iter().collect())
+        .unwrap_or_default();
+    let names: Vec<&str> = containers
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
     let container = match param(params, "container").filter(|c| !c.is_empty()) {
         Some(name) if names.contains(&name) => name.to_string(),
-        Some(name) => return Err(error(ApiError::bad_request(format!("container {name} is not valid for pod {}", target.name)))),
+        Some(name) => {
+            return Err(error(ApiError::bad_request(format!(
+                "container {name} is not valid for pod {}",
+                target.name
+            ))));
+        }
         None if names.len() == 1 => names[0].to_string(),
         None => {
             return Err(error(ApiError::bad_request(format!(
@@ -175,9 +206,15 @@ fn plan(sim: &Sim, target: &Target, params: &[(String, String)]) -> Result<Plan,
             ))));
         }
     };
-    let node = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if node.is_empty() {
-        return Err(error(ApiError::bad_request(format!("pod {} does not have a host assigned", target.name))));
+        return Err(error(ApiError::bad_request(format!(
+            "pod {} does not have a host assigned",
+            target.name
+        ))));
     }
     let running = pod
         .pointer("/status/containerStatuses")
@@ -186,13 +223,25 @@ fn plan(sim: &Sim, target: &Target, params: &[(String, String)]) -> Result<Plan,
         .flatten()
         .any(|s| s["name"] == container && s.pointer("/state/running").is_some());
     if !running {
-        return Err(plain_response(StatusCode::INTERNAL_SERVER_ERROR, &format!("container not found (\"{container}\")")));
+        return Err(Box::new(plain_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("container not found (\"{container}\")"),
+        )));
     }
-    let argv: Vec<String> = params.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
+    let argv: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v.clone())
+        .collect();
     if argv.is_empty() {
         return Err(error(ApiError::bad_request("you must specify a command")));
     }
-    let spec_container = containers.iter().find(|c| c["name"] == container).copied().cloned().unwrap_or(json!({}));
+    let spec_container = containers
+        .iter()
+        .find(|c| c["name"] == container)
+        .copied()
+        .cloned()
+        .unwrap_or(json!({}));
     let privileged = spec_container.pointer("/securityContext/privileged") == Some(&json!(true));
     let host_pid = pod.pointer("/spec/hostPID") == Some(&json!(true));
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
@@ -200,7 +249,11 @@ fn plan(sim: &Sim, target: &Target, params: &[(String, String)]) -> Result<Plan,
     // `nsenter --target 1 ... -- CMD` in a privileged hostPID pod enters the
     // node: the simulator runs CMD as the node's host shell.
     let host_command = (privileged && host_pid && argv[0].rsplit('/').next() == Some("nsenter"))
-        .then(|| argv.iter().position(|a| a == "--").map(|i| argv[i + 1..].to_vec()))
+        .then(|| {
+            argv.iter()
+                .position(|a| a == "--")
+                .map(|i| argv[i + 1..].to_vec())
+        })
         .flatten()
         .filter(|rest| !rest.is_empty());
     let (argv, cwd) = match host_command {
@@ -217,7 +270,9 @@ fn plan(sim: &Sim, target: &Target, params: &[(String, String)]) -> Result<Plan,
                 }
             }
             env.push(("HOSTNAME".into(), target.name.clone()));
-            let dir = sim.runtime.container_dir(&target.namespace, &target.name, &container);
+            let dir = sim
+                .runtime
+                .container_dir(&target.namespace, &target.name, &container);
             env.push(("HOME".into(), dir.display().to_string()));
             (argv, dir)
         }
@@ -227,26 +282,46 @@ fn plan(sim: &Sim, target: &Target, params: &[(String, String)]) -> Result<Plan,
         env.push(("TERM".into(), "xterm".into()));
     }
     Ok(Plan {
-        spec: ProcessSpec { argv, env, cwd, tty, stdin, stdout, stderr: stderr && !tty },
+        spec: ProcessSpec {
+            argv,
+            env,
+            cwd,
+            tty,
+            stdin,
+            stdout,
+            stderr: stderr && !tty,
+        },
         namespace: target.namespace.clone(),
         pod: target.name.clone(),
     })
 }
 
-pub async fn handle(sim: Arc<Sim>, user: &UserInfo, target: &Target, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn handle(
+    sim: Arc<Sim>,
+    user: &UserInfo,
+    target: &Target,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let Some(transport) = transport(&request) else {
         return Err(ApiError::bad_request("Upgrade request required"));
     };
     authorize(&sim, user, target, transport)?;
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let plan = match plan(&sim, target, &params) {
         Ok(plan) => plan,
-        Err(response) => return Ok(response),
+        Err(response) => return Ok(*response),
     };
     match transport {
         Transport::WebSocket => {
             let offered = offered_protocols(&request);
-            let Some(protocol) = offered.iter().find(|p| *p == "v5.channel.k8s.io" || *p == "v4.channel.k8s.io").cloned() else {
+            let Some(protocol) = offered
+                .iter()
+                .find(|p| *p == "v5.channel.k8s.io" || *p == "v4.channel.k8s.io")
+                .cloned()
+            else {
                 return Err(ApiError::bad_request(format!(
                     "unable to upgrade: requested protocol(s) are not supported: {offered:?}; supports [v5.channel.k8s.io v4.channel.k8s.io]"
                 )));
@@ -263,7 +338,9 @@ pub async fn handle(sim: Arc<Sim>, user: &UserInfo, target: &Target, request: Re
             });
             Ok(response)
         }
-        Transport::Spdy => super::spdy_exec::accept(sim, request, plan.spec, plan.namespace, plan.pod),
+        Transport::Spdy => {
+            super::spdy_exec::accept(sim, request, plan.spec, plan.namespace, plan.pod)
+        }
     }
 }
 
@@ -280,7 +357,12 @@ where
         match reader.read(&mut buffer).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if connected && sink.send((channel, Bytes::copy_from_slice(&buffer[..n]))).await.is_err() {
+                if connected
+                    && sink
+                        .send((channel, Bytes::copy_from_slice(&buffer[..n])))
+                        .await
+                        .is_err()
+                {
                     connected = false;
                 }
             }
@@ -289,7 +371,13 @@ where
 }
 
 /// Waits for the process and gives its status JSON (or the start failure).
-pub async fn finish(sim: &Sim, plan_namespace: &str, plan_pod: &str, mut process: Process, argv: &[String]) -> Value {
+pub async fn finish(
+    sim: &Sim,
+    plan_namespace: &str,
+    plan_pod: &str,
+    mut process: Process,
+    argv: &[String],
+) -> Value {
     let status = process.child.wait().await;
     sim.runtime.exited(plan_namespace, plan_pod, process.pid);
     match status {
@@ -335,7 +423,9 @@ where
         Ok(process) => process,
         Err(e) => {
             let status = exec_start_failure(&plan.spec.argv[0], &e);
-            let _ = out_tx.send((channel::ERROR, Bytes::from(status.to_string()))).await;
+            let _ = out_tx
+                .send((channel::ERROR, Bytes::from(status.to_string())))
+                .await;
             drop(out_tx);
             let _ = writer.await;
             return;
@@ -386,7 +476,9 @@ where
         let _ = pump.await;
     }
     let status = finish(&sim, &plan.namespace, &plan.pod, process, &plan.spec.argv).await;
-    let _ = out_tx.send((channel::ERROR, Bytes::from(status.to_string()))).await;
+    let _ = out_tx
+        .send((channel::ERROR, Bytes::from(status.to_string())))
+        .await;
     drop(out_tx);
     let _ = writer.await;
     input.abort();

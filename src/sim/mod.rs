@@ -91,7 +91,10 @@ impl Sim {
     }
 
     pub fn faults(&self) -> Faults {
-        self.faults.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -118,7 +121,12 @@ pub async fn run(
             format!(
                 "--identity {}: no such user in the scenario (it has: {})",
                 args.identity,
-                scenario.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(", ")
+                scenario
+                    .users
+                    .iter()
+                    .map(|u| u.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })?
         .name

@@ -38,16 +38,28 @@ pub fn dial_error(pod: &str, uid: &str, port: u16, error: &std::io::Error) -> St
     )
 }
 
-pub async fn handle(sim: Arc<Sim>, user: &UserInfo, target: &Target, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn handle(
+    sim: Arc<Sim>,
+    user: &UserInfo,
+    target: &Target,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let Some(transport) = exec::transport(&request) else {
         return Err(ApiError::bad_request("Upgrade request required"));
     };
     exec::authorize(&sim, user, target, transport)?;
     let pod = super::api::get(&sim, target)?;
     if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running") {
-        return Err(ApiError::bad_request(format!("pod {} is not running", target.name)));
+        return Err(ApiError::bad_request(format!(
+            "pod {} is not running",
+            target.name
+        )));
     }
-    let uid = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
+    let uid = pod
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let pod_name = target.name.clone();
     match transport {
         Transport::Spdy => super::spdy_portforward::accept_direct(request, pod_name, uid),
@@ -63,17 +75,31 @@ pub async fn handle(sim: Arc<Sim>, user: &UserInfo, target: &Target, request: Re
                 });
                 return Ok(response);
             }
-            let params: Vec<(String, String)> = url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+            let params: Vec<(String, String)> =
+                url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+                    .into_owned()
+                    .collect();
             let ports: Vec<u16> = param(&params, "ports")
                 .unwrap_or("")
                 .split(',')
                 .filter(|p| !p.is_empty())
-                .map(|p| p.trim().parse::<u16>().map_err(|_| ApiError::bad_request(format!("unable to parse \"{p}\" as a port: invalid syntax"))))
+                .map(|p| {
+                    p.trim().parse::<u16>().map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "unable to parse \"{p}\" as a port: invalid syntax"
+                        ))
+                    })
+                })
                 .collect::<Result<_, _>>()?;
             if ports.is_empty() {
-                return Err(ApiError::bad_request("query parameter \"port\" is required"));
+                return Err(ApiError::bad_request(
+                    "query parameter \"port\" is required",
+                ));
             }
-            let protocol = offered.iter().find(|p| *p == "v4.channel.k8s.io" || *p == "v4.base64.channel.k8s.io").cloned();
+            let protocol = offered
+                .iter()
+                .find(|p| *p == "v4.channel.k8s.io" || *p == "v4.base64.channel.k8s.io")
+                .cloned();
             let base64 = protocol.as_deref() == Some("v4.base64.channel.k8s.io");
             let response = exec::websocket_accept(&request, protocol.as_deref())?;
             tokio::spawn(async move {
@@ -104,15 +130,24 @@ fn encode(channel: u8, data: &[u8], base64_text: bool) -> Message {
 
 /// The plain WebSocket port-forward protocol: one TCP connection per
 /// requested port, for as long as the WebSocket lives.
-async fn serve_websocket<S>(ws: tokio_tungstenite::WebSocketStream<S>, ports: Vec<u16>, pod: String, uid: String, base64_text: bool)
-where
+async fn serve_websocket<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    ports: Vec<u16>,
+    pod: String,
+    uid: String,
+    base64_text: bool,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut source) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(8);
     let writer = tokio::spawn(async move {
         while let Some((channel, data)) = out_rx.recv().await {
-            if sink.send(encode(channel, &data, base64_text)).await.is_err() {
+            if sink
+                .send(encode(channel, &data, base64_text))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -133,7 +168,12 @@ where
                 readers.push(tokio::spawn(async move {
                     let mut buffer = vec![0u8; CHUNK];
                     while let Ok(n) = read.read(&mut buffer).await {
-                        if n == 0 || out.send((data_channel, Bytes::copy_from_slice(&buffer[..n]))).await.is_err() {
+                        if n == 0
+                            || out
+                                .send((data_channel, Bytes::copy_from_slice(&buffer[..n])))
+                                .await
+                                .is_err()
+                        {
                             break;
                         }
                     }
@@ -141,7 +181,12 @@ where
             }
             Err(e) => {
                 writers.push(None);
-                let _ = out_tx.send((data_channel + 1, Bytes::from(dial_error(&pod, &uid, *port, &e)))).await;
+                let _ = out_tx
+                    .send((
+                        data_channel + 1,
+                        Bytes::from(dial_error(&pod, &uid, *port, &e)),
+                    ))
+                    .await;
             }
         }
     }

@@ -23,7 +23,7 @@ pub enum ProtobufError {
 }
 
 enum Field<'a> {
-    Varint(u64),
+    Varint,
     Bytes(&'a [u8]),
 }
 
@@ -46,9 +46,13 @@ fn fields(mut data: &[u8]) -> Result<Vec<(u64, Field<'_>)>, ProtobufError> {
         let key = varint(&mut data)?;
         let (number, wire_type) = (key >> 3, key & 7);
         match wire_type {
-            0 => out.push((number, Field::Varint(varint(&mut data)?))),
+            0 => {
+                varint(&mut data)?;
+                out.push((number, Field::Varint));
+            }
             2 => {
-                let len = usize::try_from(varint(&mut data)?).map_err(|_| ProtobufError::Malformed)?;
+                let len =
+                    usize::try_from(varint(&mut data)?).map_err(|_| ProtobufError::Malformed)?;
                 if len > data.len() {
                     return Err(ProtobufError::Malformed);
                 }
@@ -68,7 +72,9 @@ fn fields(mut data: &[u8]) -> Result<Vec<(u64, Field<'_>)>, ProtobufError> {
 fn string_fields(data: &[u8], names: &[(u64, &str)]) -> Result<Map<String, Value>, ProtobufError> {
     let mut map = Map::new();
     for (number, field) in fields(data)? {
-        if let (Some((_, name)), Field::Bytes(bytes)) = (names.iter().find(|(n, _)| *n == number), field) {
+        if let (Some((_, name)), Field::Bytes(bytes)) =
+            (names.iter().find(|(n, _)| *n == number), field)
+        {
             map.insert((*name).into(), json!(String::from_utf8_lossy(bytes)));
         }
     }
@@ -94,10 +100,16 @@ fn review_spec(data: &[u8]) -> Result<Value, ProtobufError> {
     for (number, field) in fields(data)? {
         match (number, field) {
             (1, Field::Bytes(b)) => {
-                spec.insert("resourceAttributes".into(), Value::Object(string_fields(b, RESOURCE_ATTRIBUTES)?));
+                spec.insert(
+                    "resourceAttributes".into(),
+                    Value::Object(string_fields(b, RESOURCE_ATTRIBUTES)?),
+                );
             }
             (2, Field::Bytes(b)) => {
-                spec.insert("nonResourceAttributes".into(), Value::Object(string_fields(b, NON_RESOURCE_ATTRIBUTES)?));
+                spec.insert(
+                    "nonResourceAttributes".into(),
+                    Value::Object(string_fields(b, NON_RESOURCE_ATTRIBUTES)?),
+                );
             }
             (3, Field::Bytes(b)) => {
                 spec.insert("user".into(), json!(String::from_utf8_lossy(b)));
@@ -122,8 +134,16 @@ pub fn decode_review(body: &[u8]) -> Result<Value, ProtobufError> {
         match (number, field) {
             (1, Field::Bytes(type_meta)) => {
                 let meta = string_fields(type_meta, &[(1, "apiVersion"), (2, "kind")])?;
-                api_version = meta.get("apiVersion").and_then(Value::as_str).unwrap_or("").into();
-                kind = meta.get("kind").and_then(Value::as_str).unwrap_or("").into();
+                api_version = meta
+                    .get("apiVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .into();
+                kind = meta
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .into();
             }
             (2, Field::Bytes(bytes)) => raw = bytes,
             _ => {}
@@ -153,11 +173,26 @@ mod tests {
 
     #[test]
     fn decodes_self_subject_access_review() {
-        let attributes = [bytes_field(1, b"default"), bytes_field(2, b"create"), bytes_field(5, b"pods"), bytes_field(6, b"exec")].concat();
+        let attributes = [
+            bytes_field(1, b"default"),
+            bytes_field(2, b"create"),
+            bytes_field(5, b"pods"),
+            bytes_field(6, b"exec"),
+        ]
+        .concat();
         let spec = bytes_field(1, &attributes);
         let review = [bytes_field(1, &[]), bytes_field(2, &spec)].concat();
-        let type_meta = [bytes_field(1, b"authorization.k8s.io/v1"), bytes_field(2, b"SelfSubjectAccessReview")].concat();
-        let body = [MAGIC.to_vec(), bytes_field(1, &type_meta), bytes_field(2, &review)].concat();
+        let type_meta = [
+            bytes_field(1, b"authorization.k8s.io/v1"),
+            bytes_field(2, b"SelfSubjectAccessReview"),
+        ]
+        .concat();
+        let body = [
+            MAGIC.to_vec(),
+            bytes_field(1, &type_meta),
+            bytes_field(2, &review),
+        ]
+        .concat();
         let json = decode_review(&body).unwrap();
         assert_eq!(json["kind"], "SelfSubjectAccessReview");
         assert_eq!(json["spec"]["resourceAttributes"]["subresource"], "exec");
@@ -167,9 +202,14 @@ mod tests {
     #[test]
     fn rejects_garbage_without_panicking() {
         assert_eq!(decode_review(b"nope"), Err(ProtobufError::NoEnvelope));
-        assert_eq!(decode_review(b"k8s\0\x0a\xff"), Err(ProtobufError::Malformed));
+        assert_eq!(
+            decode_review(b"k8s\0\x0a\xff"),
+            Err(ProtobufError::Malformed)
+        );
         for len in 0..64u8 {
-            let junk: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37).wrapping_add(len)).collect();
+            let junk: Vec<u8> = (0..len)
+                .map(|i| i.wrapping_mul(37).wrapping_add(len))
+                .collect();
             let _ = decode_review(&[MAGIC, &junk].concat());
         }
     }

@@ -79,7 +79,8 @@ fn rule_allows(rule: &Value, attrs: &Attributes) -> bool {
         r == "*"
             || r == full
             || (attrs.subresource.is_empty() && r == attrs.resource)
-            || r.strip_prefix("*/").is_some_and(|sub| sub == attrs.subresource)
+            || r.strip_prefix("*/")
+                .is_some_and(|sub| sub == attrs.subresource)
     });
     let names: Vec<&str> = strings(&rule["resourceNames"]).collect();
     let name_ok = names.is_empty() || names.contains(&attrs.name.as_str());
@@ -169,10 +170,26 @@ mod tests {
             name: "bob".into(),
             groups: vec![],
         };
-        assert!(allowed(&s, &bob, &Attributes::new("create", "", "pods/exec", "default", "web-0")));
-        assert!(!allowed(&s, &bob, &Attributes::new("get", "", "pods/exec", "default", "web-0")));
-        assert!(!allowed(&s, &bob, &Attributes::new("create", "", "pods", "default", "")));
-        assert!(!allowed(&s, &bob, &Attributes::new("create", "", "pods/exec", "prod", "web-0")));
+        assert!(allowed(
+            &s,
+            &bob,
+            &Attributes::new("create", "", "pods/exec", "default", "web-0")
+        ));
+        assert!(!allowed(
+            &s,
+            &bob,
+            &Attributes::new("get", "", "pods/exec", "default", "web-0")
+        ));
+        assert!(!allowed(
+            &s,
+            &bob,
+            &Attributes::new("create", "", "pods", "default", "")
+        ));
+        assert!(!allowed(
+            &s,
+            &bob,
+            &Attributes::new("create", "", "pods/exec", "prod", "web-0")
+        ));
     }
 
     #[test]

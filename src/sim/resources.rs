@@ -27,16 +27,96 @@ const CRUD: &[&str] = &[
 ];
 
 pub const RESOURCES: &[Resource] = &[
-    Resource { group: "", version: "v1", name: "namespaces", kind: "Namespace", namespaced: false, short_names: &["ns"], review: false },
-    Resource { group: "", version: "v1", name: "nodes", kind: "Node", namespaced: false, short_names: &["no"], review: false },
-    Resource { group: "", version: "v1", name: "pods", kind: "Pod", namespaced: true, short_names: &["po"], review: false },
-    Resource { group: "coordination.k8s.io", version: "v1", name: "leases", kind: "Lease", namespaced: true, short_names: &[], review: false },
-    Resource { group: "rbac.authorization.k8s.io", version: "v1", name: "roles", kind: "Role", namespaced: true, short_names: &[], review: false },
-    Resource { group: "rbac.authorization.k8s.io", version: "v1", name: "rolebindings", kind: "RoleBinding", namespaced: true, short_names: &[], review: false },
-    Resource { group: "rbac.authorization.k8s.io", version: "v1", name: "clusterroles", kind: "ClusterRole", namespaced: false, short_names: &[], review: false },
-    Resource { group: "rbac.authorization.k8s.io", version: "v1", name: "clusterrolebindings", kind: "ClusterRoleBinding", namespaced: false, short_names: &[], review: false },
-    Resource { group: "authorization.k8s.io", version: "v1", name: "subjectaccessreviews", kind: "SubjectAccessReview", namespaced: false, short_names: &[], review: true },
-    Resource { group: "authorization.k8s.io", version: "v1", name: "selfsubjectaccessreviews", kind: "SelfSubjectAccessReview", namespaced: false, short_names: &[], review: true },
+    Resource {
+        group: "",
+        version: "v1",
+        name: "namespaces",
+        kind: "Namespace",
+        namespaced: false,
+        short_names: &["ns"],
+        review: false,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        name: "nodes",
+        kind: "Node",
+        namespaced: false,
+        short_names: &["no"],
+        review: false,
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        name: "pods",
+        kind: "Pod",
+        namespaced: true,
+        short_names: &["po"],
+        review: false,
+    },
+    Resource {
+        group: "coordination.k8s.io",
+        version: "v1",
+        name: "leases",
+        kind: "Lease",
+        namespaced: true,
+        short_names: &[],
+        review: false,
+    },
+    Resource {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        name: "roles",
+        kind: "Role",
+        namespaced: true,
+        short_names: &[],
+        review: false,
+    },
+    Resource {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        name: "rolebindings",
+        kind: "RoleBinding",
+        namespaced: true,
+        short_names: &[],
+        review: false,
+    },
+    Resource {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        name: "clusterroles",
+        kind: "ClusterRole",
+        namespaced: false,
+        short_names: &[],
+        review: false,
+    },
+    Resource {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        name: "clusterrolebindings",
+        kind: "ClusterRoleBinding",
+        namespaced: false,
+        short_names: &[],
+        review: false,
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
+        name: "subjectaccessreviews",
+        kind: "SubjectAccessReview",
+        namespaced: false,
+        short_names: &[],
+        review: true,
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
+        name: "selfsubjectaccessreviews",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+        short_names: &[],
+        review: true,
+    },
 ];
 
 /// Subresources of pods served by the simulator.
@@ -122,7 +202,10 @@ pub fn group(name: &str) -> Option<Value> {
 
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources: Vec<Value> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         let verbs: &[&str] = if r.review { &["create"] } else { CRUD };
         resources.push(json!({
             "name": r.name,
@@ -134,7 +217,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         }));
         if r.name == "pods" {
             for (sub, verbs) in POD_SUBRESOURCES {
-                let kind = if sub.ends_with("status") { "Pod" } else { "PodExecOptions" };
+                let kind = if sub.ends_with("status") {
+                    "Pod"
+                } else {
+                    "PodExecOptions"
+                };
                 resources.push(json!({
                     "name": sub, "singularName": "", "namespaced": true, "kind": kind, "verbs": verbs,
                 }));

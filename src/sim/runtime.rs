@@ -129,10 +129,9 @@ impl Runtime {
         pod: &str,
         spec: &ProcessSpec,
     ) -> std::io::Result<Process> {
-        let program = spec
-            .argv
-            .first()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+        let program = spec.argv.first().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command")
+        })?;
         std::fs::create_dir_all(&spec.cwd)?;
         let mut process = if spec.tty {
             let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;

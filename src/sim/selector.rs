@@ -34,7 +34,11 @@ fn split_terms(text: &str) -> Vec<&str> {
         }
     }
     terms.push(&text[start..]);
-    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
+    terms
+        .into_iter()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 fn set_values(rest: &str) -> Result<Vec<String>, String> {
@@ -124,15 +128,31 @@ mod tests {
             ("missing", false),
             ("", true),
         ] {
-            assert_eq!(Selector::parse(text).unwrap().matches_labels(&pod), expected, "{text}");
+            assert_eq!(
+                Selector::parse(text).unwrap().matches_labels(&pod),
+                expected,
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn field_selectors() {
         let pod = json!({"metadata": {"name": "web-0"}, "spec": {"nodeName": "node-1"}});
-        assert!(Selector::parse("spec.nodeName=node-1").unwrap().matches_fields(&pod));
-        assert!(Selector::parse("metadata.name!=x").unwrap().matches_fields(&pod));
-        assert!(!Selector::parse("status.phase=Running").unwrap().matches_fields(&pod));
+        assert!(
+            Selector::parse("spec.nodeName=node-1")
+                .unwrap()
+                .matches_fields(&pod)
+        );
+        assert!(
+            Selector::parse("metadata.name!=x")
+                .unwrap()
+                .matches_fields(&pod)
+        );
+        assert!(
+            !Selector::parse("status.phase=Running")
+                .unwrap()
+                .matches_fields(&pod)
+        );
     }
 }

@@ -34,7 +34,11 @@ impl ApiError {
     pub fn already_exists(resource: &str, name: &str) -> Self {
         ApiError {
             details: Some(json!({"name": name, "kind": resource})),
-            ..Self::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists"))
+            ..Self::new(
+                409,
+                "AlreadyExists",
+                format!("{resource} \"{name}\" already exists"),
+            )
         }
     }
 

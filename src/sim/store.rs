@@ -251,12 +251,17 @@ impl Store {
         change: impl FnOnce(&mut Value) -> bool,
     ) -> Result<Value, StoreError> {
         let mut inner = self.lock();
-        let mut object = inner.objects.get(key).cloned().ok_or(StoreError::NotFound)?;
+        let mut object = inner
+            .objects
+            .get(key)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
         if !change(&mut object) {
             return Ok(object);
         }
         inner.revision += 1;
-        metadata_mut(&mut object).insert("resourceVersion".into(), json!(inner.revision.to_string()));
+        metadata_mut(&mut object)
+            .insert("resourceVersion".into(), json!(inner.revision.to_string()));
         inner.objects.insert(key.clone(), object.clone());
         self.record(&mut inner, EventType::Modified, key.clone(), object.clone());
         Ok(object)
@@ -276,7 +281,10 @@ impl Store {
     /// Subscribes to events after `since`: the missed ones from history, then
     /// a live receiver. Subscribing and replaying happen under one lock so no
     /// event falls between them.
-    pub fn watch(&self, since: u64) -> Result<(Vec<Event>, broadcast::Receiver<Event>), StoreError> {
+    pub fn watch(
+        &self,
+        since: u64,
+    ) -> Result<(Vec<Event>, broadcast::Receiver<Event>), StoreError> {
         let inner = self.lock();
         let receiver = self.events.subscribe();
         if let Some(oldest) = inner.history.front()
@@ -325,7 +333,11 @@ mod tests {
     fn watch_replays_after_revision() {
         let store = Store::new();
         let a = store.create(Key::new("pods", "d", "a"), json!({})).unwrap();
-        let rv: u64 = a["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+        let rv: u64 = a["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         store.create(Key::new("pods", "d", "b"), json!({})).unwrap();
         let (missed, _) = store.watch(rv).unwrap();
         assert_eq!(missed.len(), 1);

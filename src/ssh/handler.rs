@@ -37,8 +37,18 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(shared: Arc<Shared>, peer: SocketAddr, authenticated: tokio::sync::watch::Sender<bool>) -> Self {
-        Connection { shared, peer, login: None, authenticated, open_channels: Arc::default() }
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        authenticated: tokio::sync::watch::Sender<bool>,
+    ) -> Self {
+        Connection {
+            shared,
+            peer,
+            login: None,
+            authenticated,
+            open_channels: Arc::default(),
+        }
     }
 
     /// The configured person a login name starts with, if its key matches.
@@ -54,11 +64,23 @@ impl Connection {
 impl russh::server::Handler for Connection {
     type Error = russh::Error;
 
-    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
-        Ok(if self.key_accepted(user, offer.public_key) { Auth::Accept } else { Auth::reject() })
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(if self.key_accepted(user, offer.public_key) {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
     }
 
-    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         if !self.key_accepted(user, key.public_key) {
             tracing::info!(peer = %self.peer, login = %user.escape_debug(), %fingerprint, "authentication failed");
@@ -68,17 +90,37 @@ impl russh::server::Handler for Connection {
         let Some(configured) = self.shared.config.user(&person) else {
             return Ok(Auth::reject());
         };
-        let identity = Identity { user: configured.kubernetes_user().to_string(), groups: configured.kubernetes_groups.clone() };
+        let identity = Identity {
+            user: configured.kubernetes_user().to_string(),
+            groups: configured.kubernetes_groups.clone(),
+        };
         let target = LoginName::parse(user).map(|name| name.target);
         tracing::info!(peer = %self.peer, %person, %fingerprint, kubernetes_user = %identity.user, target = ?target.as_ref().ok().and_then(|t| t.as_ref()).map(ToString::to_string), "authenticated");
-        self.login = Some(Login { person, identity, target });
+        self.login = Some(Login {
+            person,
+            identity,
+            target,
+        });
         let _ = self.authenticated.send(true);
         Ok(Auth::Accept)
     }
 
-    async fn channel_open_session(&mut self, channel: Channel<Msg>, reply: ChannelOpenHandle, _session: &mut Session) -> Result<(), Self::Error> {
-        let (Some(login), Some(guard)) = (self.login.clone(), ChannelGuard::take(&self.open_channels, self.shared.config.limits.max_channels_per_connection)) else {
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(login), Some(guard)) = (
+            self.login.clone(),
+            ChannelGuard::take(
+                &self.open_channels,
+                self.shared.config.limits.max_channels_per_connection,
+            ),
+        ) else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         };
         reply.accept().await;
@@ -91,30 +133,68 @@ impl russh::server::Handler for Connection {
         Ok(())
     }
 
-    async fn pty_request(&mut self, channel: ChannelId, _: &str, _: u32, _: u32, _: u32, _: u32, _: &[(russh::Pty, u32)], session: &mut Session) -> Result<(), Self::Error> {
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _: &str,
+        _: u32,
+        _: u32,
+        _: u32,
+        _: u32,
+        _: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_success(channel)
     }
 
-    async fn env_request(&mut self, channel: ChannelId, _: &str, _: &str, session: &mut Session) -> Result<(), Self::Error> {
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _: &str,
+        _: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         // Environment variables from the client are not passed on (as with
         // sshd's default AcceptEnv): accepting silently keeps clients quiet.
         session.channel_success(channel)
     }
 
-    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_success(channel)
     }
 
-    async fn exec_request(&mut self, channel: ChannelId, _: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_success(channel)
     }
 
-    async fn subsystem_request(&mut self, channel: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         tracing::info!(peer = %self.peer, subsystem = %name.escape_debug(), "subsystem refused: not supported");
         session.channel_failure(channel)
     }
 
-    async fn x11_request(&mut self, channel: ChannelId, _: bool, _: &str, _: &str, _: u32, session: &mut Session) -> Result<(), Self::Error> {
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _: bool,
+        _: &str,
+        _: &str,
+        _: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_failure(channel)
     }
 }
@@ -125,7 +205,9 @@ struct ChannelGuard(Arc<AtomicUsize>);
 impl ChannelGuard {
     fn take(counter: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
         counter
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
             .ok()
             .map(|_| ChannelGuard(counter.clone()))
     }
@@ -138,15 +220,33 @@ impl Drop for ChannelGuard {
 }
 
 /// Waits for the channel's pty/shell/exec requests, then runs the session.
-async fn session_channel(channel: Channel<Msg>, login: Login, shared: Arc<Shared>, peer: SocketAddr) {
+async fn session_channel(
+    channel: Channel<Msg>,
+    login: Login,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+) {
     let (mut read, write) = channel.split();
     let mut pty: Option<Pty> = None;
     let request = loop {
         match read.wait().await {
-            Some(ChannelMsg::RequestPty { term, col_width, row_height, .. }) => {
-                pty = Some(Pty { term, width: col_width, height: row_height });
+            Some(ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                ..
+            }) => {
+                pty = Some(Pty {
+                    term,
+                    width: col_width,
+                    height: row_height,
+                });
             }
-            Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
+            Some(ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                ..
+            }) => {
                 if let Some(pty) = pty.as_mut() {
                     pty.width = col_width;
                     pty.height = row_height;
@@ -154,9 +254,14 @@ async fn session_channel(channel: Channel<Msg>, login: Login, shared: Arc<Shared
             }
             Some(ChannelMsg::RequestShell { .. }) => break SessionRequest { pty, command: None },
             Some(ChannelMsg::Exec { command, .. }) => match String::from_utf8(command) {
-                Ok(command) => break SessionRequest { pty, command: Some(command) },
+                Ok(command) => {
+                    break SessionRequest {
+                        pty,
+                        command: Some(command),
+                    };
+                }
                 Err(_) => {
-                    bridge::refuse(&write, "the command is not valid UTF-8").await;
+                    bridge::refuse(&write, "the command is not valid UTF-8", pty.is_some()).await;
                     return;
                 }
             },
@@ -164,17 +269,22 @@ async fn session_channel(channel: Channel<Msg>, login: Login, shared: Arc<Shared
             Some(_) => {}
         }
     };
+    let tty = request.pty.is_some();
     let started = Instant::now();
-    let kind = if request.command.is_some() { "exec" } else { "shell" };
+    let kind = if request.command.is_some() {
+        "exec"
+    } else {
+        "shell"
+    };
     let target = match &login.target {
         Err(error) => {
             tracing::info!(%peer, person = %login.person, outcome = "bad login name", %error, "session refused");
-            bridge::refuse(&write, &error.to_string()).await;
+            bridge::refuse(&write, &error.to_string(), tty).await;
             return;
         }
         Ok(None) => {
             let message = reachable_targets(&shared, &login).await;
-            bridge::refuse(&write, &message).await;
+            bridge::refuse(&write, &message, tty).await;
             return;
         }
         Ok(Some(target)) => target.clone(),
@@ -183,7 +293,7 @@ async fn session_channel(channel: Channel<Msg>, login: Login, shared: Arc<Shared
     let client = match shared.cluster.as_user(&login.identity) {
         Ok(client) => client,
         Err(error) => {
-            bridge::refuse(&write, &error.to_string()).await;
+            bridge::refuse(&write, &error.to_string(), tty).await;
             return;
         }
     };
@@ -191,12 +301,20 @@ async fn session_channel(channel: Channel<Msg>, login: Login, shared: Arc<Shared
         Ok(exec_target) => exec_target,
         Err(error) => {
             tracing::info!(%peer, person = %login.person, %target, kind, outcome = "refused", %error, "session refused");
-            bridge::refuse(&write, &error.to_string()).await;
+            bridge::refuse(&write, &error.to_string(), tty).await;
             return;
         }
     };
     tracing::info!(%peer, person = %login.person, kubernetes_user = %login.identity.user, %target, kind, container = %exec_target.container, "session started");
-    let outcome = bridge::run(exec_target, request, read, write, &login.identity.user, wait).await;
+    let outcome = bridge::run(
+        exec_target,
+        request,
+        read,
+        write,
+        &login.identity.user,
+        wait,
+    )
+    .await;
     let outcome = match outcome {
         Outcome::Exited(code) => format!("exited {code}"),
         Outcome::ClientGone => "client gone".into(),
@@ -205,28 +323,69 @@ async fn session_channel(channel: Channel<Msg>, login: Login, shared: Arc<Shared
     tracing::info!(%peer, person = %login.person, %target, kind, %outcome, duration_ms = started.elapsed().as_millis() as u64, "session ended");
 }
 
+/// Bounds on the no-target answer, which is a hint, not an inventory.
+const MAX_NAMESPACES_LISTED: usize = 50;
+const MAX_TARGETS_LISTED: usize = 100;
+
 /// The answer to a login without a target: the syntax and what the person
 /// may reach (pods they can list; nodes too if they can list them).
 async fn reachable_targets(shared: &Shared, login: &Login) -> String {
-    use k8s_openapi::api::core::v1::{Node, Pod};
+    use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
     use kube::api::{Api, ListParams};
     let mut message = format!("no target given; {}", login::SYNTAX);
     let Ok(client) = shared.cluster.as_user(&login.identity) else {
         return message;
     };
     let wait = shared.config.timeouts.api();
-    let pods: Api<Pod> = Api::all(client.clone());
-    if let Ok(Ok(list)) = crate::target::bounded(wait, pods.list(&ListParams::default())).await {
-        let names: Vec<String> = list.items.iter().map(|p| format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or(""), p.metadata.name.as_deref().unwrap_or(""))).collect();
-        if !names.is_empty() {
-            message.push_str(&format!("\r\npods you may see: {}", names.join(", ")));
-        }
+    let name_of = |p: &Pod| {
+        format!(
+            "{}/{}",
+            p.metadata.namespace.as_deref().unwrap_or(""),
+            p.metadata.name.as_deref().unwrap_or("")
+        )
+    };
+    let all: Api<Pod> = Api::all(client.clone());
+    let mut names: Vec<String> =
+        match crate::target::bounded(wait, all.list(&ListParams::default())).await {
+            Ok(Ok(list)) => list.items.iter().map(name_of).collect(),
+            // Not allowed cluster-wide: ask namespace by namespace (the
+            // bastion may list namespaces; the person's RBAC decides the pods).
+            _ => {
+                let mut names = Vec::new();
+                let namespaces: Api<Namespace> = Api::all(shared.cluster.own());
+                if let Ok(Ok(list)) =
+                    crate::target::bounded(wait, namespaces.list(&ListParams::default())).await
+                {
+                    for namespace in list
+                        .items
+                        .iter()
+                        .filter_map(|n| n.metadata.name.as_deref())
+                        .take(MAX_NAMESPACES_LISTED)
+                    {
+                        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+                        if let Ok(Ok(list)) =
+                            crate::target::bounded(wait, pods.list(&ListParams::default())).await
+                        {
+                            names.extend(list.items.iter().map(name_of));
+                        }
+                    }
+                }
+                names
+            }
+        };
+    names.truncate(MAX_TARGETS_LISTED);
+    if !names.is_empty() {
+        message.push_str(&format!("\npods you may see: {}", names.join(", ")));
     }
     let nodes: Api<Node> = Api::all(client);
     if let Ok(Ok(list)) = crate::target::bounded(wait, nodes.list(&ListParams::default())).await {
-        let names: Vec<String> = list.items.iter().filter_map(|n| n.metadata.name.clone()).collect();
+        let names: Vec<String> = list
+            .items
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
         if !names.is_empty() {
-            message.push_str(&format!("\r\nnodes: {}", names.join(", ")));
+            message.push_str(&format!("\nnodes: {}", names.join(", ")));
         }
     }
     message

@@ -41,15 +41,36 @@ pub fn algorithms() -> Preferred {
         ]),
         key: Cow::Borrowed(&[
             Algorithm::Ed25519,
-            Algorithm::Ecdsa { curve: EcdsaCurve::NistP256 },
-            Algorithm::Ecdsa { curve: EcdsaCurve::NistP384 },
-            Algorithm::Ecdsa { curve: EcdsaCurve::NistP521 },
-            Algorithm::Rsa { hash: Some(HashAlg::Sha512) },
-            Algorithm::Rsa { hash: Some(HashAlg::Sha256) },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP384,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP521,
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
         ]),
         host_key_certificates: Cow::Borrowed(&[]),
-        cipher: Cow::Borrowed(&[cipher::CHACHA20_POLY1305, cipher::AES_256_GCM, cipher::AES_128_GCM, cipher::AES_256_CTR, cipher::AES_128_CTR]),
-        mac: Cow::Borrowed(&[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM, mac::HMAC_SHA512, mac::HMAC_SHA256]),
+        cipher: Cow::Borrowed(&[
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_256_GCM,
+            cipher::AES_128_GCM,
+            cipher::AES_256_CTR,
+            cipher::AES_128_CTR,
+        ]),
+        mac: Cow::Borrowed(&[
+            mac::HMAC_SHA512_ETM,
+            mac::HMAC_SHA256_ETM,
+            mac::HMAC_SHA512,
+            mac::HMAC_SHA256,
+        ]),
         compression: Cow::Borrowed(&[russh::compression::NONE]),
     }
 }
@@ -57,7 +78,10 @@ pub fn algorithms() -> Preferred {
 fn russh_config(config: &Config, keys: Vec<russh::keys::PrivateKey>) -> russh::server::Config {
     let timeouts = &config.timeouts;
     russh::server::Config {
-        server_id: russh::SshId::Standard(Cow::Borrowed(concat!("SSH-2.0-kbastion_", env!("CARGO_PKG_VERSION")))),
+        server_id: russh::SshId::Standard(Cow::Borrowed(concat!(
+            "SSH-2.0-kbastion_",
+            env!("CARGO_PKG_VERSION")
+        ))),
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         // The client's first "none" probe is answered at once; real
         // rejections wait, so timing does not tell which keys exist.
@@ -65,8 +89,10 @@ fn russh_config(config: &Config, keys: Vec<russh::keys::PrivateKey>) -> russh::s
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys,
         max_auth_attempts: config.limits.max_auth_attempts,
-        inactivity_timeout: (timeouts.idle_secs > 0).then(|| Duration::from_secs(timeouts.idle_secs)),
-        keepalive_interval: (timeouts.keepalive_secs > 0).then(|| Duration::from_secs(timeouts.keepalive_secs)),
+        inactivity_timeout: (timeouts.idle_secs > 0)
+            .then(|| Duration::from_secs(timeouts.idle_secs)),
+        keepalive_interval: (timeouts.keepalive_secs > 0)
+            .then(|| Duration::from_secs(timeouts.keepalive_secs)),
         keepalive_max: timeouts.keepalive_max,
         // Keystrokes must not wait for Nagle.
         nodelay: true,
@@ -140,5 +166,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
 
 pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
     use anyhow::Context;
-    TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))
 }

@@ -1,0 +1,396 @@
+//! Shared helpers for the end-to-end tests: start `kbastion sim` and
+//! `kbastion serve` on free loopback ports with temporary state, run the
+//! real OpenSSH client against them, wait for conditions, clean up by PID.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_kbastion");
+
+/// A child process killed (with its group) when dropped.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `condition` holds, or panics with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub struct Sim {
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub address: String,
+    pub process: Process,
+}
+
+impl Sim {
+    pub fn start() -> Sim {
+        Self::start_version("1.33")
+    }
+
+    pub fn start_version(version: &str) -> Sim {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let scenario = include_str!("../scenarios/test-cluster.toml").replace("VERSION", version);
+        let scenario_path = dir.path().join("scenario.toml");
+        std::fs::write(&scenario_path, scenario).expect("write scenario");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let child = Command::new(BIN)
+            .args(["sim", "--listen", "127.0.0.1:0", "--identity", "admin"])
+            .arg("--kubeconfig-out")
+            .arg(&kubeconfig)
+            .arg("--scenario")
+            .arg(&scenario_path)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("sim.log")).expect("log file"),
+            ))
+            .spawn()
+            .expect("start kbastion sim");
+        let process = Process(child);
+        wait_for(
+            "the simulator's kubeconfig",
+            Duration::from_secs(20),
+            || kubeconfig.exists(),
+        );
+        let text = std::fs::read_to_string(&kubeconfig).expect("read kubeconfig");
+        let json: serde_json::Value = serde_json::from_str(&text).expect("kubeconfig is JSON");
+        let server = json["clusters"][0]["cluster"]["server"]
+            .as_str()
+            .expect("server")
+            .to_string();
+        let address = server.trim_start_matches("https://").to_string();
+        let sim = Sim {
+            dir,
+            kubeconfig,
+            address,
+            process,
+        };
+        sim.wait_running("default", "web-0");
+        sim
+    }
+
+    /// Runs a kubectl binary (`kubectl` or `kubectl.1.27` ...) against the
+    /// simulator with the given context.
+    pub fn kubectl(&self, binary: &str, context: &str, args: &[&str]) -> Output {
+        let path = if binary == "kubectl" {
+            "kubectl".to_string()
+        } else {
+            format!("/usr/lib/google-cloud-sdk/bin/{binary}")
+        };
+        Command::new(path)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--context")
+            .arg(context)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kubectl")
+    }
+
+    pub fn wait_running(&self, namespace: &str, pod: &str) {
+        wait_for(
+            &format!("pod {namespace}/{pod} Running"),
+            Duration::from_secs(20),
+            || {
+                let out = self.kubectl(
+                    "kubectl",
+                    "admin",
+                    &[
+                        "get",
+                        "pod",
+                        "-n",
+                        namespace,
+                        pod,
+                        "-o",
+                        "jsonpath={.status.phase}",
+                    ],
+                );
+                String::from_utf8_lossy(&out.stdout) == "Running"
+            },
+        );
+    }
+}
+
+pub struct Keys {
+    pub dir: tempfile::TempDir,
+    pub identity: PathBuf,
+    pub public: String,
+}
+
+impl Keys {
+    pub fn new() -> Keys {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let identity = dir.path().join("id");
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+            .arg(&identity)
+            .status()
+            .expect("ssh-keygen");
+        assert!(status.success());
+        let public = std::fs::read_to_string(identity.with_extension("pub"))
+            .expect("public key")
+            .trim()
+            .to_string();
+        Keys {
+            dir,
+            identity,
+            public,
+        }
+    }
+}
+
+pub struct Bastion {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub keys: Keys,
+    pub process: Process,
+    pub log: PathBuf,
+}
+
+impl Bastion {
+    /// Starts `kbastion serve` against `sim` with users alice, bob and carol
+    /// (all with the same test key); `extra` is appended to the config.
+    pub fn start(sim: &Sim, extra: &str) -> Bastion {
+        let keys = Keys::new();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\nkubeconfig = \"{kubeconfig}\"\ncontext = \"system:serviceaccount:kbastion:kbastion\"\n{extra}\n\
+             [[users]]\nname = \"alice\"\nkubernetes_groups = [\"platform\"]\nauthorized_keys = [\"{key}\"]\n\
+             [[users]]\nname = \"bob\"\nauthorized_keys = [\"{key}\"]\n\
+             [[users]]\nname = \"carol\"\nauthorized_keys = [\"{key}\"]\n",
+            kubeconfig = sim.kubeconfig.display(),
+            key = keys.public,
+        );
+        let config_path = dir.path().join("kbastion.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = dir.path().join("kbastion.log");
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kbastion serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let log_path = log.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::create(&log_path).expect("log file");
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                use std::io::Write;
+                let _ = writeln!(file, "{line}");
+                if !sent
+                    && let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                    && json["fields"]["message"] == "listening"
+                    && let Some(port) = json["fields"]["address"]
+                        .as_str()
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| p.parse::<u16>().ok())
+                {
+                    let _ = port_tx.send(port);
+                    sent = true;
+                }
+            }
+        });
+        let process = Process(child);
+        let port = port_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("kbastion serve did not start listening");
+        Bastion {
+            dir,
+            port,
+            keys,
+            process,
+            log,
+        }
+    }
+
+    /// The `ssh` command with options that make it independent of the
+    /// machine's own SSH setup.
+    pub fn ssh_command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        let port_flag = if program == "ssh" { "-p" } else { "-P" };
+        command
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.dir.path().join("known_hosts").display()
+            ))
+            .arg("-i")
+            .arg(&self.keys.identity)
+            .args([port_flag, &self.port.to_string()]);
+        command
+    }
+
+    /// `ssh LOGIN@127.0.0.1 COMMAND...` with `input` on stdin.
+    pub fn ssh(&self, login: &str, args: &[&str], input: &[u8]) -> Output {
+        let mut command = self.ssh_command("ssh");
+        command.arg(format!("{login}@127.0.0.1")).args(args);
+        run_with_input(command, input)
+    }
+}
+
+pub fn run_with_input(mut command: Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    output
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Whether a process whose command line contains `needle` is running.
+pub fn process_running(needle: &str) -> bool {
+    let out = Command::new("pgrep")
+        .args(["-f", needle])
+        .output()
+        .expect("pgrep");
+    out.status.success()
+}
+
+/// A tmux session for interactive screens.
+pub struct Tmux {
+    pub name: String,
+}
+
+impl Tmux {
+    pub fn start(command: &str, width: u16, height: u16) -> Tmux {
+        let name = format!("kb{}", std::process::id() ^ rand_suffix());
+        let status = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+                command,
+            ])
+            .status()
+            .expect("tmux");
+        assert!(status.success(), "tmux new-session failed");
+        Tmux { name }
+    }
+
+    pub fn send(&self, keys: &[&str]) {
+        let status = Command::new("tmux")
+            .args(["send-keys", "-t", &self.name])
+            .args(keys)
+            .status()
+            .expect("tmux");
+        assert!(status.success());
+    }
+
+    pub fn screen(&self) -> String {
+        text(
+            &Command::new("tmux")
+                .args(["capture-pane", "-p", "-t", &self.name])
+                .output()
+                .expect("tmux")
+                .stdout,
+        )
+    }
+
+    pub fn resize(&self, width: u16, height: u16) {
+        let status = Command::new("tmux")
+            .args([
+                "resize-window",
+                "-t",
+                &self.name,
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+            ])
+            .status()
+            .expect("tmux");
+        assert!(status.success());
+    }
+
+    pub fn wait_for_text(&self, needle: &str) {
+        let mut last;
+        let start = Instant::now();
+        loop {
+            last = self.screen();
+            if last.contains(needle) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "screen never showed {needle:?}; it shows:\n{last}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::SeqCst) << 20
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}

@@ -1,0 +1,299 @@
+//! End to end: the real OpenSSH client through `kbastion serve` into
+//! containers of `kbastion sim`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const SYNTAX: &str =
+    "log in as USER@NODE, USER@NAMESPACE/POD[/CONTAINER] or USER@NAMESPACE+POD[+CONTAINER]";
+
+#[test]
+fn command_keeps_stdout_stderr_and_exit_status_apart() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let out = bastion.ssh(
+        "alice@default/web-0",
+        &["echo out; echo err >&2; exit 3"],
+        b"",
+    );
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn default_container_scp_safe_spelling_and_user_option_reach_the_same_container() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    for login in [
+        "alice@default/web-0",
+        "alice@default+web-0",
+        "alice@default/web-0/app",
+    ] {
+        let out = bastion.ssh(login, &["echo $ROLE $HOSTNAME"], b"");
+        assert_eq!(
+            text(&out.stdout),
+            "app web-0\n",
+            "{login}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.status.success());
+    }
+    let out = bastion.ssh("alice@default+web-0+sidecar", &["echo $ROLE"], b"");
+    assert_eq!(text(&out.stdout), "sidecar\n");
+    let mut command = bastion.ssh_command("ssh");
+    command.args([
+        "-o",
+        "User=alice@default/web-0/sidecar",
+        "127.0.0.1",
+        "echo $ROLE",
+    ]);
+    let out = run_with_input(command, b"");
+    assert_eq!(text(&out.stdout), "sidecar\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn stdin_eof_reaches_the_process_while_output_keeps_flowing() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let out = bastion.ssh(
+        "alice@default/web-0",
+        &["cat; echo after-eof; sleep 0.2; echo still-here"],
+        b"line one\nline two\n",
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "line one\nline two\nafter-eof\nstill-here\n"
+    );
+    assert!(out.status.success());
+}
+
+#[test]
+fn large_transfers_are_byte_exact_both_ways() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let data: Vec<u8> = (0..64 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file = bastion.dir.path().join("blob");
+    std::fs::write(&file, &data).unwrap();
+    let expected = sha256(&file);
+    // Upload: the container hashes what it receives.
+    let out = bastion.ssh("alice@default/web-0", &["sha256sum"], &data);
+    assert_eq!(
+        text(&out.stdout).split_whitespace().next(),
+        Some(expected.as_str()),
+        "{}",
+        text(&out.stderr)
+    );
+    // Both ways at once: cat echoes everything back.
+    let out = bastion.ssh("alice@default/web-0", &["cat"], &data);
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(out.stdout == data, "echoed data differs");
+    // Download: the container writes a known stream, its hash on stderr.
+    let out = bastion.ssh(
+        "alice@default/web-0",
+        &["head -c 100000000 /dev/urandom | tee /dev/stderr | sha256sum >&2"],
+        b"",
+    );
+    let stderr = out.stderr;
+    let (data_err, hash_line) = stderr.split_at(stderr.len() - 68);
+    let down = bastion.dir.path().join("down");
+    std::fs::write(&down, data_err).unwrap();
+    assert_eq!(data_err.len(), 100_000_000);
+    assert_eq!(
+        sha256(&down),
+        text(hash_line)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+    );
+}
+
+#[test]
+fn login_and_target_errors_are_one_line_and_exit_1() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let cases: &[(&str, &str)] = &[
+        (
+            "alice@default/web-9",
+            "kbastion: pod default/web-9 not found; check the name with: kubectl get pods -n default",
+        ),
+        (
+            "alice@default/web-0/nope",
+            "kbastion: container nope not found in pod default/web-0; it has: sidecar, app",
+        ),
+        (
+            "alice@default/stuck",
+            "kbastion: pod default/stuck is not running (phase Pending); wait for it to start or pick another pod",
+        ),
+        (
+            "alice@default/broken",
+            "kbastion: pod default/broken is not running (phase Pending: ImagePullBackOff); wait for it to start or pick another pod",
+        ),
+        (
+            "alice@default/done",
+            "kbastion: pod default/done is not running (phase Succeeded); wait for it to start or pick another pod",
+        ),
+        (
+            "bob@prod/db-0",
+            "kbastion: access denied by Kubernetes RBAC: pods \"db-0\" is forbidden: User \"bob\" cannot get resource \"pods\" in API group \"\" in the namespace \"prod\"",
+        ),
+        (
+            "alice@default/web$x",
+            &format!(
+                "kbastion: pod \"web$x\" is not a valid Kubernetes name: '$' is not allowed (only lowercase letters, digits, '-' and '.'); {SYNTAX}"
+            ),
+        ),
+        (
+            "alice@default/web-0/a/b",
+            &format!("kbastion: \"default/web-0/a/b\" has too many parts; {SYNTAX}"),
+        ),
+    ];
+    sim.wait_running("default", "solo");
+    wait_for(
+        "the broken pod to back off",
+        Duration::from_secs(20),
+        || {
+            text(
+                &sim.kubectl(
+                    "kubectl",
+                    "admin",
+                    &[
+                        "get",
+                        "pod",
+                        "broken",
+                        "-o",
+                        "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
+                    ],
+                )
+                .stdout,
+            ) == "ImagePullBackOff"
+        },
+    );
+    for (login, expected) in cases {
+        let out = bastion.ssh(login, &["true"], b"");
+        assert_eq!(text(&out.stderr), format!("{expected}\n"), "{login}");
+        assert_eq!(out.status.code(), Some(1), "{login}");
+        assert!(out.stdout.is_empty());
+    }
+    // No target: the syntax and what the person may reach.
+    let out = bastion.ssh("bob", &["true"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("kbastion: no target given; {SYNTAX}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("default/web-0") && !stderr.contains("prod/db-0"),
+        "{stderr}"
+    );
+    // An unknown person or key is refused at authentication.
+    let out = bastion.ssh("mallory@default/web-0", &["true"], b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_slow_api_server_is_reported_after_a_bounded_wait() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "[timeouts]\napi_secs = 1\n");
+    let admin = reqwest_like_post(&sim, "/sim/faults", r#"{"latency_ms": 3000}"#);
+    assert!(admin, "could not inject latency");
+    let start = std::time::Instant::now();
+    let out = bastion.ssh("alice@default/web-0", &["true"], b"");
+    assert_eq!(
+        text(&out.stderr),
+        "kbastion: the Kubernetes API server did not answer within 1s; try again later\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+/// POSTs to the simulator's admin endpoint with curl as the admin user.
+fn reqwest_like_post(sim: &Sim, path: &str, body: &str) -> bool {
+    std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Authorization: Bearer admin-token",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+        ])
+        .arg(format!("https://{}{path}", sim.address))
+        .output()
+        .map(|o| text(&o.stdout) == "200")
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_killed_client_leaves_no_process_behind() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    for (tty, marker) in [(false, "sleep 10007"), (true, "sleep 10008")] {
+        let mut command = bastion.ssh_command("ssh");
+        if tty {
+            command.arg("-tt");
+        }
+        command.arg("alice@default/web-0@127.0.0.1").arg(marker);
+        let mut client = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the remote sleep to start", Duration::from_secs(20), || {
+            process_running(marker)
+        });
+        client.kill().unwrap();
+        let _ = client.wait();
+        wait_for(
+            "the remote sleep to be ended",
+            Duration::from_secs(20),
+            || !process_running(marker),
+        );
+    }
+}
+
+#[test]
+fn interactive_shell_gets_a_prompt_and_follows_resizes() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let mut command = bastion.ssh_command("ssh");
+    command.arg("-tt").arg("alice@default/web-0@127.0.0.1");
+    let line: Vec<String> = std::iter::once(command.get_program().to_string_lossy().into_owned())
+        .chain(
+            command
+                .get_args()
+                .map(|a| format!("'{}'", a.to_string_lossy())),
+        )
+        .collect();
+    let tmux = Tmux::start(
+        &format!("env -u TMUX TERM=screen {}", line.join(" ")),
+        100,
+        30,
+    );
+    tmux.send(&["PS1='prompt> '", "Enter"]);
+    tmux.wait_for_text("prompt> ");
+    tmux.send(&["stty size; echo TERM=$TERM", "Enter"]);
+    tmux.wait_for_text("30 100");
+    tmux.wait_for_text("TERM=screen");
+    tmux.resize(120, 40);
+    tmux.send(&["clear; stty size", "Enter"]);
+    tmux.wait_for_text("40 120");
+    tmux.send(&["exit 5", "Enter"]);
+}
