@@ -47,6 +47,9 @@ pub struct Config {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub limits: Limits,
+    /// Node shells (`user@NODE`).
+    #[serde(default)]
+    pub node_shell: crate::node_shell::NodeShellConfig,
     /// People allowed in.
     #[serde(default)]
     pub users: Vec<User>,
@@ -191,6 +194,18 @@ impl Config {
             return Err(
                 "limits: max_auth_attempts and max_channels_per_connection must be at least 1"
                     .into(),
+            );
+        }
+        let shell = &config.node_shell;
+        if shell.image.is_empty() {
+            return Err("node_shell.image: must not be empty".into());
+        }
+        if shell.nsenter.is_empty() {
+            return Err("node_shell.nsenter: must name at least the nsenter command".into());
+        }
+        if shell.start_timeout_secs == 0 || shell.hold_secs < 3 {
+            return Err(
+                "node_shell: start_timeout_secs must be at least 1 and hold_secs at least 3".into(),
             );
         }
         let mut seen = std::collections::HashSet::new();

@@ -6,14 +6,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::{Algorithm, PrivateKey, PublicKey};
 
-use crate::cluster::Cluster;
 use crate::config::{Config, parse_authorized_key};
 use crate::ssh::{self, Shared};
 
@@ -146,16 +144,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for user in &mut config.users {
         user.keys = keys.clone();
     }
-    let cluster = Cluster::connect(
-        config.kubeconfig.as_deref(),
-        config.context.as_deref(),
-        config.timeouts.api(),
-    )
-    .await?;
     let listener = ssh::bind(config.listen).await?;
     let port = listener.local_addr()?.port();
     let host = listener.local_addr()?.ip();
-    let shared = Arc::new(Shared { config, cluster });
+    let shared = Shared::start(config).await?;
 
     let i = identity
         .map(|p| format!(" -i {}", p.display()))

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod login;
+pub mod node_shell;
 pub mod sim;
 pub mod ssh;
 pub mod target;

@@ -1,12 +1,10 @@
 //! The `kbastion` command line: `serve`, `demo`, `sim`, `check-config`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use kbastion::cluster::Cluster;
 use kbastion::config::Config;
 use kbastion::ssh::{self, Shared};
 
@@ -58,21 +56,17 @@ fn init_logging(format: LogFormat) {
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
-    let cluster = Cluster::connect(
-        config.kubeconfig.as_deref(),
-        config.context.as_deref(),
-        config.timeouts.api(),
-    )
-    .await?;
     let wait = config.timeouts.api();
-    let version = tokio::time::timeout(wait, cluster.own().apiserver_version())
+    let listen = config.listen;
+    let shared = Shared::start(config).await?;
+    let version = tokio::time::timeout(wait, shared.cluster.own().apiserver_version())
         .await
         .map_err(|_| anyhow::anyhow!("the Kubernetes API did not answer within {wait:?}"))?
         .context("cannot reach the Kubernetes API")?;
     tracing::info!(version = %version.git_version, "connected to the Kubernetes API");
-    let listener = ssh::bind(config.listen).await?;
+    let listener = ssh::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    ssh::serve(listener, Arc::new(Shared { config, cluster })).await
+    ssh::serve(listener, shared).await
 }
 
 #[tokio::main]

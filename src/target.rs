@@ -7,8 +7,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
-use crate::login::Target;
-
 /// Where a command runs: the pod's API (as the user), the pod and container,
 /// and the argv prefix that enters the target (empty for containers; the
 /// nsenter command for node shells).
@@ -59,8 +57,14 @@ pub enum TargetError {
     Unreachable(String),
     #[error("the Kubernetes API refused the request: {0}")]
     Api(String),
-    #[error("node shells are not available yet: {0}")]
-    NodeShell(String),
+    #[error("node {0} not found; check the name with: kubectl get nodes")]
+    NodeNotFound(String),
+    #[error(
+        "node {node} is NotReady ({reason}); its kubelet cannot start a shell, pick another node"
+    )]
+    NodeNotReady { node: String, reason: String },
+    #[error("cannot start a shell on node {node}: {reason}")]
+    NodeShellStart { node: String, reason: String },
 }
 
 /// Turns a failed API call into the user's one line.
@@ -190,21 +194,4 @@ pub async fn resolve_container(
         container,
         prefix: Vec::new(),
     })
-}
-
-pub async fn resolve(
-    client: kube::Client,
-    target: &Target,
-    wait: Duration,
-) -> Result<ExecTarget, TargetError> {
-    match target {
-        Target::Container {
-            namespace,
-            pod,
-            container,
-        } => resolve_container(client, namespace, pod, container.as_deref(), wait).await,
-        Target::Node { node } => Err(TargetError::NodeShell(format!(
-            "node {node}: node shells are the subject of a later change"
-        ))),
-    }
 }

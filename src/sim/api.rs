@@ -293,6 +293,30 @@ async fn handle_request(
             Ok(json_response(StatusCode::OK, &patched))
         }
         "delete" => {
+            // DeleteOptions may carry preconditions (uid, resourceVersion).
+            let options = read_body(request).await?;
+            let options: Value = serde_json::from_slice(&options).unwrap_or(json!({}));
+            let current = get(sim, &target)?;
+            for field in ["uid", "resourceVersion"] {
+                let actual = current
+                    .pointer(&format!("/metadata/{field}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if let Some(wanted) = options
+                    .pointer(&format!("/preconditions/{field}"))
+                    .and_then(Value::as_str)
+                    && actual != wanted
+                {
+                    return Err(ApiError::new(
+                        409,
+                        "Conflict",
+                        format!(
+                            "Operation cannot be fulfilled on {} \"{}\": Precondition failed: {field} in precondition: {wanted}, {field} in object meta: {actual}",
+                            target.resource.name, target.name
+                        ),
+                    ));
+                }
+            }
             let deleted =
                 super::cluster::delete(sim, &key(&target)).map_err(|e| store_error(e, &target))?;
             Ok(json_response(StatusCode::OK, &deleted))

@@ -290,15 +290,28 @@ async fn session_channel(
         Ok(Some(target)) => target.clone(),
     };
     let wait = shared.config.timeouts.api();
-    let client = match shared.cluster.as_user(&login.identity) {
-        Ok(client) => client,
-        Err(error) => {
-            bridge::refuse(&write, &error.to_string(), tty).await;
-            return;
-        }
+    let resolved = match &target {
+        Target::Container {
+            namespace,
+            pod,
+            container,
+        } => match shared.cluster.as_user(&login.identity) {
+            Ok(client) => {
+                crate::target::resolve_container(client, namespace, pod, container.as_deref(), wait)
+                    .await
+                    .map(|t| (t, None))
+            }
+            Err(error) => Err(crate::target::TargetError::Api(error.to_string())),
+        },
+        Target::Node { node } => shared
+            .node_shells
+            .acquire(&login.identity, node)
+            .await
+            .map(|(t, hold)| (t, Some(hold))),
     };
-    let exec_target = match crate::target::resolve(client, &target, wait).await {
-        Ok(exec_target) => exec_target,
+    // The hold keeps a node's pod while the session runs.
+    let (exec_target, _node_hold) = match resolved {
+        Ok(resolved) => resolved,
         Err(error) => {
             tracing::info!(%peer, person = %login.person, %target, kind, outcome = "refused", %error, "session refused");
             bridge::refuse(&write, &error.to_string(), tty).await;

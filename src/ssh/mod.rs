@@ -23,6 +23,32 @@ pub use handler::Connection;
 pub struct Shared {
     pub config: Config,
     pub cluster: Arc<Cluster>,
+    pub node_shells: Arc<crate::node_shell::NodeShells>,
+}
+
+impl Shared {
+    /// Connects to the cluster and starts node-shell upkeep.
+    pub async fn start(config: Config) -> anyhow::Result<Arc<Self>> {
+        let cluster = Cluster::connect(
+            config.kubeconfig.as_deref(),
+            config.context.as_deref(),
+            config.timeouts.api(),
+        )
+        .await?;
+        let node_shells = crate::node_shell::NodeShells::new(
+            cluster.own(),
+            config.namespace.clone(),
+            config.node_shell.clone(),
+            crate::node_shell::Replica::from_environment(),
+            config.timeouts.api(),
+        );
+        node_shells.spawn_maintenance();
+        Ok(Arc::new(Shared {
+            config,
+            cluster,
+            node_shells,
+        }))
+    }
 }
 
 /// Only modern algorithms: no SHA-1 signatures or MACs, no CBC, no

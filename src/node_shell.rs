@@ -1,0 +1,693 @@
+//! Node shells: one privileged pod per node, shared by every session to
+//! that node, created on first use and deleted after the last session ends
+//! plus a linger, and never leaked.
+//!
+//! Who holds a node's pod lives in Kubernetes, not in one replica's memory:
+//! the pod's `kbastion.io/holders` annotation maps each holding replica to
+//! the unix time its hold expires. Holds are renewed while sessions run and
+//! written with resourceVersion preconditions, so replicas never overwrite
+//! each other. A sweeper in every replica deletes node-shell pods that
+//! nobody holds (a replica killed with SIGKILL stops renewing); in a
+//! cluster, pods are also owned by the replica's own Pod object.
+//!
+//! Sessions reach the node with an exec into the pod that runs the
+//! configured nsenter prefix, through the same bridge as container sessions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::Identity;
+use crate::target::{ExecTarget, TargetError, bounded};
+
+pub const HOLDERS_ANNOTATION: &str = "kbastion.io/holders";
+pub const NODE_ANNOTATION: &str = "kbastion.io/node";
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kbastion");
+const COMPONENT: (&str, &str) = ("app.kubernetes.io/component", "node-shell");
+const CONTAINER: &str = "shell";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeShellConfig {
+    /// Image of the node-shell pod; it needs only `nsenter` and `sleep`.
+    pub image: String,
+    /// The command prefix that enters the node from the pod.
+    pub nsenter: Vec<String>,
+    /// Seconds the pod stays after the last session, so a reconnect is instant.
+    pub linger_secs: u64,
+    /// Seconds to wait for the pod to run before giving up.
+    pub start_timeout_secs: u64,
+    /// Seconds a replica's hold lasts without renewal (renewed every third).
+    pub hold_secs: u64,
+    /// priorityClassName for node-shell pods (none when empty).
+    pub priority_class: String,
+}
+
+impl Default for NodeShellConfig {
+    fn default() -> Self {
+        NodeShellConfig {
+            image: "busybox:1.36".into(),
+            nsenter: [
+                "nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net", "--pid", "--",
+            ]
+            .map(String::from)
+            .to_vec(),
+            linger_secs: 60,
+            start_timeout_secs: 60,
+            hold_secs: 45,
+            priority_class: String::new(),
+        }
+    }
+}
+
+/// This replica's identity and, in a cluster, its own Pod (for
+/// ownerReferences, from the downward API: POD_NAME, POD_UID).
+#[derive(Debug, Clone)]
+pub struct Replica {
+    pub id: String,
+    pub owner: Option<OwnerReference>,
+}
+
+impl Replica {
+    pub fn from_environment() -> Self {
+        let pod = std::env::var("POD_NAME").ok().filter(|s| !s.is_empty());
+        let uid = std::env::var("POD_UID").ok().filter(|s| !s.is_empty());
+        let id = pod.clone().unwrap_or_else(|| {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "local".into());
+            format!(
+                "{host}-{}-{:06x}",
+                std::process::id(),
+                rand::random::<u32>() & 0xff_ffff
+            )
+        });
+        let owner = pod.zip(uid).map(|(name, uid)| OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name,
+            uid,
+            ..Default::default()
+        });
+        Replica { id, owner }
+    }
+}
+
+/// The pod name for a node: readable where it fits, hashed where not.
+pub fn pod_name(node: &str) -> String {
+    // Node names are validated DNS subdomains (ASCII); dots become dashes
+    // so the pod name is also a valid label.
+    let safe = node.replace('.', "-");
+    let name = format!("kbastion-node-{safe}");
+    if name.len() <= 63 {
+        return name;
+    }
+    // FNV-1a keeps long names distinct and stable across replicas.
+    let digest = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!(
+        "kbastion-node-{}-{digest:016x}",
+        safe[..30].trim_end_matches('-')
+    )
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Holders from the annotation; unreadable means none.
+pub fn holders(pod: &Pod) -> BTreeMap<String, u64> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HOLDERS_ANNOTATION))
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default()
+}
+
+/// Whether anyone still holds the pod at `at`.
+pub fn held(holders: &BTreeMap<String, u64>, at: u64) -> bool {
+    holders.values().any(|expiry| *expiry > at)
+}
+
+/// Holders with `replica` set to expire at `expiry` (or removed for None),
+/// and expired ones dropped.
+pub fn with_hold(
+    mut holders: BTreeMap<String, u64>,
+    replica: &str,
+    expiry: Option<u64>,
+    at: u64,
+) -> BTreeMap<String, u64> {
+    holders.retain(|_, e| *e > at);
+    match expiry {
+        Some(expiry) => {
+            holders.insert(replica.to_string(), expiry);
+        }
+        None => {
+            holders.remove(replica);
+        }
+    }
+    holders
+}
+
+fn set_holders(pod: &mut Pod, holders: &BTreeMap<String, u64>) {
+    let text = serde_json::to_string(holders).expect("a map of strings to numbers serializes");
+    pod.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(HOLDERS_ANNOTATION.into(), text);
+}
+
+#[derive(Default)]
+struct NodeState {
+    sessions: usize,
+    /// Bumped on every acquire, so a linger timer can tell it is stale.
+    generation: u64,
+}
+
+pub struct NodeShells {
+    client: Client,
+    namespace: String,
+    config: NodeShellConfig,
+    replica: Replica,
+    api_wait: Duration,
+    nodes: Mutex<HashMap<String, NodeState>>,
+}
+
+/// Keeps a node's pod held while a session runs; dropping it releases.
+pub struct NodeHold {
+    shells: Arc<NodeShells>,
+    node: String,
+}
+
+impl Drop for NodeHold {
+    fn drop(&mut self) {
+        self.shells.clone().release(self.node.clone());
+    }
+}
+
+impl NodeShells {
+    pub fn new(
+        client: Client,
+        namespace: String,
+        config: NodeShellConfig,
+        replica: Replica,
+        api_wait: Duration,
+    ) -> Arc<Self> {
+        Arc::new(NodeShells {
+            client,
+            namespace,
+            config,
+            replica,
+            api_wait,
+            nodes: Mutex::default(),
+        })
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, HashMap<String, NodeState>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn expiry(&self) -> u64 {
+        now() + self.config.hold_secs
+    }
+
+    /// A node shell may be opened only by someone allowed `create` on
+    /// `nodes/proxy` for that node: the kubelet proxy already gives root on
+    /// the node, so the permission says exactly what this gives.
+    async fn authorize(&self, identity: &Identity, node: &str) -> Result<(), TargetError> {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(identity.user.clone()),
+                groups: Some(identity.groups.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some("create".into()),
+                    resource: Some("nodes".into()),
+                    subresource: Some("proxy".into()),
+                    name: Some(node.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let reviews: Api<SubjectAccessReview> = Api::all(self.client.clone());
+        let answer = bounded(
+            self.api_wait,
+            reviews.create(&PostParams::default(), &review),
+        )
+        .await?
+        .map_err(|e| {
+            crate::target::api_error(e, || {
+                TargetError::Api("SubjectAccessReview is not served".into())
+            })
+        })?;
+        if answer.status.is_some_and(|s| s.allowed) {
+            Ok(())
+        } else {
+            Err(TargetError::Forbidden(format!(
+                "User \"{}\" may not open a shell on node {node} (needs create on nodes/proxy)",
+                identity.user
+            )))
+        }
+    }
+
+    async fn check_node(&self, node: &str) -> Result<(), TargetError> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let found = bounded(self.api_wait, nodes.get(node))
+            .await?
+            .map_err(|e| crate::target::api_error(e, || TargetError::NodeNotFound(node.into())))?;
+        let ready = found
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Ready");
+        match ready {
+            Some(c) if c.status == "True" => Ok(()),
+            Some(c) => Err(TargetError::NodeNotReady {
+                node: node.into(),
+                reason: [c.reason, c.message]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(": "),
+            }),
+            None => Err(TargetError::NodeNotReady {
+                node: node.into(),
+                reason: "no Ready condition reported".into(),
+            }),
+        }
+    }
+
+    fn pod_spec(&self, node: &str) -> Result<Pod, TargetError> {
+        let name = pod_name(node);
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {MANAGED_BY.0: MANAGED_BY.1, COMPONENT.0: COMPONENT.1},
+                "annotations": {NODE_ANNOTATION: node},
+            },
+            "spec": {
+                "nodeName": node,
+                "hostPID": true,
+                "hostNetwork": true,
+                "hostIPC": true,
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": false,
+                "enableServiceLinks": false,
+                "terminationGracePeriodSeconds": 0,
+                "tolerations": [{"operator": "Exists"}],
+                "containers": [{
+                    "name": CONTAINER,
+                    "image": self.config.image,
+                    "command": ["sleep", "2147483647"],
+                    "securityContext": {"privileged": true},
+                    "resources": {
+                        "requests": {"cpu": "10m", "memory": "16Mi"},
+                        "limits": {"cpu": "1", "memory": "256Mi"},
+                    },
+                }],
+            },
+        }))
+        .map_err(|e| TargetError::Api(format!("node-shell pod spec: {e}")))?;
+        if let Some(spec) = pod.spec.as_mut()
+            && !self.config.priority_class.is_empty()
+        {
+            spec.priority_class_name = Some(self.config.priority_class.clone());
+        }
+        if let Some(owner) = &self.replica.owner {
+            pod.metadata.owner_references = Some(vec![owner.clone()]);
+        }
+        set_holders(
+            &mut pod,
+            &with_hold(
+                BTreeMap::new(),
+                &self.replica.id,
+                Some(self.expiry()),
+                now(),
+            ),
+        );
+        Ok(pod)
+    }
+
+    /// Adds or renews this replica's hold, creating the pod if there is
+    /// none. Conflicts (another replica wrote first) are retried.
+    async fn hold(&self, node: &str) -> Result<Pod, TargetError> {
+        let pods = self.pods();
+        let name = pod_name(node);
+        for _ in 0..10 {
+            match bounded(self.api_wait, pods.get_opt(&name))
+                .await?
+                .map_err(|e| crate::target::api_error(e, || TargetError::Api("get".into())))?
+            {
+                None => match bounded(
+                    self.api_wait,
+                    pods.create(&PostParams::default(), &self.pod_spec(node)?),
+                )
+                .await?
+                {
+                    Ok(pod) => return Ok(pod),
+                    Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                    Err(e) => {
+                        return Err(crate::target::api_error(e, || {
+                            TargetError::Api("create".into())
+                        }));
+                    }
+                },
+                Some(mut pod) if pod.metadata.deletion_timestamp.is_none() => {
+                    let holders =
+                        with_hold(holders(&pod), &self.replica.id, Some(self.expiry()), now());
+                    set_holders(&mut pod, &holders);
+                    // `replace` sends the resourceVersion we read: a
+                    // concurrent writer makes this a 409 and we retry.
+                    match bounded(
+                        self.api_wait,
+                        pods.replace(&name, &PostParams::default(), &pod),
+                    )
+                    .await?
+                    {
+                        Ok(pod) => return Ok(pod),
+                        Err(kube::Error::Api(status))
+                            if status.code == 409 || status.code == 404 =>
+                        {
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(crate::target::api_error(e, || {
+                                TargetError::Api("update".into())
+                            }));
+                        }
+                    }
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        Err(TargetError::Api(format!(
+            "could not hold node-shell pod {name}: too many concurrent updates"
+        )))
+    }
+
+    /// Waits (with a watch) until the pod runs, or fails with its reason.
+    async fn wait_running(&self, node: &str) -> Result<(), TargetError> {
+        let name = pod_name(node);
+        let timeout = Duration::from_secs(self.config.start_timeout_secs);
+        let decided = |pod: Option<&Pod>| {
+            pod.is_none_or(|p| pod_failure(p).is_some() || phase(p) == "Running")
+        };
+        let result = tokio::time::timeout(
+            timeout,
+            kube::runtime::wait::await_condition(self.pods(), &name, decided),
+        )
+        .await;
+        match result {
+            Err(_) => Err(TargetError::NodeShellStart {
+                node: node.into(),
+                reason: format!("the node-shell pod did not run within {timeout:?}"),
+            }),
+            Ok(Err(e)) => Err(TargetError::Unreachable(e.to_string())),
+            Ok(Ok(None)) => Err(TargetError::NodeShellStart {
+                node: node.into(),
+                reason: "the node-shell pod was deleted while starting".into(),
+            }),
+            Ok(Ok(Some(pod))) => match pod_failure(&pod) {
+                Some(reason) => Err(TargetError::NodeShellStart {
+                    node: node.into(),
+                    reason,
+                }),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Opens a node shell target for `identity`: authorized, node Ready,
+    /// pod held and running.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        identity: &Identity,
+        node: &str,
+    ) -> Result<(ExecTarget, NodeHold), TargetError> {
+        self.authorize(identity, node).await?;
+        self.check_node(node).await?;
+        {
+            let mut nodes = self.state();
+            let state = nodes.entry(node.to_string()).or_default();
+            state.sessions += 1;
+            state.generation += 1;
+        }
+        let hold = NodeHold {
+            shells: self.clone(),
+            node: node.to_string(),
+        };
+        self.hold(node).await?;
+        if let Err(error) = self.wait_running(node).await {
+            // A pod that cannot run is removed now, not left to the sweeper.
+            let _ = bounded(
+                self.api_wait,
+                self.pods()
+                    .delete(&pod_name(node), &DeleteParams::default()),
+            )
+            .await;
+            return Err(error);
+        }
+        let target = ExecTarget {
+            pods: self.pods(),
+            namespace: self.namespace.clone(),
+            pod: pod_name(node),
+            container: CONTAINER.into(),
+            prefix: self.config.nsenter.clone(),
+        };
+        Ok((target, hold))
+    }
+
+    /// A session to `node` ended: after the linger, if no session came
+    /// back, drop this replica's hold and delete the pod if nobody else
+    /// holds it.
+    fn release(self: Arc<Self>, node: String) {
+        let generation = {
+            let mut nodes = self.state();
+            let Some(state) = nodes.get_mut(&node) else {
+                return;
+            };
+            state.sessions = state.sessions.saturating_sub(1);
+            if state.sessions > 0 {
+                return;
+            }
+            state.generation
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            tokio::time::sleep(Duration::from_secs(self.config.linger_secs)).await;
+            {
+                let mut nodes = self.state();
+                match nodes.get(&node) {
+                    Some(state) if state.sessions == 0 && state.generation == generation => {
+                        nodes.remove(&node);
+                    }
+                    _ => return,
+                }
+            }
+            if let Err(error) = self.let_go(&node).await {
+                tracing::warn!(%node, %error, "could not release the node-shell pod; the sweeper will");
+            }
+        });
+    }
+
+    /// Removes this replica's hold; deletes the pod when nobody holds it.
+    async fn let_go(&self, node: &str) -> Result<(), TargetError> {
+        let pods = self.pods();
+        let name = pod_name(node);
+        for _ in 0..10 {
+            let Some(mut pod) = bounded(self.api_wait, pods.get_opt(&name))
+                .await?
+                .map_err(|e| crate::target::api_error(e, || TargetError::Api("get".into())))?
+            else {
+                return Ok(());
+            };
+            let holders = with_hold(holders(&pod), &self.replica.id, None, now());
+            let result = if held(&holders, now()) {
+                set_holders(&mut pod, &holders);
+                bounded(
+                    self.api_wait,
+                    pods.replace(&name, &PostParams::default(), &pod),
+                )
+                .await?
+                .map(|_| ())
+            } else {
+                delete_exactly(&pods, &pod, self.api_wait).await?
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+                Err(e) => {
+                    return Err(crate::target::api_error(e, || {
+                        TargetError::Api("release".into())
+                    }));
+                }
+            }
+        }
+        Err(TargetError::Api(format!(
+            "could not release {name}: too many concurrent updates"
+        )))
+    }
+
+    /// Renews this replica's holds and sweeps unheld node-shell pods, every
+    /// third of the hold time, until the process ends.
+    pub fn spawn_maintenance(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let shells = self.clone();
+        tokio::spawn(async move {
+            let period = Duration::from_secs((shells.config.hold_secs / 3).max(1));
+            loop {
+                tokio::time::sleep(period).await;
+                let held_nodes: Vec<String> = shells.state().keys().cloned().collect();
+                for node in held_nodes {
+                    if let Err(error) = shells.hold(&node).await {
+                        tracing::warn!(%node, %error, "could not renew the node-shell hold");
+                    }
+                }
+                if let Err(error) = shells.sweep().await {
+                    tracing::warn!(%error, "node-shell sweep failed");
+                }
+            }
+        })
+    }
+
+    /// Deletes node-shell pods that nobody holds (their replicas are gone).
+    pub async fn sweep(&self) -> Result<usize, TargetError> {
+        let pods = self.pods();
+        let selector = format!(
+            "{}={},{}={}",
+            MANAGED_BY.0, MANAGED_BY.1, COMPONENT.0, COMPONENT.1
+        );
+        let list = bounded(
+            self.api_wait,
+            pods.list(&ListParams::default().labels(&selector)),
+        )
+        .await?
+        .map_err(|e| crate::target::api_error(e, || TargetError::Api("list".into())))?;
+        let mut deleted = 0;
+        let mine: Vec<String> = self.state().keys().map(|n| pod_name(n)).collect();
+        for pod in list.items {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            if mine.contains(&name) || held(&holders(&pod), now()) {
+                continue;
+            }
+            if let Ok(Ok(())) = delete_exactly(&pods, &pod, self.api_wait).await {
+                tracing::info!(pod = %name, "swept a node-shell pod nobody holds");
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Deletes `pod` only if it is still the version we looked at.
+async fn delete_exactly(
+    pods: &Api<Pod>,
+    pod: &Pod,
+    wait: Duration,
+) -> Result<Result<(), kube::Error>, TargetError> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+        }),
+        ..Default::default()
+    };
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    Ok(bounded(wait, pods.delete(&name, &params))
+        .await?
+        .map(|_| ()))
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+/// Why a node-shell pod will not run, if it will not: image pull errors
+/// (with the image), unschedulable, or a terminal phase.
+pub fn pod_failure(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    for container in status.container_statuses.iter().flatten() {
+        if let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) {
+            let reason = waiting.reason.as_deref().unwrap_or("");
+            if matches!(
+                reason,
+                "ErrImagePull"
+                    | "ImagePullBackOff"
+                    | "InvalidImageName"
+                    | "CreateContainerConfigError"
+            ) {
+                return Some(format!("{reason} for image {}", container.image));
+            }
+        }
+    }
+    for condition in status.conditions.iter().flatten() {
+        if condition.type_ == "PodScheduled"
+            && condition.status == "False"
+            && condition.reason.as_deref() == Some("Unschedulable")
+        {
+            return Some(format!(
+                "unschedulable: {}",
+                condition.message.clone().unwrap_or_default()
+            ));
+        }
+    }
+    match phase(pod) {
+        "Failed" | "Succeeded" => Some(format!("the node-shell pod ended (phase {})", phase(pod))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_expire_and_are_kept_per_replica() {
+        let holders = with_hold(BTreeMap::new(), "a", Some(100), 50);
+        let holders = with_hold(holders, "b", Some(120), 60);
+        assert!(held(&holders, 110));
+        let holders = with_hold(holders, "b", None, 60);
+        assert!(held(&holders, 99) && !held(&holders, 100));
+        // Expired holders are dropped when anyone writes.
+        let holders = with_hold(holders, "c", Some(300), 200);
+        assert_eq!(holders.keys().collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[test]
+    fn pod_names_fit_kubernetes_limits() {
+        assert_eq!(pod_name("node-1"), "kbastion-node-node-1");
+        let long = pod_name(&"ip-10-0-0-1.eu-west-1.compute.internal.example".repeat(3));
+        assert!(long.len() <= 63, "{long}");
+        assert!(
+            crate::login::validate_kubernetes_name(&long, 63).is_ok(),
+            "{long}"
+        );
+    }
+}
