@@ -68,6 +68,10 @@ pub enum Outcome {
 /// The shell: bash where the container has it, else sh, as a login shell.
 const SHELL_SCRIPT: &str = "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l";
 
+/// The SFTP subsystem: the target's own `sftp-server`, wherever its
+/// distribution puts it, speaking SFTP over the session's stdin/stdout.
+pub const SFTP_SERVER: &str = "for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server /usr/lib/sftp-server; do [ -x \"$p\" ] && exec \"$p\"; done; command -v sftp-server >/dev/null 2>&1 && exec sftp-server; echo 'kbastion: this target has no sftp-server; use scp -O, or ssh with cat/tar' >&2; exit 127";
+
 /// TERM reaches a shell word only after this check.
 fn sanitize_term(term: &str) -> &str {
     let ok = !term.is_empty()

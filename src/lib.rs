@@ -8,6 +8,7 @@ pub mod bridge;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod forward;
 pub mod login;
 pub mod node_shell;
 pub mod sim;

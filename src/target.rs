@@ -16,6 +16,20 @@ pub struct ExecTarget {
     pub pod: String,
     pub container: String,
     pub prefix: Vec<String>,
+    /// Host names that mean "the target itself" for port forwarding:
+    /// loopback, the pod's name and IP (or the node's name).
+    pub local_names: Vec<String>,
+}
+
+fn loopback_names() -> Vec<String> {
+    ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec()
+}
+
+/// Loopback and the given names, for `ExecTarget::local_names`.
+pub fn local_names(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut all = loopback_names();
+    all.extend(names);
+    all
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,5 +207,8 @@ pub async fn resolve_container(
         pod: pod_name.into(),
         container,
         prefix: Vec::new(),
+        local_names: local_names(
+            std::iter::once(pod_name.to_string()).chain(status.pod_ip.clone()),
+        ),
     })
 }

@@ -17,6 +17,8 @@ use super::Shared;
 use crate::bridge::{self, Outcome, Pty, SessionRequest};
 use crate::cluster::Identity;
 use crate::login::{self, LoginError, LoginName, Target};
+use crate::node_shell::NodeHold;
+use crate::target::{ExecTarget, TargetError};
 
 /// Who logged in and what they asked for. The target is checked when the
 /// name is parsed; a bad one is reported on the first session channel
@@ -133,6 +135,55 @@ impl russh::server::Handler for Connection {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(login), Some(guard)) = (
+            self.login.clone(),
+            ChannelGuard::take(
+                &self.open_channels,
+                self.shared.config.limits.max_channels_per_connection,
+            ),
+        ) else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        // Resolving takes API calls: never inside the connection's event loop.
+        let (shared, peer, host) = (self.shared.clone(), self.peer, host_to_connect.to_string());
+        tokio::spawn(async move {
+            forward_channel(channel, reply, host, port_to_connect, login, shared, peer).await;
+            drop(guard);
+        });
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        tracing::info!(peer = %self.peer, address = %address.escape_debug(), port = *port, "remote forwarding refused: kbastion does not listen on behalf of clients");
+        Ok(false)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        tracing::info!(peer = %self.peer, "agent forwarding refused");
+        Ok(false)
+    }
+
     async fn pty_request(
         &mut self,
         channel: ChannelId,
@@ -182,7 +233,10 @@ impl russh::server::Handler for Connection {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        tracing::info!(peer = %self.peer, subsystem = %name.escape_debug(), "subsystem refused: not supported");
+        if name == "sftp" {
+            return session.channel_success(channel);
+        }
+        tracing::info!(peer = %self.peer, subsystem = %name.escape_debug(), "subsystem refused: unknown");
         session.channel_failure(channel)
     }
 
@@ -265,16 +319,22 @@ async fn session_channel(
                     return;
                 }
             },
+            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => {
+                break SessionRequest {
+                    pty: None,
+                    command: Some(bridge::SFTP_SERVER.into()),
+                };
+            }
             Some(ChannelMsg::Close) | None => return,
             Some(_) => {}
         }
     };
     let tty = request.pty.is_some();
     let started = Instant::now();
-    let kind = if request.command.is_some() {
-        "exec"
-    } else {
-        "shell"
+    let kind = match request.command.as_deref() {
+        Some(bridge::SFTP_SERVER) => "sftp",
+        Some(_) => "exec",
+        None => "shell",
     };
     let target = match &login.target {
         Err(error) => {
@@ -290,25 +350,7 @@ async fn session_channel(
         Ok(Some(target)) => target.clone(),
     };
     let wait = shared.config.timeouts.api();
-    let resolved = match &target {
-        Target::Container {
-            namespace,
-            pod,
-            container,
-        } => match shared.cluster.as_user(&login.identity) {
-            Ok(client) => {
-                crate::target::resolve_container(client, namespace, pod, container.as_deref(), wait)
-                    .await
-                    .map(|t| (t, None))
-            }
-            Err(error) => Err(crate::target::TargetError::Api(error.to_string())),
-        },
-        Target::Node { node } => shared
-            .node_shells
-            .acquire(&login.identity, node)
-            .await
-            .map(|(t, hold)| (t, Some(hold))),
-    };
+    let resolved = resolve(&shared, &login, &target).await;
     // The hold keeps a node's pod while the session runs.
     let (exec_target, _node_hold) = match resolved {
         Ok(resolved) => resolved,
@@ -334,6 +376,107 @@ async fn session_channel(
         Outcome::Failed(why) => format!("failed: {why}"),
     };
     tracing::info!(%peer, person = %login.person, %target, kind, %outcome, duration_ms = started.elapsed().as_millis() as u64, "session ended");
+}
+
+/// Resolves a target for `login`: a container as the person (their RBAC),
+/// or a node through its held node-shell pod.
+async fn resolve(
+    shared: &Shared,
+    login: &Login,
+    target: &Target,
+) -> Result<(ExecTarget, Option<NodeHold>), TargetError> {
+    let wait = shared.config.timeouts.api();
+    match target {
+        Target::Container {
+            namespace,
+            pod,
+            container,
+        } => {
+            let client = shared
+                .cluster
+                .as_user(&login.identity)
+                .map_err(|e| TargetError::Api(e.to_string()))?;
+            let resolved = crate::target::resolve_container(
+                client,
+                namespace,
+                pod,
+                container.as_deref(),
+                wait,
+            )
+            .await?;
+            Ok((resolved, None))
+        }
+        Target::Node { node } => {
+            let (resolved, hold) = shared.node_shells.acquire(&login.identity, node).await?;
+            Ok((resolved, Some(hold)))
+        }
+    }
+}
+
+/// One forwarded connection: resolve, check the destination, then accept
+/// and carry, or refuse with the reason.
+async fn forward_channel(
+    channel: Channel<Msg>,
+    reply: ChannelOpenHandle,
+    host: String,
+    port: u32,
+    login: Login,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+) {
+    let target = match &login.target {
+        Ok(Some(target)) => target.clone(),
+        Ok(None) => {
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 1,
+                    reason: format!("no target in the login name; {}", login::SYNTAX),
+                })
+                .await;
+            return;
+        }
+        Err(error) => {
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 1,
+                    reason: error.to_string(),
+                })
+                .await;
+            return;
+        }
+    };
+    let Ok(port) = u16::try_from(port) else {
+        reply
+            .reject(ChannelOpenFailure::Other {
+                code: 2,
+                reason: format!("port {port} is out of range"),
+            })
+            .await;
+        return;
+    };
+    let (resolved, _hold) = match resolve(&shared, &login, &target).await {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 1,
+                    reason: error.to_string(),
+                })
+                .await;
+            return;
+        }
+    };
+    if !crate::forward::destination_allowed(&resolved, &host) {
+        tracing::info!(%peer, person = %login.person, %target, destination = %format!("{host}:{port}").escape_debug(), "forward refused: not the target");
+        reply
+            .reject(crate::forward::refusal(&resolved, &host))
+            .await;
+        return;
+    }
+    reply.accept().await;
+    tracing::info!(%peer, person = %login.person, %target, %port, "forward started");
+    let outcome = crate::forward::carry(&resolved, port, channel).await;
+    tracing::info!(%peer, person = %login.person, %target, %port, outcome = %outcome.err().unwrap_or_else(|| "closed".into()), "forward ended");
 }
 
 /// Bounds on the no-target answer, which is a hint, not an inventory.

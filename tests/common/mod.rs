@@ -228,6 +228,12 @@ impl Bastion {
     /// The `ssh` command with options that make it independent of the
     /// machine's own SSH setup.
     pub fn ssh_command(&self, program: &str) -> Command {
+        self.ssh_command_logging(program, "ERROR")
+    }
+
+    /// `ssh_command` with another OpenSSH LogLevel (INFO shows forwarding
+    /// refusals).
+    pub fn ssh_command_logging(&self, program: &str, level: &str) -> Command {
         let mut command = Command::new(program);
         let port_flag = if program == "ssh" { "-p" } else { "-P" };
         command
@@ -238,9 +244,9 @@ impl Bastion {
                 "StrictHostKeyChecking=accept-new",
                 "-o",
                 "BatchMode=yes",
-                "-o",
-                "LogLevel=ERROR",
             ])
+            .arg("-o")
+            .arg(format!("LogLevel={level}"))
             .arg("-o")
             .arg(format!(
                 "UserKnownHostsFile={}",
