@@ -11,6 +11,9 @@
 //! the client vanishes, the processes the session started are ended,
 //! because the kubelet will not do it (KUBE-STREAMING.md).
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use futures::SinkExt;
@@ -55,6 +58,30 @@ pub struct SessionRequest {
     pub pty: Option<Pty>,
     /// None for an interactive shell.
     pub command: Option<String>,
+}
+
+/// What a session runs with besides its channel and target.
+pub struct SessionContext {
+    /// Marks the session's processes and names its recording.
+    pub session_id: String,
+    /// The Kubernetes user, for messages.
+    pub user: String,
+    pub api_wait: Duration,
+    pub recorder: Option<crate::recording::Recorder>,
+}
+
+/// How a session ended, and what it carried.
+#[derive(Debug)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
 }
 
 /// How a session ended.
@@ -261,10 +288,27 @@ pub async fn run(
     request: SessionRequest,
     mut read: ChannelReadHalf,
     write: ChannelWriteHalf<Msg>,
-    user: &str,
-    api_wait: Duration,
+    context: SessionContext,
+) -> Report {
+    let counters = Arc::new(Counters::default());
+    let outcome = run_counted(target, request, &mut read, &write, &context, &counters).await;
+    Report {
+        outcome,
+        bytes_in: counters.bytes_in.load(SeqCst),
+        bytes_out: counters.bytes_out.load(SeqCst),
+    }
+}
+
+async fn run_counted(
+    target: ExecTarget,
+    request: SessionRequest,
+    read: &mut ChannelReadHalf,
+    write: &ChannelWriteHalf<Msg>,
+    context: &SessionContext,
+    counters: &Arc<Counters>,
 ) -> Outcome {
-    let session_id = format!("{:032x}", rand::random::<u128>());
+    let (session_id, user, api_wait) =
+        (&context.session_id, context.user.as_str(), context.api_wait);
     let tty = request.pty.is_some();
     let params = AttachParams {
         container: Some(target.container.clone()),
@@ -276,18 +320,18 @@ pub async fn run(
         max_stdout_buf_size: Some(PIPE_BUFFER),
         max_stderr_buf_size: Some(PIPE_BUFFER),
     };
-    let command = argv(&target.prefix, &session_id, &request);
+    let command = argv(&target.prefix, session_id, &request);
     let mut process = match bounded(api_wait, target.pods.exec(&target.pod, command, &params)).await
     {
         Ok(Ok(process)) => process,
         Ok(Err(error)) => {
             let message = exec_error(error, &target, user).to_string();
-            refuse(&write, &message, tty).await;
+            refuse(write, &message, tty).await;
             return Outcome::Failed(message);
         }
         Err(timeout) => {
             let message = timeout.to_string();
-            refuse(&write, &message, tty).await;
+            refuse(write, &message, tty).await;
             return Outcome::Failed(message);
         }
     };
@@ -335,6 +379,8 @@ pub async fn run(
     let copy_out = |reader: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>,
                     mut writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin>| {
         let flow = flow.clone();
+        let counters = counters.clone();
+        let recorder = context.recorder.clone();
         tokio::spawn(async move {
             let Some(reader) = reader else { return };
             let mut reader = BufReader::with_capacity(32 * 1024, reader);
@@ -346,6 +392,10 @@ pub async fn run(
                     Ok(chunk) => chunk,
                 };
                 let n = chunk.len();
+                if let Some(recorder) = &recorder {
+                    recorder.output(chunk);
+                }
+                counters.bytes_out.fetch_add(n as u64, SeqCst);
                 flow.set_output_waiting(true);
                 let written = writer.write_all(chunk).await;
                 flow.set_output_waiting(false);
@@ -369,6 +419,10 @@ pub async fn run(
             _ = &mut output => break false,
             message = read.wait() => match message {
                 Some(ChannelMsg::Data { data }) => {
+                    counters.bytes_in.fetch_add(data.len() as u64, SeqCst);
+                    if let Some(recorder) = &context.recorder {
+                        recorder.input(&data);
+                    }
                     if flow.add(data.len()) > INPUT_HARD_LIMIT {
                         let message = "the session was ended: the client kept sending input that the target does not read, without reading the output";
                         let _ = write.extended_data_bytes(1, message_bytes(message, tty)).await;
@@ -381,6 +435,9 @@ pub async fn run(
                     let _ = input_tx.send(Input::Eof);
                 }
                 Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
+                    if let Some(recorder) = &context.recorder {
+                        recorder.resize(col_width, row_height);
+                    }
                     if let Some(sender) = resize.as_mut() {
                         let _ = sender.send(TerminalSize { width: clamp(col_width), height: clamp(row_height) }).await;
                     }
@@ -394,7 +451,7 @@ pub async fn run(
     stdin_task.abort();
     if client_gone {
         process.abort();
-        end_session_processes(target, session_id, api_wait);
+        end_session_processes(target, session_id.clone(), api_wait);
         return Outcome::ClientGone;
     }
     let status = match status {
@@ -421,7 +478,7 @@ pub async fn run(
         }
     };
     if let Outcome::Exited(code) = outcome {
-        finish(&write, code).await;
+        finish(write, code).await;
     }
     outcome
 }

@@ -50,6 +50,9 @@ pub struct Config {
     /// Node shells (`user@NODE`).
     #[serde(default)]
     pub node_shell: crate::node_shell::NodeShellConfig,
+    /// Audit log and session recordings.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
     /// People allowed in.
     #[serde(default)]
     pub users: Vec<User>,
@@ -97,6 +100,11 @@ pub struct Limits {
     pub max_auth_attempts: usize,
     /// Channels (sessions, forwards) open at once on one connection.
     pub max_channels_per_connection: usize,
+    /// Connections open at once from one source address.
+    pub max_connections_per_source: usize,
+    /// Sessions (and forwards) open at once for one person, over all
+    /// their connections to this replica.
+    pub max_sessions_per_user: usize,
 }
 
 impl Default for Limits {
@@ -104,6 +112,8 @@ impl Default for Limits {
         Limits {
             max_auth_attempts: 6,
             max_channels_per_connection: 16,
+            max_connections_per_source: 32,
+            max_sessions_per_user: 64,
         }
     }
 }
@@ -185,16 +195,23 @@ impl Config {
             return Err("host_keys: at least one host key path is required".into());
         }
         config.kubeconfig = config.kubeconfig.as_deref().map(resolve);
+        config.audit.file = config.audit.file.as_deref().map(resolve);
+        config.audit.recordings_dir = config.audit.recordings_dir.as_deref().map(resolve);
         crate::login::validate_kubernetes_name(&config.namespace, 63)
             .map_err(|e| format!("namespace: {e}"))?;
         if config.timeouts.login_secs == 0 || config.timeouts.api_secs == 0 {
             return Err("timeouts: login_secs and api_secs must be at least 1".into());
         }
-        if config.limits.max_auth_attempts == 0 || config.limits.max_channels_per_connection == 0 {
-            return Err(
-                "limits: max_auth_attempts and max_channels_per_connection must be at least 1"
-                    .into(),
-            );
+        let limits = &config.limits;
+        if [
+            limits.max_auth_attempts,
+            limits.max_channels_per_connection,
+            limits.max_connections_per_source,
+            limits.max_sessions_per_user,
+        ]
+        .contains(&0)
+        {
+            return Err("limits: every limit must be at least 1".into());
         }
         let shell = &config.node_shell;
         if shell.image.is_empty() {

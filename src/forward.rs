@@ -7,8 +7,8 @@
 //! the destination host must name the target (loopback, the pod's name or
 //! IP, the node's name); anything else is refused with that reason.
 
+use russh::Channel;
 use russh::server::Msg;
-use russh::{Channel, ChannelOpenFailure};
 use tokio::io::AsyncWriteExt;
 
 use crate::target::ExecTarget;
@@ -23,18 +23,20 @@ pub fn destination_allowed(target: &ExecTarget, host: &str) -> bool {
 }
 
 /// The reason a client reads when a destination is refused.
-pub fn refusal(target: &ExecTarget, host: &str) -> ChannelOpenFailure {
-    ChannelOpenFailure::Other {
-        code: 1, // SSH_OPEN_ADMINISTRATIVELY_PROHIBITED
-        reason: format!(
-            "kbastion forwards only to the target itself ({}), not to {host:?}",
-            target.local_names.join(", ")
-        ),
-    }
+pub fn refusal(target: &ExecTarget, host: &str) -> String {
+    format!(
+        "kbastion forwards only to the target itself ({}), not to {host:?}",
+        target.local_names.join(", ")
+    )
 }
 
-/// Carries one forwarded connection until either side ends it.
-pub async fn carry(target: &ExecTarget, port: u16, channel: Channel<Msg>) -> Result<(), String> {
+/// Carries one forwarded connection until either side ends it; gives the
+/// bytes carried each way (client to pod, pod to client).
+pub async fn carry(
+    target: &ExecTarget,
+    port: u16,
+    channel: Channel<Msg>,
+) -> Result<(u64, u64), String> {
     let mut forwarder = target
         .pods
         .portforward(&target.pod, &[port])
@@ -53,11 +55,28 @@ pub async fn carry(target: &ExecTarget, port: u16, channel: Channel<Msg>) -> Res
     let (mut ssh_read, mut ssh_write) = tokio::io::split(channel.into_stream());
     // Client to pod: at the client's EOF the pod side is NOT shut down:
     // Kubernetes port-forward has no half-close and would drop the answer.
-    let upstream = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut ssh_read, &mut pod_write).await;
-        pod_write
-    });
-    let _ = tokio::io::copy(&mut pod_read, &mut ssh_write).await;
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let upstream = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 32 * 1024];
+            loop {
+                let n = match tokio::io::AsyncReadExt::read(&mut ssh_read, &mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if pod_write.write_all(&buffer[..n]).await.is_err() {
+                    break;
+                }
+                sent.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            // Kept open: no half-close in Kubernetes port-forward.
+            pod_write
+        })
+    };
+    let received = tokio::io::copy(&mut pod_read, &mut ssh_write)
+        .await
+        .unwrap_or(0);
     let _ = ssh_write.shutdown().await;
     upstream.abort();
     forwarder.abort();
@@ -67,5 +86,5 @@ pub async fn carry(target: &ExecTarget, port: u16, channel: Channel<Msg>) -> Res
     {
         return Err(message);
     }
-    Ok(())
+    Ok((sent.load(std::sync::atomic::Ordering::Relaxed), received))
 }

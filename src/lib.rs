@@ -4,13 +4,17 @@
 //! The bastion's modules (`config`, `login`, `ssh`, `bridge`, `target`,
 //! `cluster`) never import `sim`, and `sim` never imports them.
 
+pub mod audit;
+pub mod authz;
 pub mod bridge;
 pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod forward;
+pub mod limits;
 pub mod login;
 pub mod node_shell;
+pub mod recording;
 pub mod sim;
 pub mod ssh;
 pub mod target;

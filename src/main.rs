@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use kbastion::config::Config;
@@ -56,14 +55,8 @@ fn init_logging(format: LogFormat) {
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
-    let wait = config.timeouts.api();
     let listen = config.listen;
     let shared = Shared::start(config).await?;
-    let version = tokio::time::timeout(wait, shared.cluster.own().apiserver_version())
-        .await
-        .map_err(|_| anyhow::anyhow!("the Kubernetes API did not answer within {wait:?}"))?
-        .context("cannot reach the Kubernetes API")?;
-    tracing::info!(version = %version.git_version, "connected to the Kubernetes API");
     let listener = ssh::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
     ssh::serve(listener, shared).await

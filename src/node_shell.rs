@@ -17,15 +17,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
+use crate::authz::Permission;
 use crate::cluster::Identity;
 use crate::target::{ExecTarget, TargetError, bounded};
 
@@ -234,40 +232,22 @@ impl NodeShells {
     /// `nodes/proxy` for that node: the kubelet proxy already gives root on
     /// the node, so the permission says exactly what this gives.
     async fn authorize(&self, identity: &Identity, node: &str) -> Result<(), TargetError> {
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some(identity.user.clone()),
-                groups: Some(identity.groups.clone()),
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some("create".into()),
-                    resource: Some("nodes".into()),
-                    subresource: Some("proxy".into()),
-                    name: Some(node.into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
+        let permission = Permission {
+            verb: "create",
+            resource: "nodes",
+            subresource: "proxy",
+            namespace: None,
+            name: Some(node),
         };
-        let reviews: Api<SubjectAccessReview> = Api::all(self.client.clone());
-        let answer = bounded(
-            self.api_wait,
-            reviews.create(&PostParams::default(), &review),
-        )
-        .await?
-        .map_err(|e| {
-            crate::target::api_error(e, || {
-                TargetError::Api("SubjectAccessReview is not served".into())
+        crate::authz::require(&self.client, identity, &permission, self.api_wait)
+            .await
+            .map_err(|error| match error {
+                TargetError::Forbidden(_) => TargetError::Forbidden(format!(
+                    "User \"{}\" may not open a shell on node {node} (needs create on nodes/proxy)",
+                    identity.user
+                )),
+                other => other,
             })
-        })?;
-        if answer.status.is_some_and(|s| s.allowed) {
-            Ok(())
-        } else {
-            Err(TargetError::Forbidden(format!(
-                "User \"{}\" may not open a shell on node {node} (needs create on nodes/proxy)",
-                identity.user
-            )))
-        }
     }
 
     async fn check_node(&self, node: &str) -> Result<(), TargetError> {

@@ -14,6 +14,8 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
 
 use super::Shared;
+use crate::audit::{Event, SessionKind};
+use crate::authz::Permission;
 use crate::bridge::{self, Outcome, Pty, SessionRequest};
 use crate::cluster::Identity;
 use crate::login::{self, LoginError, LoginName, Target};
@@ -53,6 +55,57 @@ impl Connection {
         }
     }
 
+    /// Admits a new channel within the per-connection and per-person
+    /// limits; the guard gives the places back when the channel ends.
+    fn admit(&self) -> Result<(Login, ChannelGuard), ChannelOpenFailure> {
+        let login = self
+            .login
+            .clone()
+            .ok_or(ChannelOpenFailure::AdministrativelyProhibited)?;
+        let limits = &self.shared.config.limits;
+        let channel = ChannelCount::take(&self.open_channels, limits.max_channels_per_connection)
+            .ok_or_else(|| ChannelOpenFailure::Other {
+            code: 4, // SSH_OPEN_RESOURCE_SHORTAGE
+            reason: format!(
+                "too many channels on this connection (limit {})",
+                limits.max_channels_per_connection
+            ),
+        })?;
+        let person = self
+            .shared
+            .sessions_per_user
+            .take(login.person.clone())
+            .ok_or_else(|| ChannelOpenFailure::Other {
+                code: 4,
+                reason: format!(
+                    "too many sessions for {} (limit {})",
+                    login.person, limits.max_sessions_per_user
+                ),
+            })?;
+        Ok((
+            login,
+            ChannelGuard {
+                _channel: channel,
+                _person: person,
+            },
+        ))
+    }
+
+    /// Logs, audits and slows down a failed attempt.
+    async fn auth_failed(&self, login: &str, fingerprint: Option<String>, reason: &str) {
+        let person = login.split('@').next().unwrap_or_default();
+        tracing::info!(peer = %self.peer, login = %login.escape_debug(), fingerprint = ?fingerprint, %reason, "authentication failed");
+        self.shared.audit.record(Event::Auth {
+            source: self.peer.to_string(),
+            login: login.to_string(),
+            method: "publickey".into(),
+            fingerprint,
+            success: false,
+            reason: Some(reason.into()),
+        });
+        tokio::time::sleep(self.shared.auth_failures.failed(self.peer.ip(), person)).await;
+    }
+
     /// The configured person a login name starts with, if its key matches.
     fn key_accepted(&self, raw_login: &str, key: &PublicKey) -> bool {
         let person = raw_login.split('@').next().unwrap_or_default();
@@ -71,11 +124,21 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(if self.key_accepted(user, offer.public_key) {
-            Auth::Accept
-        } else {
-            Auth::reject()
-        })
+        let person = user.split('@').next().unwrap_or_default();
+        // Owed from earlier failures, from this source or for this person.
+        tokio::time::sleep(
+            self.shared
+                .auth_failures
+                .pending_delay(self.peer.ip(), person),
+        )
+        .await;
+        if self.key_accepted(user, offer.public_key) {
+            return Ok(Auth::Accept);
+        }
+        let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+        self.auth_failed(user, Some(fingerprint), "key not authorized for this user")
+            .await;
+        Ok(Auth::reject())
     }
 
     async fn auth_publickey(
@@ -85,7 +148,8 @@ impl russh::server::Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         if !self.key_accepted(user, key.public_key) {
-            tracing::info!(peer = %self.peer, login = %user.escape_debug(), %fingerprint, "authentication failed");
+            self.auth_failed(user, Some(fingerprint), "key not authorized for this user")
+                .await;
             return Ok(Auth::reject());
         }
         let person = user.split('@').next().unwrap_or_default().to_string();
@@ -103,6 +167,17 @@ impl russh::server::Handler for Connection {
             identity,
             target,
         });
+        self.shared
+            .auth_failures
+            .succeeded(self.peer.ip(), user.split('@').next().unwrap_or_default());
+        self.shared.audit.record(Event::Auth {
+            source: self.peer.to_string(),
+            login: user.to_string(),
+            method: "publickey".into(),
+            fingerprint: Some(fingerprint),
+            success: true,
+            reason: None,
+        });
         let _ = self.authenticated.send(true);
         Ok(Auth::Accept)
     }
@@ -113,17 +188,12 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let (Some(login), Some(guard)) = (
-            self.login.clone(),
-            ChannelGuard::take(
-                &self.open_channels,
-                self.shared.config.limits.max_channels_per_connection,
-            ),
-        ) else {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
+        let (login, guard) = match self.admit() {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                reply.reject(refusal).await;
+                return Ok(());
+            }
         };
         reply.accept().await;
         let shared = self.shared.clone();
@@ -146,15 +216,12 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let (Some(login), Some(guard)) = (
-            self.login.clone(),
-            ChannelGuard::take(
-                &self.open_channels,
-                self.shared.config.limits.max_channels_per_connection,
-            ),
-        ) else {
-            reply.reject(ChannelOpenFailure::ResourceShortage).await;
-            return Ok(());
+        let (login, guard) = match self.admit() {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                reply.reject(refusal).await;
+                return Ok(());
+            }
         };
         // Resolving takes API calls: never inside the connection's event loop.
         let (shared, peer, host) = (self.shared.clone(), self.peer, host_to_connect.to_string());
@@ -253,21 +320,27 @@ impl russh::server::Handler for Connection {
     }
 }
 
-/// Counts a connection's open channels against its limit.
-struct ChannelGuard(Arc<AtomicUsize>);
+/// A channel's places in the per-connection and per-person limits.
+struct ChannelGuard {
+    _channel: ChannelCount,
+    _person: crate::limits::Slot<String>,
+}
 
-impl ChannelGuard {
+/// Counts a connection's open channels against its limit.
+struct ChannelCount(Arc<AtomicUsize>);
+
+impl ChannelCount {
     fn take(counter: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
         counter
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < limit).then_some(n + 1)
             })
             .ok()
-            .map(|_| ChannelGuard(counter.clone()))
+            .map(|_| ChannelCount(counter.clone()))
     }
 }
 
-impl Drop for ChannelGuard {
+impl Drop for ChannelCount {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -332,50 +405,121 @@ async fn session_channel(
     let tty = request.pty.is_some();
     let started = Instant::now();
     let kind = match request.command.as_deref() {
-        Some(bridge::SFTP_SERVER) => "sftp",
-        Some(_) => "exec",
-        None => "shell",
+        Some(bridge::SFTP_SERVER) => SessionKind::Sftp,
+        Some(command) => SessionKind::Exec {
+            command: command.to_string(),
+        },
+        None => SessionKind::Shell,
+    };
+    let refuse = |target: String, reason: String| {
+        tracing::info!(%peer, person = %login.person, %target, ?kind, outcome = "refused", %reason, "session refused");
+        shared.audit.record(Event::Refusal {
+            source: peer.to_string(),
+            person: login.person.clone(),
+            target,
+            kind: kind.clone(),
+            reason,
+        });
     };
     let target = match &login.target {
         Err(error) => {
-            tracing::info!(%peer, person = %login.person, outcome = "bad login name", %error, "session refused");
+            refuse(String::new(), error.to_string());
             bridge::refuse(&write, &error.to_string(), tty).await;
             return;
         }
         Ok(None) => {
+            refuse(String::new(), "no target given".into());
             let message = reachable_targets(&shared, &login).await;
             bridge::refuse(&write, &message, tty).await;
             return;
         }
         Ok(Some(target)) => target.clone(),
     };
-    let wait = shared.config.timeouts.api();
-    let resolved = resolve(&shared, &login, &target).await;
     // The hold keeps a node's pod while the session runs.
-    let (exec_target, _node_hold) = match resolved {
+    let (exec_target, _node_hold) = match resolve(&shared, &login, &target, "exec").await {
         Ok(resolved) => resolved,
         Err(error) => {
-            tracing::info!(%peer, person = %login.person, %target, kind, outcome = "refused", %error, "session refused");
+            refuse(target.to_string(), error.to_string());
             bridge::refuse(&write, &error.to_string(), tty).await;
             return;
         }
     };
-    tracing::info!(%peer, person = %login.person, kubernetes_user = %login.identity.user, %target, kind, container = %exec_target.container, "session started");
-    let outcome = bridge::run(
-        exec_target,
-        request,
-        read,
-        write,
-        &login.identity.user,
-        wait,
-    )
-    .await;
-    let outcome = match outcome {
-        Outcome::Exited(code) => format!("exited {code}"),
-        Outcome::ClientGone => "client gone".into(),
-        Outcome::Failed(why) => format!("failed: {why}"),
+    let session_id = format!("{:032x}", rand::random::<u128>());
+    let recorder = recorder_for(&shared.config.audit, &session_id, &request, &kind);
+    tracing::info!(%peer, session = %session_id, person = %login.person, kubernetes_user = %login.identity.user, %target, ?kind, container = %exec_target.container, "session started");
+    shared.audit.record(Event::SessionStart {
+        session: session_id.clone(),
+        source: peer.to_string(),
+        person: login.person.clone(),
+        kubernetes_user: login.identity.user.clone(),
+        kubernetes_groups: login.identity.groups.clone(),
+        target: target.to_string(),
+        kind: kind.clone(),
+        recording: recorder.as_ref().map(|r| r.path.display().to_string()),
+    });
+    let context = bridge::SessionContext {
+        session_id: session_id.clone(),
+        user: login.identity.user.clone(),
+        api_wait: shared.config.timeouts.api(),
+        recorder,
     };
-    tracing::info!(%peer, person = %login.person, %target, kind, %outcome, duration_ms = started.elapsed().as_millis() as u64, "session ended");
+    let report = bridge::run(exec_target, request, read, write, context).await;
+    let (exit_status, reason) = match report.outcome {
+        Outcome::Exited(code) => (Some(code), "exited".to_string()),
+        Outcome::ClientGone => (None, "client gone".to_string()),
+        Outcome::Failed(why) => (None, format!("failed: {why}")),
+    };
+    let duration_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(%peer, session = %session_id, person = %login.person, %target, ?exit_status, %reason, bytes_in = report.bytes_in, bytes_out = report.bytes_out, duration_ms, "session ended");
+    shared.audit.record(Event::SessionEnd {
+        session: session_id,
+        person: login.person.clone(),
+        target: target.to_string(),
+        kind,
+        exit_status,
+        bytes_in: report.bytes_in,
+        bytes_out: report.bytes_out,
+        duration_ms,
+        reason,
+    });
+}
+
+/// A recorder for interactive sessions (and exec ones when configured),
+/// if recordings are on. A recording that cannot be created is logged and
+/// the session goes on: refusing service over a full disk helps nobody.
+fn recorder_for(
+    audit: &crate::audit::AuditConfig,
+    session_id: &str,
+    request: &SessionRequest,
+    kind: &SessionKind,
+) -> Option<crate::recording::Recorder> {
+    let dir = audit.recordings_dir.as_ref()?;
+    let wanted = match kind {
+        SessionKind::Shell => true,
+        SessionKind::Exec { .. } => audit.record_exec,
+        _ => false,
+    };
+    if !wanted {
+        return None;
+    }
+    let (width, height, term) = request
+        .pty
+        .as_ref()
+        .map_or((80, 24, "dumb"), |p| (p.width, p.height, p.term.as_str()));
+    match crate::recording::Recorder::create(
+        dir,
+        session_id,
+        width,
+        height,
+        term,
+        audit.record_input,
+    ) {
+        Ok(recorder) => Some(recorder),
+        Err(error) => {
+            tracing::error!(%error, dir = %dir.display(), "cannot create a session recording");
+            None
+        }
+    }
 }
 
 /// Resolves a target for `login`: a container as the person (their RBAC),
@@ -384,6 +528,7 @@ async fn resolve(
     shared: &Shared,
     login: &Login,
     target: &Target,
+    subresource: &str,
 ) -> Result<(ExecTarget, Option<NodeHold>), TargetError> {
     let wait = shared.config.timeouts.api();
     match target {
@@ -404,6 +549,16 @@ async fn resolve(
                 wait,
             )
             .await?;
+            // A clear line now, rather than a failed upgrade later.
+            let permission = Permission {
+                verb: shared.stream_verb,
+                resource: "pods",
+                subresource,
+                namespace: Some(namespace),
+                name: Some(pod),
+            };
+            crate::authz::require(&shared.cluster.own(), &login.identity, &permission, wait)
+                .await?;
             Ok((resolved, None))
         }
         Target::Node { node } => {
@@ -413,6 +568,7 @@ async fn resolve(
     }
 }
 
+/// One forwarded connection: resolve, check the destination, then accept
 /// One forwarded connection: resolve, check the destination, then accept
 /// and carry, or refuse with the reason.
 async fn forward_channel(
@@ -424,59 +580,85 @@ async fn forward_channel(
     shared: Arc<Shared>,
     peer: SocketAddr,
 ) {
+    let kind = SessionKind::Forward {
+        destination: format!("{host}:{port}"),
+    };
+    let target_name = login
+        .target
+        .as_ref()
+        .ok()
+        .and_then(|t| t.as_ref())
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let refuse = |reason: String, code: u32| {
+        tracing::info!(%peer, person = %login.person, target = %target_name, ?kind, %reason, "forward refused");
+        shared.audit.record(Event::Refusal {
+            source: peer.to_string(),
+            person: login.person.clone(),
+            target: target_name.clone(),
+            kind: kind.clone(),
+            reason: reason.clone(),
+        });
+        ChannelOpenFailure::Other { code, reason }
+    };
     let target = match &login.target {
         Ok(Some(target)) => target.clone(),
         Ok(None) => {
-            reply
-                .reject(ChannelOpenFailure::Other {
-                    code: 1,
-                    reason: format!("no target in the login name; {}", login::SYNTAX),
-                })
+            return reply
+                .reject(refuse(
+                    format!("no target in the login name; {}", login::SYNTAX),
+                    1,
+                ))
                 .await;
-            return;
         }
-        Err(error) => {
-            reply
-                .reject(ChannelOpenFailure::Other {
-                    code: 1,
-                    reason: error.to_string(),
-                })
-                .await;
-            return;
-        }
+        Err(error) => return reply.reject(refuse(error.to_string(), 1)).await,
     };
     let Ok(port) = u16::try_from(port) else {
-        reply
-            .reject(ChannelOpenFailure::Other {
-                code: 2,
-                reason: format!("port {port} is out of range"),
-            })
+        return reply
+            .reject(refuse(format!("port {port} is out of range"), 2))
             .await;
-        return;
     };
-    let (resolved, _hold) = match resolve(&shared, &login, &target).await {
+    let (resolved, _hold) = match resolve(&shared, &login, &target, "portforward").await {
         Ok(resolved) => resolved,
-        Err(error) => {
-            reply
-                .reject(ChannelOpenFailure::Other {
-                    code: 1,
-                    reason: error.to_string(),
-                })
-                .await;
-            return;
-        }
+        Err(error) => return reply.reject(refuse(error.to_string(), 1)).await,
     };
     if !crate::forward::destination_allowed(&resolved, &host) {
-        tracing::info!(%peer, person = %login.person, %target, destination = %format!("{host}:{port}").escape_debug(), "forward refused: not the target");
-        reply
-            .reject(crate::forward::refusal(&resolved, &host))
+        return reply
+            .reject(refuse(crate::forward::refusal(&resolved, &host), 1))
             .await;
-        return;
     }
     reply.accept().await;
-    tracing::info!(%peer, person = %login.person, %target, %port, "forward started");
+    let session_id = format!("{:032x}", rand::random::<u128>());
+    let started = Instant::now();
+    shared.audit.record(Event::SessionStart {
+        session: session_id.clone(),
+        source: peer.to_string(),
+        person: login.person.clone(),
+        kubernetes_user: login.identity.user.clone(),
+        kubernetes_groups: login.identity.groups.clone(),
+        target: target.to_string(),
+        kind: kind.clone(),
+        recording: None,
+    });
     let outcome = crate::forward::carry(&resolved, port, channel).await;
-    tracing::info!(%peer, person = %login.person, %target, %port, outcome = %outcome.err().unwrap_or_else(|| "closed".into()), "forward ended");
+    let reason = outcome
+        .as_ref()
+        .err()
+        .cloned()
+        .unwrap_or_else(|| "closed".into());
+    tracing::info!(%peer, session = %session_id, person = %login.person, %target, ?kind, %reason, "forward ended");
+    let (bytes_in, bytes_out) = outcome.unwrap_or_default();
+    shared.audit.record(Event::SessionEnd {
+        session: session_id,
+        person: login.person.clone(),
+        target: target.to_string(),
+        kind,
+        exit_status: None,
+        bytes_in,
+        bytes_out,
+        duration_ms: started.elapsed().as_millis() as u64,
+        reason,
+    });
 }
 
 /// Bounds on the no-target answer, which is a hint, not an inventory.

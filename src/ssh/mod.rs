@@ -24,6 +24,12 @@ pub struct Shared {
     pub config: Config,
     pub cluster: Arc<Cluster>,
     pub node_shells: Arc<crate::node_shell::NodeShells>,
+    pub audit: crate::audit::Audit,
+    pub auth_failures: crate::limits::AuthFailures,
+    pub sessions_per_user: crate::limits::Counter<String>,
+    pub connections_per_source: crate::limits::Counter<std::net::IpAddr>,
+    /// The verb the cluster checks for exec/port-forward over WebSocket.
+    pub stream_verb: &'static str,
 }
 
 impl Shared {
@@ -42,11 +48,28 @@ impl Shared {
             crate::node_shell::Replica::from_environment(),
             config.timeouts.api(),
         );
+        let wait = config.timeouts.api();
+        let version = tokio::time::timeout(wait, cluster.own().apiserver_version())
+            .await
+            .map_err(|_| anyhow::anyhow!("the Kubernetes API did not answer within {wait:?}"))?
+            .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API: {e}"))?;
+        let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or(0);
+        tracing::info!(version = %version.git_version, "connected to the Kubernetes API");
         node_shells.spawn_maintenance();
+        let audit = crate::audit::Audit::start(&config.audit)
+            .await
+            .map_err(|e| anyhow::anyhow!("audit.file: cannot open: {e}"))?;
         Ok(Arc::new(Shared {
+            auth_failures: crate::limits::AuthFailures::default(),
+            sessions_per_user: crate::limits::Counter::new(config.limits.max_sessions_per_user),
+            connections_per_source: crate::limits::Counter::new(
+                config.limits.max_connections_per_source,
+            ),
+            stream_verb: crate::authz::websocket_stream_verb(minor),
             config,
             cluster,
             node_shells,
+            audit,
         }))
     }
 }
@@ -149,10 +172,16 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
                 continue;
             }
         };
+        // Over its limit, a source is dropped before any SSH work is done.
+        let Some(connection_slot) = shared.connections_per_source.take(peer.ip()) else {
+            tracing::info!(%peer, "connection refused: too many connections from this address");
+            continue;
+        };
         let _ = socket.set_nodelay(true);
         let config = config.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _connection_slot = connection_slot;
             let (authenticated_tx, mut authenticated) = tokio::sync::watch::channel(false);
             let handler = Connection::new(shared, peer, authenticated_tx);
             let session = match russh::server::run_stream(config, socket, handler).await {

@@ -234,6 +234,11 @@ impl Bastion {
     /// `ssh_command` with another OpenSSH LogLevel (INFO shows forwarding
     /// refusals).
     pub fn ssh_command_logging(&self, program: &str, level: &str) -> Command {
+        self.client_command(program, level, &self.keys.identity)
+    }
+
+    /// An OpenSSH client command using only `identity` as its key.
+    pub fn client_command(&self, program: &str, level: &str, identity: &Path) -> Command {
         let mut command = Command::new(program);
         let port_flag = if program == "ssh" { "-p" } else { "-P" };
         command
@@ -252,8 +257,8 @@ impl Bastion {
                 "UserKnownHostsFile={}",
                 self.dir.path().join("known_hosts").display()
             ))
-            .arg("-i")
-            .arg(&self.keys.identity)
+            .args(["-o", "IdentitiesOnly=yes", "-i"])
+            .arg(identity)
             .args([port_flag, &self.port.to_string()]);
         command
     }

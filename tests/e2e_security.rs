@@ -1,0 +1,199 @@
+//! End to end: authorization through the cluster, the audit log, session
+//! recordings and authentication-failure delays.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn exec_permission_follows_the_cluster_version() {
+    // carol has only `create` on pods/exec: kube-rs execs over WebSocket,
+    // which clusters up to 1.34 authorize as `get`.
+    let old = Sim::start_version("1.33");
+    let bastion = Bastion::start(&old, "");
+    let out = bastion.ssh("carol@default/web-0", &["true"], b"");
+    assert_eq!(
+        text(&out.stderr),
+        "kbastion: access denied by Kubernetes RBAC: User \"carol\" may not get pods/exec \"web-0\" in namespace \"default\"\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let new = Sim::start_version("1.35");
+    let bastion = Bastion::start(&new, "");
+    let out = bastion.ssh("carol@default/web-0", &["echo served"], b"");
+    assert_eq!(text(&out.stdout), "served\n", "{}", text(&out.stderr));
+}
+
+fn audit_events(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn the_audit_log_records_attempts_sessions_and_refusals_without_secrets() {
+    let sim = Sim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let bastion = Bastion::start(&sim, &format!("[audit]\nfile = \"{}\"\n", audit.display()));
+    let out = bastion.ssh(
+        "alice@default/web-0",
+        &["head -c 1000 /dev/zero; exit 2"],
+        b"abc",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let _ = bastion.ssh("alice@default/missing", &["true"], b"");
+    let stranger = Keys::new();
+    let mut command = bastion.client_command("ssh", "ERROR", &stranger.identity);
+    command.arg("alice@default/web-0@127.0.0.1").arg("true");
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(255));
+    let mut events = Vec::new();
+    wait_for("the audit events", Duration::from_secs(10), || {
+        events = audit_events(&audit);
+        events
+            .iter()
+            .filter(|e| e["event"] == "session_end")
+            .count()
+            == 1
+            && events.iter().any(|e| e["event"] == "refusal")
+    });
+    let end = events.iter().find(|e| e["event"] == "session_end").unwrap();
+    assert_eq!(end["person"], "alice");
+    assert_eq!(end["target"], "default/web-0");
+    assert_eq!(end["kind"], "exec");
+    assert_eq!(end["command"], "head -c 1000 /dev/zero; exit 2");
+    assert_eq!(end["exit_status"], 2);
+    assert_eq!(end["bytes_out"], 1000);
+    assert_eq!(end["bytes_in"], 3);
+    let start = events
+        .iter()
+        .find(|e| e["event"] == "session_start")
+        .unwrap();
+    assert_eq!(start["kubernetes_user"], "alice");
+    assert_eq!(start["session"], end["session"]);
+    let refusal = events.iter().find(|e| e["event"] == "refusal").unwrap();
+    assert!(
+        refusal["reason"]
+            .as_str()
+            .unwrap()
+            .contains("pod default/missing not found")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "auth" && e["success"] == true)
+    );
+    let failed = events
+        .iter()
+        .find(|e| e["event"] == "auth" && e["success"] == false)
+        .expect("a failed attempt");
+    assert!(
+        failed["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("SHA256:")
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let key_material = stranger.public.split_whitespace().nth(1).unwrap();
+    assert!(
+        !text.contains(key_material)
+            && !text.contains(bastion.keys.public.split_whitespace().nth(1).unwrap())
+    );
+}
+
+#[test]
+fn interactive_sessions_are_recorded_in_asciicast_v2() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = Sim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let recordings = dir.path().join("recordings");
+    let bastion = Bastion::start(
+        &sim,
+        &format!("[audit]\nrecordings_dir = \"{}\"\n", recordings.display()),
+    );
+    let mut command = bastion.ssh_command("ssh");
+    command.arg("-tt").arg("alice@default/web-0@127.0.0.1");
+    let line: Vec<String> = std::iter::once(command.get_program().to_string_lossy().into_owned())
+        .chain(
+            command
+                .get_args()
+                .map(|a| format!("'{}'", a.to_string_lossy())),
+        )
+        .collect();
+    let tmux = Tmux::start(
+        &format!("env -u TMUX TERM=xterm {}", line.join(" ")),
+        90,
+        25,
+    );
+    tmux.send(&["echo recorded-$((6*7))", "Enter"]);
+    tmux.wait_for_text("recorded-42");
+    tmux.resize(100, 30);
+    tmux.send(&["exit", "Enter"]);
+    let mut cast = None;
+    wait_for(
+        "the recording to hold the output",
+        Duration::from_secs(10),
+        || {
+            cast = std::fs::read_dir(&recordings)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .map(|e| e.path());
+            cast.as_ref().is_some_and(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .contains("recorded-42")
+            })
+        },
+    );
+    let cast = cast.unwrap();
+    assert_eq!(
+        std::fs::metadata(&cast).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let content = std::fs::read_to_string(&cast).unwrap();
+    let mut lines = content.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert_eq!(header["width"], 90);
+    assert_eq!(header["height"], 25);
+    let events: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        events
+            .iter()
+            .all(|e| e[0].is_f64() && (e[1] == "o" || e[1] == "r")),
+        "input is not recorded by default"
+    );
+    assert!(events.iter().any(|e| e[1] == "r" && e[2] == "100x30"));
+}
+
+#[test]
+fn repeated_authentication_failures_are_slowed_down() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let stranger = Keys::new();
+    let attempt = || {
+        let mut command = bastion.client_command("ssh", "ERROR", &stranger.identity);
+        command.arg("alice@default/web-0@127.0.0.1").arg("true");
+        let start = Instant::now();
+        let out = run_with_input(command, b"");
+        assert_eq!(out.status.code(), Some(255));
+        start.elapsed()
+    };
+    let first = attempt();
+    let _ = attempt();
+    let _ = attempt();
+    let fourth = attempt();
+    // The fourth failure owes at least 250 ms doubled twice more.
+    assert!(
+        fourth >= first + Duration::from_millis(900),
+        "first {first:?}, fourth {fourth:?}"
+    );
+    // The right key still gets in (a success clears the record).
+    let out = bastion.ssh("alice@default/web-0", &["echo in"], b"");
+    assert_eq!(text(&out.stdout), "in\n");
+}
