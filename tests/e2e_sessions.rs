@@ -244,12 +244,19 @@ fn reqwest_like_post(sim: &Sim, path: &str, body: &str) -> bool {
 fn a_killed_client_leaves_no_process_behind() {
     let sim = Sim::start();
     let bastion = Bastion::start(&sim, "");
-    for (tty, marker) in [(false, "sleep 10007"), (true, "sleep 10008")] {
+    // Each marker appears only in the remote process's command line: the
+    // ssh client's holds the unexpanded arithmetic.
+    for (tty, marker, command_line) in [
+        (false, "sleep 10007", "sleep $((10000 + 7))"),
+        (true, "sleep 10008", "sleep $((10000 + 8))"),
+    ] {
         let mut command = bastion.ssh_command("ssh");
         if tty {
             command.arg("-tt");
         }
-        command.arg("alice@default/web-0@127.0.0.1").arg(marker);
+        command
+            .arg("alice@default/web-0@127.0.0.1")
+            .arg(command_line);
         let mut client = command
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())

@@ -136,6 +136,7 @@ async fn handle_request(
         .filter(|s| !s.is_empty())
         .collect();
     let (group, version, rest) = match segments.as_slice() {
+        ["openapi", "v2"] => return Ok(super::resources::openapi_v2(&request, sim.minor)),
         ["version"] => {
             return Ok(json_response(
                 StatusCode::OK,

@@ -243,3 +243,45 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         "resources": resources,
     }))
 }
+
+/// `/openapi/v2`: an empty but well-formed document (no paths, no
+/// definitions), in protobuf when asked (kubectl only reads protobuf here)
+/// or JSON. The simulator publishes no schemas, so kubectl skips its
+/// client-side validation, as it does for kinds it has no schema for; a
+/// real API server would publish every schema.
+pub fn openapi_v2(
+    request: &http::Request<hyper::body::Incoming>,
+    minor: u32,
+) -> http::Response<super::body::Body> {
+    let version = format!("v1.{minor}.0");
+    let wants_protobuf = request
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("protobuf"));
+    let (content_type, body) = if wants_protobuf {
+        // gnostic openapi_v2.Document: swagger = 1, info = 2 {title = 1, version = 2}.
+        let field = |number: u8, bytes: &[u8]| -> Vec<u8> {
+            let mut out = vec![(number << 3) | 2, bytes.len() as u8];
+            out.extend_from_slice(bytes);
+            out
+        };
+        let info = [field(1, b"Kubernetes"), field(2, version.as_bytes())].concat();
+        let document = [field(1, b"2.0"), field(2, &info)].concat();
+        (
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            document,
+        )
+    } else {
+        let document = json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": version}, "paths": {}, "definitions": {}});
+        (
+            "application/json",
+            serde_json::to_vec(&document).expect("JSON serializes"),
+        )
+    };
+    http::Response::builder()
+        .status(http::StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(super::body::full(bytes::Bytes::from(body)))
+        .expect("static headers are valid")
+}
