@@ -231,6 +231,7 @@ fn kubectl_gets_applies_watches_and_deletes() {
     );
     seen.push_str(&reader.join().unwrap());
     let _ = watch.kill();
+    let _ = watch.wait();
     assert!(seen.contains("pod/api-1"), "{seen}");
 }
 
