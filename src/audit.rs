@@ -39,6 +39,18 @@ pub enum SessionKind {
     Forward { destination: String },
 }
 
+impl SessionKind {
+    /// The kind's name, as in metrics labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SessionKind::Shell => "shell",
+            SessionKind::Exec { .. } => "exec",
+            SessionKind::Sftp => "sftp",
+            SessionKind::Forward { .. } => "forward",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum Event {

@@ -68,6 +68,8 @@ pub struct SessionContext {
     pub user: String,
     pub api_wait: Duration,
     pub recorder: Option<crate::recording::Recorder>,
+    /// Messages for the user's terminal from the bastion (shutdown).
+    pub notice: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// How a session ended, and what it carried.
@@ -414,9 +416,16 @@ async fn run_counted(
         let _ = stderr.await;
     };
     tokio::pin!(output);
+    let mut notice = context.notice.clone();
     let client_gone = loop {
         tokio::select! {
             _ = &mut output => break false,
+            Ok(()) = notice.changed() => {
+                let message = notice.borrow_and_update().clone();
+                if let Some(message) = message {
+                    let _ = write.extended_data_bytes(1, message_bytes(&message, tty)).await;
+                }
+            }
             message = read.wait() => match message {
                 Some(ChannelMsg::Data { data }) => {
                     counters.bytes_in.fetch_add(data.len() as u64, SeqCst);

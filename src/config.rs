@@ -50,6 +50,12 @@ pub struct Config {
     /// Node shells (`user@NODE`).
     #[serde(default)]
     pub node_shell: crate::node_shell::NodeShellConfig,
+    /// Metrics and health endpoints.
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsConfig,
+    /// What happens on SIGTERM.
+    #[serde(default)]
+    pub shutdown: Shutdown,
     /// Audit log and session recordings.
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
@@ -115,6 +121,19 @@ impl Default for Limits {
             max_connections_per_source: 32,
             max_sessions_per_user: 64,
         }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    /// Seconds open sessions get to finish after SIGTERM (users are told).
+    pub drain_secs: u64,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown { drain_secs: 45 }
     }
 }
 

@@ -177,11 +177,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let _ = cp;
     tokio::select! {
-        result = ssh::serve(listener, shared) => result,
-        status = simulator.wait() => bail!("the simulator stopped unexpectedly ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())),
-        _ = tokio::signal::ctrl_c() => {
+        result = crate::server::run(shared, listener, None) => {
             println!("\nkbastion demo stopped.");
-            Ok(())
+            result
         }
+        status = simulator.wait() => bail!("the simulator stopped unexpectedly ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())),
     }
 }

@@ -59,7 +59,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let shared = Shared::start(config).await?;
     let listener = ssh::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
-    ssh::serve(listener, shared).await
+    kbastion::server::run(shared, listener, Some(path)).await
 }
 
 #[tokio::main]

@@ -178,6 +178,7 @@ struct NodeState {
 }
 
 pub struct NodeShells {
+    metrics: Arc<crate::metrics::Metrics>,
     client: Client,
     namespace: String,
     config: NodeShellConfig,
@@ -200,6 +201,7 @@ impl Drop for NodeHold {
 
 impl NodeShells {
     pub fn new(
+        metrics: Arc<crate::metrics::Metrics>,
         client: Client,
         namespace: String,
         config: NodeShellConfig,
@@ -207,6 +209,7 @@ impl NodeShells {
         api_wait: Duration,
     ) -> Arc<Self> {
         Arc::new(NodeShells {
+            metrics,
             client,
             namespace,
             config,
@@ -346,7 +349,10 @@ impl NodeShells {
                 )
                 .await?
                 {
-                    Ok(pod) => return Ok(pod),
+                    Ok(pod) => {
+                        self.metrics.node_shell_pods_created.inc();
+                        return Ok(pod);
+                    }
                     Err(kube::Error::Api(status)) if status.code == 409 => continue,
                     Err(e) => {
                         return Err(crate::target::api_error(e, || {
@@ -433,6 +439,7 @@ impl NodeShells {
             let state = nodes.entry(node.to_string()).or_default();
             state.sessions += 1;
             state.generation += 1;
+            self.metrics.node_shell_pods_held.set(nodes.len() as i64);
         }
         let hold = NodeHold {
             shells: self.clone(),
@@ -486,6 +493,7 @@ impl NodeShells {
                 match nodes.get(&node) {
                     Some(state) if state.sessions == 0 && state.generation == generation => {
                         nodes.remove(&node);
+                        self.metrics.node_shell_pods_held.set(nodes.len() as i64);
                     }
                     _ => return,
                 }
@@ -533,6 +541,18 @@ impl NodeShells {
         Err(TargetError::Api(format!(
             "could not release {name}: too many concurrent updates"
         )))
+    }
+
+    /// Lets go of every node this replica holds, at once (shutdown): the
+    /// pods stay if another replica holds them, else they are deleted.
+    pub async fn release_all(&self) {
+        let nodes: Vec<String> = self.state().drain().map(|(node, _)| node).collect();
+        self.metrics.node_shell_pods_held.set(0);
+        for node in nodes {
+            if let Err(error) = self.let_go(&node).await {
+                tracing::warn!(%node, %error, "could not release the node-shell pod at shutdown; the sweeper will");
+            }
+        }
     }
 
     /// Renews this replica's holds and sweeps unheld node-shell pods, every

@@ -103,6 +103,12 @@ impl Connection {
             success: false,
             reason: Some(reason.into()),
         });
+        let label = if self.shared.user(person).is_some() {
+            "key_not_authorized"
+        } else {
+            "unknown_user"
+        };
+        self.shared.metrics.auth_failed(label);
         tokio::time::sleep(self.shared.auth_failures.failed(self.peer.ip(), person)).await;
     }
 
@@ -110,7 +116,6 @@ impl Connection {
     fn key_accepted(&self, raw_login: &str, key: &PublicKey) -> bool {
         let person = raw_login.split('@').next().unwrap_or_default();
         self.shared
-            .config
             .user(person)
             .is_some_and(|user| user.keys.iter().any(|k| k.key_data() == key.key_data()))
     }
@@ -153,7 +158,7 @@ impl russh::server::Handler for Connection {
             return Ok(Auth::reject());
         }
         let person = user.split('@').next().unwrap_or_default().to_string();
-        let Some(configured) = self.shared.config.user(&person) else {
+        let Some(configured) = self.shared.user(&person) else {
             return Ok(Auth::reject());
         };
         let identity = Identity {
@@ -445,6 +450,9 @@ async fn session_channel(
         }
     };
     let session_id = format!("{:032x}", rand::random::<u128>());
+    shared
+        .metrics
+        .session_started(kind.label(), started.elapsed());
     let recorder = recorder_for(&shared.config.audit, &session_id, &request, &kind);
     tracing::info!(%peer, session = %session_id, person = %login.person, kubernetes_user = %login.identity.user, %target, ?kind, container = %exec_target.container, "session started");
     shared.audit.record(Event::SessionStart {
@@ -462,13 +470,18 @@ async fn session_channel(
         user: login.identity.user.clone(),
         api_wait: shared.config.timeouts.api(),
         recorder,
+        notice: shared.notice.subscribe(),
     };
     let report = bridge::run(exec_target, request, read, write, context).await;
-    let (exit_status, reason) = match report.outcome {
-        Outcome::Exited(code) => (Some(code), "exited".to_string()),
-        Outcome::ClientGone => (None, "client gone".to_string()),
-        Outcome::Failed(why) => (None, format!("failed: {why}")),
+    let (exit_status, reason, outcome) = match report.outcome {
+        Outcome::Exited(0) => (Some(0), "exited".to_string(), "success"),
+        Outcome::Exited(code) => (Some(code), "exited".to_string(), "nonzero_exit"),
+        Outcome::ClientGone => (None, "client gone".to_string(), "client_gone"),
+        Outcome::Failed(why) => (None, format!("failed: {why}"), "failed"),
     };
+    shared
+        .metrics
+        .session_ended(kind.label(), outcome, report.bytes_in, report.bytes_out);
     let duration_ms = started.elapsed().as_millis() as u64;
     tracing::info!(%peer, session = %session_id, person = %login.person, %target, ?exit_status, %reason, bytes_in = report.bytes_in, bytes_out = report.bytes_out, duration_ms, "session ended");
     shared.audit.record(Event::SessionEnd {
@@ -580,6 +593,7 @@ async fn forward_channel(
     shared: Arc<Shared>,
     peer: SocketAddr,
 ) {
+    let setup_started = Instant::now();
     let kind = SessionKind::Forward {
         destination: format!("{host}:{port}"),
     };
@@ -629,6 +643,9 @@ async fn forward_channel(
     }
     reply.accept().await;
     let session_id = format!("{:032x}", rand::random::<u128>());
+    shared
+        .metrics
+        .session_started(kind.label(), setup_started.elapsed());
     let started = Instant::now();
     shared.audit.record(Event::SessionStart {
         session: session_id.clone(),
@@ -647,7 +664,11 @@ async fn forward_channel(
         .cloned()
         .unwrap_or_else(|| "closed".into());
     tracing::info!(%peer, session = %session_id, person = %login.person, %target, ?kind, %reason, "forward ended");
+    let ended = if outcome.is_ok() { "success" } else { "failed" };
     let (bytes_in, bytes_out) = outcome.unwrap_or_default();
+    shared
+        .metrics
+        .session_ended(kind.label(), ended, bytes_in, bytes_out);
     shared.audit.record(Event::SessionEnd {
         session: session_id,
         person: login.person.clone(),

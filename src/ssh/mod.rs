@@ -30,6 +30,11 @@ pub struct Shared {
     pub connections_per_source: crate::limits::Counter<std::net::IpAddr>,
     /// The verb the cluster checks for exec/port-forward over WebSocket.
     pub stream_verb: &'static str,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The people allowed in; replaced as a whole on reload (SIGHUP).
+    users: std::sync::RwLock<Arc<Vec<crate::config::User>>>,
+    /// A message every open session shows its user (shutdown notice).
+    pub notice: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Shared {
@@ -41,7 +46,9 @@ impl Shared {
             config.timeouts.api(),
         )
         .await?;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let node_shells = crate::node_shell::NodeShells::new(
+            metrics.clone(),
             cluster.own(),
             config.namespace.clone(),
             config.node_shell.clone(),
@@ -66,11 +73,28 @@ impl Shared {
                 config.limits.max_connections_per_source,
             ),
             stream_verb: crate::authz::websocket_stream_verb(minor),
+            metrics,
+            users: std::sync::RwLock::new(Arc::new(config.users.clone())),
+            notice: tokio::sync::watch::channel(None).0,
             config,
             cluster,
             node_shells,
             audit,
         }))
+    }
+}
+
+impl Shared {
+    /// The configured person `name`, from the current user list.
+    pub fn user(&self, name: &str) -> Option<crate::config::User> {
+        let users = self.users.read().unwrap_or_else(|p| p.into_inner()).clone();
+        users.iter().find(|u| u.name == name).cloned()
+    }
+
+    /// Takes the users and keys of a newly loaded config; sessions that are
+    /// open stay open. Other settings need a restart.
+    pub fn reload_users(&self, config: &Config) {
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.users.clone());
     }
 }
 
@@ -161,6 +185,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
         tracing::info!(path = %path.display(), algorithm = %key.algorithm(), fingerprint = %host_keys::fingerprint(&key), "host key");
         keys.push(key);
     }
+    shared
+        .metrics
+        .keys_loaded
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let config = Arc::new(russh_config(&shared.config, keys));
     let login_timeout = Duration::from_secs(shared.config.timeouts.login_secs);
     loop {

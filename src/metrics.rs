@@ -1,0 +1,220 @@
+//! Operational metrics (Prometheus text format) and health endpoints on a
+//! separate HTTP listener: `/metrics`, `/healthz` (the process serves) and
+//! `/readyz` (host keys loaded and the cluster API answering).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the metrics and health listener (none: no listener).
+    pub listen: Option<SocketAddr>,
+}
+
+type Labels = Vec<(String, String)>;
+
+fn label(name: &str, value: &str) -> Labels {
+    vec![(name.to_string(), value.to_string())]
+}
+
+pub struct Metrics {
+    registry: Registry,
+    sessions_active: Family<Labels, Gauge>,
+    sessions_started: Family<Labels, Counter>,
+    sessions_ended: Family<Labels, Counter>,
+    auth_failures: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    pub api_errors: Counter,
+    pub node_shell_pods_held: Gauge,
+    pub node_shell_pods_created: Counter,
+    setup_seconds: Histogram,
+    /// Set once the SSH host keys are loaded.
+    pub keys_loaded: AtomicBool,
+    /// Whether the last probe of the cluster API succeeded.
+    pub api_ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("kbastion");
+        let sessions_active = Family::<Labels, Gauge>::default();
+        let sessions_started = Family::<Labels, Counter>::default();
+        let sessions_ended = Family::<Labels, Counter>::default();
+        let auth_failures = Family::<Labels, Counter>::default();
+        let bytes = Family::<Labels, Counter>::default();
+        let api_errors = Counter::default();
+        let node_shell_pods_held = Gauge::default();
+        let node_shell_pods_created = Counter::default();
+        // 5 ms to ~40 s: set-up is an exec upgrade, or a node-shell pod start.
+        let setup_seconds = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 14),
+        );
+        registry.register(
+            "sessions_active",
+            "Sessions open now, by kind",
+            sessions_active.clone(),
+        );
+        registry.register(
+            "sessions_started",
+            "Sessions started, by kind",
+            sessions_started.clone(),
+        );
+        registry.register(
+            "sessions_ended",
+            "Sessions ended, by outcome",
+            sessions_ended.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Failed authentications, by reason",
+            auth_failures.clone(),
+        );
+        registry.register("bytes", "Bytes carried, by direction", bytes.clone());
+        registry.register(
+            "api_errors",
+            "Kubernetes API and exec errors",
+            api_errors.clone(),
+        );
+        registry.register(
+            "node_shell_pods_held",
+            "Node-shell pods this replica holds",
+            node_shell_pods_held.clone(),
+        );
+        registry.register(
+            "node_shell_pods_created",
+            "Node-shell pods this replica created",
+            node_shell_pods_created.clone(),
+        );
+        registry.register(
+            "session_setup_seconds",
+            "Time from request to a running session",
+            setup_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            sessions_active,
+            sessions_started,
+            sessions_ended,
+            auth_failures,
+            bytes,
+            api_errors,
+            node_shell_pods_held,
+            node_shell_pods_created,
+            setup_seconds,
+            keys_loaded: AtomicBool::new(false),
+            api_ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn session_started(&self, kind: &str, setup: std::time::Duration) {
+        self.sessions_started
+            .get_or_create(&label("kind", kind))
+            .inc();
+        self.sessions_active
+            .get_or_create(&label("kind", kind))
+            .inc();
+        self.setup_seconds.observe(setup.as_secs_f64());
+    }
+
+    pub fn session_ended(&self, kind: &str, outcome: &str, bytes_in: u64, bytes_out: u64) {
+        self.sessions_active
+            .get_or_create(&label("kind", kind))
+            .dec();
+        self.sessions_ended
+            .get_or_create(&label("outcome", outcome))
+            .inc();
+        self.bytes
+            .get_or_create(&label("direction", "in"))
+            .inc_by(bytes_in);
+        self.bytes
+            .get_or_create(&label("direction", "out"))
+            .inc_by(bytes_out);
+    }
+
+    pub fn auth_failed(&self, reason: &str) {
+        self.auth_failures
+            .get_or_create(&label("reason", reason))
+            .inc();
+    }
+
+    pub fn active_sessions(&self) -> i64 {
+        ["shell", "exec", "sftp", "forward"]
+            .iter()
+            .map(|k| self.sessions_active.get_or_create(&label("kind", k)).get())
+            .sum()
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+
+    fn ready(&self) -> bool {
+        self.keys_loaded.load(Ordering::Relaxed) && self.api_ready.load(Ordering::Relaxed)
+    }
+}
+
+fn answer(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static headers are valid")
+}
+
+fn route(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match request.uri().path() {
+        "/metrics" => answer(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
+        "/healthz" | "/livez" => answer(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" if metrics.ready() => answer(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready: host keys or cluster API\n".into(),
+        ),
+        _ => answer(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// Serves the metrics and health endpoints until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let response = route(&metrics, &request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}

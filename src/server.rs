@@ -1,0 +1,108 @@
+//! The bastion process around the SSH server: the metrics listener, the
+//! cluster readiness probe, and signals: SIGHUP reloads users and keys
+//! (a bad config is refused and the old one stays), SIGTERM (or Ctrl-C)
+//! stops accepting, tells every user in their terminal, lets sessions
+//! drain, releases node-shell holds and returns.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::Config;
+use crate::ssh::{self, Shared};
+
+/// How often the cluster API is probed for `/readyz`.
+const READINESS_PROBE: Duration = Duration::from_secs(10);
+
+pub async fn run(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    if let Some(address) = shared.config.metrics.listen {
+        let metrics_listener = TcpListener::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("metrics.listen {address}: {e}"))?;
+        tracing::info!(%address, "metrics and health listening");
+        tokio::spawn(crate::metrics::serve(
+            metrics_listener,
+            shared.metrics.clone(),
+        ));
+    }
+    let probe = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let wait = shared.config.timeouts.api();
+            loop {
+                let ok = matches!(
+                    tokio::time::timeout(wait, shared.cluster.own().apiserver_version()).await,
+                    Ok(Ok(_))
+                );
+                if !ok {
+                    shared.metrics.api_errors.inc();
+                }
+                shared.metrics.api_ready.store(ok, Ordering::Relaxed);
+                tokio::time::sleep(READINESS_PROBE).await;
+            }
+        })
+    };
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let accept = tokio::spawn(ssh::serve(listener, shared.clone()));
+    tokio::pin!(accept);
+    loop {
+        tokio::select! {
+            result = &mut accept => {
+                probe.abort();
+                return result.map_err(|e| anyhow::anyhow!("the SSH server stopped: {e}"))?;
+            }
+            _ = hangup.recv() => match &config_path {
+                Some(path) => match Config::load(path) {
+                    Ok(config) => {
+                        shared.reload_users(&config);
+                        tracing::info!(users = config.users.len(), "configuration reloaded: users and keys");
+                    }
+                    Err(error) => tracing::error!(%error, "configuration reload refused; the old configuration stays"),
+                },
+                None => tracing::info!("SIGHUP ignored: no configuration file to reload"),
+            },
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    accept.abort();
+    probe.abort();
+    shared.metrics.api_ready.store(false, Ordering::Relaxed);
+    drain(&shared).await;
+    shared.node_shells.release_all().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Tells every open session and waits for them, up to the drain time.
+async fn drain(shared: &Shared) {
+    let drain = Duration::from_secs(shared.config.shutdown.drain_secs);
+    let open = shared.metrics.active_sessions();
+    if open == 0 {
+        return;
+    }
+    tracing::info!(
+        sessions = open,
+        drain_secs = drain.as_secs(),
+        "draining sessions"
+    );
+    let _ = shared.notice.send(Some(format!(
+        "the bastion is restarting; this session ends in {} s. Reconnect to continue.",
+        drain.as_secs()
+    )));
+    let deadline = tokio::time::Instant::now() + drain;
+    // Sessions end on their own schedule; checking four times a second
+    // costs nothing during a shutdown.
+    while shared.metrics.active_sessions() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,170 @@
+//! End to end: running kbastion for real: check-config, metrics and health,
+//! graceful shutdown on SIGTERM, reload on SIGHUP.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap();
+    let text = text(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.to_string(), body.to_string())
+}
+
+#[test]
+fn check_config_accepts_the_shipped_configs_and_names_bad_keys() {
+    for path in [
+        "config/kbastion.example.toml",
+        "config/demo.toml",
+        "deploy/kbastion.toml",
+    ] {
+        let out = Command::new(BIN)
+            .args(["check-config", "--config", path])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{path}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("listen = "), "{path}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = \"127.0.0.1:2222\"\n[timeouts]\nidle = 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("kbastion: config ")
+            && stderr.contains("idle")
+            && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn metrics_and_health_endpoints_report_sessions() {
+    let sim = Sim::start();
+    let port = free_port();
+    let bastion = Bastion::start(&sim, &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    assert_eq!(http_get(port, "/healthz"), ("200".into(), "ok\n".into()));
+    wait_for("readiness", Duration::from_secs(20), || {
+        http_get(port, "/readyz").0 == "200"
+    });
+    let out = bastion.ssh("alice@default/web-0", &["head -c 12345 /dev/zero"], b"");
+    assert!(out.status.success());
+    let _ = bastion.ssh("alice@default/web-0", &["exit 3"], b"");
+    let mut metrics = String::new();
+    wait_for("the session metrics", Duration::from_secs(10), || {
+        metrics = http_get(port, "/metrics").1;
+        metrics.contains("kbastion_sessions_ended_total{outcome=\"nonzero_exit\"} 1")
+    });
+    assert!(
+        metrics.contains("kbastion_sessions_started_total{kind=\"exec\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kbastion_sessions_active{kind=\"exec\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kbastion_bytes_total{direction=\"out\"} 12345"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kbastion_session_setup_seconds_count 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn sigterm_tells_users_drains_and_exits_zero() {
+    let sim = Sim::start();
+    let mut bastion = Bastion::start(&sim, "[shutdown]\ndrain_secs = 30\n");
+    let mut command = bastion.ssh_command("ssh");
+    command.arg("-tt").arg("alice@default/web-0@127.0.0.1");
+    let line: Vec<String> = std::iter::once(command.get_program().to_string_lossy().into_owned())
+        .chain(
+            command
+                .get_args()
+                .map(|a| format!("'{}'", a.to_string_lossy())),
+        )
+        .collect();
+    let tmux = Tmux::start(&format!("env -u TMUX {}", line.join(" ")), 100, 30);
+    tmux.send(&["echo ready-$((1+1))", "Enter"]);
+    tmux.wait_for_text("ready-2");
+    let pid = bastion.process.0.id() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    tmux.wait_for_text(
+        "kbastion: the bastion is restarting; this session ends in 30 s. Reconnect to continue.",
+    );
+    // New connections are no longer accepted.
+    wait_for("the listener to close", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", bastion.port)).is_err()
+    });
+    tmux.send(&["exit", "Enter"]);
+    let mut status = None;
+    wait_for("kbastion to exit", Duration::from_secs(20), || {
+        status = bastion.process.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(0));
+}
+
+#[test]
+fn sighup_reloads_keys_and_refuses_a_bad_config() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let config_path = bastion.dir.path().join("kbastion.toml");
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    let newcomer = Keys::new();
+    let login = |identity: &std::path::Path| {
+        let mut command = bastion.client_command("ssh", "ERROR", identity);
+        command.arg("alice@default/web-0@127.0.0.1").arg("echo in");
+        run_with_input(command, b"").status.code()
+    };
+    assert_eq!(login(&newcomer.identity), Some(255));
+    // Add the new key for alice and reload.
+    let updated = original.replacen(
+        "authorized_keys = [",
+        &format!("authorized_keys = [\"{}\", ", newcomer.public),
+        1,
+    );
+    std::fs::write(&config_path, updated).unwrap();
+    let pid = nix::unistd::Pid::from_raw(bastion.process.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_for("the new key to work", Duration::from_secs(10), || {
+        login(&newcomer.identity) == Some(0)
+    });
+    // A broken config is refused; the running one stays.
+    std::fs::write(&config_path, "listen = nonsense").unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_for("the refusal in the log", Duration::from_secs(10), || {
+        std::fs::read_to_string(&bastion.log)
+            .unwrap_or_default()
+            .contains("configuration reload refused")
+    });
+    assert_eq!(login(&newcomer.identity), Some(0));
+    assert_eq!(login(&bastion.keys.identity), Some(0));
+}
