@@ -1,0 +1,520 @@
+//! End-to-end benchmark: kbastion side by side with direct exec (kubectl
+//! against the same `kbastion sim`), the do-it-yourself bastion (OpenSSH
+//! sshd with a ForceCommand running `kubectl exec`) and the OpenSSH ceiling
+//! (sshd running the command locally), all in one run so the ratios hold
+//! on a noisy machine.
+//!
+//!     cargo bench --bench e2e
+//!
+//! Needs `openssh-server` (for /usr/sbin/sshd) and python3. Sizes:
+//! KB_BENCH_BYTES (default 1 GiB), KB_BENCH_SESSIONS (default 1000),
+//! KB_BENCH_ROUNDS (keystrokes, default 2000), KB_BENCH_SETUPS (default 50).
+//! Prints a table and writes target/bench/e2e.json.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// An OpenSSH sshd on a loopback port with its own config and host key.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    _process: Process,
+}
+
+impl Sshd {
+    fn start(keys: &Keys, force_command: Option<&str>) -> Sshd {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host_key = dir.path().join("host");
+        assert!(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&host_key)
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::fs::write(
+            dir.path().join("authorized_keys"),
+            format!("{}\n", keys.public),
+        )
+        .unwrap();
+        let mut config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nPidFile {dir}/sshd.pid\nAuthorizedKeysFile {dir}/authorized_keys\n\
+             StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel ERROR\n\
+             MaxStartups 4000\nPerSourceMaxStartups none\nMaxSessions 4000\nUseDNS no\n",
+            host = host_key.display(),
+            dir = dir.path().display()
+        );
+        if let Some(command) = force_command {
+            config.push_str(&format!("ForceCommand {command}\n"));
+        }
+        // sshd insists on its privilege-separation directory (made by the
+        // package's service unit, which a bench machine may not have run).
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let config_path = dir.path().join("sshd_config");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config_path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("/usr/sbin/sshd (apt-get install openssh-server)");
+        wait_for("sshd to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Sshd {
+            dir,
+            port,
+            _process: Process(child),
+        }
+    }
+
+    fn ssh(&self, keys: &Keys) -> Command {
+        let mut command = Command::new("ssh");
+        command
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.dir.path().join("known_hosts").display()
+            ))
+            .arg("-i")
+            .arg(&keys.identity)
+            .args(["-p", &self.port.to_string()]);
+        command
+    }
+}
+
+/// One way to reach the container: a program and arguments before the
+/// remote command, and whether it is an SSH path (cipher applies).
+struct Path_ {
+    name: &'static str,
+    prefix: Vec<String>,
+    ssh: bool,
+}
+
+impl Path_ {
+    fn command(&self, cipher: Option<&str>, tty: bool, remote: &str) -> Command {
+        let mut command = Command::new(&self.prefix[0]);
+        let mut args = self.prefix[1..].to_vec();
+        if self.ssh {
+            if let Some(cipher) = cipher {
+                args.insert(0, format!("Ciphers={cipher}"));
+                args.insert(0, "-o".into());
+            }
+            if tty {
+                args.insert(0, "-tt".into());
+            }
+            args.push(remote.to_string());
+        } else {
+            // kubectl exec: flags go before the pod name.
+            let pod_at = args
+                .iter()
+                .position(|a| a == "web-0")
+                .expect("pod in the kubectl prefix");
+            args.insert(pod_at, if tty { "-it".into() } else { "-i".into() });
+            args.extend(["--".into(), "sh".into(), "-c".into(), remote.into()]);
+        }
+        command.args(args);
+        command
+    }
+}
+
+fn ssh_prefix(base: Command, destination: &str) -> Vec<String> {
+    std::iter::once(base.get_program().to_string_lossy().into_owned())
+        .chain(base.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .chain(std::iter::once(destination.to_string()))
+        .collect()
+}
+
+fn pid_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1]
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    metric: String,
+    path: String,
+    value: f64,
+    unit: String,
+}
+
+fn main() {
+    let bytes = env_number("KB_BENCH_BYTES", 1 << 30);
+    let sessions = env_number("KB_BENCH_SESSIONS", 1000) as usize;
+    let rounds = env_number("KB_BENCH_ROUNDS", 2000);
+    let setups = env_number("KB_BENCH_SETUPS", 50) as usize;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut record = |metric: &str, path: &str, value: f64, unit: &str| {
+        println!("{metric:<44} {path:<14} {value:>12.2} {unit}");
+        rows.push(Row {
+            metric: metric.into(),
+            path: path.into(),
+            value,
+            unit: unit.into(),
+        });
+    };
+
+    let sim = Sim::start();
+    let bastion = Bastion::start(
+        &sim,
+        "[limits]\nmax_connections_per_source = 5000\nmax_sessions_per_user = 5000\n[timeouts]\nidle_secs = 0\n",
+    );
+    let kubectl = vec![
+        "kubectl".to_string(),
+        "--kubeconfig".into(),
+        sim.kubeconfig.display().to_string(),
+        "--context".into(),
+        "admin".into(),
+        "exec".into(),
+        "web-0".into(),
+        "-c".into(),
+        "app".into(),
+    ];
+    let diy_script = bastion.dir.path().join("diy.sh");
+    std::fs::write(&diy_script, format!(
+        "#!/bin/sh\ntty=\"\"; [ -n \"$SSH_TTY\" ] && tty=\"-t\"\nexec kubectl --kubeconfig {} --context admin exec -i $tty web-0 -c app -- sh -c \"${{SSH_ORIGINAL_COMMAND:-exec sh -l}}\"\n",
+        sim.kubeconfig.display()
+    )).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&diy_script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let diy = Sshd::start(&bastion.keys, Some(&diy_script.display().to_string()));
+    let ceiling = Sshd::start(&bastion.keys, None);
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let paths = [
+        Path_ {
+            name: "kbastion",
+            prefix: ssh_prefix(bastion.ssh_command("ssh"), "alice@default/web-0@127.0.0.1"),
+            ssh: true,
+        },
+        Path_ {
+            name: "direct-exec",
+            prefix: kubectl.clone(),
+            ssh: false,
+        },
+        Path_ {
+            name: "diy-bastion",
+            prefix: ssh_prefix(diy.ssh(&bastion.keys), &format!("{user}@127.0.0.1")),
+            ssh: true,
+        },
+        Path_ {
+            name: "openssh-local",
+            prefix: ssh_prefix(ceiling.ssh(&bastion.keys), &format!("{user}@127.0.0.1")),
+            ssh: true,
+        },
+    ];
+    let bastion_pid = bastion.process.0.id();
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    println!(
+        "kbastion end-to-end benchmark: {} MiB per transfer\n",
+        bytes >> 20
+    );
+
+    // Throughput, both ways, per cipher.
+    for cipher in ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"] {
+        let short = cipher.split(['-', '@']).next().unwrap_or(cipher);
+        for path in &paths {
+            if !path.ssh && cipher.starts_with("chacha") {
+                continue; // direct exec has no SSH cipher: measured once.
+            }
+            let cpu_before = pid_cpu_seconds(bastion_pid);
+            let start = Instant::now();
+            let status = path
+                .command(Some(cipher), false, &format!("head -c {bytes} /dev/zero"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            let elapsed = start.elapsed().as_secs_f64();
+            assert!(status.success(), "{} download failed", path.name);
+            record(
+                &format!("download MB/s ({short})"),
+                path.name,
+                bytes as f64 / 1e6 / elapsed,
+                "MB/s",
+            );
+            if path.name == "kbastion" {
+                record(
+                    &format!("kbastion CPU s per GiB down ({short})"),
+                    path.name,
+                    (pid_cpu_seconds(bastion_pid) - cpu_before) / gib,
+                    "s/GiB",
+                );
+            }
+            let mut source = Command::new("head")
+                .args(["-c", &bytes.to_string(), "/dev/zero"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let stdin = source.stdout.take().unwrap();
+            let start = Instant::now();
+            let status = path
+                .command(Some(cipher), false, "cat > /dev/null")
+                .stdin(stdin)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            let elapsed = start.elapsed().as_secs_f64();
+            let _ = source.wait();
+            assert!(status.success(), "{} upload failed", path.name);
+            record(
+                &format!("upload MB/s ({short})"),
+                path.name,
+                bytes as f64 / 1e6 / elapsed,
+                "MB/s",
+            );
+        }
+    }
+
+    // Keystroke latency through a pty: one byte to `cat` and back.
+    let driver = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/keystroke.py");
+    for path in paths.iter().take(3) {
+        let command = path.command(None, true, "stty raw -echo; echo READY; exec cat");
+        let out = Command::new("python3")
+            .arg(&driver)
+            .arg(rounds.to_string())
+            .arg(command.get_program())
+            .args(command.get_args())
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}: {}", path.name, text(&out.stderr)));
+        record(
+            "keystroke round trip p50 (us)",
+            path.name,
+            json["p50_us"].as_f64().unwrap_or(0.0),
+            "us",
+        );
+        record(
+            "keystroke round trip p99 (us)",
+            path.name,
+            json["p99_us"].as_f64().unwrap_or(0.0),
+            "us",
+        );
+    }
+
+    // Session set-up: `ssh ... true`.
+    for path in paths.iter().take(3) {
+        let mut samples: Vec<f64> = (0..setups)
+            .map(|_| {
+                let start = Instant::now();
+                let status = path
+                    .command(None, false, "true")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                start.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        record(
+            "session set-up p50 (ms)",
+            path.name,
+            percentile(&mut samples, 0.5),
+            "ms",
+        );
+        record(
+            "session set-up p95 (ms)",
+            path.name,
+            percentile(&mut samples, 0.95),
+            "ms",
+        );
+    }
+    // Node shells, warm pod (the pod stays for the linger between runs).
+    let node = Path_ {
+        name: "kbastion-node",
+        prefix: ssh_prefix(bastion.ssh_command("ssh"), "alice@node-1@127.0.0.1"),
+        ssh: true,
+    };
+    let start = Instant::now();
+    assert!(
+        node.command(None, false, "true")
+            .stdin(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
+    record(
+        "node shell set-up, cold pod (ms)",
+        node.name,
+        start.elapsed().as_secs_f64() * 1000.0,
+        "ms",
+    );
+    let mut warm: Vec<f64> = (0..setups.min(20))
+        .map(|_| {
+            let start = Instant::now();
+            assert!(
+                node.command(None, false, "true")
+                    .stdin(Stdio::null())
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    record(
+        "node shell set-up p50, warm pod (ms)",
+        node.name,
+        percentile(&mut warm, 0.5),
+        "ms",
+    );
+
+    // Many idle interactive sessions.
+    for path in [&paths[0], &paths[3]] {
+        let measure = |pids: &dyn Fn() -> Vec<u32>| pids().into_iter().map(rss_kib).sum::<u64>();
+        let sshd_pids = || -> Vec<u32> {
+            let out = Command::new("pgrep")
+                .args(["-f", "sshd: "])
+                .output()
+                .unwrap();
+            text(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        };
+        let server_pids: Box<dyn Fn() -> Vec<u32>> = if path.name == "kbastion" {
+            Box::new(move || vec![bastion_pid])
+        } else {
+            Box::new(sshd_pids)
+        };
+        let before = measure(&*server_pids);
+        let start = Instant::now();
+        let mut clients = Vec::new();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        for _ in 0..sessions {
+            let mut child = path
+                .command(None, true, "echo up; exec sh")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut stdout = child.stdout.take().unwrap();
+            let ready = ready_tx.clone();
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 256];
+                let mut seen = Vec::new();
+                while let Ok(n) = stdout.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buffer[..n]);
+                    if seen.windows(2).any(|w| w == b"up") {
+                        let _ = ready.send(());
+                        break;
+                    }
+                }
+                // Keep reading so the session never blocks on output.
+                while let Ok(n) = stdout.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+            clients.push(Process(child));
+        }
+        for _ in 0..sessions {
+            ready_rx
+                .recv_timeout(Duration::from_secs(300))
+                .expect("a session did not open");
+        }
+        let open_time = start.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_secs(2));
+        let after = measure(&*server_pids);
+        let cpu_before = pid_cpu_seconds(bastion_pid);
+        std::thread::sleep(Duration::from_secs(5));
+        let idle_cpu = (pid_cpu_seconds(bastion_pid) - cpu_before) / 5.0 * 100.0;
+        record(
+            &format!("time to open {sessions} sessions (s)"),
+            path.name,
+            open_time,
+            "s",
+        );
+        record(
+            "server RSS per idle session (KiB)",
+            path.name,
+            after.saturating_sub(before) as f64 / sessions as f64,
+            "KiB",
+        );
+        if path.name == "kbastion" {
+            record(
+                "kbastion CPU while idle (% of a core)",
+                path.name,
+                idle_cpu,
+                "%",
+            );
+        }
+        drop(clients);
+    }
+
+    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let json = serde_json::json!({"bytes": bytes, "sessions": sessions, "rounds": rounds, "results": rows});
+    std::fs::write(
+        out_dir.join("e2e.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .unwrap();
+    println!("\nwritten: target/bench/e2e.json");
+}
