@@ -40,7 +40,8 @@ pub struct Config {
     /// Kubeconfig context to use (default: the current context).
     #[serde(default)]
     pub context: Option<String>,
-    /// The bastion's own namespace (node-shell pods live there).
+    /// The bastion's own namespace (node-shell pods live there); default:
+    /// the pod's own namespace in a cluster, else `kbastion`.
     #[serde(default = "default_namespace")]
     pub namespace: String,
     #[serde(default)]
@@ -169,8 +170,13 @@ fn default_host_keys() -> Vec<PathBuf> {
     vec![PathBuf::from("ssh_host_ed25519_key")]
 }
 
+/// In a cluster, the namespace of the bastion's own pod (downward API
+/// `POD_NAMESPACE`); elsewhere `kbastion`.
 fn default_namespace() -> String {
-    "kbastion".into()
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "kbastion".into())
 }
 
 /// Parses the key part of an `authorized_keys` line (options before the key

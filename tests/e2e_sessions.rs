@@ -218,6 +218,37 @@ fn a_slow_api_server_is_reported_after_a_bounded_wait() {
     assert!(start.elapsed() < Duration::from_secs(10));
 }
 
+#[test]
+fn an_api_server_outage_is_reported_and_the_bastion_recovers() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "[timeouts]\napi_secs = 2\n");
+    assert!(
+        bastion
+            .ssh("alice@default/web-0", &["true"], b"")
+            .status
+            .success()
+    );
+    assert!(reqwest_like_post(&sim, "/sim/stop", r#"{"seconds": 3}"#));
+    wait_for("the API to stop", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(&sim.address).is_err()
+    });
+    let out = bastion.ssh("alice@default/web-0", &["true"], b"");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("kbastion: the Kubernetes API server is unreachable (")
+            && stderr.ends_with("); try again later\n")
+            && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    wait_for("the bastion to work again", Duration::from_secs(20), || {
+        bastion
+            .ssh("alice@default/web-0", &["true"], b"")
+            .status
+            .success()
+    });
+}
+
 /// POSTs to the simulator's admin endpoint with curl as the admin user.
 fn reqwest_like_post(sim: &Sim, path: &str, body: &str) -> bool {
     std::process::Command::new("curl")

@@ -877,6 +877,23 @@ async fn admin_request(
             *sim.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
             Ok(json_response(StatusCode::OK, &json!({"status": "Success"})))
         }
+        (&Method::POST, "stop") => {
+            let body = read_json(request).await?;
+            let seconds = body["seconds"]
+                .as_f64()
+                .filter(|s| *s >= 0.0 && *s <= 3600.0)
+                .ok_or_else(|| {
+                    ApiError::bad_request("stop: {\"seconds\": N} with 0 <= N <= 3600")
+                })?;
+            let (stop, cut) = (sim.stop.clone(), sim.cut.clone());
+            // Answer first, then stop: the caller learns it worked.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = stop.send(Duration::from_secs_f64(seconds));
+                let _ = cut.send(());
+            });
+            Ok(json_response(StatusCode::OK, &json!({"status": "Success"})))
+        }
         (&Method::POST, "cut") => {
             let _ = sim.cut.send(());
             Ok(json_response(StatusCode::OK, &json!({"status": "Success"})))

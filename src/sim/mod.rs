@@ -72,6 +72,10 @@ pub struct Sim {
     pub faults: Mutex<Faults>,
     /// Fires when the admin endpoint cuts open watches and streams.
     pub cut: tokio::sync::broadcast::Sender<()>,
+    /// Fires when the admin endpoint stops the API for a while: the
+    /// listener closes (connections are refused), open connections drop,
+    /// and the API comes back with its state after the given time.
+    pub stop: tokio::sync::broadcast::Sender<std::time::Duration>,
 }
 
 impl Sim {
@@ -157,6 +161,7 @@ pub async fn run(
     )?;
 
     let (cut, _) = tokio::sync::broadcast::channel(4);
+    let (stop, _) = tokio::sync::broadcast::channel(4);
     let sim = Arc::new(Sim {
         store: Store::new(),
         runtime: Arc::new(Runtime::new(&state_dir)),
@@ -164,6 +169,7 @@ pub async fn run(
         faults: Mutex::new(scenario.faults.clone()),
         scenario,
         cut,
+        stop,
     });
     cluster::load(&sim).context("cannot load the scenario")?;
     tracing::info!(%address, version = %format!("1.{minor}"), kubeconfig = %args.kubeconfig_out.display(), "simulator ready");
@@ -172,17 +178,35 @@ pub async fn run(
     }
 
     let acceptor = TlsAcceptor::from(pki.server_config);
+    let mut stops = sim.stop.subscribe();
+    let mut listener = listener;
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            Ok(down) = stops.recv() => {
+                drop(listener);
+                tracing::info!(seconds = down.as_secs_f64(), "API stopped (fault injection)");
+                tokio::time::sleep(down).await;
+                listener = loop {
+                    match TcpListener::bind(address).await {
+                        Ok(listener) => break listener,
+                        Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                    }
+                };
+                tracing::info!("API serving again");
                 continue;
             }
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let sim = sim.clone();
+        let mut stopped = sim.stop.subscribe();
         tokio::spawn(async move {
             let tls = match acceptor.accept(tcp).await {
                 Ok(tls) => tls,
@@ -195,12 +219,17 @@ pub async fn run(
                 let sim = sim.clone();
                 async move { Ok::<_, std::convert::Infallible>(api::handle(sim, request).await) }
             });
-            if let Err(e) = http1::Builder::new()
+            let connection = http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), service)
-                .with_upgrades()
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                .with_upgrades();
+            tokio::select! {
+                result = connection => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                // A stopped API drops its connections.
+                _ = stopped.recv() => {}
             }
         });
     }
