@@ -57,6 +57,13 @@ pub struct Config {
     /// What happens on SIGTERM.
     #[serde(default)]
     pub shutdown: Shutdown,
+    /// OpenSSH user CA public keys (authorized_keys format): certificates
+    /// they sign log in the person named among the certificate's principals.
+    #[serde(default)]
+    pub user_ca_keys: Vec<String>,
+    /// The CA keys parsed (filled in by `parse`).
+    #[serde(skip)]
+    pub ca_keys: Vec<PublicKey>,
     /// Audit log and session recordings.
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
@@ -112,6 +119,10 @@ pub struct Limits {
     /// Sessions (and forwards) open at once for one person, over all
     /// their connections to this replica.
     pub max_sessions_per_user: usize,
+    /// Milliseconds added after a failed authentication, doubling with each
+    /// further failure from the same address or for the same person (up to
+    /// 32 times), forgotten after 10 minutes or a success.
+    pub auth_failure_delay_ms: u64,
 }
 
 impl Default for Limits {
@@ -121,6 +132,7 @@ impl Default for Limits {
             max_channels_per_connection: 16,
             max_connections_per_source: 32,
             max_sessions_per_user: 64,
+            auth_failure_delay_ms: 250,
         }
     }
 }
@@ -152,6 +164,9 @@ pub struct User {
     /// Public keys as `authorized_keys` lines.
     #[serde(default)]
     pub authorized_keys: Vec<String>,
+    /// Addresses and CIDR blocks this person may connect from (empty: any).
+    #[serde(default)]
+    pub from: Vec<String>,
     /// Files in `authorized_keys` format.
     #[serde(default)]
     pub authorized_keys_files: Vec<PathBuf>,
@@ -163,6 +178,11 @@ pub struct User {
 impl User {
     pub fn kubernetes_user(&self) -> &str {
         self.kubernetes_user.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Whether the person may connect from `source` (`from`).
+    pub fn allowed_from(&self, source: std::net::IpAddr) -> bool {
+        self.from.is_empty() || crate::certificates::source_allowed(&self.from.join(","), source)
     }
 }
 
@@ -250,6 +270,13 @@ impl Config {
                 "node_shell: start_timeout_secs must be at least 1 and hold_secs at least 3".into(),
             );
         }
+        for (i, line) in config.user_ca_keys.iter().enumerate() {
+            if let Some(key) =
+                parse_authorized_key(line).map_err(|e| format!("user_ca_keys[{i}]: {e}"))?
+            {
+                config.ca_keys.push(key);
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, user) in config.users.iter_mut().enumerate() {
             crate::login::validate_person(&user.name)
@@ -259,6 +286,15 @@ impl Config {
             }
             if user.kubernetes_user().is_empty() {
                 return Err(format!("users[{i}].kubernetes_user: must not be empty"));
+            }
+            for (j, entry) in user.from.iter().enumerate() {
+                if entry.parse::<ipnet::IpNet>().is_err()
+                    && entry.parse::<std::net::IpAddr>().is_err()
+                {
+                    return Err(format!(
+                        "users[{i}].from[{j}]: {entry:?} is not an address or CIDR block"
+                    ));
+                }
             }
             for (j, line) in user.authorized_keys.iter().enumerate() {
                 if let Some(key) = parse_authorized_key(line)

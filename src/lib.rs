@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod authz;
 pub mod bridge;
+pub mod certificates;
 pub mod cluster;
 pub mod config;
 pub mod demo;

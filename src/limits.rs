@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 const FAILURE_MEMORY: Duration = Duration::from_secs(600);
 /// At most this many sources or persons are remembered.
 const MAX_ENTRIES: usize = 100_000;
-/// The first failure costs this much extra; each further one doubles it.
-const BASE_DELAY: Duration = Duration::from_millis(250);
-const MAX_DELAY: Duration = Duration::from_secs(8);
+/// Each failure doubles the delay, up to this many times the first one.
+const MAX_DOUBLINGS: u32 = 5;
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
@@ -24,19 +23,16 @@ struct Failures {
     last: Instant,
 }
 
-/// The delay after `count` failures: 0, then 250 ms doubling up to 8 s.
-pub fn delay_after(count: u32) -> Duration {
+/// The delay after `count` failures: 0, then `base` doubling up to 32 × base.
+pub fn delay_after(count: u32, base: Duration) -> Duration {
     if count == 0 {
         return Duration::ZERO;
     }
-    let factor = 1u32
-        .checked_shl(count.saturating_sub(1).min(16))
-        .unwrap_or(u32::MAX);
-    BASE_DELAY.saturating_mul(factor).min(MAX_DELAY)
+    base.saturating_mul(1 << count.saturating_sub(1).min(MAX_DOUBLINGS))
 }
 
-#[derive(Default)]
 pub struct AuthFailures {
+    base: Duration,
     by_source: Mutex<HashMap<IpAddr, Failures>>,
     by_person: Mutex<HashMap<String, Failures>>,
 }
@@ -82,22 +78,32 @@ fn count<K: std::hash::Hash + Eq>(
 }
 
 impl AuthFailures {
+    /// `base`: the delay after the first failure (`limits.auth_failure_delay_ms`).
+    pub fn new(base: Duration) -> Self {
+        AuthFailures {
+            base,
+            by_source: Mutex::default(),
+            by_person: Mutex::default(),
+        }
+    }
+
     /// Records a failure and returns how long to wait before answering.
     pub fn failed(&self, source: IpAddr, person: &str) -> Duration {
         let now = Instant::now();
         let by_source = note(&self.by_source, &source, now);
         let by_person = note(&self.by_person, &person.to_string(), now);
-        delay_after(by_source.max(by_person))
+        delay_after(by_source.max(by_person), self.base)
     }
 
     /// The delay owed before even checking an attempt, from past failures.
     pub fn pending_delay(&self, source: IpAddr, person: &str) -> Duration {
         let now = Instant::now();
-        delay_after(
-            count(&self.by_source, &source, now)
-                .max(count(&self.by_person, &person.to_string(), now))
-                .saturating_sub(1),
-        )
+        let failures = count(&self.by_source, &source, now).max(count(
+            &self.by_person,
+            &person.to_string(),
+            now,
+        ));
+        delay_after(failures.saturating_sub(1), self.base)
     }
 
     /// A success clears the source's and person's record.
@@ -166,15 +172,16 @@ mod tests {
 
     #[test]
     fn delays_grow_and_are_capped() {
-        assert_eq!(delay_after(0), Duration::ZERO);
-        assert_eq!(delay_after(1), Duration::from_millis(250));
-        assert_eq!(delay_after(3), Duration::from_secs(1));
-        assert_eq!(delay_after(60), MAX_DELAY);
+        let base = Duration::from_millis(250);
+        assert_eq!(delay_after(0, base), Duration::ZERO);
+        assert_eq!(delay_after(1, base), Duration::from_millis(250));
+        assert_eq!(delay_after(3, base), Duration::from_secs(1));
+        assert_eq!(delay_after(60, base), Duration::from_secs(8));
     }
 
     #[test]
     fn failures_count_per_source_and_person_and_success_clears() {
-        let failures = AuthFailures::default();
+        let failures = AuthFailures::new(Duration::from_millis(250));
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         assert_eq!(failures.failed(a, "alice"), Duration::from_millis(250));

@@ -197,3 +197,114 @@ fn repeated_authentication_failures_are_slowed_down() {
     let out = bastion.ssh("alice@default/web-0", &["echo in"], b"");
     assert_eq!(text(&out.stdout), "in\n");
 }
+
+/// Signs `keys`' public key with the CA at `ca`, returning the identity to
+/// use (ssh picks up `id-cert.pub` next to `id`).
+fn sign(ca: &std::path::Path, keys: &Keys, principals: &str, validity: &str, options: &[&str]) {
+    let mut command = std::process::Command::new("ssh-keygen");
+    command
+        .args(["-q", "-s"])
+        .arg(ca)
+        .args(["-I", "test-cert", "-n", principals, "-V", validity]);
+    for option in options {
+        command.args(["-O", option]);
+    }
+    let status = command
+        .arg(keys.identity.with_extension("pub"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn openssh_user_certificates_from_the_configured_ca_are_accepted_with_their_limits() {
+    let sim = Sim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, rogue) = (dir.path().join("ca"), dir.path().join("rogue"));
+    for key in [&ca, &rogue] {
+        assert!(
+            std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(key)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let ca_public = std::fs::read_to_string(ca.with_extension("pub")).unwrap();
+    // Short failure delays: this test fails on purpose, many times.
+    let bastion = Bastion::start(
+        &sim,
+        &format!(
+            "user_ca_keys = [\"{}\"]\n[limits]\nauth_failure_delay_ms = 10\n",
+            ca_public.trim()
+        ),
+    );
+    let attempt = |keys: &Keys, command: &str| {
+        let mut ssh = bastion.client_command("ssh", "ERROR", &keys.identity);
+        ssh.arg("alice@default/web-0@127.0.0.1").arg(command);
+        run_with_input(ssh, b"")
+    };
+    // force-command replaces what the client asks for.
+    let keys = Keys::new();
+    sign(&ca, &keys, "alice", "+1h", &["force-command=echo forced"]);
+    let out = attempt(&keys, "echo asked");
+    assert_eq!(text(&out.stdout), "forced\n", "{}", text(&out.stderr));
+    // Accepted ones first: failures slow down later attempts for alice.
+    let cases: &[(&std::path::Path, &str, &str, &[&str], bool)] = &[
+        (&ca, "alice", "+1h", &[], true),
+        (&ca, "alice", "+1h", &["source-address=127.0.0.0/8"], true),
+        (&ca, "bob,carol", "+1h", &[], false),
+        (&ca, "alice", "-2h:-1h", &[], false),
+        (&rogue, "alice", "+1h", &[], false),
+        (&ca, "alice", "+1h", &["source-address=10.9.9.9/32"], false),
+    ];
+    for (signer, principals, validity, options, accepted) in cases {
+        let keys = Keys::new();
+        sign(signer, &keys, principals, validity, options);
+        let out = attempt(&keys, "echo in");
+        let expected = if *accepted { Some(0) } else { Some(255) };
+        assert_eq!(
+            out.status.code(),
+            expected,
+            "{principals} {validity} {options:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_person_limited_by_from_is_refused_elsewhere() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let config = bastion.dir.path().join("kbastion.toml");
+    let text_before = std::fs::read_to_string(&config).unwrap();
+    // bob may only come from 10.0.0.0/8; the test connects from 127.0.0.1.
+    std::fs::write(
+        &config,
+        text_before.replace(
+            "name = \"bob\"\n",
+            "name = \"bob\"\nfrom = [\"10.0.0.0/8\"]\n",
+        ),
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bastion.process.0.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for("bob to be refused", Duration::from_secs(10), || {
+        bastion
+            .ssh("bob@default/web-0", &["true"], b"")
+            .status
+            .code()
+            == Some(255)
+    });
+    assert_eq!(
+        bastion
+            .ssh("alice@default/web-0", &["echo ok"], b"")
+            .status
+            .code(),
+        Some(0)
+    );
+}

@@ -31,8 +31,9 @@ pub struct Shared {
     /// The verb the cluster checks for exec/port-forward over WebSocket.
     pub stream_verb: &'static str,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// The people allowed in; replaced as a whole on reload (SIGHUP).
-    users: std::sync::RwLock<Arc<Vec<crate::config::User>>>,
+    /// The people allowed in and the trusted user CAs; replaced as a whole
+    /// on reload (SIGHUP).
+    access: std::sync::RwLock<Arc<Access>>,
     /// A message every open session shows its user (shutdown notice).
     pub notice: tokio::sync::watch::Sender<Option<String>>,
 }
@@ -67,14 +68,16 @@ impl Shared {
             .await
             .map_err(|e| anyhow::anyhow!("audit.file: cannot open: {e}"))?;
         Ok(Arc::new(Shared {
-            auth_failures: crate::limits::AuthFailures::default(),
+            auth_failures: crate::limits::AuthFailures::new(Duration::from_millis(
+                config.limits.auth_failure_delay_ms,
+            )),
             sessions_per_user: crate::limits::Counter::new(config.limits.max_sessions_per_user),
             connections_per_source: crate::limits::Counter::new(
                 config.limits.max_connections_per_source,
             ),
             stream_verb: crate::authz::websocket_stream_verb(minor),
             metrics,
-            users: std::sync::RwLock::new(Arc::new(config.users.clone())),
+            access: std::sync::RwLock::new(Arc::new(Access::of(&config))),
             notice: tokio::sync::watch::channel(None).0,
             config,
             cluster,
@@ -84,17 +87,39 @@ impl Shared {
     }
 }
 
+/// Who may log in: people and the user CAs trusted for certificates.
+pub struct Access {
+    pub users: Vec<crate::config::User>,
+    pub ca_fingerprints: Vec<russh::keys::ssh_key::Fingerprint>,
+}
+
+impl Access {
+    fn of(config: &Config) -> Self {
+        Access {
+            users: config.users.clone(),
+            ca_fingerprints: crate::certificates::fingerprints(&config.ca_keys),
+        }
+    }
+}
+
 impl Shared {
-    /// The configured person `name`, from the current user list.
-    pub fn user(&self, name: &str) -> Option<crate::config::User> {
-        let users = self.users.read().unwrap_or_else(|p| p.into_inner()).clone();
-        users.iter().find(|u| u.name == name).cloned()
+    /// The current access lists.
+    pub fn access(&self) -> Arc<Access> {
+        self.access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    /// Takes the users and keys of a newly loaded config; sessions that are
-    /// open stay open. Other settings need a restart.
+    /// The configured person `name`, from the current user list.
+    pub fn user(&self, name: &str) -> Option<crate::config::User> {
+        self.access().users.iter().find(|u| u.name == name).cloned()
+    }
+
+    /// Takes the users, keys and CAs of a newly loaded config; sessions
+    /// that are open stay open. Other settings need a restart.
     pub fn reload_users(&self, config: &Config) {
-        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config.users.clone());
+        *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Access::of(config));
     }
 }
 
