@@ -293,13 +293,18 @@ fn a_person_limited_by_from_is_refused_elsewhere() {
         nix::sys::signal::Signal::SIGHUP,
     )
     .unwrap();
-    wait_for("bob to be refused", Duration::from_secs(10), || {
-        bastion
-            .ssh("bob@default/web-0", &["true"], b"")
-            .status
-            .code()
-            == Some(255)
+    wait_for("the reload", Duration::from_secs(10), || {
+        std::fs::read_to_string(&bastion.log)
+            .unwrap_or_default()
+            .contains("configuration reloaded")
     });
+    let out = bastion.ssh("bob@default/web-0", &["true"], b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(
         bastion
             .ssh("alice@default/web-0", &["echo ok"], b"")
