@@ -99,7 +99,10 @@ const SHELL_SCRIPT: &str = "if command -v bash >/dev/null 2>&1; then exec bash -
 
 /// The SFTP subsystem: the target's own `sftp-server`, wherever its
 /// distribution puts it, speaking SFTP over the session's stdin/stdout.
-pub const SFTP_SERVER: &str = "for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server /usr/lib/sftp-server; do [ -x \"$p\" ] && exec \"$p\"; done; command -v sftp-server >/dev/null 2>&1 && exec sftp-server; echo 'kbastion: this target has no sftp-server; use scp -O, or ssh with cat/tar' >&2; exit 127";
+pub const SFTP_SERVER: &str = "for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server /usr/lib/sftp-server; do [ -x \"$p\" ] && exec \"$p\"; done; command -v sftp-server >/dev/null 2>&1 && exec sftp-server; echo 'kbastion: this target has no sftp-server; set files.sftp = \"auto\" in the bastion config' >&2; exit 127";
+
+/// Succeeds where `SFTP_SERVER` would find a server (the same places).
+pub const SFTP_SERVER_FOUND: &str = "for p in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server /usr/lib/sftp-server; do [ -x \"$p\" ] && exit 0; done; command -v sftp-server";
 
 /// TERM reaches a shell word only after this check.
 fn sanitize_term(term: &str) -> &str {
@@ -257,7 +260,8 @@ pub async fn refuse(write: &ChannelWriteHalf<Msg>, message: &str, tty: bool) {
     finish(write, 1).await;
 }
 
-async fn finish(write: &ChannelWriteHalf<Msg>, code: u32) {
+/// Ends a channel in the order clients expect: exit status, EOF, close.
+pub async fn finish(write: &ChannelWriteHalf<Msg>, code: u32) {
     let _ = write.exit_status(code).await;
     let _ = write.eof().await;
     let _ = write.close().await;
@@ -286,7 +290,7 @@ fn exec_error(error: kube::Error, target: &ExecTarget, user: &str) -> TargetErro
 
 /// Runs one session to its end.
 pub async fn run(
-    target: ExecTarget,
+    target: Arc<ExecTarget>,
     request: SessionRequest,
     mut read: ChannelReadHalf,
     write: ChannelWriteHalf<Msg>,
@@ -302,7 +306,7 @@ pub async fn run(
 }
 
 async fn run_counted(
-    target: ExecTarget,
+    target: Arc<ExecTarget>,
     request: SessionRequest,
     read: &mut ChannelReadHalf,
     write: &ChannelWriteHalf<Msg>,
@@ -495,7 +499,7 @@ async fn run_counted(
 /// Ends what a vanished client's session left running, with a second exec
 /// into the same container (the kubelet does not: containerd keeps the
 /// process alive, tty or not).
-fn end_session_processes(target: ExecTarget, session_id: String, api_wait: Duration) {
+fn end_session_processes(target: Arc<ExecTarget>, session_id: String, api_wait: Duration) {
     tokio::spawn(async move {
         let mut command = target.prefix.clone();
         command.extend([

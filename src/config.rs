@@ -57,6 +57,9 @@ pub struct Config {
     /// What happens on SIGTERM.
     #[serde(default)]
     pub shutdown: Shutdown,
+    /// Who speaks SFTP and legacy scp for a session.
+    #[serde(default)]
+    pub files: Files,
     /// OpenSSH user CA public keys (authorized_keys format): certificates
     /// they sign log in the person named among the certificate's principals.
     #[serde(default)]
@@ -148,6 +151,37 @@ impl Default for Shutdown {
     fn default() -> Self {
         Shutdown { drain_secs: 45 }
     }
+}
+
+/// Who serves file transfers: the target's own tools, or kbastion through
+/// exec (for targets with nothing but a POSIX shell and coreutils/busybox).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Files {
+    pub sftp: SftpServer,
+    pub scp: ScpServer,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SftpServer {
+    /// The target's `sftp-server` where it has one, else kbastion's own.
+    #[default]
+    Auto,
+    /// Always kbastion's own SFTP server.
+    Builtin,
+    /// Always the target's `sftp-server`.
+    Target,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScpServer {
+    /// kbastion speaks legacy scp itself (no `scp` needed in the target).
+    #[default]
+    Builtin,
+    /// The command runs the target's own `scp`.
+    Target,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -558,7 +558,16 @@ async fn session_channel(
         recorder,
         notice: shared.notice.subscribe(),
     };
-    let report = bridge::run(exec_target, request, read, write, context).await;
+    let report = serve(
+        &shared,
+        Arc::new(exec_target),
+        request,
+        &kind,
+        read,
+        write,
+        context,
+    )
+    .await;
     let (exit_status, reason, outcome) = match report.outcome {
         Outcome::Exited(0) => (Some(0), "exited".to_string(), "success"),
         Outcome::Exited(code) => (Some(code), "exited".to_string(), "nonzero_exit"),
@@ -581,6 +590,41 @@ async fn session_channel(
         duration_ms,
         reason,
     });
+}
+
+/// Runs the session: kbastion's own legacy scp or SFTP where configured
+/// (or, for SFTP, where the target has no `sftp-server`), else the bridge
+/// to an exec of the command.
+async fn serve(
+    shared: &Shared,
+    target: Arc<ExecTarget>,
+    request: SessionRequest,
+    kind: &SessionKind,
+    read: russh::ChannelReadHalf,
+    write: russh::ChannelWriteHalf<Msg>,
+    context: bridge::SessionContext,
+) -> bridge::Report {
+    use crate::config::{ScpServer, SftpServer};
+    let files = &shared.config.files;
+    let fs = || crate::remote_fs::RemoteFs::new(target.clone(), shared.config.timeouts.api());
+    if files.scp == ScpServer::Builtin
+        && request.pty.is_none()
+        && let Some(scp) = request.command.as_deref().and_then(crate::scp::parse)
+    {
+        return crate::scp::serve(fs(), scp, read, write).await;
+    }
+    if matches!(kind, SessionKind::Sftp) {
+        let builtin = match files.sftp {
+            SftpServer::Builtin => true,
+            SftpServer::Target => false,
+            // A failed probe goes to the bridge, which reports the failure.
+            SftpServer::Auto => matches!(fs().has_sftp_server().await, Ok(false)),
+        };
+        if builtin {
+            return crate::sftp::serve(fs(), read, write).await;
+        }
+    }
+    bridge::run(target, request, read, write, context).await
 }
 
 /// A recorder for interactive sessions (and exec ones when configured),

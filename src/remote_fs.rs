@@ -1,0 +1,678 @@
+//! The target's file system, reached through exec: what kbastion's own
+//! SFTP server and legacy-scp emulation stand on when the target has no
+//! `sftp-server` or `scp` of its own.
+//!
+//! Every operation is one exec of a short POSIX `sh` script using only
+//! what coreutils and busybox both have (`stat -c`, `tail -c`, `dd`,
+//! `touch -d @`). Paths are passed as separate argv words (`sh -c SCRIPT
+//! sh PATH…`), never pasted into the script. Bulk data streams through one
+//! long-lived exec per open file (`tail -c +N` to read, `cat`/`dd` to
+//! write), so a download costs one exec, not one per request.
+//!
+//! It must not buffer whole files: readers and writers are streams with
+//! the bridge's bounded pipe sizes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{AttachParams, AttachedProcess};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use crate::target::{ExecTarget, bounded};
+
+/// Pipe sizes of the streaming execs, as in the bridge.
+const PIPE_BUFFER: usize = 256 * 1024;
+
+/// The most a metadata exec may print (a directory listing): a bound on
+/// memory for directories with very many entries.
+const MAX_LISTING: usize = 32 * 1024 * 1024;
+
+/// The most of a failing command's stderr kept for its message.
+const MAX_STDERR: usize = 4 * 1024;
+
+/// `stat` format: raw mode in hex, size, uid, gid, atime, mtime, link
+/// count, then the name (last, so it may hold spaces). Both GNU and
+/// busybox `stat -c`.
+const STAT_FORMAT: &str = "%f %s %u %g %X %Y %h %n";
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum FsError {
+    #[error("{0}: No such file or directory")]
+    NotFound(String),
+    #[error("{0}: Permission denied")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Failure(String),
+}
+
+impl FsError {
+    /// Reads a failed command's stderr the way strerror(3) words it
+    /// (glibc, musl and busybox alike).
+    fn from_stderr(path: &str, stderr: &str, code: u32) -> FsError {
+        let line = stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default()
+            .trim();
+        if stderr.contains("No such file") || stderr.contains("nonexistent") {
+            FsError::NotFound(path.to_string())
+        } else if stderr.contains("Permission denied") || stderr.contains("Operation not permitted")
+        {
+            FsError::PermissionDenied(path.to_string())
+        } else if code == 127 {
+            FsError::Failure(format!(
+                "the target lacks a command kbastion needs for file transfer: {line}"
+            ))
+        } else if line.is_empty() {
+            FsError::Failure(format!("{path}: failed with exit status {code}"))
+        } else {
+            FsError::Failure(line.to_string())
+        }
+    }
+}
+
+/// What `stat` says of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Metadata {
+    /// `st_mode`: file type and permission bits.
+    pub mode: u32,
+    pub size: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: u64,
+    pub mtime: u64,
+    pub links: u64,
+}
+
+impl Metadata {
+    pub fn is_dir(&self) -> bool {
+        self.mode & 0o170000 == 0o040000
+    }
+
+    pub fn is_regular(&self) -> bool {
+        self.mode & 0o170000 == 0o100000
+    }
+
+    pub fn permissions(&self) -> u32 {
+        self.mode & 0o7777
+    }
+}
+
+/// Parses one line of `stat -c STAT_FORMAT`: the metadata and the name.
+pub fn parse_stat_line(line: &str) -> Option<(Metadata, &str)> {
+    let mut fields = line.splitn(8, ' ');
+    let mut next = || fields.next();
+    let mode = u32::from_str_radix(next()?, 16).ok()?;
+    let size = next()?.parse().ok()?;
+    let uid = next()?.parse().ok()?;
+    let gid = next()?.parse().ok()?;
+    // Times before 1970 or after 2106 are clamped rather than refused.
+    let atime = next()?.parse::<i64>().ok()?.max(0) as u64;
+    let mtime = next()?.parse::<i64>().ok()?.max(0) as u64;
+    let links = next()?.parse().ok()?;
+    let name = next()?;
+    Some((
+        Metadata {
+            mode,
+            size,
+            uid,
+            gid,
+            atime,
+            mtime,
+            links,
+        },
+        name,
+    ))
+}
+
+/// How a file is opened for writing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOpen {
+    pub create: bool,
+    pub truncate: bool,
+    pub exclusive: bool,
+    /// Permissions for a file this creates.
+    pub mode: Option<u32>,
+}
+
+/// Attributes to change; `None` leaves one alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttributes {
+    pub size: Option<u64>,
+    pub permissions: Option<u32>,
+    pub owner: Option<(u32, u32)>,
+    pub atime: Option<u64>,
+    pub mtime: Option<u64>,
+}
+
+/// A finished metadata command.
+struct Output {
+    stdout: Vec<u8>,
+    stderr: String,
+    code: u32,
+}
+
+/// The target's file system, for one session.
+#[derive(Clone)]
+pub struct RemoteFs {
+    target: Arc<ExecTarget>,
+    api_wait: Duration,
+}
+
+impl RemoteFs {
+    pub fn new(target: Arc<ExecTarget>, api_wait: Duration) -> Self {
+        RemoteFs { target, api_wait }
+    }
+
+    /// Starts `sh -c SCRIPT sh ARGS…` in the target (after its prefix:
+    /// nsenter for node shells).
+    async fn spawn(
+        &self,
+        script: &str,
+        args: &[&str],
+        stdin: bool,
+    ) -> Result<AttachedProcess, FsError> {
+        let mut argv = self.target.prefix.clone();
+        argv.extend(["sh", "-c", script, "sh"].map(String::from));
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let params = AttachParams {
+            container: Some(self.target.container.clone()),
+            stdin,
+            stdout: true,
+            stderr: true,
+            tty: false,
+            max_stdin_buf_size: Some(PIPE_BUFFER),
+            max_stdout_buf_size: Some(PIPE_BUFFER),
+            max_stderr_buf_size: Some(MAX_STDERR),
+        };
+        match bounded(
+            self.api_wait,
+            self.target.pods.exec(&self.target.pod, argv, &params),
+        )
+        .await
+        {
+            Ok(Ok(process)) => Ok(process),
+            Ok(Err(error)) => Err(FsError::Failure(format!(
+                "exec into {}/{} failed: {}",
+                self.target.namespace,
+                self.target.pod,
+                error.to_string().lines().next().unwrap_or_default()
+            ))),
+            Err(timeout) => Err(FsError::Failure(timeout.to_string())),
+        }
+    }
+
+    /// Runs a metadata command to its end.
+    async fn run(&self, script: &str, args: &[&str]) -> Result<Output, FsError> {
+        let mut process = self.spawn(script, args, false).await?;
+        let stdout = process.stdout();
+        let stderr = process.stderr();
+        let status = take_status(&mut process);
+        let (stdout, stderr) = tokio::join!(read_bounded(stdout, MAX_LISTING), async {
+            let bytes = read_bounded(stderr, MAX_STDERR).await;
+            String::from_utf8_lossy(&bytes).into_owned()
+        });
+        let code = exit_code(status).await?;
+        Ok(Output {
+            stdout,
+            stderr,
+            code,
+        })
+    }
+
+    /// Runs a command that prints nothing on success.
+    async fn run_quiet(&self, path: &str, script: &str, args: &[&str]) -> Result<(), FsError> {
+        let output = self.run(script, args).await?;
+        if output.code == 0 {
+            Ok(())
+        } else {
+            Err(FsError::from_stderr(path, &output.stderr, output.code))
+        }
+    }
+
+    /// The words of a command line, expanded by the target's shell as sshd
+    /// would (globs, quotes, variables): for legacy scp, whose command the
+    /// user sends to be run in their own target.
+    pub async fn expand_words(&self, words: &str) -> Result<Vec<String>, FsError> {
+        let script = format!("set -- {words}\n[ $# -eq 0 ] || printf '%s\\0' \"$@\"");
+        let output = self.run(&script, &[]).await?;
+        if output.code != 0 {
+            return Err(FsError::from_stderr(words, &output.stderr, output.code));
+        }
+        Ok(output
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|w| !w.is_empty())
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect())
+    }
+
+    /// Whether the target has an `sftp-server` that `bridge::SFTP_SERVER`
+    /// finds.
+    pub async fn has_sftp_server(&self) -> Result<bool, FsError> {
+        let script = format!(
+            "{{ {}; }} >/dev/null 2>&1",
+            crate::bridge::SFTP_SERVER_FOUND
+        );
+        Ok(self.run(&script, &[]).await?.code == 0)
+    }
+
+    /// `stat` (following symlinks) or `lstat`.
+    pub async fn stat(&self, path: &str, follow: bool) -> Result<Metadata, FsError> {
+        let script = if follow {
+            "exec stat -L -c \"$1\" -- \"$2\""
+        } else {
+            "exec stat -c \"$1\" -- \"$2\""
+        };
+        let output = self.run(script, &[STAT_FORMAT, path]).await?;
+        if output.code != 0 {
+            return Err(FsError::from_stderr(path, &output.stderr, output.code));
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .next()
+            .and_then(parse_stat_line)
+            .map(|(metadata, _)| metadata)
+            .ok_or_else(|| FsError::Failure(format!("{path}: unexpected stat output")))
+    }
+
+    /// The entries of a directory (with `.` and `..`), lstat'ed. Names
+    /// holding a newline cannot be told apart in `stat` output and are
+    /// left out.
+    pub async fn list(&self, dir: &str) -> Result<Vec<(String, Metadata)>, FsError> {
+        // Globs that match nothing stay literal and fail `stat` quietly.
+        let script =
+            "cd -- \"$2\" || exit 1; stat -c \"$1\" -- . .. * .[!.]* ..?* 2>/dev/null; exit 0";
+        let output = self.run(script, &[STAT_FORMAT, dir]).await?;
+        if output.code != 0 {
+            return Err(FsError::from_stderr(dir, &output.stderr, output.code));
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        Ok(text
+            .lines()
+            .filter_map(parse_stat_line)
+            .map(|(metadata, name)| (name.to_string(), metadata))
+            .collect())
+    }
+
+    /// The absolute, symlink-free form of `path`; its last part need not
+    /// exist (as OpenSSH's sftp-server allows, for uploads).
+    pub async fn realpath(&self, path: &str) -> Result<String, FsError> {
+        let path = if path.is_empty() { "." } else { path };
+        let script = "if [ -d \"$1\" ]; then cd -- \"$1\" && pwd -P; \
+             else d=$(dirname -- \"$1\"); b=$(basename -- \"$1\"); cd -- \"$d\" || exit 1; \
+             p=$(pwd -P); [ \"$p\" = / ] && p=''; printf '%s/%s\\n' \"$p\" \"$b\"; fi";
+        let output = self.run(script, &[path]).await?;
+        if output.code != 0 {
+            return Err(FsError::from_stderr(path, &output.stderr, output.code));
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+    }
+
+    pub async fn mkdir(&self, path: &str, mode: Option<u32>) -> Result<(), FsError> {
+        let mode = mode
+            .map(|m| format!("{:o}", m & 0o7777))
+            .unwrap_or_default();
+        self.run_quiet(
+            path,
+            "mkdir -- \"$1\" || exit 1; [ -z \"$2\" ] || chmod \"$2\" -- \"$1\"",
+            &[path, &mode],
+        )
+        .await
+    }
+
+    pub async fn rmdir(&self, path: &str) -> Result<(), FsError> {
+        self.run_quiet(path, "exec rmdir -- \"$1\"", &[path]).await
+    }
+
+    /// Removes a file (not a directory: `rm` without `-r` refuses those).
+    pub async fn remove(&self, path: &str) -> Result<(), FsError> {
+        self.run_quiet(path, "exec rm -- \"$1\"", &[path]).await
+    }
+
+    /// Renames; like OpenSSH's sftp-server, refuses to replace a file.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        let script = "if [ -e \"$2\" ] || [ -L \"$2\" ]; then echo \"$2: File exists\" >&2; exit 1; fi; exec mv -- \"$1\" \"$2\"";
+        self.run_quiet(from, script, &[from, to]).await
+    }
+
+    /// Creates `link` pointing at `target`.
+    pub async fn symlink(&self, target: &str, link: &str) -> Result<(), FsError> {
+        self.run_quiet(link, "exec ln -s -- \"$1\" \"$2\"", &[target, link])
+            .await
+    }
+
+    pub async fn readlink(&self, path: &str) -> Result<String, FsError> {
+        let output = self.run("exec readlink -- \"$1\"", &[path]).await?;
+        if output.code != 0 {
+            return Err(FsError::from_stderr(path, &output.stderr, output.code));
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+    }
+
+    pub async fn set_attributes(
+        &self,
+        path: &str,
+        attributes: SetAttributes,
+    ) -> Result<(), FsError> {
+        let words = [
+            attributes
+                .permissions
+                .map(|p| format!("{:o}", p & 0o7777))
+                .unwrap_or_default(),
+            attributes
+                .owner
+                .map(|(uid, gid)| format!("{uid}:{gid}"))
+                .unwrap_or_default(),
+            attributes.atime.map(|t| t.to_string()).unwrap_or_default(),
+            attributes.mtime.map(|t| t.to_string()).unwrap_or_default(),
+            attributes.size.map(|s| s.to_string()).unwrap_or_default(),
+        ];
+        let script = "p=$1; [ -e \"$p\" ] || [ -L \"$p\" ] || { echo \"$p: No such file or directory\" >&2; exit 1; }; \
+             [ -z \"$2\" ] || chmod \"$2\" -- \"$p\" || exit 1; \
+             [ -z \"$3\" ] || chown \"$3\" -- \"$p\" || exit 1; \
+             [ -z \"$4\" ] || touch -c -a -d \"@$4\" -- \"$p\" || exit 1; \
+             [ -z \"$5\" ] || touch -c -m -d \"@$5\" -- \"$p\" || exit 1; \
+             [ -z \"$6\" ] || truncate -s \"$6\" -- \"$p\" || exit 1";
+        let mut args = vec![path];
+        args.extend(words.iter().map(String::as_str));
+        self.run_quiet(path, script, &args).await
+    }
+
+    /// Checks that `path` can be read as a file.
+    pub async fn check_readable(&self, path: &str) -> Result<Metadata, FsError> {
+        let metadata = self.stat(path, true).await?;
+        if metadata.is_dir() {
+            return Err(FsError::Failure(format!("{path}: Is a directory")));
+        }
+        let script = "[ -r \"$1\" ] || { echo \"$1: Permission denied\" >&2; exit 1; }";
+        self.run_quiet(path, script, &[path]).await?;
+        Ok(metadata)
+    }
+
+    /// Creates, truncates or checks `path` for writing, as `open` asks.
+    pub async fn prepare_write(&self, path: &str, open: WriteOpen) -> Result<(), FsError> {
+        let flag = |b: bool| if b { "1" } else { "" };
+        let mode = open
+            .mode
+            .map(|m| format!("{:o}", m & 0o7777))
+            .unwrap_or_default();
+        let script = "p=$1; \
+             if [ -e \"$p\" ]; then \
+               [ -z \"$2\" ] || { echo \"$p: File exists\" >&2; exit 1; }; \
+               [ ! -d \"$p\" ] || { echo \"$p: Is a directory\" >&2; exit 1; }; \
+               [ -w \"$p\" ] || { echo \"$p: Permission denied\" >&2; exit 1; }; \
+               [ -z \"$3\" ] || : > \"$p\" || exit 1; \
+             else \
+               [ -n \"$4\" ] || { echo \"$p: No such file or directory\" >&2; exit 1; }; \
+               : > \"$p\" || exit 1; \
+               [ -z \"$5\" ] || chmod \"$5\" -- \"$p\"; \
+             fi";
+        self.run_quiet(
+            path,
+            script,
+            &[
+                path,
+                flag(open.exclusive),
+                flag(open.truncate),
+                flag(open.create),
+                &mode,
+            ],
+        )
+        .await
+    }
+
+    /// Streams the file from `offset` to its current end.
+    pub async fn reader(&self, path: &str, offset: u64) -> Result<FileReader, FsError> {
+        let start = (offset + 1).to_string();
+        let mut process = self
+            .spawn("exec tail -c \"+$1\" -- \"$2\"", &[&start, path], false)
+            .await?;
+        let stdout = process.stdout().ok_or_else(|| no_pipe("stdout"))?;
+        let stderr = collect_stderr(&mut process);
+        Ok(FileReader {
+            path: path.to_string(),
+            stdout,
+            stderr,
+            status: take_status(&mut process),
+            process,
+        })
+    }
+
+    /// Streams writes into the file from `offset` (or at its end when
+    /// `append`), keeping what lies beyond.
+    pub async fn writer(
+        &self,
+        path: &str,
+        offset: u64,
+        append: bool,
+    ) -> Result<FileWriter, FsError> {
+        /// dd seeks in whole blocks: 64 KiB blocks where the offset allows
+        /// (always true at 0), single bytes otherwise (a resumed upload).
+        const BLOCK: u64 = 64 * 1024;
+        let (script, words) = if append {
+            ("exec cat >> \"$1\"", Vec::new())
+        } else if offset.is_multiple_of(BLOCK) {
+            (
+                "exec dd of=\"$1\" bs=\"$2\" seek=\"$3\" conv=notrunc 2>/dev/null",
+                vec![BLOCK.to_string(), (offset / BLOCK).to_string()],
+            )
+        } else {
+            (
+                "exec dd of=\"$1\" bs=1 seek=\"$2\" conv=notrunc 2>/dev/null",
+                vec![offset.to_string()],
+            )
+        };
+        let mut args = vec![path];
+        args.extend(words.iter().map(String::as_str));
+        let mut process = self.spawn(script, &args, true).await?;
+        let stdin = process.stdin().ok_or_else(|| no_pipe("stdin"))?;
+        let stderr = collect_stderr(&mut process);
+        // Nothing is printed on stdout, but the pipe must be drained.
+        if let Some(mut stdout) = process.stdout() {
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
+            });
+        }
+        Ok(FileWriter {
+            path: path.to_string(),
+            stdin: Some(stdin),
+            stderr,
+            status: take_status(&mut process),
+            process,
+        })
+    }
+}
+
+fn no_pipe(name: &str) -> FsError {
+    FsError::Failure(format!("the exec stream gave no {name}"))
+}
+
+/// An exec's final `Status`, once it arrives.
+type StatusFuture = Option<
+    futures::future::BoxFuture<
+        'static,
+        Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>,
+    >,
+>;
+
+fn take_status(process: &mut AttachedProcess) -> StatusFuture {
+    process
+        .take_status()
+        .map(|status| Box::pin(status) as futures::future::BoxFuture<'static, _>)
+}
+
+/// The exit code of a finished exec.
+async fn exit_code(status: StatusFuture) -> Result<u32, FsError> {
+    let Some(status) = status else {
+        return Err(FsError::Failure("the exec stream gave no status".into()));
+    };
+    match status.await {
+        Some(status) => match crate::bridge::exit_code(&status) {
+            Ok(code) => Ok(code),
+            Err(message) => Err(FsError::Failure(message)),
+        },
+        None => Err(FsError::Failure(
+            "the exec stream ended without an exit status (the connection to the Kubernetes API was lost)".into(),
+        )),
+    }
+}
+
+/// Reads a pipe to its end, keeping at most `limit` bytes (the rest is
+/// read and dropped so the process is never stalled).
+async fn read_bounded(reader: Option<impl AsyncRead + Unpin>, limit: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let Some(mut reader) = reader else {
+        return kept;
+    };
+    let mut buffer = vec![0u8; 32 * 1024];
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = limit.saturating_sub(kept.len()).min(n);
+                kept.extend_from_slice(&buffer[..room]);
+            }
+        }
+    }
+    kept
+}
+
+/// Collects a streaming exec's stderr in a task (an unread stderr would
+/// stall its stdout, PITFALLS.md).
+fn collect_stderr(process: &mut AttachedProcess) -> tokio::task::JoinHandle<String> {
+    let stderr = process.stderr();
+    tokio::spawn(async move {
+        String::from_utf8_lossy(&read_bounded(stderr, MAX_STDERR).await).into_owned()
+    })
+}
+
+/// One file being read from some offset.
+pub struct FileReader {
+    path: String,
+    stdout: tokio::io::ReadHalf<tokio::io::SimplexStream>,
+    stderr: tokio::task::JoinHandle<String>,
+    status: StatusFuture,
+    process: AttachedProcess,
+}
+
+impl FileReader {
+    /// Fills `buffer` as far as the file goes; fewer bytes mean its end.
+    pub async fn read_full(&mut self, buffer: &mut [u8]) -> Result<usize, FsError> {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            match self.stdout.read(&mut buffer[filled..]).await {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) => return Err(FsError::Failure(format!("{}: {e}", self.path))),
+            }
+        }
+        Ok(filled)
+    }
+
+    /// After the end: whether the read succeeded (`tail` may have failed
+    /// to open the file).
+    pub async fn finish(mut self) -> Result<(), FsError> {
+        let code = exit_code(self.status.take()).await?;
+        let stderr = (&mut self.stderr).await.unwrap_or_default();
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(FsError::from_stderr(&self.path, &stderr, code))
+        }
+    }
+}
+
+impl Drop for FileReader {
+    fn drop(&mut self) {
+        self.stderr.abort();
+        self.process.abort();
+    }
+}
+
+/// One file being written from some offset.
+pub struct FileWriter {
+    path: String,
+    stdin: Option<tokio::io::WriteHalf<tokio::io::SimplexStream>>,
+    stderr: tokio::task::JoinHandle<String>,
+    status: StatusFuture,
+    process: AttachedProcess,
+}
+
+impl FileWriter {
+    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), FsError> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(FsError::Failure(format!("{}: already closed", self.path)));
+        };
+        stdin
+            .write_all(data)
+            .await
+            .map_err(|_| FsError::Failure(format!("{}: the writer in the target ended", self.path)))
+    }
+
+    /// Ends the input and waits for the data to be written.
+    pub async fn finish(mut self) -> Result<(), FsError> {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.shutdown().await;
+        }
+        let code = exit_code(self.status.take()).await?;
+        let stderr = (&mut self.stderr).await.unwrap_or_default();
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(FsError::from_stderr(&self.path, &stderr, code))
+        }
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        self.stderr.abort();
+        self.process.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse_with_spaces_in_names() {
+        let (metadata, name) =
+            parse_stat_line("81a4 12 0 0 1700000000 1700000001 1 a b c").unwrap();
+        assert_eq!(name, "a b c");
+        assert!(metadata.is_regular());
+        assert_eq!(metadata.permissions(), 0o644);
+        assert_eq!((metadata.size, metadata.mtime), (12, 1700000001));
+        let (directory, _) = parse_stat_line("41ed 4096 0 0 1 2 3 .").unwrap();
+        assert!(directory.is_dir());
+        assert!(parse_stat_line("zz 1 2 3 4 5 6 x").is_none());
+        assert!(parse_stat_line("81a4 12 0 0").is_none());
+    }
+
+    #[test]
+    fn errors_follow_strerror() {
+        assert_eq!(
+            FsError::from_stderr(
+                "/x",
+                "stat: cannot statx '/x': No such file or directory",
+                1
+            ),
+            FsError::NotFound("/x".into())
+        );
+        assert_eq!(
+            FsError::from_stderr("/x", "sh: 1: cannot create /x: Permission denied", 2),
+            FsError::PermissionDenied("/x".into())
+        );
+        assert_eq!(
+            FsError::from_stderr(
+                "/x",
+                "rmdir: failed to remove '/x': Directory not empty\n",
+                1
+            ),
+            FsError::Failure("rmdir: failed to remove '/x': Directory not empty".into())
+        );
+    }
+}
