@@ -132,7 +132,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_auth_attempts: 6,
-            max_channels_per_connection: 16,
+            max_channels_per_connection: 128,
             max_connections_per_source: 32,
             max_sessions_per_user: 64,
             auth_failure_delay_ms: 250,
