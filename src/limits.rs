@@ -95,14 +95,12 @@ impl AuthFailures {
         delay_after(by_source.max(by_person), self.base)
     }
 
-    /// The delay owed before even checking an attempt, from past failures.
-    pub fn pending_delay(&self, source: IpAddr, person: &str) -> Duration {
-        let now = Instant::now();
-        let failures = count(&self.by_source, &source, now).max(count(
-            &self.by_person,
-            &person.to_string(),
-            now,
-        ));
+    /// The delay owed before even checking an attempt, from the source's
+    /// past failures. Failures against a person slow down only further
+    /// failures (`failed`): a guesser elsewhere must not delay the
+    /// person's own login with the right key.
+    pub fn pending_delay(&self, source: IpAddr) -> Duration {
+        let failures = count(&self.by_source, &source, Instant::now());
         delay_after(failures.saturating_sub(1), self.base)
     }
 
@@ -188,8 +186,11 @@ mod tests {
         assert_eq!(failures.failed(a, "bob"), Duration::from_millis(500));
         // Another source guessing alice is slowed by alice's record.
         assert_eq!(failures.failed(b, "alice"), Duration::from_millis(500));
+        // A login from b waits only for b's own failures.
+        assert_eq!(failures.pending_delay(b), Duration::ZERO);
+        assert_eq!(failures.pending_delay(a), Duration::from_millis(250));
         failures.succeeded(a, "alice");
-        assert_eq!(failures.pending_delay(a, "alice"), Duration::ZERO);
+        assert_eq!(failures.pending_delay(a), Duration::ZERO);
     }
 
     #[test]

@@ -198,6 +198,42 @@ fn repeated_authentication_failures_are_slowed_down() {
     assert_eq!(text(&out.stdout), "in\n");
 }
 
+/// 50 wrong keys from one source slow that source down, while the right
+/// key from another source still gets in at once.
+#[test]
+fn a_guessing_source_is_slowed_and_others_are_not() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "[limits]\nauth_failure_delay_ms = 50\n");
+    let stranger = Keys::new();
+    let attempt = |source: &str, identity: &std::path::Path| {
+        let mut command = bastion.client_command("ssh", "ERROR", identity);
+        command
+            .args(["-b", source])
+            .arg("alice@default/web-0@127.0.0.1")
+            .arg("echo in");
+        let start = Instant::now();
+        let out = run_with_input(command, b"");
+        (out, start.elapsed())
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..10 {
+            scope.spawn(|| {
+                for _ in 0..5 {
+                    let (out, _) = attempt("127.0.0.1", &stranger.identity);
+                    assert_eq!(out.status.code(), Some(255));
+                }
+            });
+        }
+    });
+    let (out, slowed) = attempt("127.0.0.1", &stranger.identity);
+    assert_eq!(out.status.code(), Some(255));
+    // Past the fifth failure each one owes 32 × 50 ms before and after.
+    assert!(slowed >= Duration::from_secs(3), "{slowed:?}");
+    let (out, quick) = attempt("127.0.0.2", &bastion.keys.identity);
+    assert_eq!(text(&out.stdout), "in\n", "{}", text(&out.stderr));
+    assert!(quick < Duration::from_millis(1500), "{quick:?}");
+}
+
 /// Signs `keys`' public key with the CA at `ca`, returning the identity to
 /// use (ssh picks up `id-cert.pub` next to `id`).
 fn sign(ca: &std::path::Path, keys: &Keys, principals: &str, validity: &str, options: &[&str]) {

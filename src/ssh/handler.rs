@@ -172,12 +172,7 @@ impl russh::server::Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         let person = user.split('@').next().unwrap_or_default();
         // Owed from earlier failures, from this source or for this person.
-        tokio::time::sleep(
-            self.shared
-                .auth_failures
-                .pending_delay(self.peer.ip(), person),
-        )
-        .await;
+        tokio::time::sleep(self.shared.auth_failures.pending_delay(self.peer.ip())).await;
         if self.key_accepted(user, offer.public_key) {
             return Ok(Auth::Accept);
         }
@@ -223,12 +218,7 @@ impl russh::server::Handler for Connection {
             .fingerprint(HashAlg::Sha256)
             .to_string();
         let person = user.split('@').next().unwrap_or_default();
-        tokio::time::sleep(
-            self.shared
-                .auth_failures
-                .pending_delay(self.peer.ip(), person),
-        )
-        .await;
+        tokio::time::sleep(self.shared.auth_failures.pending_delay(self.peer.ip())).await;
         let Some(configured) = self
             .shared
             .user(person)
