@@ -427,4 +427,39 @@ mod tests {
             parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any text: a config or a one-line error, never a panic.
+            #[test]
+            fn any_text_loads_or_fails_in_one_line(text in "\\PC{0,200}") {
+                if let Err(message) = parse(&text) {
+                    prop_assert!(!message.is_empty());
+                    prop_assert!(!message.contains('\n'), "{message:?}");
+                }
+            }
+
+            /// A wrong value under any known key is refused naming the key.
+            #[test]
+            fn bad_values_name_their_key(
+                (section, key) in prop_oneof![
+                    Just(("timeouts", "login_secs")),
+                    Just(("timeouts", "api_secs")),
+                    Just(("limits", "max_auth_attempts")),
+                    Just(("limits", "max_sessions_per_user")),
+                    Just(("node_shell", "linger_secs")),
+                    Just(("shutdown", "drain_secs")),
+                    Just(("files", "sftp")),
+                ],
+                value in prop_oneof![Just("-1".to_string()), Just("\"x\"".to_string()), Just("[]".to_string()), "[a-z]{1,8}".prop_map(|v| format!("\"{v}z\""))],
+            ) {
+                let text = format!("listen = \"127.0.0.1:2222\"\n[{section}]\n{key} = {value}\n");
+                let message = parse(&text).expect_err("a wrong value is refused");
+                prop_assert!(message.contains(key) || message.contains(section), "{message}");
+            }
+        }
+    }
 }

@@ -286,4 +286,50 @@ mod tests {
             );
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// A DNS-1123 label as Kubernetes allows it.
+        fn label() -> impl Strategy<Value = String> {
+            "[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?"
+        }
+
+        proptest! {
+            /// Whatever arrives as a user name: no panic; an accepted name
+            /// holds only Kubernetes-name characters in its target (so none
+            /// can reach a shell or URL as anything but a name); a refusal
+            /// is one printable line.
+            #[test]
+            fn any_input_is_parsed_or_refused_in_one_line(raw in "\\PC{0,80}|[a-z0-9@/+.;$`'\"\\\\ \n-]{0,80}") {
+                match LoginName::parse(&raw) {
+                    Ok(name) => {
+                        validate_person(&name.person).unwrap();
+                        if let Some(target) = name.target {
+                            let text = target.to_string();
+                            prop_assert!(text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-./".contains(c)), "{text}");
+                        }
+                    }
+                    Err(error) => {
+                        let message = error.to_string();
+                        prop_assert!(!message.chars().any(char::is_control), "{message:?}");
+                    }
+                }
+            }
+
+            /// Both spellings of a container target name the same target.
+            #[test]
+            fn slash_and_plus_spellings_agree(namespace in label(), pod in label(), container in proptest::option::of(label())) {
+                let suffix = |separator: char| match &container {
+                    Some(c) => format!("{namespace}{separator}{pod}{separator}{c}"),
+                    None => format!("{namespace}{separator}{pod}"),
+                };
+                let slash = LoginName::parse(&format!("alice@{}", suffix('/'))).unwrap();
+                let plus = LoginName::parse(&format!("alice@{}", suffix('+'))).unwrap();
+                prop_assert_eq!(&slash, &plus);
+                prop_assert_eq!(slash.target.unwrap().to_string(), suffix('/'));
+            }
+        }
+    }
 }

@@ -1,0 +1,25 @@
+//! Any bytes as an SSH user name: parsed or refused in one line, never a
+//! panic, and an accepted target holds only Kubernetes-name characters.
+#![no_main]
+
+use kbastion::login::LoginName;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    match LoginName::parse(raw) {
+        Ok(name) => {
+            if let Some(target) = name.target {
+                let text = target.to_string();
+                assert!(
+                    text.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-./".contains(c)),
+                    "{text:?}"
+                );
+            }
+        }
+        Err(error) => assert!(!error.to_string().chars().any(char::is_control)),
+    }
+});
