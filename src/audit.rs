@@ -34,9 +34,21 @@ pub struct AuditConfig {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum SessionKind {
     Shell,
-    Exec { command: String },
+    Exec {
+        command: String,
+    },
     Sftp,
-    Forward { destination: String },
+    Forward {
+        destination: String,
+    },
+    /// `ssh -R`: always refused.
+    RemoteForward {
+        listen: String,
+    },
+    /// `ssh -A`: always refused.
+    AgentForward,
+    /// `ssh -X`/`-Y`: always refused.
+    X11,
 }
 
 impl SessionKind {
@@ -47,6 +59,9 @@ impl SessionKind {
             SessionKind::Exec { .. } => "exec",
             SessionKind::Sftp => "sftp",
             SessionKind::Forward { .. } => "forward",
+            SessionKind::RemoteForward { .. } => "remote_forward",
+            SessionKind::AgentForward => "agent_forward",
+            SessionKind::X11 => "x11",
         }
     }
 }

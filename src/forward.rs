@@ -7,9 +7,9 @@
 //! the destination host must name the target (loopback, the pod's name or
 //! IP, the node's name); anything else is refused with that reason.
 
-use russh::Channel;
 use russh::server::Msg;
-use tokio::io::AsyncWriteExt;
+use russh::{Channel, ChannelMsg};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::target::ExecTarget;
 
@@ -52,33 +52,53 @@ pub async fn carry(
         .ok_or("port-forward gave no stream")?;
     let error = forwarder.take_error(port);
     let (mut pod_read, mut pod_write) = tokio::io::split(stream);
-    let (mut ssh_read, mut ssh_write) = tokio::io::split(channel.into_stream());
-    // Client to pod: at the client's EOF the pod side is NOT shut down:
+    let (mut ssh_read, ssh_write) = channel.split();
+    // Client to pod. At the client's EOF the pod side is NOT shut down:
     // Kubernetes port-forward has no half-close and would drop the answer.
+    // When the client closes the channel (or its connection is gone), the
+    // whole forward ends, so a pod that never closes cannot keep it alive.
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let upstream = {
         let sent = sent.clone();
-        tokio::spawn(async move {
-            let mut buffer = vec![0u8; 32 * 1024];
+        async move {
+            let mut pod_open = true;
             loop {
-                let n = match tokio::io::AsyncReadExt::read(&mut ssh_read, &mut buffer).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                if pod_write.write_all(&buffer[..n]).await.is_err() {
-                    break;
+                match ssh_read.wait().await {
+                    Some(ChannelMsg::Data { data }) if pod_open => {
+                        if pod_write.write_all(&data).await.is_err() {
+                            pod_open = false;
+                        }
+                        sent.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Some(ChannelMsg::Close) | None => break,
+                    Some(_) => {}
                 }
-                sent.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
             }
-            // Kept open: no half-close in Kubernetes port-forward.
-            pod_write
-        })
+        }
     };
-    let received = tokio::io::copy(&mut pod_read, &mut ssh_write)
-        .await
-        .unwrap_or(0);
-    let _ = ssh_write.shutdown().await;
-    upstream.abort();
+    let mut to_client = ssh_write.make_writer();
+    let received = std::sync::atomic::AtomicU64::new(0);
+    let downstream = async {
+        let mut buffer = vec![0u8; 32 * 1024];
+        loop {
+            let n = match pod_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if to_client.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+            received.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        let _ = to_client.shutdown().await;
+    };
+    tokio::select! {
+        () = downstream => {}
+        () = upstream => {}
+    }
+    let received = received.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = ssh_write.eof().await;
+    let _ = ssh_write.close().await;
     forwarder.abort();
     if let Some(error) = error
         && let Ok(Some(message)) =

@@ -144,6 +144,19 @@ pub fn held(holders: &BTreeMap<String, u64>, at: u64) -> bool {
 
 /// Holders with `replica` set to expire at `expiry` (or removed for None),
 /// and expired ones dropped.
+/// Whether `replica`'s hold has more than half its length left: upkeep
+/// renews every third, so a live replica's hold always does.
+pub fn hold_is_fresh(
+    holders: &BTreeMap<String, u64>,
+    replica: &str,
+    at: u64,
+    hold_secs: u64,
+) -> bool {
+    holders
+        .get(replica)
+        .is_some_and(|expiry| *expiry > at + hold_secs / 2)
+}
+
 pub fn with_hold(
     mut holders: BTreeMap<String, u64>,
     replica: &str,
@@ -360,6 +373,19 @@ impl NodeShells {
                         }));
                     }
                 },
+                Some(pod)
+                    if pod.metadata.deletion_timestamp.is_none()
+                        && hold_is_fresh(
+                            &holders(&pod),
+                            &self.replica.id,
+                            now(),
+                            self.config.hold_secs,
+                        ) =>
+                {
+                    // Already ours for a good while (upkeep renews it): no
+                    // write, so many sessions at once cause no 409 storm.
+                    return Ok(pod);
+                }
                 Some(mut pod) if pod.metadata.deletion_timestamp.is_none() => {
                     let holders =
                         with_hold(holders(&pod), &self.replica.id, Some(self.expiry()), now());
@@ -376,6 +402,10 @@ impl NodeShells {
                         Err(kube::Error::Api(status))
                             if status.code == 409 || status.code == 404 =>
                         {
+                            // Another writer won: retry after a short random
+                            // pause so the contenders spread out.
+                            let pause = rand::random_range(10..60);
+                            tokio::time::sleep(Duration::from_millis(pause)).await;
                             continue;
                         }
                         Err(e) => {

@@ -393,8 +393,170 @@ fn local_and_dynamic_forwarding_reach_the_pod_and_nothing_else() {
     );
 }
 
+/// A server standing for a pod's (or node's) port: `GET` sends `payload`
+/// and closes, `PUT <len>` stores what follows in `sink` and answers `OK`,
+/// `ECHO` echoes until the client goes.
+fn file_server(payload: std::path::PathBuf, sink: std::path::PathBuf) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (payload, sink) = (payload.clone(), sink.clone());
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    ["GET"] => {
+                        let mut file = std::fs::File::open(&payload).unwrap();
+                        std::io::copy(&mut file, &mut stream).unwrap();
+                    }
+                    ["PUT", len] => {
+                        let len: u64 = len.parse().unwrap();
+                        let mut file = std::fs::File::create(&sink).unwrap();
+                        std::io::copy(&mut (&mut reader).take(len), &mut file).unwrap();
+                        stream.write_all(b"OK\n").unwrap();
+                    }
+                    _ => {
+                        let _ = std::io::copy(&mut reader, &mut stream);
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// `ssh -L` to a pod's port and to a node's port carries 100 MiB each way
+/// byte-exact, and 50 connections at once over one SSH connection.
 #[test]
-fn remote_forwarding_is_refused_with_a_message() {
+fn local_forwarding_carries_bulk_data_and_many_connections_to_pods_and_nodes() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let dir = bastion.dir.path();
+    random_file(&dir.join("payload.bin"), 100 * 1024 * 1024, 7);
+    let server = file_server(dir.join("payload.bin"), dir.join("received.bin"));
+    for target in ["default/web-0", "node-1"] {
+        let local = free_port();
+        let mut command = bastion.ssh_command_logging("ssh", "VERBOSE");
+        command
+            .args(["-N", "-o", "ExitOnForwardFailure=yes"])
+            .args(["-L", &format!("{local}:localhost:{server}")])
+            .arg(format!("alice@{target}@127.0.0.1"));
+        let ssh_log = dir.join(format!("ssh-{}.log", target.replace('/', "-")));
+        let _client = Process(
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&ssh_log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for("the forwarded port", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", local)).is_ok()
+        });
+        let connect = || std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+        // Down: the whole file, until the server closes.
+        let mut down = connect();
+        down.write_all(b"GET\n").unwrap();
+        let mut file = std::fs::File::create(dir.join("downloaded.bin")).unwrap();
+        std::io::copy(&mut down, &mut file).unwrap();
+        assert_eq!(
+            sha256(&dir.join("downloaded.bin")),
+            sha256(&dir.join("payload.bin")),
+            "{target} down"
+        );
+        // Up: the whole file, then the server's answer (Kubernetes
+        // port-forward has no half-close, so the client does not shut down).
+        let mut up = connect();
+        up.write_all(format!("PUT {}\n", 100 * 1024 * 1024).as_bytes())
+            .unwrap();
+        std::io::copy(
+            &mut std::fs::File::open(dir.join("payload.bin")).unwrap(),
+            &mut up,
+        )
+        .unwrap();
+        let mut answer = [0u8; 3];
+        up.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"OK\n");
+        assert_eq!(
+            sha256(&dir.join("received.bin")),
+            sha256(&dir.join("payload.bin")),
+            "{target} up"
+        );
+        // 50 at once, each closed cleanly on both ends.
+        std::thread::scope(|scope| {
+            for i in 0..50u32 {
+                let ssh_log = &ssh_log;
+                scope.spawn(move || {
+                    let mut stream = connect();
+                    stream.write_all(b"ECHO\n").unwrap();
+                    let data: Vec<u8> = (0..65_536u32).map(|j| (i ^ j) as u8).collect();
+                    stream.write_all(&data).unwrap();
+                    let mut back = vec![0u8; data.len()];
+                    if let Err(e) = stream.read_exact(&mut back) {
+                        // The client's log says why a channel was refused.
+                        let ssh_log = std::fs::read_to_string(ssh_log).unwrap_or_default();
+                        let failures: Vec<&str> = ssh_log
+                            .lines()
+                            .filter(|l| l.contains("open failed"))
+                            .collect();
+                        panic!("{target}: connection {i}: {e}; {failures:?}");
+                    }
+                    assert!(back == data, "{target}: connection {i} echoed other bytes");
+                });
+            }
+        });
+    }
+}
+
+/// What VS Code Remote-SSH does: a bash script piped into `ssh … bash`
+/// starts a server in the target, then `ssh -L` reaches it.
+#[test]
+fn an_ide_style_script_starts_a_server_reached_through_local_forwarding() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let port = free_port();
+    let script = format!(
+        "set -e\nmkdir -p ide-server && cd ide-server\necho hello-ide > index.html\n\
+         nohup python3 -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &\n\
+         echo $! > server.pid\necho \"listening on {port}\"\n"
+    );
+    let out = bastion.ssh("alice@default/web-0", &["bash"], script.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("listening on {port}\n"));
+    let local = free_port();
+    let mut command = bastion.ssh_command("ssh");
+    command
+        .args(["-N", "-o", "ExitOnForwardFailure=yes"])
+        .args(["-L", &format!("{local}:127.0.0.1:{port}")])
+        .arg("alice@default/web-0@127.0.0.1");
+    let _client = Process(
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut page = String::new();
+    wait_for("the IDE server through -L", Duration::from_secs(30), || {
+        let out = curl(&[&format!("http://127.0.0.1:{local}/index.html")]);
+        page = text(&out.stdout);
+        page == "hello-ide\n"
+    });
+    let out = bastion.ssh(
+        "alice@default/web-0",
+        &["kill $(cat ide-server/server.pid)"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// `-R` and `-A` are refused, each with its reason on stderr.
+#[test]
+fn remote_and_agent_forwarding_are_refused_with_their_reasons() {
     let sim = Sim::start();
     let bastion = Bastion::start(&sim, "");
     let mut command = bastion.ssh_command("ssh");
@@ -408,5 +570,42 @@ fn remote_forwarding_is_refused_with_a_message() {
         text(&out.stderr).contains("remote port forwarding failed"),
         "{}",
         text(&out.stderr)
+    );
+    let mut command = bastion.ssh_command("ssh");
+    command
+        .args(["-R", "0:localhost:22"])
+        .arg("alice@default/web-0@127.0.0.1")
+        .arg("true");
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("kbastion: remote forwarding of ")
+            && text(&out.stderr)
+                .contains("(-R) refused: kbastion does not listen on behalf of clients"),
+        "{}",
+        text(&out.stderr)
+    );
+    // ssh only asks for agent forwarding when it has an agent.
+    let agent = Command::new("ssh-agent").arg("-s").output().unwrap();
+    let socket = text(&agent.stdout)
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("SSH_AUTH_SOCK=").map(String::from))
+        .unwrap();
+    let pid = text(&agent.stdout)
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("SSH_AGENT_PID=").map(String::from))
+        .unwrap();
+    let mut command = bastion.ssh_command("ssh");
+    command
+        .env("SSH_AUTH_SOCK", &socket)
+        .arg("-A")
+        .arg("alice@default/web-0@127.0.0.1")
+        .arg("echo ran; echo \"agent: ${SSH_AUTH_SOCK:-none}\"");
+    let out = run_with_input(command, b"");
+    let _ = Command::new("kill").arg(&pid).status();
+    assert_eq!(text(&out.stdout), "ran\nagent: none\n");
+    assert_eq!(
+        text(&out.stderr),
+        "kbastion: agent forwarding (-A) is refused: kbastion never lets your keys reach the cluster\n"
     );
 }

@@ -22,6 +22,14 @@ use crate::login::{self, LoginError, LoginName, Target};
 use crate::node_shell::NodeHold;
 use crate::target::{ExecTarget, TargetError};
 
+/// Why kbastion refuses what OpenSSH clients may ask for besides sessions
+/// and local forwarding.
+const REMOTE_FORWARD_REFUSED: &str =
+    "kbastion does not listen on behalf of clients; use ssh -L from your side instead";
+const AGENT_FORWARD_REFUSED: &str =
+    "agent forwarding (-A) is refused: kbastion never lets your keys reach the cluster";
+const X11_REFUSED: &str = "X11 forwarding is refused: containers and nodes have no display for it";
+
 /// Who logged in and what they asked for. The target is checked when the
 /// name is parsed; a bad one is reported on the first session channel
 /// instead of failing authentication, so the user reads why.
@@ -40,6 +48,9 @@ pub struct Connection {
     login: Option<Login>,
     authenticated: tokio::sync::watch::Sender<bool>,
     open_channels: Arc<AtomicUsize>,
+    /// Why `-R` was refused on this connection: told on its sessions'
+    /// stderr, since a global request's failure carries no reason.
+    refused_remote_forward: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Connection {
@@ -54,6 +65,7 @@ impl Connection {
             login: None,
             authenticated,
             open_channels: Arc::default(),
+            refused_remote_forward: Arc::default(),
         }
     }
 
@@ -91,6 +103,23 @@ impl Connection {
                 _person: person,
             },
         ))
+    }
+
+    /// Logs and audits a request kbastion never grants.
+    fn refuse_request(&self, kind: SessionKind, reason: &str) {
+        let person = self
+            .login
+            .as_ref()
+            .map(|l| l.person.clone())
+            .unwrap_or_default();
+        tracing::info!(peer = %self.peer, %person, ?kind, %reason, "request refused");
+        self.shared.audit.record(Event::Refusal {
+            source: self.peer.to_string(),
+            person,
+            target: String::new(),
+            kind,
+            reason: reason.to_string(),
+        });
     }
 
     /// Logs, audits and slows down a failed attempt.
@@ -275,8 +304,13 @@ impl russh::server::Handler for Connection {
         reply.accept().await;
         let shared = self.shared.clone();
         let peer = self.peer;
+        let remote_forward = self
+            .refused_remote_forward
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         tokio::spawn(async move {
-            session_channel(channel, login, shared, peer).await;
+            session_channel(channel, login, shared, peer, remote_forward).await;
             drop(guard);
         });
         Ok(())
@@ -315,7 +349,19 @@ impl russh::server::Handler for Connection {
         port: &mut u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        tracing::info!(peer = %self.peer, address = %address.escape_debug(), port = *port, "remote forwarding refused: kbastion does not listen on behalf of clients");
+        let listen = format!("{}:{port}", address.escape_debug());
+        self.refuse_request(
+            SessionKind::RemoteForward {
+                listen: listen.clone(),
+            },
+            REMOTE_FORWARD_REFUSED,
+        );
+        *self
+            .refused_remote_forward
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(format!(
+            "remote forwarding of {listen} (-R) refused: {REMOTE_FORWARD_REFUSED}"
+        ));
         Ok(false)
     }
 
@@ -324,7 +370,9 @@ impl russh::server::Handler for Connection {
         _channel: ChannelId,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        tracing::info!(peer = %self.peer, "agent forwarding refused");
+        // OpenSSH asks without wanting a reply: the session task tells the
+        // user on stderr (see `session_channel`).
+        self.refuse_request(SessionKind::AgentForward, AGENT_FORWARD_REFUSED);
         Ok(false)
     }
 
@@ -393,6 +441,7 @@ impl russh::server::Handler for Connection {
         _: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.refuse_request(SessionKind::X11, X11_REFUSED);
         session.channel_failure(channel)
     }
 }
@@ -429,9 +478,12 @@ async fn session_channel(
     login: Login,
     shared: Arc<Shared>,
     peer: SocketAddr,
+    remote_forward: Option<String>,
 ) {
     let (mut read, write) = channel.split();
     let mut pty: Option<Pty> = None;
+    // Refusals the client cannot show with a reason, told on stderr.
+    let mut notes: Vec<String> = remote_forward.into_iter().collect();
     let request = loop {
         match read.wait().await {
             Some(ChannelMsg::RequestPty {
@@ -456,6 +508,8 @@ async fn session_channel(
                     pty.height = row_height;
                 }
             }
+            Some(ChannelMsg::AgentForward { .. }) => notes.push(AGENT_FORWARD_REFUSED.into()),
+            Some(ChannelMsg::RequestX11 { .. }) => notes.push(X11_REFUSED.into()),
             Some(ChannelMsg::RequestShell { .. }) => break SessionRequest { pty, command: None },
             Some(ChannelMsg::Exec { command, .. }) => match String::from_utf8(command) {
                 Ok(command) => {
@@ -484,6 +538,13 @@ async fn session_channel(
         request.command = Some(command.clone());
     }
     let tty = request.pty.is_some();
+    if !matches!(request.command.as_deref(), Some(bridge::SFTP_SERVER)) {
+        for note in &notes {
+            let _ = write
+                .extended_data_bytes(1, bridge::message_bytes(note, tty))
+                .await;
+        }
+    }
     let started = Instant::now();
     let kind = match request.command.as_deref() {
         Some(bridge::SFTP_SERVER) => SessionKind::Sftp,
