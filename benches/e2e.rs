@@ -508,6 +508,8 @@ fn main() {
         drop(clients);
     }
 
+    side_by_side(&rows);
+
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out_dir).unwrap();
     let json = serde_json::json!({"bytes": bytes, "sessions": sessions, "rounds": rounds, "results": rows});
@@ -517,4 +519,45 @@ fn main() {
     )
     .unwrap();
     println!("\nwritten: target/bench/e2e.json");
+}
+
+/// The figures again, one line per metric with every path side by side
+/// and kbastion's ratio to each other path measured in this run.
+fn side_by_side(rows: &[Row]) {
+    let names = ["kbastion", "direct-exec", "diy-bastion", "openssh-local"];
+    let mut metrics: Vec<&str> = Vec::new();
+    for row in rows {
+        if !metrics.contains(&row.metric.as_str()) {
+            metrics.push(&row.metric);
+        }
+    }
+    println!(
+        "\n{:<44} {:>12} {:>12} {:>12} {:>13}  ratios (kbastion / other)",
+        "metric", names[0], names[1], names[2], names[3]
+    );
+    for metric in metrics {
+        let value = |path: &str| {
+            rows.iter()
+                .find(|r| r.metric == metric && r.path == path)
+                .map(|r| r.value)
+        };
+        let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let ours = value(names[0]);
+        let ratios: Vec<String> = names[1..]
+            .iter()
+            .filter_map(|other| {
+                let theirs = value(other)?;
+                let ours = ours?;
+                (theirs != 0.0).then(|| format!("{other} {:.2}x", ours / theirs))
+            })
+            .collect();
+        println!(
+            "{metric:<44} {:>12} {:>12} {:>12} {:>13}  {}",
+            cell(ours),
+            cell(value(names[1])),
+            cell(value(names[2])),
+            cell(value(names[3])),
+            ratios.join(", ")
+        );
+    }
 }
