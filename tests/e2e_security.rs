@@ -349,3 +349,29 @@ fn a_person_limited_by_from_is_refused_elsewhere() {
         Some(0)
     );
 }
+
+/// A connection that never sends its SSH version line is closed when the
+/// login time is up, not held for the idle timeout.
+#[test]
+fn a_silent_connection_is_closed_at_the_login_timeout() {
+    use std::io::Read;
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "[timeouts]\nlogin_secs = 1\n");
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", bastion.port)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let start = Instant::now();
+    let mut received = Vec::new();
+    // The server's version line, then EOF when it gives up on us.
+    let _ = socket.read_to_end(&mut received);
+    assert!(
+        text(&received).starts_with("SSH-2.0-kbastion"),
+        "{received:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -237,16 +237,29 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
             let _connection_slot = connection_slot;
             let (authenticated_tx, mut authenticated) = tokio::sync::watch::channel(false);
             let handler = Connection::new(shared, peer, authenticated_tx);
-            let session = match russh::server::run_stream(config, socket, handler).await {
-                Ok(session) => session,
-                Err(e) => {
+            // The login deadline starts at accept: `run_stream` first waits
+            // for the client's version line, which a silent client never
+            // sends.
+            let login_deadline = tokio::time::Instant::now() + login_timeout;
+            let session = match tokio::time::timeout_at(
+                login_deadline,
+                russh::server::run_stream(config, socket, handler),
+            )
+            .await
+            {
+                Ok(Ok(session)) => session,
+                Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "SSH handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "login timeout: no SSH version line");
                     return;
                 }
             };
             let handle = session.handle();
             tokio::pin!(session);
-            let login_deadline = tokio::time::sleep(login_timeout);
+            let login_deadline = tokio::time::sleep_until(login_deadline);
             tokio::pin!(login_deadline);
             let mut logged_in = false;
             let result = loop {
