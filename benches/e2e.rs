@@ -325,6 +325,68 @@ fn main() {
         }
     }
 
+    // File downloads of a 256 MiB file (capped by KB_BENCH_BYTES): SFTP
+    // through the target's sftp-server and through kbastion's own, legacy
+    // scp (kbastion's own), against `cat` of the same file through
+    // kbastion and straight through kubectl exec.
+    {
+        let file_bytes = bytes.min(256 << 20);
+        let container = sim.dir.path().join("state/pods/default/web-0/app");
+        std::fs::create_dir_all(&container).unwrap();
+        let mut file = std::fs::File::create(container.join("bench.bin")).unwrap();
+        std::io::copy(
+            &mut std::io::Read::take(std::fs::File::open("/dev/urandom").unwrap(), file_bytes),
+            &mut file,
+        )
+        .unwrap();
+        drop(file);
+        let builtin = Bastion::start(&sim, "[files]\nsftp = \"builtin\"\n");
+        let remote = "alice@default+web-0@127.0.0.1:bench.bin";
+        let scp = |bastion: &Bastion, flags: &[&str]| {
+            let mut command = bastion.ssh_command("scp");
+            command
+                .args(["-q"])
+                .args(flags)
+                .arg(remote)
+                .arg("/dev/null");
+            command
+        };
+        let mut cat = bastion.ssh_command("ssh");
+        cat.arg("alice@default/web-0@127.0.0.1")
+            .arg("cat bench.bin");
+        let mut direct = Command::new(&kubectl[0]);
+        direct.args(&kubectl[1..]).args(["--", "cat", "bench.bin"]);
+        for (label, path, mut command) in [
+            ("file download MB/s: ssh cat", "kbastion", cat),
+            ("file download MB/s: ssh cat", "direct-exec", direct),
+            (
+                "file download MB/s: sftp (target sftp-server)",
+                "kbastion",
+                scp(&bastion, &[]),
+            ),
+            (
+                "file download MB/s: sftp (kbastion's own)",
+                "kbastion",
+                scp(&builtin, &[]),
+            ),
+            (
+                "file download MB/s: scp -O (kbastion's own)",
+                "kbastion",
+                scp(&bastion, &["-O"]),
+            ),
+        ] {
+            let start = Instant::now();
+            let status = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            let elapsed = start.elapsed().as_secs_f64();
+            assert!(status.success(), "{label} through {path} failed");
+            record(label, path, file_bytes as f64 / 1e6 / elapsed, "MB/s");
+        }
+    }
+
     // Keystroke latency through a pty: one byte to `cat` and back.
     let driver = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/keystroke.py");
     for path in paths.iter().take(3) {
