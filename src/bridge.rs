@@ -70,6 +70,9 @@ pub struct SessionContext {
     pub recorder: Option<crate::recording::Recorder>,
     /// Messages for the user's terminal from the bastion (shutdown).
     pub notice: tokio::sync::watch::Receiver<Option<String>>,
+    /// Cancelled when the shutdown drain time is over: the session ends
+    /// and what it started in the target is ended too.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// How a session ended, and what it carried.
@@ -91,7 +94,18 @@ struct Counters {
 pub enum Outcome {
     Exited(u32),
     ClientGone,
+    /// Ended by the bastion's shutdown after the drain time.
+    Stopped,
     Failed(String),
+}
+
+/// Why the bridge stopped carrying data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The process's output ended: it exited.
+    OutputDone,
+    ClientGone,
+    Stopped,
 }
 
 /// The shell: bash where the container has it, else sh, as a login shell.
@@ -140,7 +154,7 @@ pub fn argv(prefix: &[String], session_id: &str, request: &SessionRequest) -> Ve
 pub fn cleanup_script(session_id: &str) -> String {
     format!(
         "pids=''; for p in /proc/[0-9]*; do \
-           if tr '\\0' '\\n' < \"$p/environ\" 2>/dev/null | grep -qx '{SESSION_MARKER}={session_id}'; then pids=\"$pids ${{p#/proc/}}\"; fi; \
+           if {{ tr '\\0' '\\n' < \"$p/environ\"; }} 2>/dev/null | grep -qx '{SESSION_MARKER}={session_id}'; then pids=\"$pids ${{p#/proc/}}\"; fi; \
          done; \
          [ -z \"$pids\" ] && exit 0; kill -HUP $pids 2>/dev/null; sleep 1; kill -KILL $pids 2>/dev/null; exit 0"
     )
@@ -421,9 +435,14 @@ async fn run_counted(
     };
     tokio::pin!(output);
     let mut notice = context.notice.clone();
-    let client_gone = loop {
+    let ending = loop {
         tokio::select! {
-            _ = &mut output => break false,
+            _ = &mut output => break Ending::OutputDone,
+            () = context.stop.cancelled() => {
+                let message = "the bastion is restarting: this session has ended. Reconnect to continue.";
+                let _ = write.extended_data_bytes(1, message_bytes(message, tty)).await;
+                break Ending::Stopped;
+            }
             Ok(()) = notice.changed() => {
                 let message = notice.borrow_and_update().clone();
                 if let Some(message) = message {
@@ -439,7 +458,7 @@ async fn run_counted(
                     if flow.add(data.len()) > INPUT_HARD_LIMIT {
                         let message = "the session was ended: the client kept sending input that the target does not read, without reading the output";
                         let _ = write.extended_data_bytes(1, message_bytes(message, tty)).await;
-                        break true;
+                        break Ending::ClientGone;
                     }
                     let _ = input_tx.send(Input::Data(data));
                     flow.wait_for_room().await;
@@ -455,16 +474,21 @@ async fn run_counted(
                         let _ = sender.send(TerminalSize { width: clamp(col_width), height: clamp(row_height) }).await;
                     }
                 }
-                Some(ChannelMsg::Close) | None => break true,
+                Some(ChannelMsg::Close) | None => break Ending::ClientGone,
                 Some(_) => {}
             }
         }
     };
     drop(input_tx);
     stdin_task.abort();
-    if client_gone {
+    if ending != Ending::OutputDone {
         process.abort();
-        end_session_processes(target, session_id.clone(), api_wait);
+        end_session_processes(&target, session_id, api_wait).await;
+        if ending == Ending::Stopped {
+            let _ = write.eof().await;
+            let _ = write.close().await;
+            return Outcome::Stopped;
+        }
         return Outcome::ClientGone;
     }
     let status = match status {
@@ -496,35 +520,46 @@ async fn run_counted(
     outcome
 }
 
-/// Ends what a vanished client's session left running, with a second exec
-/// into the same container (the kubelet does not: containerd keeps the
-/// process alive, tty or not).
-fn end_session_processes(target: Arc<ExecTarget>, session_id: String, api_wait: Duration) {
-    tokio::spawn(async move {
-        let mut command = target.prefix.clone();
-        command.extend([
-            "sh".to_string(),
-            "-c".to_string(),
-            cleanup_script(&session_id),
-        ]);
-        let params = AttachParams::default()
-            .container(target.container.clone())
-            .stdout(true)
-            .stderr(true);
-        match bounded(api_wait, target.pods.exec(&target.pod, command, &params)).await {
-            Ok(Ok(mut process)) => {
-                if let Some(status) = process.take_status() {
-                    let _ = tokio::time::timeout(Duration::from_secs(30), status).await;
-                }
+/// Ends what a vanished client's (or a stopped) session left running,
+/// with a second exec into the same container (the kubelet does not:
+/// containerd keeps the process alive, tty or not). Bounded, so a session
+/// task never hangs on it.
+async fn end_session_processes(target: &ExecTarget, session_id: &str, api_wait: Duration) {
+    let mut command = target.prefix.clone();
+    command.extend([
+        "sh".to_string(),
+        "-c".to_string(),
+        cleanup_script(session_id),
+    ]);
+    let params = AttachParams::default()
+        .container(target.container.clone())
+        .stdout(true)
+        .stderr(true);
+    match bounded(api_wait, target.pods.exec(&target.pod, command, &params)).await {
+        Ok(Ok(mut process)) => {
+            // Its output is drained: an unread pipe would stall the exec
+            // (PITFALLS.md).
+            let drains: Vec<_> = [process.stdout(), process.stderr()]
+                .into_iter()
+                .flatten()
+                .map(|mut pipe| {
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
+                    })
+                })
+                .collect();
+            if let Some(status) = process.take_status() {
+                let _ = tokio::time::timeout(api_wait + Duration::from_secs(5), status).await;
             }
-            Ok(Err(error)) => {
-                tracing::warn!(pod = %target.pod, %error, "could not end the processes of a vanished session")
-            }
-            Err(error) => {
-                tracing::warn!(pod = %target.pod, %error, "could not end the processes of a vanished session")
-            }
+            drains.iter().for_each(|drain| drain.abort());
         }
-    });
+        Ok(Err(error)) => {
+            tracing::warn!(pod = %target.pod, %error, "could not end the processes of an ended session")
+        }
+        Err(error) => {
+            tracing::warn!(pod = %target.pod, %error, "could not end the processes of an ended session")
+        }
+    }
 }
 
 #[cfg(test)]

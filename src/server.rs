@@ -105,4 +105,11 @@ async fn drain(shared: &Shared) {
     while shared.metrics.active_sessions() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // What is still open is ended now, with what it started in the target
+    // (that takes an exec each, bounded by the API wait).
+    shared.stop.cancel();
+    let ended = tokio::time::Instant::now() + shared.config.timeouts.api() + Duration::from_secs(5);
+    while shared.metrics.active_sessions() > 0 && tokio::time::Instant::now() < ended {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

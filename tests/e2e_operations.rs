@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -130,6 +130,46 @@ fn sigterm_tells_users_drains_and_exits_zero() {
         status.is_some()
     });
     assert_eq!(status.unwrap().code(), Some(0));
+}
+
+/// A session still open when the drain time is over is ended, with what
+/// it started in the target, and the bastion exits 0.
+#[test]
+fn sessions_left_at_the_drain_deadline_are_ended_with_their_processes() {
+    let sim = Sim::start();
+    let mut bastion = Bastion::start(&sim, "[shutdown]\ndrain_secs = 2\n");
+    let mut command = bastion.ssh_command("ssh");
+    command
+        .arg("alice@default/web-0@127.0.0.1")
+        .arg("echo started; sleep 10019")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut client = command.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "started\n");
+    assert!(process_running("sleep 10019"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bastion.process.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = client.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("kbastion: the bastion is restarting; this session ends in 2 s.")
+            && stderr.contains("kbastion: the bastion is restarting: this session has ended."),
+        "{stderr}"
+    );
+    let mut status = None;
+    wait_for("kbastion to exit", Duration::from_secs(30), || {
+        status = bastion.process.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(0));
+    assert!(!process_running("sleep 10019"));
 }
 
 #[test]

@@ -76,6 +76,12 @@ impl Connection {
             .login
             .clone()
             .ok_or(ChannelOpenFailure::AdministrativelyProhibited)?;
+        if self.shared.notice.borrow().is_some() {
+            return Err(ChannelOpenFailure::Other {
+                code: 2, // SSH_OPEN_CONNECT_FAILED
+                reason: "the bastion is restarting; reconnect to reach another replica".into(),
+            });
+        }
         let limits = &self.shared.config.limits;
         let channel = ChannelCount::take(&self.open_channels, limits.max_channels_per_connection)
             .ok_or_else(|| ChannelOpenFailure::Other {
@@ -608,6 +614,7 @@ async fn session_channel(
         api_wait: shared.config.timeouts.api(),
         recorder,
         notice: shared.notice.subscribe(),
+        stop: shared.stop.clone(),
     };
     let report = serve(
         &shared,
@@ -623,6 +630,7 @@ async fn session_channel(
         Outcome::Exited(0) => (Some(0), "exited".to_string(), "success"),
         Outcome::Exited(code) => (Some(code), "exited".to_string(), "nonzero_exit"),
         Outcome::ClientGone => (None, "client gone".to_string(), "client_gone"),
+        Outcome::Stopped => (None, "bastion stopped".to_string(), "stopped"),
         Outcome::Failed(why) => (None, format!("failed: {why}"), "failed"),
     };
     shared

@@ -36,6 +36,8 @@ pub struct Shared {
     access: std::sync::RwLock<Arc<Access>>,
     /// A message every open session shows its user (shutdown notice).
     pub notice: tokio::sync::watch::Sender<Option<String>>,
+    /// Cancelled when the drain time after SIGTERM is over.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl Shared {
@@ -79,6 +81,7 @@ impl Shared {
             metrics,
             access: std::sync::RwLock::new(Arc::new(Access::of(&config))),
             notice: tokio::sync::watch::channel(None).0,
+            stop: tokio_util::sync::CancellationToken::new(),
             config,
             cluster,
             node_shells,
