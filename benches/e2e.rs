@@ -604,7 +604,8 @@ fn side_by_side(rows: &[Row]) {
                 .map(|r| r.value)
         };
         let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-        let ours = value(names[0]);
+        // Node-shell figures are kbastion's own, recorded under their path.
+        let ours = value(names[0]).or_else(|| value("kbastion-node"));
         let ratios: Vec<String> = names[1..]
             .iter()
             .filter_map(|other| {

@@ -101,6 +101,9 @@ impl Replica {
     }
 }
 
+/// The label naming the node a node-shell pod serves.
+pub const NODE_LABEL: &str = "kbastion.io/node";
+
 /// The pod name for a node: readable where it fits, hashed where not.
 pub fn pod_name(node: &str) -> String {
     // Node names are validated DNS subdomains (ASCII); dots become dashes
@@ -155,6 +158,18 @@ pub fn hold_is_fresh(
     holders
         .get(replica)
         .is_some_and(|expiry| *expiry > at + hold_secs / 2)
+}
+
+/// Adds or removes `owner` among the pod's ownerReferences.
+pub fn set_owner(pod: &mut Pod, owner: Option<&OwnerReference>, present: bool) {
+    let Some(owner) = owner else {
+        return;
+    };
+    let owners = pod.metadata.owner_references.get_or_insert_with(Vec::new);
+    owners.retain(|o| o.uid != owner.uid);
+    if present {
+        owners.push(owner.clone());
+    }
 }
 
 pub fn with_hold(
@@ -331,8 +346,14 @@ impl NodeShells {
         {
             spec.priority_class_name = Some(self.config.priority_class.clone());
         }
-        if let Some(owner) = &self.replica.owner {
-            pod.metadata.owner_references = Some(vec![owner.clone()]);
+        set_owner(&mut pod, self.replica.owner.as_ref(), true);
+        // The node as a label too where it fits a label value (at most 63
+        // characters), so `kubectl get pods -l kbastion.io/node=NODE` works;
+        // the annotation always has it.
+        if node.len() <= 63
+            && let Some(labels) = pod.metadata.labels.as_mut()
+        {
+            labels.insert(NODE_LABEL.into(), node.into());
         }
         set_holders(
             &mut pod,
@@ -390,6 +411,9 @@ impl NodeShells {
                     let holders =
                         with_hold(holders(&pod), &self.replica.id, Some(self.expiry()), now());
                     set_holders(&mut pod, &holders);
+                    // Every holding replica's Pod owns it: the garbage
+                    // collector removes it only once all of them are gone.
+                    set_owner(&mut pod, self.replica.owner.as_ref(), true);
                     // `replace` sends the resourceVersion we read: a
                     // concurrent writer makes this a 409 and we retry.
                     match bounded(
@@ -548,6 +572,7 @@ impl NodeShells {
             let holders = with_hold(holders(&pod), &self.replica.id, None, now());
             let result = if held(&holders, now()) {
                 set_holders(&mut pod, &holders);
+                set_owner(&mut pod, self.replica.owner.as_ref(), false);
                 bounded(
                     self.api_wait,
                     pods.replace(&name, &PostParams::default(), &pod),

@@ -443,6 +443,22 @@ pub fn start_pod(sim: Arc<Sim>, key: Key) {
     });
 }
 
+/// Whether the owner an ownerReference names still exists (same kind,
+/// name and uid; namespaced owners live in the dependent's namespace).
+fn owner_exists(sim: &Sim, namespace: &str, owner: &Value) -> bool {
+    let Some(resource) = resources::RESOURCES
+        .iter()
+        .find(|r| Some(r.kind) == owner["kind"].as_str() && !r.review)
+    else {
+        return false;
+    };
+    let namespace = if resource.namespaced { namespace } else { "" };
+    let name = owner["name"].as_str().unwrap_or_default();
+    sim.store
+        .get(&Key::new(resource.name, namespace, name))
+        .is_some_and(|o| o.pointer("/metadata/uid") == Some(&owner["uid"]))
+}
+
 /// Deletes an object and what depends on it: a pod's processes, a
 /// namespace's contents, and every object whose ownerReferences name it
 /// (background propagation by the garbage collector).
@@ -463,20 +479,39 @@ pub fn delete(sim: &Sim, key: &Key) -> Result<Value, StoreError> {
     if let Some(uid) = deleted.pointer("/metadata/uid").and_then(Value::as_str) {
         for resource in resources::RESOURCES {
             for object in sim.store.list(resource.name, None).0 {
-                let owned = object
+                let refs = object
                     .pointer("/metadata/ownerReferences")
                     .and_then(Value::as_array)
-                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid));
-                if owned {
-                    let name = object
-                        .pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    let namespace = object
-                        .pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    let _ = delete(sim, &Key::new(resource.name, namespace, name));
+                    .cloned()
+                    .unwrap_or_default();
+                if !refs.iter().any(|r| r["uid"] == uid) {
+                    continue;
+                }
+                let name = object
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let namespace = object
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let key = Key::new(resource.name, namespace, name);
+                // As the garbage collector: a dependent goes when none of
+                // its owners is left; with an owner still there, only the
+                // dangling reference is removed.
+                let remaining: Vec<Value> = refs
+                    .into_iter()
+                    .filter(|r| r["uid"] != uid && owner_exists(sim, namespace, r))
+                    .collect();
+                if remaining.is_empty() {
+                    let _ = delete(sim, &key);
+                } else {
+                    let mut updated = object.clone();
+                    if let Some(meta) = updated.get_mut("metadata").and_then(Value::as_object_mut) {
+                        meta.insert("ownerReferences".into(), Value::Array(remaining));
+                        meta.remove("resourceVersion");
+                    }
+                    let _ = sim.store.update(&key, updated);
                 }
             }
         }
