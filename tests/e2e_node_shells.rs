@@ -68,14 +68,36 @@ fn node_shell_runs_on_the_node_through_one_shared_pod_deleted_after_the_linger()
         pod_json(&sim, "kbastion-node-node-1")["metadata"]["uid"],
         uid
     );
-    // Two sessions at once share it too.
-    let mut first = bastion.ssh_command("ssh");
-    first.args(["alice@node-1@127.0.0.1", "sleep 3"]);
-    let mut first = first.stdin(std::process::Stdio::null()).spawn().unwrap();
+    assert_eq!(pod["metadata"]["labels"]["kbastion.io/node"], "node-1");
+    // Two sessions at once share it too: the second starts while the
+    // first is running, and both run in the same pod (same uid).
+    let (mut first, mut first_out) = open_session(&bastion, "alice@node-1", "cat");
+    converse(&mut first, &mut first_out, "one\n");
     let out = bastion.ssh("alice@node-1", &["echo concurrent"], b"");
     assert_eq!(text(&out.stdout), "concurrent\n");
+    converse(&mut first, &mut first_out, "still one\n");
+    assert_eq!(
+        pod_json(&sim, "kbastion-node-node-1")["metadata"]["uid"],
+        uid
+    );
+    drop(first.stdin.take());
     assert!(first.wait().unwrap().success());
     assert_eq!(node_pods(&sim), ["kbastion-node-node-1"]);
+    // Log pulls from the node with scp, both protocols (the simulated
+    // node's file system is this machine's).
+    let log = sim.dir.path().join("node-syslog");
+    std::fs::write(&log, "kernel: hello from node-1\n").unwrap();
+    for flags in [&[][..], &["-O"][..]] {
+        let local = bastion.dir.path().join("pulled-syslog");
+        let mut scp = bastion.ssh_command("scp");
+        scp.args(flags)
+            .arg(format!("alice@node-1@127.0.0.1:{}", log.display()))
+            .arg(&local);
+        let out = run_with_input(scp, b"");
+        assert!(out.status.success(), "{flags:?}: {}", text(&out.stderr));
+        assert_eq!(std::fs::read(&local).unwrap(), std::fs::read(&log).unwrap());
+        std::fs::remove_file(&local).unwrap();
+    }
     // After the last session and the linger, the pod is gone.
     wait_for(
         "the node-shell pod to be deleted",
@@ -129,42 +151,186 @@ fn node_shell_failures_are_one_line_and_leave_no_pod() {
     );
 }
 
+/// An ssh session with its stdin and stdout piped.
+fn open_session(
+    bastion: &Bastion,
+    login: &str,
+    command: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut ssh = bastion.ssh_command("ssh");
+    ssh.arg(format!("{login}@127.0.0.1"))
+        .arg(command)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = ssh.spawn().unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    (child, stdout)
+}
+
+/// Sends a line to a `cat` session and reads it back.
+fn converse(
+    child: &mut std::process::Child,
+    stdout: &mut std::io::BufReader<std::process::ChildStdout>,
+    line: &str,
+) {
+    use std::io::{BufRead, Write};
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(line.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let mut back = String::new();
+    stdout.read_line(&mut back).unwrap();
+    assert_eq!(back, line);
+}
+
+/// The replicas holding a node-shell pod, from its annotation.
+fn holders(sim: &Sim, name: &str) -> usize {
+    let pod = pod_json(sim, name);
+    pod["metadata"]["annotations"]["kbastion.io/holders"]
+        .as_str()
+        .and_then(|h| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(h).ok())
+        .map_or(0, |h| h.len())
+}
+
 #[test]
-fn a_killed_replica_leaves_no_node_pod_for_long_and_replicas_share_pods() {
+fn replicas_share_a_pod_and_a_killed_one_leaves_the_others_sessions_working() {
     let sim = Sim::start();
     let config = "[node_shell]\nhold_secs = 3\nlinger_secs = 1\n";
     let doomed = Bastion::start(&sim, config);
     let survivor = Bastion::start(&sim, config);
-    // Both replicas hold the node's single pod at once.
-    let mut session = doomed.ssh_command("ssh");
-    session.args(["alice@node-1@127.0.0.1", "sleep 60"]);
-    let mut session = session
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the node-shell pod", Duration::from_secs(20), || {
-        node_pods(&sim).len() == 1
-    });
-    let out = survivor.ssh("alice@node-1", &["echo shared"], b"");
-    assert_eq!(text(&out.stdout), "shared\n");
-    assert_eq!(node_pods(&sim).len(), 1);
-    // The survivor's hold ends after its linger, the doomed replica's
-    // session keeps the pod.
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        node_pods(&sim).len(),
-        1,
-        "the pod must stay while a session holds it"
-    );
-    // SIGKILL the replica holding the pod: its hold expires and the
-    // survivor's sweeper deletes the pod.
+    let (mut doomed_session, mut doomed_out) = open_session(&doomed, "alice@node-1", "cat");
+    converse(&mut doomed_session, &mut doomed_out, "doomed\n");
+    let (mut session, mut out) = open_session(&survivor, "alice@node-1", "cat");
+    converse(&mut session, &mut out, "ping\n");
+    let name = "kbastion-node-node-1";
+    assert_eq!(node_pods(&sim), [name]);
+    assert_eq!(holders(&sim, name), 2);
+    let uid = pod_json(&sim, name)["metadata"]["uid"].clone();
+    // SIGKILL one replica: its hold expires and is dropped, the pod stays
+    // for the survivor, whose session goes on in the same pod.
     let mut doomed = doomed;
     doomed.process.0.kill().unwrap();
-    let _ = session.wait();
+    let _ = doomed_session.kill();
     wait_for(
-        "the sweeper to delete the orphaned pod",
+        "the killed replica's hold to expire",
         Duration::from_secs(20),
+        || holders(&sim, name) == 1,
+    );
+    converse(&mut session, &mut out, "still here\n");
+    assert_eq!(pod_json(&sim, name)["metadata"]["uid"], uid);
+    // Its last session over, the survivor lets go after the linger.
+    drop(session.stdin.take());
+    assert!(session.wait().unwrap().success());
+    wait_for(
+        "the pod to be deleted after the linger",
+        Duration::from_secs(20),
+        || node_pods(&sim).is_empty(),
+    );
+}
+
+#[test]
+fn a_fresh_replica_sweeps_the_pods_of_replicas_that_all_died() {
+    let sim = Sim::start();
+    let config = "[node_shell]\nhold_secs = 3\nlinger_secs = 60\n";
+    let mut crashed = Bastion::start(&sim, config);
+    let (mut session, mut out) = open_session(&crashed, "alice@node-1", "cat");
+    converse(&mut session, &mut out, "ping\n");
+    assert_eq!(node_pods(&sim), ["kbastion-node-node-1"]);
+    crashed.process.0.kill().unwrap();
+    let _ = session.kill();
+    let _fresh = Bastion::start(&sim, config);
+    wait_for(
+        "the fresh replica to sweep the orphaned pod",
+        Duration::from_secs(30),
+        || node_pods(&sim).is_empty(),
+    );
+}
+
+/// In a cluster, every replica holding a node-shell pod owns it through
+/// its own Pod (downward API): the pod goes only when all owners are gone.
+#[test]
+fn node_pods_are_owned_by_every_holding_replica_pod() {
+    let sim = Sim::start();
+    let manifest = sim.dir.path().join("replicas.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kbastion-a\n  namespace: kbastion\nspec:\n  containers:\n  - name: kbastion\n    image: kbastion\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: kbastion-b\n  namespace: kbastion\nspec:\n  containers:\n  - name: kbastion\n    image: kbastion\n",
+    )
+    .unwrap();
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &["apply", "-f", manifest.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let uid_of = |name: &str| {
+        let out = sim.kubectl(
+            "kubectl",
+            "admin",
+            &[
+                "get",
+                "pod",
+                "-n",
+                "kbastion",
+                name,
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+        );
+        text(&out.stdout)
+    };
+    let (uid_a, uid_b) = (uid_of("kbastion-a"), uid_of("kbastion-b"));
+    let config = "[node_shell]\nlinger_secs = 600\n";
+    let a = Bastion::start_with_env(
+        &sim,
+        config,
+        &[("POD_NAME", "kbastion-a"), ("POD_UID", &uid_a)],
+    );
+    let b = Bastion::start_with_env(
+        &sim,
+        config,
+        &[("POD_NAME", "kbastion-b"), ("POD_UID", &uid_b)],
+    );
+    for bastion in [&a, &b] {
+        let out = bastion.ssh("alice@node-1", &["echo in"], b"");
+        assert_eq!(text(&out.stdout), "in\n", "{}", text(&out.stderr));
+    }
+    let name = "kbastion-node-node-1";
+    let owners = |sim: &Sim| -> Vec<String> {
+        let mut uids: Vec<String> = pod_json(sim, name)["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["uid"].as_str().map(String::from))
+            .collect();
+        uids.sort();
+        uids
+    };
+    let mut both = vec![uid_a.clone(), uid_b.clone()];
+    both.sort();
+    assert_eq!(owners(&sim), both);
+    // One replica's Pod goes (a rolling update): the node pod stays.
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &["delete", "pod", "-n", "kbastion", "kbastion-a"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(node_pods(&sim), [name]);
+    assert_eq!(owners(&sim), [uid_b]);
+    // The last owner goes: the garbage collector takes the node pod.
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &["delete", "pod", "-n", "kbastion", "kbastion-b"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(
+        "the node pod to be collected",
+        Duration::from_secs(10),
         || node_pods(&sim).is_empty(),
     );
 }

@@ -331,7 +331,6 @@ fn interactive_shell_gets_a_prompt_and_follows_resizes() {
     tmux.wait_for_text("30 100");
     tmux.wait_for_text("TERM=screen");
     tmux.resize(120, 40);
-    tmux.send(&["clear; stty size", "Enter"]);
-    tmux.wait_for_text("40 120");
+    tmux.send_until(&["clear; stty size", "Enter"], "40 120");
     tmux.send(&["exit 5", "Enter"]);
 }

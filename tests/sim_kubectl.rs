@@ -406,8 +406,7 @@ fn kubectl_exec_tty_follows_resizes() {
         tmux.send(&["stty size", "Enter"]);
         tmux.wait_for_text("30 100");
         tmux.resize(120, 40);
-        tmux.send(&["clear; stty size", "Enter"]);
-        tmux.wait_for_text("40 120");
+        tmux.send_until(&["clear; stty size", "Enter"], "40 120");
         tmux.send(&["exit", "Enter"]);
     }
 }

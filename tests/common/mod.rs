@@ -170,6 +170,12 @@ impl Bastion {
     /// Starts `kbastion serve` against `sim` with users alice, bob and carol
     /// (all with the same test key); `extra` is appended to the config.
     pub fn start(sim: &Sim, extra: &str) -> Bastion {
+        Self::start_with_env(sim, extra, &[])
+    }
+
+    /// `start` with extra environment variables (the downward API's
+    /// POD_NAME and POD_UID of a replica running in a cluster).
+    pub fn start_with_env(sim: &Sim, extra: &str, env: &[(&str, &str)]) -> Bastion {
         let keys = Keys::new();
         let dir = tempfile::tempdir().expect("temp dir");
         let config = format!(
@@ -184,6 +190,7 @@ impl Bastion {
         std::fs::write(&config_path, config).expect("write config");
         let log = dir.path().join("kbastion.log");
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&config_path)
             .stdout(Stdio::null())
@@ -373,6 +380,28 @@ impl Tmux {
             .status()
             .expect("tmux");
         assert!(status.success());
+    }
+
+    /// Sends `keys` until `needle` shows: for what follows a resize, which
+    /// travels to the remote pty on its own path and may be overtaken by
+    /// the keystrokes sent after it.
+    pub fn send_until(&self, keys: &[&str], needle: &str) {
+        let start = Instant::now();
+        loop {
+            self.send(keys);
+            let sent = Instant::now();
+            while sent.elapsed() < Duration::from_secs(1) {
+                if self.screen().contains(needle) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "screen never showed {needle:?}; it shows:\n{}",
+                self.screen()
+            );
+        }
     }
 
     pub fn wait_for_text(&self, needle: &str) {
