@@ -116,7 +116,8 @@ const QUEUE: usize = 4096;
 #[derive(Clone)]
 pub struct Audit {
     sender: Option<tokio::sync::mpsc::Sender<String>>,
-    dropped: Arc<AtomicU64>,
+    /// Events waiting for room in the writer's queue.
+    waiting: Arc<AtomicU64>,
 }
 
 impl Audit {
@@ -126,7 +127,7 @@ impl Audit {
         if config.file.is_none() && !config.stdout {
             return Ok(Audit {
                 sender: None,
-                dropped: Arc::default(),
+                waiting: Arc::default(),
             });
         }
         let mut file = match &config.file {
@@ -159,7 +160,7 @@ impl Audit {
         });
         Ok(Audit {
             sender: Some(sender),
-            dropped: Arc::default(),
+            waiting: Arc::default(),
         })
     }
 
@@ -173,38 +174,23 @@ impl Audit {
         }
         let mut text = line.to_string();
         text.push('\n');
-        if sender.try_send(text).is_err() {
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(dropped, "audit log writer is behind; event dropped");
+        // An auditor must see every event: when the writer is behind, the
+        // event waits in a task of its own rather than being dropped.
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(text)) = sender.try_send(text) {
+            let waiting = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(waiting, "audit log writer is behind; event queued");
+            let (sender, waiting) = (sender.clone(), self.waiting.clone());
+            tokio::spawn(async move {
+                let _ = sender.send(text).await;
+                waiting.fetch_sub(1, Ordering::Relaxed);
+            });
         }
     }
 }
 
 /// UTC time with milliseconds, RFC 3339.
 pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil from days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        now.subsec_millis()
-    )
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

@@ -47,10 +47,18 @@ pub async fn require(
     permission: &Permission<'_>,
     wait: Duration,
 ) -> Result<(), TargetError> {
+    // Impersonated requests are authenticated as the user plus the group
+    // every authenticated user has (the API server adds it); the review
+    // must ask about the same set, or it refuses what RBAC grants through
+    // `system:authenticated`.
+    let mut groups = identity.groups.clone();
+    if !groups.iter().any(|g| g == "system:authenticated") {
+        groups.push("system:authenticated".into());
+    }
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: Some(identity.user.clone()),
-            groups: Some(identity.groups.clone()),
+            groups: Some(groups),
             resource_attributes: Some(ResourceAttributes {
                 verb: Some(permission.verb.into()),
                 resource: Some(permission.resource.into()),

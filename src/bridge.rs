@@ -413,7 +413,7 @@ async fn run_counted(
                 };
                 let n = chunk.len();
                 if let Some(recorder) = &recorder {
-                    recorder.output(chunk);
+                    recorder.output(chunk).await;
                 }
                 counters.bytes_out.fetch_add(n as u64, SeqCst);
                 flow.set_output_waiting(true);
@@ -453,7 +453,7 @@ async fn run_counted(
                 Some(ChannelMsg::Data { data }) => {
                     counters.bytes_in.fetch_add(data.len() as u64, SeqCst);
                     if let Some(recorder) = &context.recorder {
-                        recorder.input(&data);
+                        recorder.input(&data).await;
                     }
                     if flow.add(data.len()) > INPUT_HARD_LIMIT {
                         let message = "the session was ended: the client kept sending input that the target does not read, without reading the output";
@@ -468,7 +468,7 @@ async fn run_counted(
                 }
                 Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
                     if let Some(recorder) = &context.recorder {
-                        recorder.resize(col_width, row_height);
+                        recorder.resize(col_width, row_height).await;
                     }
                     if let Some(sender) = resize.as_mut() {
                         let _ = sender.send(TerminalSize { width: clamp(col_width), height: clamp(row_height) }).await;

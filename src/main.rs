@@ -58,7 +58,6 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let listen = config.listen;
     let shared = Shared::start(config).await?;
     let listener = ssh::bind(listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
     kbastion::server::run(shared, listener, Some(path)).await
 }
 

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use serde_json::json;
 
-/// Events queued for the writer thread; a recording that falls this far
-/// behind drops output events (and says so in a marker event).
+/// Events queued for the writer thread; a session whose recording falls
+/// this far behind waits for the disk (nothing the user saw is dropped).
 const QUEUE: usize = 1024;
 
 enum Entry {
@@ -23,7 +23,7 @@ enum Entry {
 /// clone is dropped.
 #[derive(Clone)]
 pub struct Recorder {
-    sender: std::sync::mpsc::SyncSender<(f64, Entry)>,
+    sender: tokio::sync::mpsc::Sender<(f64, Entry)>,
     started: Instant,
     pub path: PathBuf,
     pub record_input: bool,
@@ -52,7 +52,7 @@ impl Recorder {
         let header = json!({"version": 2, "width": width, "height": height, "timestamp": timestamp, "env": {"TERM": term}});
         writeln!(file, "{header}")?;
         file.flush()?;
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<(f64, Entry)>(QUEUE);
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<(f64, Entry)>(QUEUE);
         // A plain thread: file writes are blocking and must stay off the
         // async runtime.
         std::thread::spawn(move || {
@@ -68,7 +68,7 @@ impl Recorder {
                 };
                 writeln!(writer, "{line}")
             };
-            while let Ok(entry) = receiver.recv() {
+            while let Some(entry) = receiver.blocking_recv() {
                 let mut result = write(&mut writer, entry);
                 // Write what else is queued, then flush once: incremental
                 // on disk without a syscall per event under load.
@@ -88,24 +88,26 @@ impl Recorder {
         })
     }
 
-    fn send(&self, entry: Entry) {
+    async fn send(&self, entry: Entry) {
+        // A closed writer (a write error, logged) records nothing more.
         let _ = self
             .sender
-            .try_send((self.started.elapsed().as_secs_f64(), entry));
+            .send((self.started.elapsed().as_secs_f64(), entry))
+            .await;
     }
 
-    pub fn output(&self, bytes: &[u8]) {
-        self.send(Entry::Output(bytes.to_vec()));
+    pub async fn output(&self, bytes: &[u8]) {
+        self.send(Entry::Output(bytes.to_vec())).await;
     }
 
-    pub fn input(&self, bytes: &[u8]) {
+    pub async fn input(&self, bytes: &[u8]) {
         if self.record_input {
-            self.send(Entry::Input(bytes.to_vec()));
+            self.send(Entry::Input(bytes.to_vec())).await;
         }
     }
 
-    pub fn resize(&self, width: u32, height: u32) {
-        self.send(Entry::Resize(width, height));
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.send(Entry::Resize(width, height)).await;
     }
 }
 

@@ -52,6 +52,9 @@ pub async fn run(
     };
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
+    // Announced only now: a SIGHUP or SIGTERM sent by whoever waits for
+    // this line finds its handler in place.
+    tracing::info!(address = %listener.local_addr()?, "listening");
     let accept = tokio::spawn(ssh::serve(listener, shared.clone()));
     tokio::pin!(accept);
     loop {

@@ -169,6 +169,23 @@ fn interactive_sessions_are_recorded_in_asciicast_v2() {
         "input is not recorded by default"
     );
     assert!(events.iter().any(|e| e[1] == "r" && e[2] == "100x30"));
+    // The real player replays what the user saw (it wants a terminal:
+    // `script` gives it one).
+    let replay = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("asciinema cat {}", cast.display()),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script and asciinema (apt-get install asciinema)");
+    assert!(replay.status.success(), "{}", text(&replay.stderr));
+    assert!(
+        text(&replay.stdout).contains("recorded-42"),
+        "{}",
+        text(&replay.stdout)
+    );
 }
 
 #[test]
@@ -374,4 +391,38 @@ fn a_silent_connection_is_closed_at_the_login_timeout() {
         "{:?}",
         start.elapsed()
     );
+}
+
+/// A login name carrying shell syntax is refused from the name alone: with
+/// the cluster API gone, the answer is still the name's error (any API
+/// call would have been reported as unreachable), and no session starts.
+#[test]
+fn shell_syntax_in_a_login_name_is_refused_before_any_api_call() {
+    let mut sim = Sim::start();
+    let bastion = Bastion::start(
+        &sim,
+        "[audit]\nfile = \"audit.jsonl\"\n[timeouts]\napi_secs = 2\n",
+    );
+    sim.process.0.kill().unwrap();
+    let _ = sim.process.0.wait();
+    // OpenSSH itself refuses to send `;`, `$`, backquotes, quotes, braces
+    // and commas in a user name; these it sends.
+    for (login, part) in [
+        ("alice@default/web-0*", "pod \"web-0*\""),
+        ("alice@default/../web-0", "pod \"..\""),
+        ("alice@default+web-0+~root", "container \"~root\""),
+        ("alice@défault/web-0", "namespace \"défault\""),
+    ] {
+        let out = bastion.ssh(login, &["true"], b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{login}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("kbastion: {part} is not a valid Kubernetes name"))
+                && stderr.lines().count() == 1,
+            "{login}: {stderr}"
+        );
+    }
+    let events = audit_events(&bastion.dir.path().join("audit.jsonl"));
+    assert!(events.iter().all(|e| e["event"] != "session_start"));
+    assert_eq!(events.iter().filter(|e| e["event"] == "refusal").count(), 4);
 }
