@@ -119,6 +119,9 @@ pub struct Limits {
     pub max_channels_per_connection: usize,
     /// Connections open at once from one source address.
     pub max_connections_per_source: usize,
+    /// Connections not yet authenticated, from all sources together (as
+    /// sshd's MaxStartups): a flood of bogus connections cannot hold more.
+    pub max_unauthenticated_connections: usize,
     /// Sessions (and forwards) open at once for one person, over all
     /// their connections to this replica.
     pub max_sessions_per_user: usize,
@@ -134,6 +137,7 @@ impl Default for Limits {
             max_auth_attempts: 6,
             max_channels_per_connection: 128,
             max_connections_per_source: 32,
+            max_unauthenticated_connections: 256,
             max_sessions_per_user: 64,
             auth_failure_delay_ms: 250,
         }
@@ -286,6 +290,7 @@ impl Config {
             limits.max_auth_attempts,
             limits.max_channels_per_connection,
             limits.max_connections_per_source,
+            limits.max_unauthenticated_connections,
             limits.max_sessions_per_user,
         ]
         .contains(&0)

@@ -81,6 +81,17 @@ pub enum TargetError {
     NodeShellStart { node: String, reason: String },
 }
 
+impl TargetError {
+    /// The cluster failed us (as opposed to the user asking for something
+    /// missing or forbidden): what the `api_errors` metric counts.
+    pub fn is_cluster_failure(&self) -> bool {
+        matches!(
+            self,
+            TargetError::Timeout(_) | TargetError::Unreachable(_) | TargetError::Api(_)
+        )
+    }
+}
+
 /// Turns a failed API call into the user's one line.
 pub fn api_error(error: kube::Error, not_found: impl FnOnce() -> TargetError) -> TargetError {
     match error {

@@ -208,3 +208,101 @@ fn sighup_reloads_keys_and_refuses_a_bad_config() {
     assert_eq!(login(&newcomer.identity), Some(0));
     assert_eq!(login(&bastion.keys.identity), Some(0));
 }
+
+/// The host key a server presents, as `ssh-keyscan` prints it.
+fn host_key(port: u16) -> String {
+    let out = Command::new("ssh-keyscan")
+        .args(["-t", "ed25519", "-p", &port.to_string(), "127.0.0.1"])
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .lines()
+        .find(|l| !l.starts_with('#'))
+        .and_then(|l| l.split_once(' ').map(|(_, key)| key.to_string()))
+        .unwrap_or_default()
+}
+
+/// Two replicas behind one address act as one bastion: one host key, one
+/// shared node-shell pod, and each replica's metrics count its own
+/// sessions while they run and after.
+#[test]
+fn two_replicas_share_host_key_and_node_pod_and_report_their_sessions() {
+    let sim = Sim::start();
+    let keys = tempfile::tempdir().unwrap();
+    let key_path = keys.path().join("ssh_host_ed25519_key");
+    let ports = [free_port(), free_port()];
+    let replicas: Vec<Bastion> = ports
+        .iter()
+        .map(|port| {
+            Bastion::start(
+                &sim,
+                &format!(
+                    "host_keys = [\"{}\"]\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[node_shell]\nlinger_secs = 1\n",
+                    key_path.display()
+                ),
+            )
+        })
+        .collect();
+    let first_key = host_key(replicas[0].port);
+    assert!(first_key.starts_with("ssh-ed25519 "), "{first_key}");
+    assert_eq!(host_key(replicas[1].port), first_key);
+    let sessions: Vec<_> = replicas
+        .iter()
+        .map(|replica| {
+            let mut ssh = replica.ssh_command("ssh");
+            ssh.arg("alice@node-1@127.0.0.1")
+                .arg("echo open; cat")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped());
+            let mut child = ssh.spawn().unwrap();
+            let mut line = String::new();
+            let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+            assert_eq!(line, "open\n");
+            child
+        })
+        .collect();
+    let pods = sim.kubectl(
+        "kubectl",
+        "admin",
+        &["get", "pods", "-n", "kbastion", "-o", "name"],
+    );
+    assert_eq!(text(&pods.stdout), "pod/kbastion-node-node-1\n");
+    for port in ports {
+        let metrics = http_get(port, "/metrics").1;
+        for line in [
+            "kbastion_sessions_active{kind=\"exec\"} 1",
+            "kbastion_node_shell_pods_held 1",
+        ] {
+            assert!(metrics.contains(line), "{port} lacks {line}: {metrics}");
+        }
+    }
+    // One replica created the pod, the other joined it.
+    let created: u64 = ports
+        .iter()
+        .map(|port| {
+            let metrics = http_get(*port, "/metrics").1;
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("kbastion_node_shell_pods_created_total "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(created, 1);
+    for mut session in sessions {
+        drop(session.stdin.take());
+        assert!(session.wait().unwrap().success());
+    }
+    for port in ports {
+        let mut metrics = String::new();
+        wait_for("the session to end", Duration::from_secs(10), || {
+            metrics = http_get(port, "/metrics").1;
+            metrics.contains("kbastion_sessions_active{kind=\"exec\"} 0")
+        });
+        assert!(
+            metrics.contains("kbastion_sessions_ended_total{outcome=\"success\"} 1"),
+            "{metrics}"
+        );
+    }
+}

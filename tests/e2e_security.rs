@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -425,4 +426,85 @@ fn shell_syntax_in_a_login_name_is_refused_before_any_api_call() {
     let events = audit_events(&bastion.dir.path().join("audit.jsonl"));
     assert!(events.iter().all(|e| e["event"] != "session_start"));
     assert_eq!(events.iter().filter(|e| e["event"] == "refusal").count(), 4);
+}
+
+/// kbastion's resident memory, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A flood of connections that never log in is capped (the excess is
+/// dropped at once) and costs little memory, while a logged-in user's
+/// session keeps answering at once.
+#[test]
+fn a_connection_flood_is_capped_and_does_not_slow_logged_in_users() {
+    use std::io::{BufRead, Write};
+    let sim = Sim::start();
+    let bastion = Bastion::start(
+        &sim,
+        "[limits]\nmax_connections_per_source = 5000\nmax_unauthenticated_connections = 100\n",
+    );
+    let mut ssh = bastion.ssh_command("ssh");
+    ssh.arg("alice@default/web-0@127.0.0.1")
+        .arg("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut session = ssh.spawn().unwrap();
+    let mut stdin = session.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(session.stdout.take().unwrap());
+    let mut round_trip = |n: usize| {
+        let start = Instant::now();
+        writeln!(stdin, "ping {n}").unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line, format!("ping {n}\n"));
+        start.elapsed()
+    };
+    round_trip(0);
+    let pid = bastion.process.0.id();
+    let before = rss_kib(pid);
+    // 1,000 connections that send a version line and then nothing.
+    let flood: Vec<std::net::TcpStream> = (0..1000)
+        .filter_map(|_| {
+            let mut socket = std::net::TcpStream::connect(("127.0.0.1", bastion.port)).ok()?;
+            let _ = socket.write_all(b"SSH-2.0-flood\r\n");
+            Some(socket)
+        })
+        .collect();
+    // Those over the cap are closed by the bastion right away.
+    let mut closed = 0;
+    for mut socket in flood.iter() {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match std::io::Read::read(&mut socket, &mut buffer) {
+                Ok(0) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(_) => continue,
+                // Closed with our line unread: a reset.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    closed += 1;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    assert!(closed >= 850, "only {closed} of 1000 were refused");
+    let slowest = (1..=20).map(&mut round_trip).max().unwrap();
+    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    drop(flood);
+    drop(stdin);
+    assert!(session.wait().unwrap().success());
 }

@@ -30,6 +30,10 @@ const AGENT_FORWARD_REFUSED: &str =
     "agent forwarding (-A) is refused: kbastion never lets your keys reach the cluster";
 const X11_REFUSED: &str = "X11 forwarding is refused: containers and nodes have no display for it";
 
+/// Authentication methods, as the audit log names them.
+const PUBLIC_KEY: &str = "publickey";
+const CERTIFICATE: &str = "openssh-certificate";
+
 /// Who logged in and what they asked for. The target is checked when the
 /// name is parsed; a bad one is reported on the first session channel
 /// instead of failing authentication, so the user reads why.
@@ -129,21 +133,29 @@ impl Connection {
     }
 
     /// Logs, audits and slows down a failed attempt.
-    async fn auth_failed(&self, login: &str, fingerprint: Option<String>, reason: &str) {
+    async fn auth_failed(
+        &self,
+        login: &str,
+        method: &str,
+        fingerprint: Option<String>,
+        reason: &str,
+    ) {
         let person = login.split('@').next().unwrap_or_default();
-        tracing::info!(peer = %self.peer, login = %login.escape_debug(), fingerprint = ?fingerprint, %reason, "authentication failed");
+        tracing::info!(peer = %self.peer, login = %login.escape_debug(), %method, fingerprint = ?fingerprint, %reason, "authentication failed");
         self.shared.audit.record(Event::Auth {
             source: self.peer.to_string(),
             login: login.to_string(),
-            method: "publickey".into(),
+            method: method.into(),
             fingerprint,
             success: false,
             reason: Some(reason.into()),
         });
-        let label = if self.shared.user(person).is_some() {
-            "key_not_authorized"
-        } else {
+        let label = if self.shared.user(person).is_none() {
             "unknown_user"
+        } else if method == CERTIFICATE {
+            "certificate_refused"
+        } else {
+            "key_not_authorized"
         };
         self.shared.metrics.auth_failed(label);
         tokio::time::sleep(self.shared.auth_failures.failed(self.peer.ip(), person)).await;
@@ -205,27 +217,27 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        let person = user.split('@').next().unwrap_or_default();
-        // Owed from earlier failures, from this source or for this person.
+        // Owed from this source's earlier failures.
         tokio::time::sleep(self.shared.auth_failures.pending_delay(self.peer.ip())).await;
         if self.key_accepted(user, offer.public_key) {
             return Ok(Auth::Accept);
         }
         // russh offers a certificate's key here too, without saying it is
-        // one: with user CAs configured, a known person's probe is let
-        // through, and the signed request is checked in full by
-        // `auth_publickey` or `auth_openssh_certificate`.
-        if !self.shared.access().ca_fingerprints.is_empty()
-            && self
-                .shared
-                .user(person)
-                .is_some_and(|u| u.allowed_from(self.peer.ip()))
-        {
+        // one: with user CAs configured, every probe is let through (for
+        // any name, so the answer does not tell which people exist), and
+        // the signed request is checked in full by `auth_publickey` or
+        // `auth_openssh_certificate`.
+        if !self.shared.access().ca_fingerprints.is_empty() {
             return Ok(Auth::Accept);
         }
         let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
-        self.auth_failed(user, Some(fingerprint), "key not authorized for this user")
-            .await;
+        self.auth_failed(
+            user,
+            PUBLIC_KEY,
+            Some(fingerprint),
+            "key not authorized for this user",
+        )
+        .await;
         Ok(Auth::reject())
     }
 
@@ -236,11 +248,16 @@ impl russh::server::Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         if !self.key_accepted(user, key.public_key) {
-            self.auth_failed(user, Some(fingerprint), "key not authorized for this user")
-                .await;
+            self.auth_failed(
+                user,
+                PUBLIC_KEY,
+                Some(fingerprint),
+                "key not authorized for this user",
+            )
+            .await;
             return Ok(Auth::reject());
         }
-        Ok(self.logged_in(user, "publickey", fingerprint, None))
+        Ok(self.logged_in(user, PUBLIC_KEY, fingerprint, None))
     }
 
     async fn auth_openssh_certificate(
@@ -261,6 +278,7 @@ impl russh::server::Handler for Connection {
         else {
             self.auth_failed(
                 user,
+                CERTIFICATE,
                 Some(fingerprint),
                 "unknown user, or not allowed from this address",
             )
@@ -284,10 +302,10 @@ impl russh::server::Handler for Connection {
                     certificate.key_id(),
                     certificate.serial()
                 );
-                Ok(self.logged_in(user, "openssh-certificate", described, grant.force_command))
+                Ok(self.logged_in(user, CERTIFICATE, described, grant.force_command))
             }
             Err(error) => {
-                self.auth_failed(user, Some(fingerprint), &error.to_string())
+                self.auth_failed(user, CERTIFICATE, Some(fingerprint), &error.to_string())
                     .await;
                 Ok(Auth::reject())
             }
@@ -631,7 +649,10 @@ async fn session_channel(
         Outcome::Exited(code) => (Some(code), "exited".to_string(), "nonzero_exit"),
         Outcome::ClientGone => (None, "client gone".to_string(), "client_gone"),
         Outcome::Stopped => (None, "bastion stopped".to_string(), "stopped"),
-        Outcome::Failed(why) => (None, format!("failed: {why}"), "failed"),
+        Outcome::Failed(why) => {
+            shared.metrics.api_errors.inc();
+            (None, format!("failed: {why}"), "failed")
+        }
     };
     shared
         .metrics
@@ -727,6 +748,21 @@ fn recorder_for(
 /// Resolves a target for `login`: a container as the person (their RBAC),
 /// or a node through its held node-shell pod.
 async fn resolve(
+    shared: &Shared,
+    login: &Login,
+    target: &Target,
+    subresource: &str,
+) -> Result<(ExecTarget, Option<NodeHold>), TargetError> {
+    let resolved = resolve_uncounted(shared, login, target, subresource).await;
+    if let Err(error) = &resolved
+        && error.is_cluster_failure()
+    {
+        shared.metrics.api_errors.inc();
+    }
+    resolved
+}
+
+async fn resolve_uncounted(
     shared: &Shared,
     login: &Login,
     target: &Target,

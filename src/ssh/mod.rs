@@ -28,6 +28,8 @@ pub struct Shared {
     pub auth_failures: crate::limits::AuthFailures,
     pub sessions_per_user: crate::limits::Counter<String>,
     pub connections_per_source: crate::limits::Counter<std::net::IpAddr>,
+    /// Connections that have not logged in yet, from everywhere.
+    pub unauthenticated: crate::limits::Counter<()>,
     /// The verb the cluster checks for exec/port-forward over WebSocket.
     pub stream_verb: &'static str,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -76,6 +78,9 @@ impl Shared {
             sessions_per_user: crate::limits::Counter::new(config.limits.max_sessions_per_user),
             connections_per_source: crate::limits::Counter::new(
                 config.limits.max_connections_per_source,
+            ),
+            unauthenticated: crate::limits::Counter::new(
+                config.limits.max_unauthenticated_connections,
             ),
             stream_verb: crate::authz::websocket_stream_verb(minor),
             metrics,
@@ -233,11 +238,18 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
             tracing::info!(%peer, "connection refused: too many connections from this address");
             continue;
         };
+        // Held until the client logs in: at the limit, new connections are
+        // dropped at once, as sshd's MaxStartups does.
+        let Some(login_slot) = shared.unauthenticated.take(()) else {
+            tracing::info!(%peer, "connection refused: too many connections logging in");
+            continue;
+        };
         let _ = socket.set_nodelay(true);
         let config = config.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
             let _connection_slot = connection_slot;
+            let mut login_slot = Some(login_slot);
             let (authenticated_tx, mut authenticated) = tokio::sync::watch::channel(false);
             let handler = Connection::new(shared, peer, authenticated_tx);
             // The login deadline starts at accept: `run_stream` first waits
@@ -276,6 +288,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
                     changed = authenticated.changed(), if !logged_in => {
                         if changed.is_err() || *authenticated.borrow() {
                             logged_in = true;
+                            drop(login_slot.take());
                         }
                     }
                 }
