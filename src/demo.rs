@@ -4,6 +4,7 @@
 //! The simulator runs as a child process (`kbastion sim`), so the bastion
 //! reaches it exactly as it reaches a real cluster: through a kubeconfig.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -148,6 +149,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let port = listener.local_addr()?.port();
     let host = listener.local_addr()?.ip();
     let shared = Shared::start(config).await?;
+    // The printed commands must work the moment they are read: wait (with
+    // a watch) until the demo's pod runs.
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(shared.cluster.own(), "default");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        kube::runtime::wait::await_condition(
+            pods,
+            "web-0",
+            kube::runtime::conditions::is_pod_running(),
+        ),
+    )
+    .await
+    .context("the demo pod default/web-0 did not start within 30 s")?
+    .context("cannot watch the demo pod default/web-0")?;
 
     let i = identity
         .map(|p| format!(" -i {}", p.display()))
@@ -162,12 +178,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         format!(" -P {port}")
     };
-    println!(
+    // A closed stdout (the demo piped into `head`) must not stop the demo.
+    let _ = writeln!(
+        std::io::stdout(),
         "kbastion demo is running (Ctrl-C stops it). State: {state}\n\
          \n  A shell in a container:      ssh{p}{i} alice@default/web-0@{host}\
          \n  A named container:           ssh{p}{i} alice@default/web-0/sidecar@{host}\
          \n  A command:                   ssh{p}{i} alice@default/web-0@{host} 'hostname; echo $ROLE'\
-         \n  The scp-safe spelling:       ssh{p}{i} alice@default+web-0@{host} true\
+         \n  A root shell on a node:      ssh{p}{i} alice@node-1@{host}\
+         \n  A NotReady node:             ssh{p}{i} alice@edge-1@{host}\
+         \n  Copy a file in (scp):        scp{cp}{i} README.md alice@default+web-0@{host}:\
+         \n  Copy it back (legacy scp):   scp -O{cp}{i} alice@default+web-0@{host}:README.md /tmp/\
+         \n  Browse with sftp:            sftp{cp}{i} alice@default+web-0@{host}\
+         \n  A pod's port on yours:       ssh{p}{i} -N -L 8080:localhost:8080 alice@default/web-0@{host}\
          \n  bob may only use 'default':  ssh{p}{i} bob@kube-system/coredns-0@{host}\
          \n  What can I reach?            ssh{p}{i} alice@{host}\
          \n  The cluster itself:          kubectl --kubeconfig {kubeconfig} get pods -A\
@@ -175,10 +198,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         state = state.display(),
         kubeconfig = kubeconfig.display(),
     );
-    let _ = cp;
     tokio::select! {
         result = crate::server::run(shared, listener, None) => {
-            println!("\nkbastion demo stopped.");
+            let _ = writeln!(std::io::stdout(), "\nkbastion demo stopped.");
             result
         }
         status = simulator.wait() => bail!("the simulator stopped unexpectedly ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())),

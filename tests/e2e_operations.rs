@@ -306,3 +306,78 @@ fn two_replicas_share_host_key_and_node_pod_and_report_their_sessions() {
         );
     }
 }
+
+/// What a newcomer does: `kbastion demo` with no SSH key of their own,
+/// then the printed command gets a shell in the container; Ctrl-C stops
+/// the demo and its simulator.
+#[test]
+fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
+    use std::io::BufRead;
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state");
+    let mut demo = Process(
+        Command::new(BIN)
+            .args(["demo", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(&state)
+            .env("HOME", home.path())
+            .env_remove("XDG_STATE_HOME")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = std::io::BufReader::new(demo.0.stdout.take().unwrap());
+    let (shell_tx, shell_rx) = std::sync::mpsc::channel();
+    // Read everything the demo prints, as a terminal would.
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if let Some(command) = line.trim().strip_prefix("A shell in a container:") {
+                let _ = shell_tx.send(command.trim().to_string());
+            }
+        }
+    });
+    let shell = shell_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the demo prints the shell command");
+    // The printed command, with options that keep the test off the
+    // machine's own SSH setup.
+    let mut words = shell.split_whitespace();
+    assert_eq!(words.next(), Some("ssh"));
+    let out = Command::new("ssh")
+        .args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+        .args(["-o", "StrictHostKeyChecking=accept-new"])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            home.path().join("known_hosts").display()
+        ))
+        .args(words)
+        .arg("echo $HOSTNAME")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "web-0\n",
+        "{shell}: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        shell.contains(&format!("-i {}", state.display())),
+        "{shell}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let mut status = None;
+    wait_for("the demo to stop", Duration::from_secs(20), || {
+        status = demo.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(0));
+    wait_for("the simulator to stop", Duration::from_secs(10), || {
+        !process_running(&state.join("cluster").display().to_string())
+    });
+}
