@@ -73,6 +73,9 @@ pub struct SessionContext {
     /// Cancelled when the shutdown drain time is over: the session ends
     /// and what it started in the target is ended too.
     pub stop: tokio_util::sync::CancellationToken,
+    /// A session carrying no data this long is closed (keepalives keep a
+    /// connection alive, not a forgotten session).
+    pub idle: Option<Duration>,
 }
 
 /// How a session ended, and what it carried.
@@ -96,6 +99,8 @@ pub enum Outcome {
     ClientGone,
     /// Ended by the bastion's shutdown after the drain time.
     Stopped,
+    /// Closed after carrying no data for the idle timeout.
+    Idle,
     Failed(String),
 }
 
@@ -106,6 +111,7 @@ enum Ending {
     OutputDone,
     ClientGone,
     Stopped,
+    Idle,
 }
 
 /// The shell: bash where the container has it, else sh, as a login shell.
@@ -435,9 +441,26 @@ async fn run_counted(
     };
     tokio::pin!(output);
     let mut notice = context.notice.clone();
+    // Idle sessions are found by a tick that compares the byte counters:
+    // nothing to do per byte on the data path.
+    let idle_limit = context.idle.unwrap_or(Duration::MAX);
+    let mut idle_tick = tokio::time::interval(
+        (idle_limit / 4).clamp(Duration::from_millis(250), Duration::from_secs(30)),
+    );
+    let mut last_traffic = (0u64, tokio::time::Instant::now());
     let ending = loop {
         tokio::select! {
             _ = &mut output => break Ending::OutputDone,
+            _ = idle_tick.tick(), if context.idle.is_some() => {
+                let carried = counters.bytes_in.load(SeqCst) + counters.bytes_out.load(SeqCst);
+                if carried != last_traffic.0 {
+                    last_traffic = (carried, tokio::time::Instant::now());
+                } else if last_traffic.1.elapsed() >= idle_limit {
+                    let message = format!("the session was idle for {} s and has been closed", idle_limit.as_secs());
+                    let _ = write.extended_data_bytes(1, message_bytes(&message, tty)).await;
+                    break Ending::Idle;
+                }
+            }
             () = context.stop.cancelled() => {
                 let message = "the bastion is restarting: this session has ended. Reconnect to continue.";
                 let _ = write.extended_data_bytes(1, message_bytes(message, tty)).await;
@@ -484,12 +507,18 @@ async fn run_counted(
     if ending != Ending::OutputDone {
         process.abort();
         end_session_processes(&target, session_id, api_wait).await;
-        if ending == Ending::Stopped {
-            let _ = write.eof().await;
-            let _ = write.close().await;
-            return Outcome::Stopped;
+        match ending {
+            Ending::Stopped | Ending::Idle => {
+                let _ = write.eof().await;
+                let _ = write.close().await;
+                return if ending == Ending::Idle {
+                    Outcome::Idle
+                } else {
+                    Outcome::Stopped
+                };
+            }
+            _ => return Outcome::ClientGone,
         }
-        return Outcome::ClientGone;
     }
     let status = match status {
         Some(status) => status.await,

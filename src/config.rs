@@ -80,8 +80,8 @@ pub struct Config {
 pub struct Timeouts {
     /// Seconds an unauthenticated connection may take to log in.
     pub login_secs: u64,
-    /// Seconds without any traffic after which a connection is closed
-    /// (0 = never).
+    /// Seconds a session may carry no data, either way, before it is
+    /// closed (0 = never); also closes connections silent that long.
     pub idle_secs: u64,
     /// Seconds between keepalive probes to a silent client (0 = off).
     pub keepalive_secs: u64,
@@ -107,6 +107,11 @@ impl Default for Timeouts {
 impl Timeouts {
     pub fn api(&self) -> Duration {
         Duration::from_secs(self.api_secs)
+    }
+
+    /// How long a session may carry no data, if limited.
+    pub fn idle(&self) -> Option<Duration> {
+        (self.idle_secs > 0).then(|| Duration::from_secs(self.idle_secs))
     }
 }
 

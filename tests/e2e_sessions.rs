@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -330,7 +331,85 @@ fn interactive_shell_gets_a_prompt_and_follows_resizes() {
     tmux.send(&["stty size; echo TERM=$TERM", "Enter"]);
     tmux.wait_for_text("30 100");
     tmux.wait_for_text("TERM=screen");
+    // bash where the container has it (the simulated ones do).
+    tmux.send(&["echo shell-${BASH_VERSION:+bash}", "Enter"]);
+    tmux.wait_for_text("shell-bash");
     tmux.resize(120, 40);
     tmux.send_until(&["clear; stty size", "Enter"], "40 120");
     tmux.send(&["exit 5", "Enter"]);
+}
+
+/// A session that carries nothing for the idle timeout is closed, with
+/// what it started; one that keeps talking is not.
+#[test]
+fn idle_sessions_are_closed_and_busy_ones_are_not() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "[timeouts]\nidle_secs = 2\n");
+    let busy = bastion.ssh(
+        "alice@default/web-0",
+        &["for i in 1 2 3 4 5; do echo $i; sleep 1; done"],
+        b"",
+    );
+    assert_eq!(text(&busy.stdout), "1\n2\n3\n4\n5\n");
+    assert_eq!(busy.status.code(), Some(0), "{}", text(&busy.stderr));
+    let start = std::time::Instant::now();
+    let idle = bastion.ssh("alice@default/web-0", &["echo started; sleep 10029"], b"");
+    assert_eq!(text(&idle.stdout), "started\n");
+    assert_eq!(
+        text(&idle.stderr),
+        "kbastion: the session was idle for 2 s and has been closed\n"
+    );
+    assert_eq!(idle.status.code(), Some(255));
+    assert!(start.elapsed() < Duration::from_secs(10));
+    wait_for(
+        "the idle session's process to end",
+        Duration::from_secs(10),
+        || !process_running("sleep 10029"),
+    );
+}
+
+/// kbastion's resident memory, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A client that stops reading stalls the command in the target instead
+/// of filling the bastion's memory, and then gets every byte.
+#[test]
+fn a_client_that_stops_reading_stalls_the_writer_not_memory() {
+    use std::io::Read;
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let pid = bastion.process.0.id();
+    let before = rss_kib(pid);
+    let mut ssh = bastion.ssh_command("ssh");
+    ssh.arg("alice@default/web-0@127.0.0.1")
+        .arg("head -c 300000017 /dev/zero")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut client = ssh.spawn().unwrap();
+    wait_for("the writer to start", Duration::from_secs(10), || {
+        process_running("head -c 300000017")
+    });
+    // Not reading for a while: the writer must still be there, blocked.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(process_running("head -c 300000017"));
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(grown < 64 * 1024, "kbastion grew by {grown} KiB");
+    let mut total = 0u64;
+    let mut stdout = client.stdout.take().unwrap();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        match stdout.read(&mut buffer).unwrap() {
+            0 => break,
+            n => total += n as u64,
+        }
+    }
+    assert_eq!(total, 300_000_017);
+    assert!(client.wait().unwrap().success());
 }

@@ -633,6 +633,7 @@ async fn session_channel(
         recorder,
         notice: shared.notice.subscribe(),
         stop: shared.stop.clone(),
+        idle: shared.config.timeouts.idle(),
     };
     let report = serve(
         &shared,
@@ -649,6 +650,7 @@ async fn session_channel(
         Outcome::Exited(code) => (Some(code), "exited".to_string(), "nonzero_exit"),
         Outcome::ClientGone => (None, "client gone".to_string(), "client_gone"),
         Outcome::Stopped => (None, "bastion stopped".to_string(), "stopped"),
+        Outcome::Idle => (None, "idle timeout".to_string(), "idle"),
         Outcome::Failed(why) => {
             shared.metrics.api_errors.inc();
             (None, format!("failed: {why}"), "failed")

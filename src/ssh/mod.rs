@@ -195,8 +195,10 @@ fn russh_config(config: &Config, keys: Vec<russh::keys::PrivateKey>) -> russh::s
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys,
         max_auth_attempts: config.limits.max_auth_attempts,
+        // Sessions end at the idle timeout with a message (the bridge);
+        // a connection silent for twice that (keepalives off) is dropped.
         inactivity_timeout: (timeouts.idle_secs > 0)
-            .then(|| Duration::from_secs(timeouts.idle_secs)),
+            .then(|| Duration::from_secs(timeouts.idle_secs.saturating_mul(2))),
         keepalive_interval: (timeouts.keepalive_secs > 0)
             .then(|| Duration::from_secs(timeouts.keepalive_secs)),
         keepalive_max: timeouts.keepalive_max,
