@@ -252,6 +252,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
         tokio::spawn(async move {
             let _connection_slot = connection_slot;
             let mut login_slot = Some(login_slot);
+            let connected = std::time::Instant::now();
             let (authenticated_tx, mut authenticated) = tokio::sync::watch::channel(false);
             let handler = Connection::new(shared, peer, authenticated_tx);
             // The login deadline starts at accept: `run_stream` first waits
@@ -296,8 +297,12 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
                 }
             };
             match result {
-                Ok(()) => tracing::debug!(%peer, "connection closed"),
-                Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+                Ok(()) => {
+                    tracing::info!(%peer, duration_ms = connected.elapsed().as_millis() as u64, "connection closed")
+                }
+                Err(e) => {
+                    tracing::info!(%peer, duration_ms = connected.elapsed().as_millis() as u64, error = %e, "connection ended with an error")
+                }
             }
         });
     }
