@@ -482,8 +482,16 @@ fn main() {
         "ms",
     );
 
-    // Many idle interactive sessions.
+    // Many idle interactive sessions. OpenSSH forks two processes per
+    // session and opens them slowly: it is measured on at most this many,
+    // and the figures are per session, so they compare.
+    const OPENSSH_SESSIONS: usize = 200;
     for path in [&paths[0], &paths[3]] {
+        let sessions = if path.name == "kbastion" {
+            sessions
+        } else {
+            sessions.min(OPENSSH_SESSIONS)
+        };
         let measure = |pids: &dyn Fn() -> Vec<u32>| pids().into_iter().map(rss_kib).sum::<u64>();
         let sshd_pids = || -> Vec<u32> {
             let out = Command::new("pgrep")
@@ -547,11 +555,12 @@ fn main() {
         let cpu_before = pid_cpu_seconds(bastion_pid);
         std::thread::sleep(Duration::from_secs(5));
         let idle_cpu = (pid_cpu_seconds(bastion_pid) - cpu_before) / 5.0 * 100.0;
+        record("idle sessions held", path.name, sessions as f64, "");
         record(
-            &format!("time to open {sessions} sessions (s)"),
+            "time to open one of them (ms, all at once)",
             path.name,
-            open_time,
-            "s",
+            open_time * 1000.0 / sessions as f64,
+            "ms",
         );
         record(
             "server RSS per idle session (KiB)",
