@@ -215,7 +215,7 @@ fn main() {
     let sim = Sim::start();
     let bastion = Bastion::start(
         &sim,
-        "[limits]\nmax_connections_per_source = 5000\nmax_sessions_per_user = 5000\n[timeouts]\nidle_secs = 0\n",
+        "[limits]\nmax_connections_per_source = 5000\nmax_unauthenticated_connections = 5000\nmax_sessions_per_user = 5000\n[timeouts]\nidle_secs = 0\n",
     );
     let kubectl = vec![
         "kubectl".to_string(),

@@ -76,6 +76,8 @@ pub struct SessionContext {
     /// A session carrying no data this long is closed (keepalives keep a
     /// connection alive, not a forgotten session).
     pub idle: Option<Duration>,
+    /// Whether the cluster passes stdin EOF on while output flows (v5).
+    pub stdin_eof: bool,
 }
 
 /// How a session ended, and what it carried.
@@ -487,6 +489,12 @@ async fn run_counted(
                     flow.wait_for_room().await;
                 }
                 Some(ChannelMsg::Eof) => {
+                    if !context.stdin_eof && !tty {
+                        // v4 has no close signal: ending stdin ends the
+                        // stream, and output still on its way may be lost.
+                        let message = "this cluster's API server speaks only v4.channel.k8s.io (Kubernetes before 1.30): end of input closes the whole exec stream, so output after it may be cut short";
+                        let _ = write.extended_data_bytes(1, message_bytes(message, tty)).await;
+                    }
                     let _ = input_tx.send(Input::Eof);
                 }
                 Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {

@@ -634,6 +634,7 @@ async fn session_channel(
         notice: shared.notice.subscribe(),
         stop: shared.stop.clone(),
         idle: shared.config.timeouts.idle(),
+        stdin_eof: shared.stdin_eof,
     };
     let report = serve(
         &shared,

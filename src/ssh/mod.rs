@@ -32,6 +32,9 @@ pub struct Shared {
     pub unauthenticated: crate::limits::Counter<()>,
     /// The verb the cluster checks for exec/port-forward over WebSocket.
     pub stream_verb: &'static str,
+    /// Whether the API server passes stdin EOF on (`v5.channel.k8s.io`,
+    /// Kubernetes 1.30 and later); with v4 only, EOF ends the whole stream.
+    pub stdin_eof: bool,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The people allowed in and the trusted user CAs; replaced as a whole
     /// on reload (SIGHUP).
@@ -83,6 +86,7 @@ impl Shared {
                 config.limits.max_unauthenticated_connections,
             ),
             stream_verb: crate::authz::websocket_stream_verb(minor),
+            stdin_eof: minor >= 30,
             metrics,
             access: std::sync::RwLock::new(Arc::new(Access::of(&config))),
             notice: tokio::sync::watch::channel(None).0,
