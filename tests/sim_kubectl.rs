@@ -11,12 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-const VERSIONS: &[&str] = &["1.27", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33"];
-
-fn kubectl_path(version: &str) -> String {
-    format!("/usr/lib/google-cloud-sdk/bin/kubectl.{version}")
-}
-
 fn kubectl_with_input(
     sim: &Sim,
     version: &str,
@@ -66,25 +60,6 @@ fn every_kubectl_version_execs_with_stdin_and_exit_code() {
             text(&out.stderr)
         );
     }
-}
-
-fn echo_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut buffer = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buffer) {
-                    if n == 0 || stream.write_all(&buffer[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
 }
 
 #[test]

@@ -506,7 +506,8 @@ fn watch(
     // Watch events are small; 64 pending lines is plenty before the client
     // must read, and bounds a stalled watcher's cost.
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
-    let mut cut = sim.cut.subscribe();
+    let cut = sim.cut_signal();
+    let body_cut = cut.clone();
     tokio::spawn(async move {
         let line = |kind: &str, object: &Value| {
             let mut line = serde_json::to_vec(&json!({"type": kind, "object": object}))
@@ -534,7 +535,7 @@ fn watch(
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
-                _ = cut.recv() => return,
+                _ = cut.cancelled() => return,
                 _ = sender.closed() => return,
                 event = live.recv() => match event {
                     Ok(event) if event.resource_version > since => {
@@ -553,7 +554,7 @@ fn watch(
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(streamed(receiver))
+        .body(streamed(receiver, body_cut))
         .expect("static headers are valid"))
 }
 
@@ -858,7 +859,7 @@ fn age(timestamp: &str) -> String {
 }
 
 async fn admin_request(
-    sim: &Sim,
+    sim: &Arc<Sim>,
     user: &UserInfo,
     path: &str,
     request: Request<Incoming>,
@@ -885,17 +886,20 @@ async fn admin_request(
                 .ok_or_else(|| {
                     ApiError::bad_request("stop: {\"seconds\": N} with 0 <= N <= 3600")
                 })?;
-            let (stop, cut) = (sim.stop.clone(), sim.cut.clone());
-            // Answer first, then stop: the caller learns it worked.
+            let sim = sim.clone();
+            // Answer first, then stop: the caller learns it worked. A dying
+            // API server takes its upgraded streams with it: they are
+            // connections of their own that the listener no longer tracks,
+            // so they are cut explicitly.
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let _ = stop.send(Duration::from_secs_f64(seconds));
-                let _ = cut.send(());
+                let _ = sim.stop.send(Duration::from_secs_f64(seconds));
+                sim.cut();
             });
             Ok(json_response(StatusCode::OK, &json!({"status": "Success"})))
         }
         (&Method::POST, "cut") => {
-            let _ = sim.cut.send(());
+            sim.cut();
             Ok(json_response(StatusCode::OK, &json!({"status": "Success"})))
         }
         _ => Ok(full_not_found()),

@@ -1,0 +1,215 @@
+//! The simulator's fault injection, seen by the real clients: failing
+//! requests, cut watches and streams, a stopped API server.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+/// Starts `kubectl exec` of `version` into `solo` running `sleep MARKER`
+/// after printing `started`, and returns it once the line has arrived.
+fn open_exec(sim: &Sim, version: &str, seconds: u32) -> (Process, std::process::ChildStderr) {
+    let mut child = sim
+        .kubectl_command(version, "admin")
+        .args(["exec", "solo", "--", "sh", "-c"])
+        // The marker appears only in the simulated process's command
+        // line, not in kubectl's (which holds the unexpanded arithmetic).
+        .arg(format!("echo started; exec sleep $((20000 + {seconds}))"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kubectl exec");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read kubectl's stdout");
+    assert_eq!(line, "started\n", "kubectl {version}");
+    (Process(child), stderr)
+}
+
+fn read_all(mut stderr: std::process::ChildStderr) -> String {
+    let mut all = String::new();
+    let _ = stderr.read_to_string(&mut all);
+    all
+}
+
+/// Deletes a pod when dropped, also when the test fails: that ends the
+/// processes the simulator started for it, which would outlive it.
+struct DeleteOnDrop<'a>(&'a Sim, &'static str);
+
+impl Drop for DeleteOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kubectl(
+            "kubectl",
+            "admin",
+            &["delete", "pod", self.1, "--wait=false"],
+        );
+    }
+}
+
+#[test]
+fn a_cut_ends_an_open_kubectl_exec_without_a_status_and_the_process_lives_on() {
+    let sim = Sim::start();
+    let solo = DeleteOnDrop(&sim, "solo");
+    // 1.33 speaks WebSocket (v5.channel.k8s.io), 1.27 SPDY.
+    for (version, seconds) in [("1.33", 1), ("1.27", 2)] {
+        let (mut exec, stderr) = open_exec(&sim, version, seconds);
+        let marker = format!("sleep {}", 20000 + seconds);
+        sim.admin("/sim/cut", "{}");
+        let status = wait_exit(
+            &mut exec.0,
+            &format!("kubectl {version} exec to end at the cut"),
+            Duration::from_secs(10),
+        );
+        let stderr = read_all(stderr);
+        if version == "1.33" {
+            // The connection dropped: no close frame, no status.
+            assert_eq!(status.code(), Some(1), "{stderr}");
+            assert!(
+                stderr.ends_with(
+                    "error: error reading from error stream: next reader: websocket: close 1006 (abnormal closure): unexpected EOF\n"
+                ),
+                "{stderr}"
+            );
+        } else {
+            // kubectl over SPDY takes a connection that ends without a
+            // status as the end of the command.
+            assert_eq!(stderr, "", "kubectl {version}");
+        }
+        // The kubelet's process does not learn of the API server's loss.
+        assert!(
+            process_running(&marker),
+            "kubectl {version}: a cut must not end the process"
+        );
+    }
+    drop(solo);
+    wait_for("the processes to end", Duration::from_secs(10), || {
+        !process_running("sleep 2000[12]")
+    });
+}
+
+/// Opens a connection through a forwarder on `local` and checks one round
+/// trip.
+fn connect_and_echo(local: u16, what: &str) -> std::net::TcpStream {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", local)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(b"before the cut").expect("write");
+    let mut echoed = [0u8; 14];
+    stream
+        .read_exact(&mut echoed)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(&echoed, b"before the cut");
+    stream
+}
+
+#[test]
+fn a_cut_ends_an_open_kubectl_port_forward_and_its_connections() {
+    let sim = Sim::start();
+    let pod_port = echo_server();
+    // 1.27 speaks SPDY, 1.33 SPDY tunnelled in WebSocket.
+    for version in ["1.27", "1.33"] {
+        let local = free_port();
+        let mut forwarder = Process(
+            sim.kubectl_command(version, "admin")
+                .args(["port-forward", "--address", "127.0.0.1", "solo"])
+                .arg(format!("{local}:{pod_port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start kubectl port-forward"),
+        );
+        wait_for(
+            "kubectl port-forward to listen",
+            Duration::from_secs(20),
+            || std::net::TcpStream::connect(("127.0.0.1", local)).is_ok(),
+        );
+        let mut stream = connect_and_echo(local, &format!("kubectl {version}"));
+        sim.admin("/sim/cut", "{}");
+        // The forwarded connection ends with the stream...
+        let mut rest = Vec::new();
+        let ended = stream.read_to_end(&mut rest);
+        assert!(
+            matches!(ended, Ok(0))
+                || ended.is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+            "kubectl {version}: the forwarded connection must end at the cut"
+        );
+        // ...and kubectl notices it lost the pod.
+        let status = wait_exit(
+            &mut forwarder.0,
+            &format!("kubectl {version} port-forward to end at the cut"),
+            Duration::from_secs(10),
+        );
+        let stderr = read_all(forwarder.0.stderr.take().expect("stderr"));
+        assert_eq!(status.code(), Some(1), "kubectl {version}: {stderr}");
+        assert!(
+            stderr.ends_with("error: lost connection to pod\n"),
+            "kubectl {version}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_ends_a_plain_websocket_port_forward() {
+    use k8s_openapi::api::core::v1::Pod;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = Sim::start();
+    let pod_port = echo_server();
+    let pods: kube::Api<Pod> = kube::Api::namespaced(sim.kube_client("admin").await, "default");
+    let mut forwarder = pods
+        .portforward("solo", &[pod_port])
+        .await
+        .expect("portforward");
+    let mut stream = forwarder.take_stream(pod_port).expect("stream");
+    stream.write_all(b"ping").await.expect("write");
+    let mut echoed = [0u8; 4];
+    stream.read_exact(&mut echoed).await.expect("echo");
+    assert_eq!(&echoed, b"ping");
+    tokio::task::block_in_place(|| sim.admin("/sim/cut", "{}"));
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+        .await
+        .expect("the forwarded stream must end at the cut");
+    assert!(matches!(ended, Ok(0) | Err(_)), "{ended:?} {rest:?}");
+    // kube-rs reports a connection that ended without a close frame.
+    let joined = tokio::time::timeout(Duration::from_secs(10), forwarder.join())
+        .await
+        .expect("the forwarder must end at the cut");
+    assert!(joined.is_err(), "{joined:?}");
+}
+
+#[test]
+fn a_cut_drops_open_watches_mid_stream() {
+    let sim = Sim::start();
+    let events = sim.dir.path().join("watch.json");
+    // curl exits 18 (partial file) when a chunked body ends without its
+    // last chunk, 0 when the server ends the watch cleanly.
+    let mut watch = Process(
+        std::process::Command::new("curl")
+            .args(["-skN", "-H", "Authorization: Bearer admin-token", "-o"])
+            .arg(&events)
+            .arg(format!(
+                "https://{}/api/v1/namespaces/default/pods?watch=1",
+                sim.address
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("curl"),
+    );
+    wait_for(
+        "the watch to list the existing pods",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&events).is_ok_and(|e| e.contains(r#""name":"web-0""#)),
+    );
+    sim.admin("/sim/cut", "{}");
+    let status = wait_exit(&mut watch.0, "the watch to be cut", Duration::from_secs(10));
+    assert_eq!(status.code(), Some(18));
+}
