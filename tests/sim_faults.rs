@@ -213,3 +213,89 @@ fn a_cut_drops_open_watches_mid_stream() {
     let status = wait_exit(&mut watch.0, "the watch to be cut", Duration::from_secs(10));
     assert_eq!(status.code(), Some(18));
 }
+
+#[test]
+fn stopping_the_api_drops_open_streams_and_keeps_the_state() {
+    let sim = Sim::start();
+    let solo = DeleteOnDrop(&sim, "solo");
+    let lease = r#"{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "kept", "namespace": "default"}, "spec": {"holderIdentity": "before-the-stop"}}"#;
+    let out = sim.kubectl_version("1.33", "admin", &["apply", "-f", "-"], lease.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (mut exec, exec_stderr) = open_exec(&sim, "1.33", 3);
+    let pod_port = echo_server();
+    let local = free_port();
+    let mut forwarder = Process(
+        sim.kubectl_command("1.27", "admin")
+            .args(["port-forward", "--address", "127.0.0.1", "solo"])
+            .arg(format!("{local}:{pod_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kubectl port-forward"),
+    );
+    wait_for(
+        "kubectl port-forward to listen",
+        Duration::from_secs(20),
+        || std::net::TcpStream::connect(("127.0.0.1", local)).is_ok(),
+    );
+    let mut stream = connect_and_echo(local, "kubectl 1.27");
+
+    sim.admin("/sim/stop", r#"{"seconds": 3}"#);
+    wait_for("the API to stop", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(&sim.address).is_err()
+    });
+    let status = wait_exit(&mut exec.0, "the exec to end", Duration::from_secs(10));
+    let stderr = read_all(exec_stderr);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.ends_with(
+            "error: error reading from error stream: next reader: websocket: close 1006 (abnormal closure): unexpected EOF\n"
+        ),
+        "{stderr}"
+    );
+    let mut rest = Vec::new();
+    assert!(
+        !matches!(stream.read_to_end(&mut rest), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the forwarded connection must end with the API"
+    );
+    let status = wait_exit(
+        &mut forwarder.0,
+        "the port-forward to end",
+        Duration::from_secs(10),
+    );
+    let stderr = read_all(forwarder.0.stderr.take().expect("stderr"));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.ends_with("error: lost connection to pod\n"),
+        "{stderr}"
+    );
+
+    // The API comes back with its state; the kubelet's process ran on.
+    wait_for("the API to serve again", Duration::from_secs(20), || {
+        sim.kubectl("kubectl", "admin", &["get", "--raw", "/version"])
+            .status
+            .success()
+    });
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &[
+            "get",
+            "lease",
+            "kept",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "before-the-stop",
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(process_running("sleep 20003"));
+    drop(solo);
+    wait_for("the process to end", Duration::from_secs(10), || {
+        !process_running("sleep 20003")
+    });
+}
