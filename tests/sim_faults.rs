@@ -299,3 +299,66 @@ fn stopping_the_api_drops_open_streams_and_keeps_the_state() {
         !process_running("sleep 20003")
     });
 }
+
+#[test]
+fn injected_failures_reach_kubectl_as_the_api_server_words_them() {
+    let sim = Sim::start();
+    let cache = sim.dir.path().join("kubectl-cache");
+    let cache = cache.to_str().expect("UTF-8 path");
+    let get = |version: &str, args: &[&str]| {
+        let out = sim.kubectl_version(
+            version,
+            "admin",
+            &[&["--cache-dir", cache], args].concat(),
+            b"",
+        );
+        (out.status.code(), text(&out.stderr))
+    };
+    // Discovery is cached first, as in a client that already worked with
+    // this cluster: what follows is the request's own error.
+    for version in VERSIONS {
+        assert_eq!(get(version, &["get", "pods"]), (Some(0), String::new()));
+    }
+    for (fault, line) in [
+        (
+            r#"{"fail_status": 503}"#,
+            "Error from server (ServiceUnavailable): injected failure\n",
+        ),
+        (
+            r#"{"fail_status": 500}"#,
+            "Error from server (InternalError): Internal error occurred: injected failure\n",
+        ),
+    ] {
+        sim.admin("/sim/faults", fault);
+        for version in VERSIONS {
+            for args in [&["get", "pods"][..], &["exec", "solo", "--", "true"]] {
+                assert_eq!(
+                    get(version, args),
+                    (Some(1), line.to_string()),
+                    "kubectl {version} {args:?} with {fault}"
+                );
+            }
+        }
+    }
+    // Without a discovery cache, kubectl fails at discovery already.
+    let empty_cache = sim.dir.path().join("empty-cache");
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &[
+            "--cache-dir",
+            empty_cache.to_str().expect("UTF-8 path"),
+            "get",
+            "pods",
+        ],
+    );
+    assert!(
+        text(&out.stderr)
+            .ends_with("Error from server (InternalError): an error on the server (\"unknown\") has prevented the request from succeeding\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Clearing the faults heals the API.
+    sim.admin("/sim/faults", "{}");
+    assert_eq!(get("1.33", &["get", "pods"]), (Some(0), String::new()));
+}

@@ -124,11 +124,7 @@ async fn handle_request(
         return admin_request(sim, &user, admin, request).await;
     }
     if let Some(code) = faults.fail_status {
-        return Err(ApiError::new(
-            code,
-            "ServiceUnavailable",
-            "injected failure",
-        ));
+        return Err(ApiError::injected(code));
     }
     let segments: Vec<&str> = path
         .trim_matches('/')
@@ -296,7 +292,13 @@ async fn handle_request(
         "delete" => {
             // DeleteOptions may carry preconditions (uid, resourceVersion).
             let options = read_body(request).await?;
-            let options: Value = serde_json::from_slice(&options).unwrap_or(json!({}));
+            let mut options: Value = serde_json::from_slice(&options).unwrap_or(json!({}));
+            // DeleteOptions may come as query parameters too.
+            if let Some(policy) = param(&params, "propagationPolicy")
+                && let Some(options) = options.as_object_mut()
+            {
+                options.insert("propagationPolicy".into(), json!(policy));
+            }
             let current = get(sim, &target)?;
             for field in ["uid", "resourceVersion"] {
                 let actual = current
@@ -313,13 +315,15 @@ async fn handle_request(
                         "Conflict",
                         format!(
                             "Operation cannot be fulfilled on {} \"{}\": Precondition failed: {field} in precondition: {wanted}, {field} in object meta: {actual}",
-                            target.resource.name, target.name
+                            super::status::qualified(target.resource.group, target.resource.name),
+                            target.name
                         ),
                     ));
                 }
             }
-            let deleted =
-                super::cluster::delete(sim, &key(&target)).map_err(|e| store_error(e, &target))?;
+            let propagation = super::cluster::Propagation::from_options(&options);
+            let deleted = super::cluster::delete(sim, &key(&target), propagation)
+                .map_err(|e| store_error(e, &target))?;
             Ok(json_response(StatusCode::OK, &deleted))
         }
         _ => {
@@ -339,8 +343,11 @@ async fn handle_request(
                     .pointer("/metadata/namespace")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                let _ =
-                    super::cluster::delete(sim, &Key::new(target.resource.name, namespace, name));
+                let _ = super::cluster::delete(
+                    sim,
+                    &Key::new(target.resource.name, namespace, name),
+                    super::cluster::Propagation::Cascade,
+                );
             }
             Ok(json_response(
                 StatusCode::OK,
@@ -409,9 +416,15 @@ fn namespace_filter(target: &Target) -> Option<&str> {
 
 pub fn store_error(error: StoreError, target: &Target) -> ApiError {
     match error {
-        StoreError::NotFound => ApiError::not_found(target.resource.name, &target.name),
-        StoreError::AlreadyExists => ApiError::already_exists(target.resource.name, &target.name),
-        StoreError::Conflict => ApiError::conflict(target.resource.name, &target.name),
+        StoreError::NotFound => {
+            ApiError::not_found(target.resource.group, target.resource.name, &target.name)
+        }
+        StoreError::AlreadyExists => {
+            ApiError::already_exists(target.resource.group, target.resource.name, &target.name)
+        }
+        StoreError::Conflict => {
+            ApiError::conflict(target.resource.group, target.resource.name, &target.name)
+        }
         StoreError::Gone(rv) => {
             ApiError::new(410, "Expired", format!("too old resource version: {rv}"))
         }
@@ -419,9 +432,9 @@ pub fn store_error(error: StoreError, target: &Target) -> ApiError {
 }
 
 pub fn get(sim: &Sim, target: &Target) -> Result<Value, ApiError> {
-    sim.store
-        .get(&key(target))
-        .ok_or_else(|| ApiError::not_found(target.resource.name, &target.name))
+    sim.store.get(&key(target)).ok_or_else(|| {
+        ApiError::not_found(target.resource.group, target.resource.name, &target.name)
+    })
 }
 
 fn with_type(resource: &Resource, mut object: Value) -> Value {
@@ -578,7 +591,7 @@ pub fn create(sim: &Arc<Sim>, target: &Target, body: Value) -> Result<Value, Api
             .get(&Key::new("namespaces", "", &target.namespace))
             .is_none()
         {
-            return Err(ApiError::not_found("namespaces", &target.namespace));
+            return Err(ApiError::not_found("", "namespaces", &target.namespace));
         }
     }
     let mut name = object
@@ -875,6 +888,7 @@ async fn admin_request(
             let body = read_json(request).await?;
             let faults: super::scenario::Faults = serde_json::from_value(body)
                 .map_err(|e| ApiError::bad_request(format!("faults: {e}")))?;
+            faults.check().map_err(ApiError::bad_request)?;
             *sim.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
             Ok(json_response(StatusCode::OK, &json!({"status": "Success"})))
         }
