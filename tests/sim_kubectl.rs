@@ -11,12 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-const VERSIONS: &[&str] = &["1.27", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33"];
-
-fn kubectl_path(version: &str) -> String {
-    format!("/usr/lib/google-cloud-sdk/bin/kubectl.{version}")
-}
-
 fn kubectl_with_input(
     sim: &Sim,
     version: &str,
@@ -66,25 +60,6 @@ fn every_kubectl_version_execs_with_stdin_and_exit_code() {
             text(&out.stderr)
         );
     }
-}
-
-fn echo_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut buffer = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buffer) {
-                    if n == 0 || stream.write_all(&buffer[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
 }
 
 #[test]
@@ -299,10 +274,43 @@ fn kubectl_auth_can_i_follows_rbac_and_impersonation() {
     );
 }
 
+/// Applies a JSON manifest with kubectl and checks it was created.
+fn apply(sim: &Sim, manifest: &str) {
+    let out = sim.kubectl_version("1.33", "admin", &["apply", "-f", "-"], manifest.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// A pod whose nodeSelector no node matches: the scheduler leaves it
+/// Pending without a node.
+const UNSCHEDULABLE: &str = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nowhere", "namespace": "default"}, "spec": {"nodeSelector": {"disk": "none"}, "containers": [{"name": "main", "image": "busybox:1.36"}]}}"#;
+
+/// Two containers and no default-container annotation.
+const PAIR: &str = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pair", "namespace": "default"}, "spec": {"containers": [{"name": "a", "image": "busybox:1.36"}, {"name": "b", "image": "busybox:1.36"}]}}"#;
+
 #[test]
 fn errors_read_as_a_real_cluster_makes_kubectl_print_them() {
     let sim = Sim::start();
-    for version in ["1.27", "1.33"] {
+    apply(&sim, UNSCHEDULABLE);
+    wait_for(
+        "the scheduler to give up on the pod",
+        Duration::from_secs(10),
+        || {
+            let out = sim.kubectl(
+                "kubectl",
+                "admin",
+                &[
+                    "get",
+                    "pod",
+                    "nowhere",
+                    "-o",
+                    "jsonpath={.status.conditions[0].message}",
+                ],
+            );
+            text(&out.stdout)
+                == "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) were not ready or had untolerated taints."
+        },
+    );
+    for version in VERSIONS {
         let cases: &[(&str, &[&str], &str)] = &[
             (
                 "dave",
@@ -319,12 +327,386 @@ fn errors_read_as_a_real_cluster_makes_kubectl_print_them() {
                 &["exec", "web-0", "-c", "nope", "--", "true"],
                 "Error from server (BadRequest): container nope is not valid for pod web-0\n",
             ),
+            (
+                "admin",
+                &["exec", "nowhere", "--", "true"],
+                "Error from server (BadRequest): pod nowhere does not have a host assigned\n",
+            ),
+            // `broken` is on a Ready node, its image cannot be pulled: the
+            // kubelet answers, the container is not running.
+            (
+                "admin",
+                &["exec", "broken", "--", "true"],
+                "error: unable to upgrade connection: container not found (\"main\")\n",
+            ),
+            (
+                "admin",
+                &["exec", "done", "--", "true"],
+                "error: cannot exec into a container in a completed pod; current phase is Succeeded\n",
+            ),
         ];
         for (context, args, expected) in cases {
-            let out = kubectl_with_input(&sim, version, context, args, b"");
+            let out = sim.kubectl_version(version, context, args, b"");
             assert_eq!(text(&out.stderr), *expected, "kubectl {version} {args:?}");
-            assert_eq!(out.status.code(), Some(1));
+            assert_eq!(out.status.code(), Some(1), "kubectl {version} {args:?}");
         }
+    }
+}
+
+/// The status code and `Status` message of an exec request that names no
+/// container, sent over `transport` ("websocket" or "spdy") with curl.
+fn exec_without_container(sim: &Sim, pod: &str, transport: &str) -> (String, serde_json::Value) {
+    let mut command = Command::new("curl");
+    command.args([
+        "-sk",
+        "--http1.1",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "Authorization: Bearer admin-token",
+        "-H",
+        "Connection: Upgrade",
+    ]);
+    if transport == "spdy" {
+        command.args([
+            "-X",
+            "POST",
+            "-H",
+            "Upgrade: SPDY/3.1",
+            "-H",
+            "X-Stream-Protocol-Version: v4.channel.k8s.io",
+        ]);
+    } else {
+        command.args([
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "-H",
+            "Sec-WebSocket-Protocol: v5.channel.k8s.io",
+        ]);
+    }
+    let out = command
+        .arg(format!(
+            "https://{}/api/v1/namespaces/default/pods/{pod}/exec?command=true&stdout=true",
+            sim.address
+        ))
+        .output()
+        .expect("curl");
+    let answer = text(&out.stdout);
+    let (body, code) = answer.rsplit_once('\n').expect("status code line");
+    (
+        code.to_string(),
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}")),
+    )
+}
+
+#[test]
+fn several_containers_and_none_named_is_refused_by_the_server_and_defaulted_by_kubectl() {
+    let sim = Sim::start();
+    apply(&sim, PAIR);
+    sim.wait_running("default", "pair");
+    // The API server refuses, on either transport, before any upgrade.
+    for transport in ["websocket", "spdy"] {
+        let (code, status) = exec_without_container(&sim, "pair", transport);
+        assert_eq!(code, "400", "{transport}: {status}");
+        assert_eq!(status["reason"], "BadRequest", "{transport}");
+        assert_eq!(
+            status["message"],
+            "a container name must be specified for pod pair, choose one of: [a b]",
+            "{transport}"
+        );
+    }
+    // kubectl names the first container itself and says so.
+    for version in VERSIONS {
+        let out = sim.kubectl_version(version, "admin", &["exec", "pair", "--", "pwd"], b"");
+        assert_eq!(
+            text(&out.stderr),
+            "Defaulted container \"a\" out of: a, b\n",
+            "kubectl {version}"
+        );
+        assert!(
+            text(&out.stdout).ends_with("/pods/default/pair/a\n"),
+            "kubectl {version}: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn kubectl_patch_merges_json_patches_and_stale_updates_conflict() {
+    let sim = Sim::start();
+    let patch = |kind: &str, patch: &str| {
+        let out = sim.kubectl(
+            "kubectl",
+            "admin",
+            &["patch", "pod", "solo", "--type", kind, "-p", patch],
+        );
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let labels = || {
+        text(
+            &sim.kubectl(
+                "kubectl",
+                "admin",
+                &["get", "pod", "solo", "-o", "jsonpath={.metadata.labels}"],
+            )
+            .stdout,
+        )
+    };
+    let merge = r#"{"metadata": {"labels": {"tier": "web"}}}"#;
+    assert_eq!(
+        patch("merge", merge),
+        ("pod/solo patched\n".into(), "".into())
+    );
+    // Nothing changes: the server keeps the resourceVersion.
+    assert_eq!(
+        patch("merge", merge),
+        ("pod/solo patched (no change)\n".into(), "".into())
+    );
+    let json = r#"[{"op": "add", "path": "/metadata/labels/track", "value": "stable"}, {"op": "remove", "path": "/metadata/labels/tier"}]"#;
+    assert_eq!(
+        patch("json", json),
+        ("pod/solo patched\n".into(), "".into())
+    );
+    assert_eq!(labels(), r#"{"track":"stable"}"#);
+
+    // An update from a stale read is refused, by PUT and by a patch that
+    // carries the old resourceVersion.
+    let stale = text(
+        &sim.kubectl("kubectl", "admin", &["get", "pod", "solo", "-o", "json"])
+            .stdout,
+    );
+    let stale_version = serde_json::from_str::<serde_json::Value>(&stale).expect("pod JSON")
+        ["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("resourceVersion")
+        .to_string();
+    let out = sim.kubectl("kubectl", "admin", &["label", "pod", "solo", "moved=on"]);
+    assert_eq!(
+        text(&out.stdout),
+        "pod/solo labeled\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let conflict = "Operation cannot be fulfilled on pods \"solo\": the object has been modified; please apply your changes to the latest version and try again";
+    let out = sim.kubectl_version("1.33", "admin", &["replace", "-f", "-"], stale.as_bytes());
+    assert_eq!(
+        text(&out.stderr),
+        format!("Error from server (Conflict): error when replacing \"STDIN\": {conflict}\n")
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let (stdout, stderr) = patch(
+        "merge",
+        &format!(
+            r#"{{"metadata": {{"resourceVersion": "{stale_version}", "labels": {{"late": "yes"}}}}}}"#
+        ),
+    );
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr,
+        format!("Error from server (Conflict): {conflict}\n")
+    );
+    assert_eq!(labels(), r#"{"moved":"on","track":"stable"}"#);
+}
+
+/// The uid of an object, read with kubectl.
+fn uid(sim: &Sim, kind: &str, name: &str) -> String {
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &[
+            "get",
+            kind,
+            name,
+            "-n",
+            "prod",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// A Lease in `prod` owned by the given pods (name, uid).
+fn owned_lease(name: &str, owners: &[(&str, &str)]) -> String {
+    let references: Vec<serde_json::Value> = owners
+        .iter()
+        .map(|(owner, uid)| {
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "name": owner, "uid": uid})
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": name, "namespace": "prod", "ownerReferences": references},
+        "spec": {"holderIdentity": name},
+    })
+    .to_string()
+}
+
+fn owner_names(sim: &Sim, lease: &str) -> String {
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &[
+            "get",
+            "lease",
+            lease,
+            "-n",
+            "prod",
+            "-o",
+            "jsonpath={.metadata.ownerReferences[*].name}",
+        ],
+    );
+    assert!(out.status.success(), "{lease}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn deleting_an_owner_garbage_collects_its_dependents() {
+    let sim = Sim::start();
+    for pod in ["owner", "keeper", "parent"] {
+        apply(
+            &sim,
+            &format!(
+                r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{pod}", "namespace": "prod"}}, "spec": {{"containers": [{{"name": "main", "image": "busybox:1.36"}}]}}}}"#
+            ),
+        );
+    }
+    let (owner, keeper, parent) = (
+        uid(&sim, "pod", "owner"),
+        uid(&sim, "pod", "keeper"),
+        uid(&sim, "pod", "parent"),
+    );
+    apply(&sim, &owned_lease("dependent", &[("owner", &owner)]));
+    apply(
+        &sim,
+        &owned_lease("shared", &[("owner", &owner), ("keeper", &keeper)]),
+    );
+    apply(&sim, &owned_lease("orphan", &[("parent", &parent)]));
+
+    // Background propagation (kubectl's default).
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &["delete", "pod", "owner", "-n", "prod"],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "pod \"owner\" deleted\n",
+        "{}",
+        text(&out.stderr)
+    );
+    wait_for(
+        "the garbage collector to delete the dependent",
+        Duration::from_secs(10),
+        || {
+            text(
+                &sim.kubectl(
+                    "kubectl",
+                    "admin",
+                    &["get", "lease", "dependent", "-n", "prod"],
+                )
+                .stderr,
+            ) == "Error from server (NotFound): leases.coordination.k8s.io \"dependent\" not found\n"
+        },
+    );
+    // An object with another owner still present stays, without the
+    // reference to the deleted one.
+    assert_eq!(owner_names(&sim, "shared"), "keeper");
+
+    // Orphan propagation keeps the dependents and drops their reference.
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &["delete", "pod", "parent", "-n", "prod", "--cascade=orphan"],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "pod \"parent\" deleted\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(owner_names(&sim, "orphan"), "");
+}
+
+#[test]
+fn every_kubectl_version_gets_applies_and_deletes() {
+    let sim = Sim::start();
+    for version in VERSIONS {
+        let name = format!("apply-{}", version.replace('.', "-"));
+        let manifest = |tier: &str| {
+            format!(
+                r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}", "namespace": "prod", "labels": {{"tier": "{tier}"}}}}, "spec": {{"containers": [{{"name": "main", "image": "busybox:1.36"}}]}}}}"#
+            )
+        };
+        let kubectl = |args: &[&str], input: &str| {
+            let out = sim.kubectl_version(version, "admin", args, input.as_bytes());
+            (text(&out.stdout), text(&out.stderr))
+        };
+        let apply = ["apply", "-f", "-"];
+        let created = kubectl(&apply, &manifest("web"));
+        assert_eq!(
+            created,
+            (format!("pod/{name} created\n"), "".into()),
+            "kubectl {version}"
+        );
+        let configured = kubectl(&apply, &manifest("api"));
+        assert_eq!(
+            configured,
+            (format!("pod/{name} configured\n"), "".into()),
+            "kubectl {version}"
+        );
+        let unchanged = kubectl(&apply, &manifest("api"));
+        assert_eq!(
+            unchanged,
+            (format!("pod/{name} unchanged\n"), "".into()),
+            "kubectl {version}"
+        );
+        let (table, stderr) = kubectl(&["get", "pods", "-n", "prod", &name], "");
+        let header = table.lines().next().unwrap_or_default();
+        assert!(
+            header
+                .split_whitespace()
+                .eq(["NAME", "READY", "STATUS", "RESTARTS", "AGE"]),
+            "kubectl {version}: {table}{stderr}"
+        );
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap_or_default()
+                .starts_with(&format!("{name} ")),
+            "kubectl {version}: {table}"
+        );
+        let (labels, stderr) = kubectl(
+            &[
+                "get",
+                "pod",
+                "-n",
+                "prod",
+                &name,
+                "-o",
+                "jsonpath={.metadata.labels.tier}",
+            ],
+            "",
+        );
+        assert_eq!(labels, "api", "kubectl {version}: {stderr}");
+        let deleted = kubectl(&["delete", "pod", "-n", "prod", &name], "");
+        assert_eq!(
+            deleted,
+            (format!("pod \"{name}\" deleted\n"), "".into()),
+            "kubectl {version}"
+        );
+        let (_, stderr) = kubectl(&["get", "pod", "-n", "prod", &name], "");
+        assert_eq!(
+            stderr,
+            format!("Error from server (NotFound): pods \"{name}\" not found\n"),
+            "kubectl {version}"
+        );
     }
 }
 

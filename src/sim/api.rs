@@ -124,11 +124,7 @@ async fn handle_request(
         return admin_request(sim, &user, admin, request).await;
     }
     if let Some(code) = faults.fail_status {
-        return Err(ApiError::new(
-            code,
-            "ServiceUnavailable",
-            "injected failure",
-        ));
+        return Err(ApiError::injected(code));
     }
     let segments: Vec<&str> = path
         .trim_matches('/')
@@ -296,7 +292,13 @@ async fn handle_request(
         "delete" => {
             // DeleteOptions may carry preconditions (uid, resourceVersion).
             let options = read_body(request).await?;
-            let options: Value = serde_json::from_slice(&options).unwrap_or(json!({}));
+            let mut options: Value = serde_json::from_slice(&options).unwrap_or(json!({}));
+            // DeleteOptions may come as query parameters too.
+            if let Some(policy) = param(&params, "propagationPolicy")
+                && let Some(options) = options.as_object_mut()
+            {
+                options.insert("propagationPolicy".into(), json!(policy));
+            }
             let current = get(sim, &target)?;
             for field in ["uid", "resourceVersion"] {
                 let actual = current
@@ -313,13 +315,15 @@ async fn handle_request(
                         "Conflict",
                         format!(
                             "Operation cannot be fulfilled on {} \"{}\": Precondition failed: {field} in precondition: {wanted}, {field} in object meta: {actual}",
-                            target.resource.name, target.name
+                            super::status::qualified(target.resource.group, target.resource.name),
+                            target.name
                         ),
                     ));
                 }
             }
-            let deleted =
-                super::cluster::delete(sim, &key(&target)).map_err(|e| store_error(e, &target))?;
+            let propagation = super::cluster::Propagation::from_options(&options);
+            let deleted = super::cluster::delete(sim, &key(&target), propagation)
+                .map_err(|e| store_error(e, &target))?;
             Ok(json_response(StatusCode::OK, &deleted))
         }
         _ => {
@@ -339,8 +343,11 @@ async fn handle_request(
                     .pointer("/metadata/namespace")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                let _ =
-                    super::cluster::delete(sim, &Key::new(target.resource.name, namespace, name));
+                let _ = super::cluster::delete(
+                    sim,
+                    &Key::new(target.resource.name, namespace, name),
+                    super::cluster::Propagation::Cascade,
+                );
             }
             Ok(json_response(
                 StatusCode::OK,
@@ -409,9 +416,15 @@ fn namespace_filter(target: &Target) -> Option<&str> {
 
 pub fn store_error(error: StoreError, target: &Target) -> ApiError {
     match error {
-        StoreError::NotFound => ApiError::not_found(target.resource.name, &target.name),
-        StoreError::AlreadyExists => ApiError::already_exists(target.resource.name, &target.name),
-        StoreError::Conflict => ApiError::conflict(target.resource.name, &target.name),
+        StoreError::NotFound => {
+            ApiError::not_found(target.resource.group, target.resource.name, &target.name)
+        }
+        StoreError::AlreadyExists => {
+            ApiError::already_exists(target.resource.group, target.resource.name, &target.name)
+        }
+        StoreError::Conflict => {
+            ApiError::conflict(target.resource.group, target.resource.name, &target.name)
+        }
         StoreError::Gone(rv) => {
             ApiError::new(410, "Expired", format!("too old resource version: {rv}"))
         }
@@ -419,9 +432,9 @@ pub fn store_error(error: StoreError, target: &Target) -> ApiError {
 }
 
 pub fn get(sim: &Sim, target: &Target) -> Result<Value, ApiError> {
-    sim.store
-        .get(&key(target))
-        .ok_or_else(|| ApiError::not_found(target.resource.name, &target.name))
+    sim.store.get(&key(target)).ok_or_else(|| {
+        ApiError::not_found(target.resource.group, target.resource.name, &target.name)
+    })
 }
 
 fn with_type(resource: &Resource, mut object: Value) -> Value {
@@ -506,7 +519,8 @@ fn watch(
     // Watch events are small; 64 pending lines is plenty before the client
     // must read, and bounds a stalled watcher's cost.
     let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(64);
-    let mut cut = sim.cut.subscribe();
+    let cut = sim.cut_signal();
+    let body_cut = cut.clone();
     tokio::spawn(async move {
         let line = |kind: &str, object: &Value| {
             let mut line = serde_json::to_vec(&json!({"type": kind, "object": object}))
@@ -534,7 +548,7 @@ fn watch(
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
-                _ = cut.recv() => return,
+                _ = cut.cancelled() => return,
                 _ = sender.closed() => return,
                 event = live.recv() => match event {
                     Ok(event) if event.resource_version > since => {
@@ -553,7 +567,7 @@ fn watch(
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(streamed(receiver))
+        .body(streamed(receiver, body_cut))
         .expect("static headers are valid"))
 }
 
@@ -577,7 +591,7 @@ pub fn create(sim: &Arc<Sim>, target: &Target, body: Value) -> Result<Value, Api
             .get(&Key::new("namespaces", "", &target.namespace))
             .is_none()
         {
-            return Err(ApiError::not_found("namespaces", &target.namespace));
+            return Err(ApiError::not_found("", "namespaces", &target.namespace));
         }
     }
     let mut name = object
@@ -858,7 +872,7 @@ fn age(timestamp: &str) -> String {
 }
 
 async fn admin_request(
-    sim: &Sim,
+    sim: &Arc<Sim>,
     user: &UserInfo,
     path: &str,
     request: Request<Incoming>,
@@ -874,6 +888,7 @@ async fn admin_request(
             let body = read_json(request).await?;
             let faults: super::scenario::Faults = serde_json::from_value(body)
                 .map_err(|e| ApiError::bad_request(format!("faults: {e}")))?;
+            faults.check().map_err(ApiError::bad_request)?;
             *sim.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
             Ok(json_response(StatusCode::OK, &json!({"status": "Success"})))
         }
@@ -885,17 +900,20 @@ async fn admin_request(
                 .ok_or_else(|| {
                     ApiError::bad_request("stop: {\"seconds\": N} with 0 <= N <= 3600")
                 })?;
-            let (stop, cut) = (sim.stop.clone(), sim.cut.clone());
-            // Answer first, then stop: the caller learns it worked.
+            let sim = sim.clone();
+            // Answer first, then stop: the caller learns it worked. A dying
+            // API server takes its upgraded streams with it: they are
+            // connections of their own that the listener no longer tracks,
+            // so they are cut explicitly.
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let _ = stop.send(Duration::from_secs_f64(seconds));
-                let _ = cut.send(());
+                let _ = sim.stop.send(Duration::from_secs_f64(seconds));
+                sim.cut();
             });
             Ok(json_response(StatusCode::OK, &json!({"status": "Success"})))
         }
         (&Method::POST, "cut") => {
-            let _ = sim.cut.send(());
+            sim.cut();
             Ok(json_response(StatusCode::OK, &json!({"status": "Success"})))
         }
         _ => Ok(full_not_found()),

@@ -283,23 +283,63 @@ fn tolerates(pod: &Value, taint: &Value) -> bool {
         })
 }
 
-/// The scheduler's choice: a Ready node whose NoSchedule taints the pod
-/// tolerates.
-fn schedule(sim: &Sim, pod: &Value) -> Option<String> {
+/// Why a node cannot take a pod, worded as in the scheduler's message, in
+/// the order of its filters (taints before node affinity).
+fn unfit(sim: &Sim, pod: &Value, node: &Value) -> Option<&'static str> {
+    let name = node.pointer("/metadata/name")?.as_str()?;
+    let taints = node
+        .pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let tolerated = taints
+        .iter()
+        .filter(|t| t["effect"] == "NoSchedule")
+        .all(|t| tolerates(pod, t));
+    if node_ready(sim, name) != Some(true) || !tolerated {
+        return Some("were not ready or had untolerated taints");
+    }
+    let labels = &node["metadata"]["labels"];
+    let selected = pod
+        .pointer("/spec/nodeSelector")
+        .and_then(Value::as_object)
+        .is_none_or(|selector| selector.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    if !selected {
+        return Some("didn't match Pod's node affinity/selector");
+    }
+    None
+}
+
+/// The scheduler's choice: a Ready node matching the pod's nodeSelector
+/// whose NoSchedule taints the pod tolerates; or, when there is none, the
+/// scheduler's `0/N nodes are available: ...` message.
+fn schedule(sim: &Sim, pod: &Value) -> Result<String, String> {
     let (nodes, _) = sim.store.list("nodes", None);
-    nodes.iter().find_map(|node| {
-        let name = node.pointer("/metadata/name")?.as_str()?;
-        let taints = node
-            .pointer("/spec/taints")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let schedulable = taints
-            .iter()
-            .filter(|t| t["effect"] == "NoSchedule")
-            .all(|t| tolerates(pod, t));
-        (node_ready(sim, name)? && schedulable).then(|| name.to_string())
-    })
+    if nodes.is_empty() {
+        return Err("no nodes available to schedule pods".into());
+    }
+    let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+    for node in &nodes {
+        match unfit(sim, pod, node) {
+            None => {
+                if let Some(name) = node.pointer("/metadata/name").and_then(Value::as_str) {
+                    return Ok(name.to_string());
+                }
+            }
+            Some(reason) => *reasons.entry(reason).or_default() += 1,
+        }
+    }
+    // Sorted as strings, count first, as the scheduler sorts them.
+    let mut reasons: Vec<String> = reasons
+        .into_iter()
+        .map(|(reason, count)| format!("{count} node(s) {reason}"))
+        .collect();
+    reasons.sort();
+    Err(format!(
+        "0/{} nodes are available: {}.",
+        nodes.len(),
+        reasons.join(", ")
+    ))
 }
 
 fn set_condition(
@@ -346,21 +386,31 @@ pub fn start_pod(sim: Arc<Sim>, key: Key) {
             {
                 break node.to_string();
             }
-            if let Some(node) = schedule(&sim, &pod) {
-                let _ = sim.store.modify(&key, |p| {
-                    p["spec"]["nodeName"] = json!(node);
-                    set_condition(p, "PodScheduled", "True", None, None);
-                    true
-                });
-                break node;
-            }
-            let total = sim.store.list("nodes", None).0.len();
+            let message = match schedule(&sim, &pod) {
+                Ok(node) => {
+                    let _ = sim.store.modify(&key, |p| {
+                        p["spec"]["nodeName"] = json!(node);
+                        set_condition(p, "PodScheduled", "True", None, None);
+                        true
+                    });
+                    break node;
+                }
+                Err(message) => message,
+            };
             let _ = sim.store.modify(&key, |p| {
-                if p.pointer("/status/conditions/0/reason") == Some(&json!("Unschedulable")) {
+                let unchanged = p.pointer("/status/conditions/0/reason")
+                    == Some(&json!("Unschedulable"))
+                    && p.pointer("/status/conditions/0/message") == Some(&json!(message));
+                if unchanged {
                     return false;
                 }
-                let message = format!("0/{total} nodes are available: {total} node(s) were not ready or had untolerated taints.");
-                set_condition(p, "PodScheduled", "False", Some("Unschedulable"), Some(&message));
+                set_condition(
+                    p,
+                    "PodScheduled",
+                    "False",
+                    Some("Unschedulable"),
+                    Some(&message),
+                );
                 true
             });
             tokio::time::sleep(poll).await;
@@ -443,26 +493,36 @@ pub fn start_pod(sim: Arc<Sim>, key: Key) {
     });
 }
 
-/// Whether the owner an ownerReference names still exists (same kind,
-/// name and uid; namespaced owners live in the dependent's namespace).
-fn owner_exists(sim: &Sim, namespace: &str, owner: &Value) -> bool {
-    let Some(resource) = resources::RESOURCES
-        .iter()
-        .find(|r| Some(r.kind) == owner["kind"].as_str() && !r.review)
-    else {
-        return false;
-    };
-    let namespace = if resource.namespaced { namespace } else { "" };
-    let name = owner["name"].as_str().unwrap_or_default();
-    sim.store
-        .get(&Key::new(resource.name, namespace, name))
-        .is_some_and(|o| o.pointer("/metadata/uid") == Some(&owner["uid"]))
+/// What a deletion does to the objects that name the deleted one in their
+/// ownerReferences (`DeleteOptions.propagationPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// The garbage collector deletes the dependents (`Background`, the
+    /// default, and `Foreground`, which ends in the same state).
+    Cascade,
+    /// The dependents stay, without their reference to the owner
+    /// (`Orphan`, or the older `orphanDependents: true`).
+    Orphan,
+}
+
+impl Propagation {
+    /// Reads the policy from a request's DeleteOptions.
+    pub fn from_options(options: &Value) -> Propagation {
+        if options["propagationPolicy"] == "Orphan" || options["orphanDependents"] == true {
+            Propagation::Orphan
+        } else {
+            Propagation::Cascade
+        }
+    }
 }
 
 /// Deletes an object and what depends on it: a pod's processes, a
-/// namespace's contents, and every object whose ownerReferences name it
-/// (background propagation by the garbage collector).
-pub fn delete(sim: &Sim, key: &Key) -> Result<Value, StoreError> {
+/// namespace's contents, and the objects it owns, as the garbage collector
+/// treats them: with `Cascade`, a dependent whose other owners are gone
+/// too is deleted, one with an owner still present only loses the
+/// reference to the deleted one; with `Orphan`, every dependent only loses
+/// that reference.
+pub fn delete(sim: &Sim, key: &Key, propagation: Propagation) -> Result<Value, StoreError> {
     let deleted = sim.store.delete(key)?;
     if key.resource == "pods" {
         sim.runtime.kill_pod(&key.namespace, &key.name);
@@ -471,52 +531,82 @@ pub fn delete(sim: &Sim, key: &Key) -> Result<Value, StoreError> {
         for resource in resources::RESOURCES.iter().filter(|r| r.namespaced) {
             for object in sim.store.list(resource.name, Some(&key.name)).0 {
                 if let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) {
-                    let _ = delete(sim, &Key::new(resource.name, &key.name, name));
+                    let _ = delete(sim, &Key::new(resource.name, &key.name, name), propagation);
                 }
             }
         }
     }
-    if let Some(uid) = deleted.pointer("/metadata/uid").and_then(Value::as_str) {
-        for resource in resources::RESOURCES {
-            for object in sim.store.list(resource.name, None).0 {
-                let refs = object
-                    .pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                if !refs.iter().any(|r| r["uid"] == uid) {
-                    continue;
-                }
-                let name = object
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let namespace = object
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let key = Key::new(resource.name, namespace, name);
-                // As the garbage collector: a dependent goes when none of
-                // its owners is left; with an owner still there, only the
-                // dangling reference is removed.
-                let remaining: Vec<Value> = refs
-                    .into_iter()
-                    .filter(|r| r["uid"] != uid && owner_exists(sim, namespace, r))
-                    .collect();
-                if remaining.is_empty() {
-                    let _ = delete(sim, &key);
-                } else {
-                    let mut updated = object.clone();
-                    if let Some(meta) = updated.get_mut("metadata").and_then(Value::as_object_mut) {
-                        meta.insert("ownerReferences".into(), Value::Array(remaining));
-                        meta.remove("resourceVersion");
-                    }
-                    let _ = sim.store.update(&key, updated);
-                }
+    let Some(uid) = deleted.pointer("/metadata/uid").and_then(Value::as_str) else {
+        return Ok(deleted);
+    };
+    for resource in resources::RESOURCES {
+        for dependent in sim.store.list(resource.name, None).0 {
+            let references = owner_references(&dependent);
+            if !references.iter().any(|r| r["uid"] == uid) {
+                continue;
             }
+            let name = dependent
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let namespace = dependent
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let dependent_key = Key::new(resource.name, namespace, name);
+            // References to owners that no longer exist are dangling.
+            let remaining: Vec<Value> =
+                references.into_iter().filter(|r| r["uid"] != uid).collect();
+            let owner_left = remaining.iter().any(|r| exists(sim, r, namespace));
+            if propagation == Propagation::Cascade && !owner_left {
+                let _ = delete(sim, &dependent_key, propagation);
+                continue;
+            }
+            // Checked before `modify`, which holds the store's lock.
+            let kept: Vec<Value> = match propagation {
+                Propagation::Orphan => remaining,
+                Propagation::Cascade => remaining
+                    .into_iter()
+                    .filter(|r| exists(sim, r, namespace))
+                    .collect(),
+            };
+            let _ = sim.store.modify(&dependent_key, |object| {
+                let meta = &mut object["metadata"];
+                match meta.as_object_mut() {
+                    Some(meta) if kept.is_empty() => {
+                        meta.remove("ownerReferences");
+                    }
+                    Some(meta) => {
+                        meta.insert("ownerReferences".into(), json!(kept));
+                    }
+                    None => return false,
+                }
+                true
+            });
         }
     }
     Ok(deleted)
+}
+
+fn owner_references(object: &Value) -> Vec<Value> {
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Whether an owner reference names an object that exists: same kind, name
+/// and uid, in the dependent's namespace or cluster-scoped.
+fn exists(sim: &Sim, reference: &Value, namespace: &str) -> bool {
+    let Some(resource) = reference["kind"].as_str().and_then(resources::by_kind) else {
+        return false;
+    };
+    let namespace = if resource.namespaced { namespace } else { "" };
+    let name = reference["name"].as_str().unwrap_or_default();
+    sim.store
+        .get(&Key::new(resource.name, namespace, name))
+        .is_some_and(|owner| owner.pointer("/metadata/uid") == Some(&reference["uid"]))
 }
 
 #[cfg(test)]

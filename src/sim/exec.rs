@@ -20,13 +20,14 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_util::sync::CancellationToken;
 
-use super::Sim;
 use super::api::{Target, param};
 use super::body::{Body, empty};
 use super::rbac::{self, Attributes, UserInfo};
 use super::runtime::{self, Process, ProcessSpec};
 use super::status::{ApiError, exec_start_failure, exec_status, plain_response};
+use super::{Sim, until_cut};
 
 /// Output is read from the process in chunks of this size: big enough that
 /// bulk transfers cost one WebSocket message per 64 KiB.
@@ -327,11 +328,13 @@ pub async fn handle(
                 )));
             };
             let response = websocket_accept(&request, Some(&protocol))?;
+            let cut = sim.cut_signal();
             tokio::spawn(async move {
                 match hyper::upgrade::on(request).await {
                     Ok(upgraded) => {
                         let ws = websocket(TokioIo::new(upgraded)).await;
-                        run_websocket(sim, plan, ws, protocol == "v5.channel.k8s.io").await;
+                        let v5 = protocol == "v5.channel.k8s.io";
+                        run_websocket(sim, plan, ws, v5, cut).await;
                     }
                     Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
                 }
@@ -400,14 +403,23 @@ pub fn resize(terminal: Option<&runtime::Terminal>, json: &[u8]) {
     }
 }
 
-async fn run_websocket<S>(sim: Arc<Sim>, plan: Plan, ws: WebSocketStream<S>, v5: bool)
-where
+async fn run_websocket<S>(
+    sim: Arc<Sim>,
+    plan: Plan,
+    ws: WebSocketStream<S>,
+    v5: bool,
+    cut: CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut source) = ws.split();
     // Eight 64 KiB messages in flight bound what a slow client costs.
     let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(8);
-    let writer = tokio::spawn(async move {
+    // At a cut the writer drops its half of the connection at once, and the
+    // input task below its other half: the client sees the connection end
+    // without a status. The pumps then read and discard, as when a client
+    // goes away.
+    let writer = tokio::spawn(until_cut(cut.clone(), async move {
         while let Some((channel, data)) = out_rx.recv().await {
             let mut message = Vec::with_capacity(data.len() + 1);
             message.push(channel);
@@ -418,7 +430,7 @@ where
         }
         let _ = sink.send(normal_close()).await;
         let _ = sink.close().await;
-    });
+    }));
     let mut process = match sim.runtime.spawn(&plan.namespace, &plan.pod, &plan.spec) {
         Ok(process) => process,
         Err(e) => {
@@ -440,14 +452,11 @@ where
     }
     let mut stdin = process.stdin.take();
     let terminal = process.terminal.clone();
-    let mut cut = sim.cut.subscribe();
-    let input = tokio::spawn(async move {
+    // The loop is cancelled wherever it waits at a cut (also while writing
+    // to a process that does not read its stdin), dropping `source`.
+    let input = tokio::spawn(until_cut(cut, async move {
         loop {
-            let message = tokio::select! {
-                m = source.next() => m,
-                _ = cut.recv() => None,
-            };
-            let data = match message {
+            let data = match source.next().await {
                 Some(Ok(Message::Binary(data))) => data,
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue,
@@ -471,7 +480,7 @@ where
         }
         // The client is gone: its stdin ends; the process itself lives on.
         drop(stdin);
-    });
+    }));
     for pump in pumps {
         let _ = pump.await;
     }

@@ -35,6 +35,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use self::rbac::UserInfo;
 use self::runtime::Runtime;
@@ -70,8 +71,10 @@ pub struct Sim {
     pub minor: u32,
     pub scenario: Scenario,
     pub faults: Mutex<Faults>,
-    /// Fires when the admin endpoint cuts open watches and streams.
-    pub cut: tokio::sync::broadcast::Sender<()>,
+    /// Cancelled by the next cut: every open watch and upgraded stream
+    /// (exec, port-forward) holds a clone and drops its connection when it
+    /// fires. Each cut replaces it with a fresh token for later requests.
+    cut: Mutex<CancellationToken>,
     /// Fires when the admin endpoint stops the API for a while: the
     /// listener closes (connections are refused), open connections drop,
     /// and the API comes back with its state after the given time.
@@ -94,11 +97,42 @@ impl Sim {
             })
     }
 
+    /// The signal that ends a watch or stream opened now at the next cut.
+    /// Take it when the request arrives, so that a cut between the answer
+    /// and the upgrade still ends the stream.
+    pub fn cut_signal(&self) -> CancellationToken {
+        self.cut.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Drops every open watch and upgraded stream as a network cut or a
+    /// dying API server would: no `Status`, no close frame, no GOAWAY; the
+    /// client only sees its connection end. Processes keep running, as a
+    /// kubelet's do when the API server's streams to it break.
+    pub fn cut(&self) {
+        let fired = std::mem::take(&mut *self.cut.lock().unwrap_or_else(|p| p.into_inner()));
+        fired.cancel();
+    }
+
     pub fn faults(&self) -> Faults {
         self.faults
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+/// Runs `work` (what serves one watch or stream, owning its half of the
+/// connection) until it finishes or `cut` fires, and drops it at the cut.
+/// The cut is checked first at every wake-up: once it has fired, `work`
+/// writes nothing more, not even a close frame or a GOAWAY.
+pub async fn until_cut<F: std::future::Future>(
+    cut: CancellationToken,
+    work: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        _ = cut.cancelled() => None,
+        output = work => Some(output),
     }
 }
 
@@ -160,7 +194,6 @@ pub async fn run(
         &identity,
     )?;
 
-    let (cut, _) = tokio::sync::broadcast::channel(4);
     let (stop, _) = tokio::sync::broadcast::channel(4);
     let sim = Arc::new(Sim {
         store: Store::new(),
@@ -168,7 +201,7 @@ pub async fn run(
         minor,
         faults: Mutex::new(scenario.faults.clone()),
         scenario,
-        cut,
+        cut: Mutex::default(),
         stop,
     });
     cluster::load(&sim).context("cannot load the scenario")?;

@@ -20,13 +20,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
-use super::Sim;
 use super::api::{Target, param};
 use super::body::Body;
 use super::exec::{self, CHUNK, Transport};
 use super::rbac::UserInfo;
 use super::status::ApiError;
+use super::{Sim, until_cut};
 
 pub const SPDY_PROTOCOL: &str = "portforward.k8s.io";
 pub const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
@@ -61,8 +62,9 @@ pub async fn handle(
         .unwrap_or("")
         .to_string();
     let pod_name = target.name.clone();
+    let cut = sim.cut_signal();
     match transport {
-        Transport::Spdy => super::spdy_portforward::accept_direct(request, pod_name, uid),
+        Transport::Spdy => super::spdy_portforward::accept_direct(request, pod_name, uid, cut),
         Transport::WebSocket => {
             let offered = exec::offered_protocols(&request);
             if offered.iter().any(|p| p == TUNNEL_PROTOCOL) {
@@ -70,7 +72,7 @@ pub async fn handle(
                 tokio::spawn(async move {
                     if let Ok(upgraded) = hyper::upgrade::on(request).await {
                         let ws = exec::websocket(TokioIo::new(upgraded)).await;
-                        super::spdy_portforward::serve_tunnelled(ws, pod_name, uid).await;
+                        super::spdy_portforward::serve_tunnelled(ws, pod_name, uid, cut).await;
                     }
                 });
                 return Ok(response);
@@ -105,7 +107,13 @@ pub async fn handle(
             tokio::spawn(async move {
                 if let Ok(upgraded) = hyper::upgrade::on(request).await {
                     let ws = exec::websocket(TokioIo::new(upgraded)).await;
-                    serve_websocket(ws, ports, pod_name, uid, base64).await;
+                    let forwarded = Forwarded {
+                        ports,
+                        pod: pod_name,
+                        uid,
+                        base64_text: base64,
+                    };
+                    serve_websocket(ws, forwarded, cut).await;
                 }
             });
             Ok(response)
@@ -128,20 +136,34 @@ fn encode(channel: u8, data: &[u8], base64_text: bool) -> Message {
     }
 }
 
-/// The plain WebSocket port-forward protocol: one TCP connection per
-/// requested port, for as long as the WebSocket lives.
-async fn serve_websocket<S>(
-    ws: tokio_tungstenite::WebSocketStream<S>,
+/// What a plain WebSocket port-forward carries.
+struct Forwarded {
     ports: Vec<u16>,
     pod: String,
     uid: String,
+    /// `v4.base64.channel.k8s.io`: text messages, base64 after the channel.
     base64_text: bool,
+}
+
+/// The plain WebSocket port-forward protocol: one TCP connection per
+/// requested port, for as long as the WebSocket lives. A cut drops the
+/// WebSocket without a close frame and the pod's connections with it.
+async fn serve_websocket<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    forwarded: Forwarded,
+    cut: CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Forwarded {
+        ports,
+        pod,
+        uid,
+        base64_text,
+    } = forwarded;
     let (mut sink, mut source) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(8);
-    let writer = tokio::spawn(async move {
+    let writer = tokio::spawn(until_cut(cut.clone(), async move {
         while let Some((channel, data)) = out_rx.recv().await {
             if sink
                 .send(encode(channel, &data, base64_text))
@@ -152,7 +174,7 @@ async fn serve_websocket<S>(
             }
         }
         let _ = sink.send(exec::normal_close()).await;
-    });
+    }));
     let mut writers = Vec::new();
     let mut readers = Vec::new();
     for (i, port) in ports.iter().enumerate() {
@@ -191,37 +213,50 @@ async fn serve_websocket<S>(
         }
     }
     drop(out_tx);
+    let stop_reading: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
     let all_read = futures::future::join_all(readers);
-    tokio::pin!(all_read);
-    loop {
-        tokio::select! {
-            _ = &mut all_read => break,
-            message = source.next() => {
-                let data: Vec<u8> = match message {
-                    Some(Ok(Message::Binary(data))) => data.to_vec(),
-                    Some(Ok(Message::Text(text))) if base64_text => {
-                        use base64::Engine;
-                        let mut bytes = text.as_bytes().to_vec();
-                        let Some(first) = bytes.first().copied() else { continue };
-                        let decoded = base64::engine::general_purpose::STANDARD.decode(&bytes[1..]).unwrap_or_default();
-                        bytes.clear();
-                        bytes.push(first.wrapping_sub(b'0'));
-                        bytes.extend_from_slice(&decoded);
-                        bytes
+    // The loop is cancelled wherever it waits at a cut (also while writing
+    // to a pod that does not read), dropping `source` and the pod's side.
+    let carried = until_cut(cut, async {
+        tokio::pin!(all_read);
+        loop {
+            tokio::select! {
+                _ = &mut all_read => break,
+                message = source.next() => {
+                    let data: Vec<u8> = match message {
+                        Some(Ok(Message::Binary(data))) => data.to_vec(),
+                        Some(Ok(Message::Text(text))) if base64_text => {
+                            use base64::Engine;
+                            let mut bytes = text.as_bytes().to_vec();
+                            let Some(first) = bytes.first().copied() else { continue };
+                            let decoded = base64::engine::general_purpose::STANDARD.decode(&bytes[1..]).unwrap_or_default();
+                            bytes.clear();
+                            bytes.push(first.wrapping_sub(b'0'));
+                            bytes.extend_from_slice(&decoded);
+                            bytes
+                        }
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => continue,
+                    };
+                    let Some((&channel, payload)) = data.split_first() else { continue };
+                    if channel % 2 == 0
+                        && let Some(Some(writer)) = writers.get_mut((channel / 2) as usize)
+                        && writer.write_all(payload).await.is_err()
+                    {
+                        writers[(channel / 2) as usize] = None;
                     }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => continue,
-                };
-                let Some((&channel, payload)) = data.split_first() else { continue };
-                if channel % 2 == 0
-                    && let Some(Some(writer)) = writers.get_mut((channel / 2) as usize)
-                    && writer.write_all(payload).await.is_err()
-                {
-                    writers[(channel / 2) as usize] = None;
                 }
             }
         }
+    })
+    .await;
+    if carried.is_none() {
+        // Cut: the pod's connections close with the stream.
+        for reader in &stop_reading {
+            reader.abort();
+        }
     }
     drop(writers);
+    drop(source);
     let _ = writer.await;
 }

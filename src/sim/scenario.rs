@@ -118,6 +118,19 @@ pub struct Faults {
     pub fail_status: Option<u16>,
 }
 
+impl Faults {
+    /// Checks what cannot be injected: a "failure" that is not an HTTP
+    /// error status.
+    pub fn check(&self) -> Result<(), String> {
+        match self.fail_status {
+            Some(code) if !(400..=599).contains(&code) => Err(format!(
+                "faults.fail_status: {code} is not an HTTP error status (400-599)"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn default_version() -> String {
     "1.33".into()
 }
@@ -146,6 +159,7 @@ impl Scenario {
     pub fn parse(text: &str) -> Result<Self, String> {
         let scenario: Scenario = toml::from_str(text).map_err(|e| e.to_string())?;
         scenario.minor()?;
+        scenario.faults.check()?;
         Ok(scenario)
     }
 
@@ -169,6 +183,8 @@ mod tests {
         let err = Scenario::parse("versoin = \"1.35\"").unwrap_err();
         assert!(err.contains("versoin"), "{err}");
         assert!(Scenario::parse("version = \"2\"").is_err());
+        assert!(Scenario::parse("[faults]\nfail_status = 503").is_ok());
+        assert!(Scenario::parse("[faults]\nfail_status = 200").is_err());
     }
 
     #[test]

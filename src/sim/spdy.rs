@@ -14,6 +14,7 @@ use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// The SPDY/3 header-compression dictionary (draft 3 §2.6.10.1), 1423
 /// bytes, byte-identical to spdystream's `headerDictionary` (sha256
@@ -436,6 +437,12 @@ impl StreamWriter {
         .await
     }
 
+    /// Resolves when the connection can no longer carry anything: the
+    /// peer is gone or the connection was cut.
+    pub async fn closed(&self) {
+        self.commands.closed().await
+    }
+
     async fn send(&self, frame: Frame) -> Result<(), SpdyError> {
         self.commands
             .send(Command::Frame(frame))
@@ -453,12 +460,13 @@ impl StreamWriter {
 pub struct Connection {
     pub incoming: mpsc::Receiver<Stream>,
     commands: mpsc::Sender<Command>,
-    reader: tokio::task::JoinHandle<()>,
+    reader: tokio::task::JoinHandle<Option<()>>,
 }
 
 impl Connection {
-    /// Starts reading and writing frames on `io`.
-    pub fn serve<IO>(io: IO) -> Connection
+    /// Starts reading and writing frames on `io` until the peer leaves,
+    /// `shutdown` is called, or `cut` fires (fault injection).
+    pub fn serve<IO>(io: IO, cut: CancellationToken) -> Connection
     where
         IO: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -467,7 +475,9 @@ impl Connection {
         // backpressure SPDY as Kubernetes uses it has.
         let (commands, mut queue) = mpsc::channel::<Command>(64);
         let (incoming_tx, incoming) = mpsc::channel::<Stream>(16);
-        tokio::spawn(async move {
+        // At a cut both tasks stop where they are and drop their half of
+        // `io`: the peer sees the connection end, without GOAWAY.
+        tokio::spawn(super::until_cut(cut.clone(), async move {
             let mut compressor = HeaderCompressor::default();
             while let Some(command) = queue.recv().await {
                 let frame = match command {
@@ -495,9 +505,9 @@ impl Connection {
                     return;
                 }
             }
-        });
+        }));
         let replies = commands.clone();
-        let reader = tokio::spawn(async move {
+        let reader = tokio::spawn(super::until_cut(cut, async move {
             let mut decompressor = HeaderDecompressor::default();
             let mut streams: HashMap<u32, mpsc::Sender<Bytes>> = HashMap::new();
             loop {
@@ -576,7 +586,7 @@ impl Connection {
                     _ => {}
                 }
             }
-        });
+        }));
         Connection {
             incoming,
             commands,
@@ -737,7 +747,7 @@ mod tests {
     #[tokio::test]
     async fn connection_replies_echoes_pings_and_carries_data() {
         let (client, server) = tokio::io::duplex(1 << 16);
-        let mut connection = Connection::serve(server);
+        let mut connection = Connection::serve(server, CancellationToken::new());
         let (mut client_read, mut client_write) = tokio::io::split(client);
         let mut compressor = HeaderCompressor::default();
         let syn = Frame::SynStream {

@@ -79,17 +79,12 @@ pub fn accept(
         Ok(response) => response,
         Err(refusal) => return Ok(*refusal),
     };
+    let cut = sim.cut_signal();
     tokio::spawn(async move {
         match hyper::upgrade::on(request).await {
             Ok(upgraded) => {
-                run(
-                    sim,
-                    Connection::serve(TokioIo::new(upgraded)),
-                    spec,
-                    namespace,
-                    pod,
-                )
-                .await
+                let connection = Connection::serve(TokioIo::new(upgraded), cut);
+                run(sim, connection, spec, namespace, pod).await
             }
             Err(error) => tracing::debug!(%error, "SPDY exec upgrade failed"),
         }

@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
 use super::body::Body;
 use super::portforward::{SPDY_PROTOCOL, dial_error};
@@ -26,6 +27,7 @@ pub fn accept_direct(
     request: Request<Incoming>,
     pod: String,
     uid: String,
+    cut: CancellationToken,
 ) -> Result<Response<Body>, ApiError> {
     let response = match handshake(&request, SPDY_PROTOCOL) {
         Ok(response) => response,
@@ -33,15 +35,20 @@ pub fn accept_direct(
     };
     tokio::spawn(async move {
         if let Ok(upgraded) = hyper::upgrade::on(request).await {
-            serve(Connection::serve(TokioIo::new(upgraded)), pod, uid).await;
+            serve(Connection::serve(TokioIo::new(upgraded), cut), pod, uid).await;
         }
     });
     Ok(response)
 }
 
-/// SPDY carried as a byte stream in binary WebSocket messages.
-pub async fn serve_tunnelled<S>(ws: WebSocketStream<S>, pod: String, uid: String)
-where
+/// SPDY carried as a byte stream in binary WebSocket messages. A cut drops
+/// the WebSocket itself, without a close frame.
+pub async fn serve_tunnelled<S>(
+    ws: WebSocketStream<S>,
+    pod: String,
+    uid: String,
+    cut: CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (ours, theirs) = tokio::io::duplex(256 * 1024);
@@ -57,7 +64,7 @@ where
         }
         let _ = to_ws.shutdown().await;
     });
-    let outbound = tokio::spawn(async move {
+    let outbound = tokio::spawn(super::until_cut(cut.clone(), async move {
         let mut buffer = vec![0u8; 64 * 1024];
         while let Ok(n) = from_ws.read(&mut buffer).await {
             if n == 0
@@ -70,8 +77,8 @@ where
             }
         }
         let _ = sink.send(super::exec::normal_close()).await;
-    });
-    serve(Connection::serve(ours), pod, uid).await;
+    }));
+    serve(Connection::serve(ours, cut), pod, uid).await;
     let _ = outbound.await;
     inbound.abort();
 }
@@ -138,9 +145,16 @@ async fn forward(error: Stream, mut data: Stream, pod: String, uid: String) {
     });
     let writer = data.writer.clone();
     let mut buffer = vec![0u8; super::exec::CHUNK];
-    while let Ok(n) = tcp_read.read(&mut buffer).await {
-        if n == 0 || writer.write(&buffer[..n]).await.is_err() {
-            break;
+    loop {
+        // The pod's connection ends with the SPDY connection (client gone
+        // or cut), even while the pod has nothing to say.
+        let read = tokio::select! {
+            read = tcp_read.read(&mut buffer) => read,
+            _ = writer.closed() => break,
+        };
+        match read {
+            Ok(n) if n > 0 && writer.write(&buffer[..n]).await.is_ok() => {}
+            _ => break,
         }
     }
     let _ = writer.close().await;

@@ -24,32 +24,40 @@ impl ApiError {
         }
     }
 
-    pub fn not_found(resource: &str, name: &str) -> Self {
+    /// `group` and `resource` name what is missing as Kubernetes'
+    /// `GroupResource` does: the message says `leases.coordination.k8s.io
+    /// "x" not found`, or `pods "x" not found` for the core group.
+    pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
         ApiError {
-            details: Some(json!({"name": name, "kind": resource})),
-            ..Self::new(404, "NotFound", format!("{resource} \"{name}\" not found"))
-        }
-    }
-
-    pub fn already_exists(resource: &str, name: &str) -> Self {
-        ApiError {
-            details: Some(json!({"name": name, "kind": resource})),
+            details: Some(details(group, resource, name)),
             ..Self::new(
-                409,
-                "AlreadyExists",
-                format!("{resource} \"{name}\" already exists"),
+                404,
+                "NotFound",
+                format!("{} \"{name}\" not found", qualified(group, resource)),
             )
         }
     }
 
-    pub fn conflict(resource: &str, name: &str) -> Self {
+    pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
         ApiError {
-            details: Some(json!({"name": name, "kind": resource})),
+            details: Some(details(group, resource, name)),
+            ..Self::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", qualified(group, resource)),
+            )
+        }
+    }
+
+    pub fn conflict(group: &str, resource: &str, name: &str) -> Self {
+        ApiError {
+            details: Some(details(group, resource, name)),
             ..Self::new(
                 409,
                 "Conflict",
                 format!(
-                    "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    qualified(group, resource)
                 ),
             )
         }
@@ -75,6 +83,20 @@ impl ApiError {
         )
     }
 
+    /// A failure injected by the scenario or `/sim/faults`, with the reason
+    /// the API server pairs with its code (apimachinery's `reasonForCode`).
+    pub fn injected(code: u16) -> Self {
+        let reason = match code {
+            429 => "TooManyRequests",
+            500 => return Self::internal("injected failure"),
+            503 => "ServiceUnavailable",
+            504 => "Timeout",
+            // StatusReasonUnknown.
+            _ => "",
+        };
+        Self::new(code, reason, "injected failure")
+    }
+
     pub fn to_json(&self) -> Value {
         let mut status = json!({
             "kind": "Status",
@@ -97,6 +119,25 @@ impl ApiError {
             &self.to_json(),
         )
     }
+}
+
+/// `schema.GroupResource.String()`: `pods`, `leases.coordination.k8s.io`.
+pub fn qualified(group: &str, resource: &str) -> String {
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
+}
+
+/// `metav1.StatusDetails` for an object: the group is left out for the
+/// core group (omitempty).
+fn details(group: &str, resource: &str, name: &str) -> Value {
+    let mut details = json!({"name": name, "kind": resource});
+    if !group.is_empty() {
+        details["group"] = json!(group);
+    }
+    details
 }
 
 pub fn json_response(status: StatusCode, value: &Value) -> Response<Body> {

@@ -214,7 +214,10 @@ impl Store {
 
     /// Replaces an object. When the new object carries a resourceVersion it
     /// must match the stored one (409 Conflict otherwise), as with etcd's
-    /// compare-and-swap under the API server.
+    /// compare-and-swap under the API server. An update that changes
+    /// nothing is not written: the resourceVersion stays and no watch
+    /// event is sent, as the API server's storage short-circuits it (so
+    /// kubectl says "patched (no change)").
     pub fn update(&self, key: &Key, mut object: Value) -> Result<Value, StoreError> {
         let mut inner = self.lock();
         let current = inner.objects.get(key).ok_or(StoreError::NotFound)?;
@@ -229,15 +232,25 @@ impl Store {
         {
             return Err(StoreError::Conflict);
         }
-        inner.revision += 1;
         let meta = metadata_mut(&mut object);
-        for field in ["uid", "creationTimestamp", "name", "namespace"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "name",
+            "namespace",
+            "resourceVersion",
+        ] {
             match current_meta.get(field) {
                 Some(v) => meta.insert(field.into(), v.clone()),
                 None => meta.remove(field),
             };
         }
-        meta.insert("resourceVersion".into(), json!(inner.revision.to_string()));
+        if object == *current {
+            return Ok(object);
+        }
+        inner.revision += 1;
+        metadata_mut(&mut object)
+            .insert("resourceVersion".into(), json!(inner.revision.to_string()));
         inner.objects.insert(key.clone(), object.clone());
         self.record(&mut inner, EventType::Modified, key.clone(), object.clone());
         Ok(object)
@@ -324,9 +337,25 @@ mod tests {
         let store = Store::new();
         let key = Key::new("leases", "ns", "a");
         let created = store.create(key.clone(), json!({"spec": {}})).unwrap();
-        let first = store.update(&key, created.clone()).unwrap();
-        assert_eq!(store.update(&key, created), Err(StoreError::Conflict));
+        let mut changed = created.clone();
+        changed["spec"]["holderIdentity"] = json!("me");
+        let first = store.update(&key, changed.clone()).unwrap();
+        assert_eq!(store.update(&key, changed), Err(StoreError::Conflict));
         assert!(store.update(&key, first).is_ok());
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_keeps_the_resource_version() {
+        let store = Store::new();
+        let key = Key::new("leases", "ns", "a");
+        let created = store.create(key.clone(), json!({"spec": {}})).unwrap();
+        let (_, mut events) = store.watch(store.revision()).unwrap();
+        assert_eq!(store.update(&key, created.clone()), Ok(created.clone()));
+        assert_eq!(
+            store.revision().to_string(),
+            created["metadata"]["resourceVersion"]
+        );
+        assert!(events.try_recv().is_err(), "no watch event for a no-op");
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! real OpenSSH client against them, wait for conditions, clean up by PID.
 #![allow(dead_code)]
 
+mod simulator;
+// Not every test binary drives the simulator directly.
+#[allow(unused_imports)]
+pub use simulator::*;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
