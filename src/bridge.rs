@@ -450,9 +450,16 @@ async fn run_counted(
         (idle_limit / 4).clamp(Duration::from_millis(250), Duration::from_secs(30)),
     );
     let mut last_traffic = (0u64, tokio::time::Instant::now());
+    // Set at end of input on a v4-only cluster: the stream is closing and
+    // gets a bounded time to deliver what is left, never a hang.
+    let mut closing_by: Option<tokio::time::Instant> = None;
     let ending = loop {
         tokio::select! {
             _ = &mut output => break Ending::OutputDone,
+            () = async { tokio::time::sleep_until(closing_by.unwrap_or_else(tokio::time::Instant::now)).await }, if closing_by.is_some() => {
+                process.abort();
+                break Ending::OutputDone;
+            }
             _ = idle_tick.tick(), if context.idle.is_some() => {
                 let carried = counters.bytes_in.load(SeqCst) + counters.bytes_out.load(SeqCst);
                 if carried != last_traffic.0 {
@@ -494,6 +501,7 @@ async fn run_counted(
                         // stream, and output still on its way may be lost.
                         let message = "this cluster's API server speaks only v4.channel.k8s.io (Kubernetes before 1.30): end of input closes the whole exec stream, so output after it may be cut short";
                         let _ = write.extended_data_bytes(1, message_bytes(message, tty)).await;
+                        closing_by = Some(tokio::time::Instant::now() + api_wait);
                     }
                     let _ = input_tx.send(Input::Eof);
                 }

@@ -413,3 +413,22 @@ fn a_client_that_stops_reading_stalls_the_writer_not_memory() {
     assert_eq!(total, 300_000_017);
     assert!(client.wait().unwrap().success());
 }
+
+/// Against an API server before 1.30 (WebSocket exec v4 only, no stdin
+/// close signal) end of input ends the exec stream, and the user is told so
+/// rather than left waiting.
+#[test]
+fn a_v4_only_cluster_is_named_when_input_ends() {
+    let sim = Sim::start_version("1.29");
+    let bastion = Bastion::start(&sim, "[timeouts]\napi_secs = 2\n");
+    let out = bastion.ssh("alice@default/web-0", &["cat"], b"some input\n");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "kbastion: this cluster's API server speaks only v4.channel.k8s.io (Kubernetes before 1.30)"
+        ),
+        "{stderr}"
+    );
+    // The session ends (within the bounded wait) rather than hanging.
+    assert_ne!(out.status.code(), Some(0));
+}

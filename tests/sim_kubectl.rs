@@ -785,8 +785,8 @@ fn kubectl_exec_tty_follows_resizes() {
             sim.kubeconfig.display()
         );
         let tmux = Tmux::start(&command, 100, 30);
-        tmux.send(&["stty size", "Enter"]);
-        tmux.wait_for_text("30 100");
+        // Keys typed before the remote shell is attached can be lost.
+        tmux.send_until(&["stty size", "Enter"], "30 100");
         tmux.resize(120, 40);
         tmux.send_until(&["clear; stty size", "Enter"], "40 120");
         tmux.send(&["exit", "Enter"]);

@@ -318,13 +318,22 @@ pub async fn handle(
     match transport {
         Transport::WebSocket => {
             let offered = offered_protocols(&request);
+            // v5 (with the stdin close signal) is served from 1.30, when the
+            // API server's TranslateStreamCloseWebsocketRequests went beta
+            // and on by default (KEP-4006); before, v4 is the newest.
+            let supported: &[&str] = if sim.minor >= 30 {
+                &["v5.channel.k8s.io", "v4.channel.k8s.io"]
+            } else {
+                &["v4.channel.k8s.io"]
+            };
             let Some(protocol) = offered
                 .iter()
-                .find(|p| *p == "v5.channel.k8s.io" || *p == "v4.channel.k8s.io")
+                .find(|p| supported.contains(&p.as_str()))
                 .cloned()
             else {
                 return Err(ApiError::bad_request(format!(
-                    "unable to upgrade: requested protocol(s) are not supported: {offered:?}; supports [v5.channel.k8s.io v4.channel.k8s.io]"
+                    "unable to upgrade: requested protocol(s) are not supported: {offered:?}; supports [{}]",
+                    supported.join(" ")
                 )));
             };
             let response = websocket_accept(&request, Some(&protocol))?;
