@@ -431,13 +431,9 @@ impl RemoteFs {
             .spawn("exec tail -c \"+$1\" -- \"$2\"", &[&start, path], false)
             .await?;
         let stdout = process.stdout().ok_or_else(|| no_pipe("stdout"))?;
-        let stderr = collect_stderr(&mut process);
         Ok(FileReader {
-            path: path.to_string(),
             stdout,
-            stderr,
-            status: take_status(&mut process),
-            process,
+            streaming: Streaming::new(path, process),
         })
     }
 
@@ -469,7 +465,6 @@ impl RemoteFs {
         args.extend(words.iter().map(String::as_str));
         let mut process = self.spawn(script, &args, true).await?;
         let stdin = process.stdin().ok_or_else(|| no_pipe("stdin"))?;
-        let stderr = collect_stderr(&mut process);
         // Nothing is printed on stdout, but the pipe must be drained.
         if let Some(mut stdout) = process.stdout() {
             tokio::spawn(async move {
@@ -477,11 +472,8 @@ impl RemoteFs {
             });
         }
         Ok(FileWriter {
-            path: path.to_string(),
             stdin: Some(stdin),
-            stderr,
-            status: take_status(&mut process),
-            process,
+            streaming: Streaming::new(path, process),
         })
     }
 }
@@ -549,13 +541,48 @@ fn collect_stderr(process: &mut AttachedProcess) -> tokio::task::JoinHandle<Stri
     })
 }
 
-/// One file being read from some offset.
-pub struct FileReader {
+/// A streaming exec's end: its stderr, kept for the message, its status,
+/// and the process, ended when this is dropped.
+struct Streaming {
     path: String,
-    stdout: tokio::io::ReadHalf<tokio::io::SimplexStream>,
     stderr: tokio::task::JoinHandle<String>,
     status: StatusFuture,
     process: AttachedProcess,
+}
+
+impl Streaming {
+    fn new(path: &str, mut process: AttachedProcess) -> Self {
+        Streaming {
+            path: path.to_string(),
+            stderr: collect_stderr(&mut process),
+            status: take_status(&mut process),
+            process,
+        }
+    }
+
+    /// Whether the command succeeded, with its error if not.
+    async fn outcome(&mut self) -> Result<(), FsError> {
+        let code = exit_code(self.status.take()).await?;
+        let stderr = (&mut self.stderr).await.unwrap_or_default();
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(FsError::from_stderr(&self.path, &stderr, code))
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.stderr.abort();
+        self.process.abort();
+    }
+}
+
+/// One file being read from some offset.
+pub struct FileReader {
+    stdout: tokio::io::ReadHalf<tokio::io::SimplexStream>,
+    streaming: Streaming,
 }
 
 impl FileReader {
@@ -566,7 +593,9 @@ impl FileReader {
             match self.stdout.read(&mut buffer[filled..]).await {
                 Ok(0) => break,
                 Ok(n) => filled += n,
-                Err(e) => return Err(FsError::Failure(format!("{}: {e}", self.path))),
+                Err(e) => {
+                    return Err(FsError::Failure(format!("{}: {e}", self.streaming.path)));
+                }
             }
         }
         Ok(filled)
@@ -575,41 +604,26 @@ impl FileReader {
     /// After the end: whether the read succeeded (`tail` may have failed
     /// to open the file).
     pub async fn finish(mut self) -> Result<(), FsError> {
-        let code = exit_code(self.status.take()).await?;
-        let stderr = (&mut self.stderr).await.unwrap_or_default();
-        if code == 0 {
-            Ok(())
-        } else {
-            Err(FsError::from_stderr(&self.path, &stderr, code))
-        }
-    }
-}
-
-impl Drop for FileReader {
-    fn drop(&mut self) {
-        self.stderr.abort();
-        self.process.abort();
+        self.streaming.outcome().await
     }
 }
 
 /// One file being written from some offset.
 pub struct FileWriter {
-    path: String,
     stdin: Option<tokio::io::WriteHalf<tokio::io::SimplexStream>>,
-    stderr: tokio::task::JoinHandle<String>,
-    status: StatusFuture,
-    process: AttachedProcess,
+    streaming: Streaming,
 }
 
 impl FileWriter {
     pub async fn write_all(&mut self, data: &[u8]) -> Result<(), FsError> {
+        let path = &self.streaming.path;
         let Some(stdin) = self.stdin.as_mut() else {
-            return Err(FsError::Failure(format!("{}: already closed", self.path)));
+            return Err(FsError::Failure(format!("{path}: already closed")));
         };
         stdin
             .write_all(data)
             .await
-            .map_err(|_| FsError::Failure(format!("{}: the writer in the target ended", self.path)))
+            .map_err(|_| FsError::Failure(format!("{path}: the writer in the target ended")))
     }
 
     /// Ends the input and waits for the data to be written.
@@ -617,20 +631,7 @@ impl FileWriter {
         if let Some(mut stdin) = self.stdin.take() {
             let _ = stdin.shutdown().await;
         }
-        let code = exit_code(self.status.take()).await?;
-        let stderr = (&mut self.stderr).await.unwrap_or_default();
-        if code == 0 {
-            Ok(())
-        } else {
-            Err(FsError::from_stderr(&self.path, &stderr, code))
-        }
-    }
-}
-
-impl Drop for FileWriter {
-    fn drop(&mut self) {
-        self.stderr.abort();
-        self.process.abort();
+        self.streaming.outcome().await
     }
 }
 

@@ -428,16 +428,6 @@ fn shell_syntax_in_a_login_name_is_refused_before_any_api_call() {
     assert_eq!(events.iter().filter(|e| e["event"] == "refusal").count(), 4);
 }
 
-/// kbastion's resident memory, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// A flood of connections that never log in is capped (the excess is
 /// dropped at once) and costs little memory, while a logged-in user's
 /// session keeps answering at once.

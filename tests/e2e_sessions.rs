@@ -207,8 +207,7 @@ fn login_and_target_errors_are_one_line_and_exit_1() {
 fn a_slow_api_server_is_reported_after_a_bounded_wait() {
     let sim = Sim::start();
     let bastion = Bastion::start(&sim, "[timeouts]\napi_secs = 1\n");
-    let admin = reqwest_like_post(&sim, "/sim/faults", r#"{"latency_ms": 3000}"#);
-    assert!(admin, "could not inject latency");
+    sim.admin("/sim/faults", r#"{"latency_ms": 3000}"#);
     let start = std::time::Instant::now();
     let out = bastion.ssh("alice@default/web-0", &["true"], b"");
     assert_eq!(
@@ -229,7 +228,7 @@ fn an_api_server_outage_is_reported_and_the_bastion_recovers() {
             .status
             .success()
     );
-    assert!(reqwest_like_post(&sim, "/sim/stop", r#"{"seconds": 3}"#));
+    sim.admin("/sim/stop", r#"{"seconds": 3}"#);
     wait_for("the API to stop", Duration::from_secs(5), || {
         std::net::TcpStream::connect(&sim.address).is_err()
     });
@@ -251,27 +250,6 @@ fn an_api_server_outage_is_reported_and_the_bastion_recovers() {
 }
 
 /// POSTs to the simulator's admin endpoint with curl as the admin user.
-fn reqwest_like_post(sim: &Sim, path: &str, body: &str) -> bool {
-    std::process::Command::new("curl")
-        .args([
-            "-sk",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Authorization: Bearer admin-token",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            body,
-        ])
-        .arg(format!("https://{}{path}", sim.address))
-        .output()
-        .map(|o| text(&o.stdout) == "200")
-        .unwrap_or(false)
-}
-
 #[test]
 fn a_killed_client_leaves_no_process_behind() {
     let sim = Sim::start();
@@ -366,16 +344,6 @@ fn idle_sessions_are_closed_and_busy_ones_are_not() {
         Duration::from_secs(10),
         || !process_running("sleep 10029"),
     );
-}
-
-/// kbastion's resident memory, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// A client that stops reading stalls the command in the target instead

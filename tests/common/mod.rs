@@ -318,6 +318,16 @@ pub fn sha256(path: &Path) -> String {
 }
 
 /// Whether a process whose command line contains `needle` is running.
+/// A process's resident memory in KiB, from /proc (0 when gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 pub fn process_running(needle: &str) -> bool {
     let out = Command::new("pgrep")
         .args(["-f", needle])
