@@ -25,12 +25,20 @@ fn open_exec(sim: &Sim, version: &str, seconds: u32) -> (Process, std::process::
         .expect("start kubectl exec");
     let stdout = child.stdout.take().expect("stdout");
     let stderr = child.stderr.take().expect("stderr");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read kubectl's stdout");
+    let child = Process(child);
+    // Read in a thread, so a stream that never starts fails the test
+    // instead of hanging it.
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = line_tx.send(line);
+    });
+    let line = line_rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("kubectl {version} exec printed nothing within 30 s"));
     assert_eq!(line, "started\n", "kubectl {version}");
-    (Process(child), stderr)
+    (child, stderr)
 }
 
 fn read_all(mut stderr: std::process::ChildStderr) -> String {
