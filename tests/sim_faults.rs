@@ -41,6 +41,27 @@ fn open_exec(sim: &Sim, version: &str, seconds: u32) -> (Process, std::process::
     (child, stderr)
 }
 
+/// `kubectl port-forward` of pod `solo`'s `pod_port`, listening: the
+/// process (stderr piped) and its local port.
+fn open_port_forward(sim: &Sim, version: &str, pod_port: u16) -> (Process, u16) {
+    let local = free_port();
+    let forwarder = Process(
+        sim.kubectl_command(version, "admin")
+            .args(["port-forward", "--address", "127.0.0.1", "solo"])
+            .arg(format!("{local}:{pod_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kubectl port-forward"),
+    );
+    wait_for(
+        "kubectl port-forward to listen",
+        Duration::from_secs(20),
+        || std::net::TcpStream::connect(("127.0.0.1", local)).is_ok(),
+    );
+    (forwarder, local)
+}
+
 fn read_all(mut stderr: std::process::ChildStderr) -> String {
     let mut all = String::new();
     let _ = stderr.read_to_string(&mut all);
@@ -124,21 +145,7 @@ fn a_cut_ends_an_open_kubectl_port_forward_and_its_connections() {
     let pod_port = echo_server();
     // 1.27 speaks SPDY, 1.33 SPDY tunnelled in WebSocket.
     for version in ["1.27", "1.33"] {
-        let local = free_port();
-        let mut forwarder = Process(
-            sim.kubectl_command(version, "admin")
-                .args(["port-forward", "--address", "127.0.0.1", "solo"])
-                .arg(format!("{local}:{pod_port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start kubectl port-forward"),
-        );
-        wait_for(
-            "kubectl port-forward to listen",
-            Duration::from_secs(20),
-            || std::net::TcpStream::connect(("127.0.0.1", local)).is_ok(),
-        );
+        let (mut forwarder, local) = open_port_forward(&sim, version, pod_port);
         let mut stream = connect_and_echo(local, &format!("kubectl {version}"));
         sim.admin("/sim/cut", "{}");
         // The forwarded connection ends with the stream...
@@ -231,21 +238,7 @@ fn stopping_the_api_drops_open_streams_and_keeps_the_state() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (mut exec, exec_stderr) = open_exec(&sim, "1.33", 3);
     let pod_port = echo_server();
-    let local = free_port();
-    let mut forwarder = Process(
-        sim.kubectl_command("1.27", "admin")
-            .args(["port-forward", "--address", "127.0.0.1", "solo"])
-            .arg(format!("{local}:{pod_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kubectl port-forward"),
-    );
-    wait_for(
-        "kubectl port-forward to listen",
-        Duration::from_secs(20),
-        || std::net::TcpStream::connect(("127.0.0.1", local)).is_ok(),
-    );
+    let (mut forwarder, local) = open_port_forward(&sim, "1.27", pod_port);
     let mut stream = connect_and_echo(local, "kubectl 1.27");
 
     sim.admin("/sim/stop", r#"{"seconds": 3}"#);
