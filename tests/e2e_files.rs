@@ -59,18 +59,20 @@ fn sample_tree(root: &std::path::Path) {
 
 /// scp in SFTP mode through the target's sftp-server and through
 /// kbastion's own SFTP server, and legacy scp (always kbastion's own):
-/// 100 MiB both ways and trees both ways, byte-exact.
+/// 100 MiB both ways and trees both ways, byte-exact. Each SFTP mode is
+/// forced (`auto` could silently pick the other).
 #[test]
 fn scp_both_modes_copies_files_and_trees_byte_exact() {
     let sim = Sim::start();
     let bastion = Bastion::start(&sim, "");
+    let target = Bastion::start(&sim, "[files]\nsftp = \"target\"\n");
     let builtin = Bastion::start(&sim, "[files]\nsftp = \"builtin\"\n");
     let local = bastion.dir.path();
     random_file(&local.join("big.bin"), 100 * 1024 * 1024 + 17, 1);
     sample_tree(&local.join("tree"));
     let container = container_dir(&sim, "web-0", "app");
     for (mode, bastion, flags) in [
-        ("target-sftp", &bastion, &[][..]),
+        ("target-sftp", &target, &[][..]),
         ("builtin-sftp", &builtin, &[][..]),
         ("legacy", &bastion, &["-O"][..]),
     ] {
@@ -327,14 +329,6 @@ fn http_server(body: &'static str) -> u16 {
     port
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn curl(args: &[&str]) -> std::process::Output {
     Command::new("curl")
         .args(["-s", "--max-time", "10"])
@@ -380,16 +374,33 @@ fn local_and_dynamic_forwarding_reach_the_pod_and_nothing_else() {
         &format!("http://localhost:{pod_port}/"),
     ]);
     assert_eq!(text(&out.stdout), "hello-from-pod");
+    // A foreign host is refused through -L and through -D alike, each
+    // with its reason in the client's log.
+    let refusals = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("administratively prohibited: kbastion forwards only to the target itself")
+            .count()
+    };
+    assert_eq!(refusals(), 0);
     let out = curl(&[&format!("http://127.0.0.1:{refused}/")]);
     assert!(!out.status.success());
     wait_for(
-        "the refusal to be reported",
+        "the -L refusal to be reported",
         Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(&log).unwrap_or_default().contains(
-                "administratively prohibited: kbastion forwards only to the target itself",
-            )
-        },
+        || refusals() == 1,
+    );
+    let out = curl(&[
+        "--socks5-hostname",
+        &format!("127.0.0.1:{socks}"),
+        "http://example.com/",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(out.stdout.is_empty());
+    wait_for(
+        "the -D refusal to be reported",
+        Duration::from_secs(10),
+        || refusals() == 2,
     );
 }
 

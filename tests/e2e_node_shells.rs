@@ -33,7 +33,7 @@ fn pod_json(sim: &Sim, name: &str) -> serde_json::Value {
         "admin",
         &["get", "pod", "-n", "kbastion", name, "-o", "json"],
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
+    serde_json::from_slice(&out.stdout).expect("kubectl prints the pod as JSON")
 }
 
 #[test]
@@ -81,7 +81,7 @@ fn node_shell_runs_on_the_node_through_one_shared_pod_deleted_after_the_linger()
         uid
     );
     drop(first.stdin.take());
-    assert!(first.wait().unwrap().success());
+    assert!(wait_exit(&mut first, "the first session", Duration::from_secs(20)).success());
     assert_eq!(node_pods(&sim), ["kbastion-node-node-1"]);
     // Log pulls from the node with scp, both protocols (the simulated
     // node's file system is this machine's).
@@ -222,7 +222,7 @@ fn replicas_share_a_pod_and_a_killed_one_leaves_the_others_sessions_working() {
     assert_eq!(pod_json(&sim, name)["metadata"]["uid"], uid);
     // Its last session over, the survivor lets go after the linger.
     drop(session.stdin.take());
-    assert!(session.wait().unwrap().success());
+    assert!(wait_exit(&mut session, "the session", Duration::from_secs(20)).success());
     wait_for(
         "the pod to be deleted after the linger",
         Duration::from_secs(20),

@@ -740,7 +740,18 @@ mod tests {
                 .collect();
             let mut decompressor = HeaderDecompressor::default();
             let mut reader = &junk[..];
-            while let Ok(Some(_)) = read_frame(&mut reader, &mut decompressor).await {}
+            let mut last = read_frame(&mut reader, &mut decompressor).await;
+            while let Ok(Some(_)) = last {
+                last = read_frame(&mut reader, &mut decompressor).await;
+            }
+            // Nothing is a clean end; junk ends in an error (a frame cut
+            // short, a bad version, a bad header block), never a clean end
+            // that would drop what was cut.
+            if junk.is_empty() {
+                assert!(matches!(last, Ok(None)), "seed {seed}");
+            } else {
+                assert!(last.is_err(), "seed {seed}: {junk:?} read as a clean end");
+            }
         }
     }
 

@@ -93,22 +93,37 @@ impl Sim {
     }
 
     /// Runs a kubectl binary (`kubectl` or `kubectl.1.27` ...) against the
-    /// simulator with the given context.
+    /// simulator with the given context, and fails the test when kubectl
+    /// fails: an API error or a dead simulator must never read as "nothing
+    /// there". Use `kubectl_unchecked` where the failure is what is tested.
     pub fn kubectl(&self, binary: &str, context: &str, args: &[&str]) -> Output {
+        let out = self.kubectl_unchecked(binary, context, args);
+        assert!(
+            out.status.success(),
+            "{binary} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            text(&out.stderr)
+        );
+        out
+    }
+
+    /// `kubectl` without the exit-status check, for tests of refusals and
+    /// errors; the caller checks the status and the message.
+    pub fn kubectl_unchecked(&self, binary: &str, context: &str, args: &[&str]) -> Output {
         let path = if binary == "kubectl" {
             "kubectl".to_string()
         } else {
             format!("/usr/lib/google-cloud-sdk/bin/{binary}")
         };
-        Command::new(path)
+        let mut command = Command::new(path);
+        command
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--context")
             .arg(context)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run kubectl")
+            .args(args);
+        run_with_input(command, b"")
     }
 
     pub fn wait_running(&self, namespace: &str, pod: &str) {
@@ -116,7 +131,7 @@ impl Sim {
             &format!("pod {namespace}/{pod} Running"),
             Duration::from_secs(20),
             || {
-                let out = self.kubectl(
+                let out = self.kubectl_unchecked(
                     "kubectl",
                     "admin",
                     &[
@@ -283,57 +298,187 @@ impl Bastion {
     }
 }
 
-pub fn run_with_input(mut command: Command, input: &[u8]) -> Output {
+/// How long a client command may run in a test before it is killed and
+/// the test fails: far above any expected run, far below nextest's limit.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(90);
+
+/// Runs `command` with `input` on its stdin and collects its output; a
+/// command still running after `COMMAND_LIMIT` is killed and fails the test.
+pub fn run_with_input(command: Command, input: &[u8]) -> Output {
+    run_with_input_within(command, input, COMMAND_LIMIT)
+}
+
+/// `run_with_input` with its own time limit.
+pub fn run_with_input_within(mut command: Command, input: &[u8], limit: Duration) -> Output {
     use std::io::Write;
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn");
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()));
     let mut stdin = child.stdin.take().expect("stdin");
     let input = input.to_vec();
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
-    let output = child.wait_with_output().expect("wait");
+    let what = format!("{command:?}");
+    let output = wait_output(child, &what, limit);
     let _ = writer.join();
     output
+}
+
+/// Waits for `child` to exit and collects its piped stdout and stderr; a
+/// child still running after `limit` is killed and fails the test with
+/// `what` and what it printed so far.
+pub fn wait_output(mut child: Child, what: &str, limit: Duration) -> Output {
+    use std::io::Read;
+    fn collect(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = collect(child.stdout.take());
+    let stderr = collect(child.stderr.take());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            // The readers are not joined: another process may hold the
+            // pipes (an `ssh -S` client hands them to its master).
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still ran after {limit:?} and was killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Reads one line from `reader` (a child's pipe), failing the test when
+/// none arrives within `limit`.
+pub fn read_line_within(
+    reader: impl BufRead + Send + 'static,
+    what: &str,
+    limit: Duration,
+) -> (String, Box<dyn BufRead + Send>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = reader;
+        let mut line = String::new();
+        let result = reader.read_line(&mut line).map(|_| line);
+        let _ = tx.send((result, Box::new(reader) as Box<dyn BufRead + Send>));
+    });
+    match rx.recv_timeout(limit) {
+        Ok((Ok(line), reader)) => (line, reader),
+        Ok((Err(e), _)) => panic!("reading {what}: {e}"),
+        Err(_) => panic!("no line of {what} within {limit:?}"),
+    }
 }
 
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The SHA-256 of a file, hex; fails the test when the file cannot be read
+/// (two missing files must not compare equal).
 pub fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum")
         .arg(path)
         .output()
         .expect("sha256sum");
+    assert!(
+        out.status.success(),
+        "sha256sum {}: {}",
+        path.display(),
+        text(&out.stderr)
+    );
     text(&out.stdout)
         .split_whitespace()
         .next()
-        .unwrap_or_default()
+        .expect("sha256sum prints a hash")
         .to_string()
 }
 
-/// Whether a process whose command line contains `needle` is running.
-/// A process's resident memory in KiB, from /proc (0 when gone).
+/// A process's resident memory in KiB, from /proc; fails the test when the
+/// process is gone (a dead process must not read as "no growth").
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("process {pid} is gone: {e}"));
+    status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("no VmRSS for process {pid}"))
 }
 
-pub fn process_running(needle: &str) -> bool {
+/// Whether a process whose command line contains `marker` is running.
+/// The marker must be one that the test's own client cannot carry: send
+/// `sleep $((10000+19))` and look for `sleep 10019`, so that only the
+/// remote process, which sees the expanded number, matches. pgrep exits 0
+/// when it found one, 1 when it found none; anything else (a bad pattern,
+/// no pgrep) fails the test instead of reading as "gone".
+pub fn process_running(marker: &str) -> bool {
     let out = Command::new("pgrep")
-        .args(["-f", needle])
+        .args(["-f", marker])
         .output()
         .expect("pgrep");
-    out.status.success()
+    match out.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!("pgrep -f {marker:?} failed: {}", text(&out.stderr)),
+    }
+}
+
+/// Waits until a process with `marker` runs, then until it is gone: the
+/// positive check first, so that "gone" cannot pass for a marker that never
+/// matched anything.
+pub fn wait_running_then_gone(marker: &str, limit: Duration, end: impl FnOnce()) {
+    wait_for(&format!("{marker} to run"), limit, || {
+        process_running(marker)
+    });
+    end();
+    wait_for(&format!("{marker} to be ended"), limit, || {
+        !process_running(marker)
+    });
+}
+
+/// A free loopback port (bound, then released for a client to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
+/// What `asciinema cat` replays of a recording. asciinema wants a
+/// terminal even to print, so it runs under `script`.
+pub fn asciinema_cat(recording: &Path) -> String {
+    let mut command = Command::new("script");
+    command.args([
+        "-qec",
+        &format!("asciinema cat '{}'", recording.display()),
+        "/dev/null",
+    ]);
+    let out = run_with_input(command, b"");
+    assert!(
+        out.status.success(),
+        "asciinema cat {}: {}",
+        recording.display(),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
 }
 
 /// A tmux session for interactive screens.
@@ -416,6 +561,23 @@ impl Tmux {
                 "screen never showed {needle:?}; it shows:\n{}",
                 self.screen()
             );
+        }
+    }
+
+    /// Waits for a screen line that starts with `prefix` (a prompt, not the
+    /// echo of the command that set it).
+    pub fn wait_for_line_start(&self, prefix: &str) {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.lines().any(|l| l.starts_with(prefix)) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no line starts with {prefix:?}; the screen shows:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -117,12 +117,3 @@ pub fn echo_server() -> u16 {
     });
     port
 }
-
-/// A free loopback port (bound, then released for a client to take).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("address")
-        .port()
-}
