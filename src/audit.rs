@@ -25,8 +25,12 @@ pub struct AuditConfig {
     pub recordings_dir: Option<PathBuf>,
     /// Record the keystrokes too (off: they hold passwords).
     pub record_input: bool,
-    /// Record non-interactive exec sessions too.
+    /// Record non-interactive exec sessions too (a session with a pty is
+    /// always recorded when recordings are on).
     pub record_exec: bool,
+    /// Refuse a session whose recording cannot be opened, instead of
+    /// running it unrecorded: a bastion that must fail closed.
+    pub require_recording: bool,
 }
 
 /// What a session was.

@@ -31,14 +31,26 @@ use crate::target::{ExecTarget, TargetError, bounded};
 /// stalled client costs little.
 const PIPE_BUFFER: usize = 256 * 1024;
 
-/// Client input buffered beyond this makes the bastion stop reading from
-/// the connection, unless the session's output is waiting for the client's
-/// window (see `Flow`).
+/// Client input buffered beyond this makes the bastion pause reading the
+/// session's channel, while the target is taking input and no output is
+/// waiting for the client's window (see `Flow`).
 const INPUT_SOFT_LIMIT: usize = 1024 * 1024;
 
-/// A client that pushes this much input nobody reads, while not reading its
-/// output either, is cut off: the bound on a session's memory.
-const INPUT_HARD_LIMIT: usize = 64 * 1024 * 1024;
+/// A pause that sees the target take nothing for this long is given up:
+/// the channel is drained again and the backlog bounds take over. A paused
+/// channel parks russh's whole connection (its per-channel queue fills), so
+/// a pause must never outlast a target that has stopped reading.
+const STALL: Duration = Duration::from_millis(200);
+
+/// Client input one session may hold that its target has not taken: past
+/// it the session is ended (a backlog bound, not a pause).
+const SESSION_BACKLOG: usize = 16 * 1024 * 1024;
+
+/// The same bound for all sessions of one SSH connection.
+pub const CONNECTION_BACKLOG: usize = 64 * 1024 * 1024;
+
+/// The same bound for all sessions of one person, over all connections.
+pub const PERSON_BACKLOG: usize = 128 * 1024 * 1024;
 
 /// The environment variable that marks every process of a session, so the
 /// bastion can find and end them when the client vanishes.
@@ -78,6 +90,8 @@ pub struct SessionContext {
     pub idle: Option<Duration>,
     /// Whether the cluster passes stdin EOF on while output flows (v5).
     pub stdin_eof: bool,
+    /// The connection's and the person's input backlogs (see `Flow`).
+    pub backlogs: Vec<Arc<Backlog>>,
 }
 
 /// How a session ended, and what it carried.
@@ -114,6 +128,8 @@ enum Ending {
     ClientGone,
     Stopped,
     Idle,
+    /// Input the target did not take outgrew a backlog bound.
+    Backlog,
 }
 
 /// The shell: bash where the container has it, else sh, as a login shell.
@@ -194,30 +210,104 @@ pub fn exit_code(status: &Status) -> Result<u32, String> {
         .unwrap_or_else(|| "the command failed without a message".into()))
 }
 
+/// Bytes of client input waiting for targets, shared by the sessions of
+/// one connection or of one person.
+#[derive(Debug)]
+pub struct Backlog {
+    used: std::sync::atomic::AtomicUsize,
+    limit: usize,
+    /// Whose backlog it is, for the message that ends a session.
+    owner: &'static str,
+}
+
+impl Backlog {
+    pub fn new(limit: usize, owner: &'static str) -> Arc<Backlog> {
+        Arc::new(Backlog {
+            used: Default::default(),
+            limit,
+            owner,
+        })
+    }
+
+    /// Takes room for `bytes`, or leaves everything as it was when there is
+    /// none.
+    fn take(&self, bytes: usize) -> bool {
+        let before = self.used.fetch_add(bytes, SeqCst);
+        if before + bytes > self.limit {
+            self.used.fetch_sub(bytes, SeqCst);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, SeqCst);
+    }
+}
+
 /// Flow control of client input.
 ///
 /// russh refills a channel's receive window when data arrives, not when it
-/// is consumed, so the only way to slow a client down is to stop reading
-/// the connection. But the connection also carries the client's window
-/// adjustments for our output: stopping while the output waits for one
-/// would deadlock a session that streams both ways (`cat` of a big file).
-/// So input is queued here and reading pauses above the soft limit only
-/// while no output writer is waiting for the client's window; the hard
-/// limit ends a client that neither reads nor lets us wait.
-#[derive(Default)]
+/// is consumed, and a channel whose messages are not read parks the whole
+/// connection: other channels, new channels, keepalives. So the bridge
+/// never stops draining the channel for long. Input waits here for the
+/// target; while the target is taking it, reading pauses above the soft
+/// limit (that is what slows an upload to the target's pace); when the
+/// target takes nothing for `STALL`, the pause is given up until it takes
+/// something again, and what piles up is bounded per session, per
+/// connection and per person: past a bound only that session is ended.
+///
+/// The pause is also skipped while an output writer waits for the client's
+/// window: the connection carries the client's window adjustments, and
+/// waiting for one with reads paused would deadlock a session that streams
+/// both ways (`cat` of a big file).
 struct Flow {
     buffered: std::sync::atomic::AtomicUsize,
+    /// Input the target has taken so far: progress, for the stall check.
+    consumed: AtomicU64,
     output_waiting: std::sync::atomic::AtomicUsize,
     changed: tokio::sync::Notify,
+    /// The `consumed` figure at which a pause was last given up: no pause
+    /// again until the target has taken more.
+    stalled_at: std::sync::Mutex<Option<u64>>,
+    /// The connection's and the person's backlogs.
+    shared: Vec<Arc<Backlog>>,
+}
+
+/// Why input could not be queued.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the session was ended: its target did not read the input sent to it and {held} MiB waited ({owner} limit {limit} MiB)"
+)]
+struct BacklogFull {
+    held: usize,
+    owner: &'static str,
+    limit: usize,
 }
 
 impl Flow {
+    fn new(shared: Vec<Arc<Backlog>>) -> Flow {
+        Flow {
+            buffered: Default::default(),
+            consumed: Default::default(),
+            output_waiting: Default::default(),
+            changed: Default::default(),
+            stalled_at: Default::default(),
+            shared,
+        }
+    }
+
     fn must_pause(&self) -> bool {
-        use std::sync::atomic::Ordering::SeqCst;
         self.buffered.load(SeqCst) > INPUT_SOFT_LIMIT && self.output_waiting.load(SeqCst) == 0
     }
 
+    /// Pauses while the target is taking input and the backlog is above
+    /// the soft limit; gives up after `STALL` without progress.
     async fn wait_for_room(&self) {
+        let stalled = *self.stalled_at.lock().unwrap_or_else(|p| p.into_inner());
+        if stalled == Some(self.consumed.load(SeqCst)) {
+            return;
+        }
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -225,30 +315,58 @@ impl Flow {
             if !self.must_pause() {
                 return;
             }
-            changed.await;
+            if tokio::time::timeout(STALL, changed).await.is_err() {
+                *self.stalled_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(self.consumed.load(SeqCst));
+                return;
+            }
         }
     }
 
-    fn add(&self, bytes: usize) -> usize {
-        self.buffered
-            .fetch_add(bytes, std::sync::atomic::Ordering::SeqCst)
-            + bytes
+    /// Queues `bytes` of input within every bound, or says which is full.
+    fn add(&self, bytes: usize) -> Result<(), BacklogFull> {
+        let held = self.buffered.load(SeqCst) + bytes;
+        let full = |owner, limit| BacklogFull {
+            held: held >> 20,
+            owner,
+            limit: limit >> 20,
+        };
+        if held > SESSION_BACKLOG {
+            return Err(full("session", SESSION_BACKLOG));
+        }
+        for (n, backlog) in self.shared.iter().enumerate() {
+            if !backlog.take(bytes) {
+                self.shared[..n].iter().for_each(|b| b.give_back(bytes));
+                return Err(full(backlog.owner, backlog.limit));
+            }
+        }
+        self.buffered.fetch_add(bytes, SeqCst);
+        Ok(())
     }
 
     fn consumed(&self, bytes: usize) {
-        self.buffered
-            .fetch_sub(bytes, std::sync::atomic::Ordering::SeqCst);
+        self.buffered.fetch_sub(bytes, SeqCst);
+        self.consumed.fetch_add(bytes as u64, SeqCst);
+        self.shared.iter().for_each(|b| b.give_back(bytes));
         self.changed.notify_waiters();
     }
 
     fn set_output_waiting(&self, waiting: bool) {
-        use std::sync::atomic::Ordering::SeqCst;
         if waiting {
             self.output_waiting.fetch_add(1, SeqCst);
         } else {
             self.output_waiting.fetch_sub(1, SeqCst);
         }
         self.changed.notify_waiters();
+    }
+}
+
+impl Drop for Flow {
+    /// Input never taken (the session ended first) leaves the shared
+    /// backlogs with the session.
+    fn drop(&mut self) {
+        let left = self.buffered.load(SeqCst);
+        self.shared.iter().for_each(|b| b.give_back(left));
     }
 }
 
@@ -374,7 +492,7 @@ async fn run_counted(
             .await;
     }
     let status = process.take_status();
-    let flow = std::sync::Arc::new(Flow::default());
+    let flow = Arc::new(Flow::new(context.backlogs.clone()));
     // Unbounded in type only: `Flow` bounds what is queued.
     let (input_tx, mut input_rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
     let stdin_task = {
@@ -487,10 +605,9 @@ async fn run_counted(
                     if let Some(recorder) = &context.recorder {
                         recorder.input(&data).await;
                     }
-                    if flow.add(data.len()) > INPUT_HARD_LIMIT {
-                        let message = "the session was ended: the client kept sending input that the target does not read, without reading the output";
-                        let _ = write.extended_data_bytes(1, message_bytes(message, tty)).await;
-                        break Ending::ClientGone;
+                    if let Err(full) = flow.add(data.len()) {
+                        let _ = write.extended_data_bytes(1, message_bytes(&full.to_string(), tty)).await;
+                        break Ending::Backlog;
                     }
                     let _ = input_tx.send(Input::Data(data));
                     flow.wait_for_room().await;
@@ -520,49 +637,74 @@ async fn run_counted(
     };
     drop(input_tx);
     stdin_task.abort();
-    if ending != Ending::OutputDone {
-        process.abort();
-        end_session_processes(&target, session_id, api_wait).await;
-        match ending {
-            Ending::Stopped | Ending::Idle => {
+    // What the client still sends is read and dropped until the session is
+    // over: an unread channel parks russh's whole connection, and with it
+    // the writes that end this session.
+    let end = async {
+        if ending != Ending::OutputDone {
+            process.abort();
+            let outcome = match ending {
+                Ending::Idle => Outcome::Idle,
+                Ending::Stopped => Outcome::Stopped,
+                Ending::Backlog => Outcome::Failed("input backlog bound".into()),
+                Ending::ClientGone | Ending::OutputDone => Outcome::ClientGone,
+            };
+            if outcome != Outcome::ClientGone {
+                // The user has been told why; the channel closes now, not after
+                // the clean-up below (which takes a second or more), so the
+                // connection's own inactivity timer cannot overtake it.
                 let _ = write.eof().await;
                 let _ = write.close().await;
-                return if ending == Ending::Idle {
-                    Outcome::Idle
-                } else {
-                    Outcome::Stopped
-                };
             }
-            _ => return Outcome::ClientGone,
+            end_session_processes(&target, session_id, api_wait).await;
+            return outcome;
+        }
+        let status = match status {
+            Some(status) => status.await,
+            None => None,
+        };
+        let outcome = match status.as_ref().map(exit_code) {
+            Some(Ok(code)) => Outcome::Exited(code),
+            Some(Err(message)) => {
+                let _ = write
+                    .extended_data_bytes(
+                        1,
+                        message_bytes(&format!("the command could not run: {message}"), tty),
+                    )
+                    .await;
+                Outcome::Exited(126)
+            }
+            // On a v4-only cluster end of input closed the stream, as the user
+            // was told: the exit status is lost, and kbastion's own failure
+            // status says so (255 would read as ssh's).
+            None if closing_by.is_some() => Outcome::Exited(1),
+            None => {
+                let message = "the exec stream ended without an exit status (the connection to the Kubernetes API was lost)";
+                let _ = write
+                    .extended_data_bytes(1, message_bytes(message, tty))
+                    .await;
+                Outcome::Exited(255)
+            }
+        };
+        if let Outcome::Exited(code) = outcome {
+            finish(write, code).await;
+        }
+        outcome
+    };
+    while_draining(read, end).await
+}
+
+/// Runs `work` while reading and dropping what arrives on the channel.
+async fn while_draining<T>(read: &mut ChannelReadHalf, work: impl Future<Output = T>) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            message = read.wait() => if message.is_none() {
+                return work.await;
+            }
         }
     }
-    let status = match status {
-        Some(status) => status.await,
-        None => None,
-    };
-    let outcome = match status.as_ref().map(exit_code) {
-        Some(Ok(code)) => Outcome::Exited(code),
-        Some(Err(message)) => {
-            let _ = write
-                .extended_data_bytes(
-                    1,
-                    message_bytes(&format!("the command could not run: {message}"), tty),
-                )
-                .await;
-            Outcome::Exited(126)
-        }
-        None => {
-            let message = "the exec stream ended without an exit status (the connection to the Kubernetes API was lost)";
-            let _ = write
-                .extended_data_bytes(1, message_bytes(message, tty))
-                .await;
-            Outcome::Exited(255)
-        }
-    };
-    if let Outcome::Exited(code) = outcome {
-        finish(write, code).await;
-    }
-    outcome
 }
 
 /// Ends what a vanished client's (or a stopped) session left running,

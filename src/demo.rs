@@ -145,6 +145,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for user in &mut config.users {
         user.keys = keys.clone();
     }
+    // The demo config names both; without them the demo would hide the
+    // audit trail and recordings a newcomer came to see.
+    let audit = config
+        .audit
+        .file
+        .clone()
+        .context("the built-in demo config has no audit file")?;
+    let recordings = config
+        .audit
+        .recordings_dir
+        .clone()
+        .context("the built-in demo config has no recordings directory")?;
     let listener = ssh::bind(config.listen).await?;
     let port = listener.local_addr()?.port();
     let host = listener.local_addr()?.ip();
@@ -194,9 +206,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          \n  bob may only use 'default':  ssh{p}{i} bob@kube-system/coredns-0@{host}\
          \n  What can I reach?            ssh{p}{i} alice@{host}\
          \n  The cluster itself:          kubectl --kubeconfig {kubeconfig} get pods -A\
+         \n\
+         \n  Audit log (JSON lines):      {audit}\
+         \n  Session recordings:          {recordings}/SESSION.cast\
+         \n  Replay the newest one:       asciinema play \"$(ls -t {recordings}/*.cast | head -n 1)\"\
          \n",
         state = state.display(),
         kubeconfig = kubeconfig.display(),
+        audit = audit.display(),
+        recordings = recordings.display(),
     );
     tokio::select! {
         result = crate::server::run(shared, listener, None) => {

@@ -2,7 +2,9 @@
 //! simulator (`sim`) that its tests and demo run against.
 //!
 //! The bastion's modules (`config`, `login`, `ssh`, `bridge`, `target`,
-//! `cluster`) never import `sim`, and `sim` never imports them.
+//! `cluster`) never import `sim`, and `sim` never imports them. The
+//! simulator and the demo that runs it are the cargo feature `sim` (on by
+//! default); the production image is built without it.
 
 pub mod audit;
 pub mod authz;
@@ -10,6 +12,7 @@ pub mod bridge;
 pub mod certificates;
 pub mod cluster;
 pub mod config;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod forward;
 pub mod limits;
@@ -21,6 +24,7 @@ pub mod remote_fs;
 pub mod scp;
 pub mod server;
 pub mod sftp;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod ssh;
 pub mod target;

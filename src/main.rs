@@ -31,8 +31,10 @@ enum Command {
         config: PathBuf,
     },
     /// Run a demo: the simulator and a bastion on loopback.
+    #[cfg(feature = "sim")]
     Demo(kbastion::demo::DemoArgs),
     /// Run the Kubernetes API simulator.
+    #[cfg(feature = "sim")]
     Sim(kbastion::sim::SimArgs),
     /// Validate a config file and print the effective configuration.
     CheckConfig {
@@ -67,7 +69,9 @@ async fn main() -> std::process::ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve { config } => serve(config).await,
+        #[cfg(feature = "sim")]
         Command::Demo(args) => kbastion::demo::run(args).await,
+        #[cfg(feature = "sim")]
         Command::Sim(args) => kbastion::sim::run(args, None).await,
         Command::CheckConfig { config } => Config::load(&config)
             .map(|c| print!("{}", c.to_toml()))

@@ -8,14 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn http_get(port: u16, path: &str) -> (String, String) {
     let out = Command::new("curl")
         .args(["-s", "-w", "\n%{http_code}", "--max-time", "5"])
@@ -141,14 +133,14 @@ fn sessions_left_at_the_drain_deadline_are_ended_with_their_processes() {
     let mut command = bastion.ssh_command("ssh");
     command
         .arg("alice@default/web-0@127.0.0.1")
-        .arg("echo started; sleep 10019")
+        // Only the remote sleep's command line carries the marker.
+        .arg("echo started; sleep $((10000 + 19))")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut client = command.spawn().unwrap();
-    let mut stdout = std::io::BufReader::new(client.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let stdout = std::io::BufReader::new(client.stdout.take().unwrap());
+    let (line, _stdout) = read_line_within(stdout, "the session", Duration::from_secs(20));
     assert_eq!(line, "started\n");
     assert!(process_running("sleep 10019"));
     nix::sys::signal::kill(
@@ -156,7 +148,7 @@ fn sessions_left_at_the_drain_deadline_are_ended_with_their_processes() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let out = client.wait_with_output().unwrap();
+    let out = wait_output(client, "the drained session", Duration::from_secs(30));
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("kbastion: the bastion is restarting; this session ends in 2 s.")
@@ -255,9 +247,8 @@ fn two_replicas_share_host_key_and_node_pod_and_report_their_sessions() {
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped());
             let mut child = ssh.spawn().unwrap();
-            let mut line = String::new();
-            let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-            std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+            let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            let (line, _) = read_line_within(stdout, "the node session", Duration::from_secs(30));
             assert_eq!(line, "open\n");
             child
         })
@@ -292,7 +283,7 @@ fn two_replicas_share_host_key_and_node_pod_and_report_their_sessions() {
     assert_eq!(created, 1);
     for mut session in sessions {
         drop(session.stdin.take());
-        assert!(session.wait().unwrap().success());
+        assert!(wait_exit(&mut session, "the node session", Duration::from_secs(20)).success());
     }
     for port in ports {
         let mut metrics = String::new();
@@ -327,24 +318,35 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
             .unwrap(),
     );
     let stdout = std::io::BufReader::new(demo.0.stdout.take().unwrap());
-    let (shell_tx, shell_rx) = std::sync::mpsc::channel();
+    let (printed_tx, printed_rx) = std::sync::mpsc::channel();
     // Read everything the demo prints, as a terminal would.
     std::thread::spawn(move || {
         for line in stdout.lines().map_while(Result::ok) {
-            if let Some(command) = line.trim().strip_prefix("A shell in a container:") {
-                let _ = shell_tx.send(command.trim().to_string());
+            for label in [
+                "A shell in a container:",
+                "Audit log (JSON lines):",
+                "Replay the newest one:",
+            ] {
+                if let Some(value) = line.trim().strip_prefix(label) {
+                    let _ = printed_tx.send((label, value.trim().to_string()));
+                }
             }
         }
     });
-    let shell = shell_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the demo prints the shell command");
+    let mut printed = std::collections::HashMap::new();
+    while printed.len() < 3 {
+        let (label, value) = printed_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the demo prints its commands and where its audit trail goes");
+        printed.insert(label, value);
+    }
+    let shell = printed["A shell in a container:"].clone();
     // The printed command, with options that keep the test off the
     // machine's own SSH setup.
     let mut words = shell.split_whitespace();
     assert_eq!(words.next(), Some("ssh"));
-    let out = Command::new("ssh")
-        .args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+    let mut ssh = Command::new("ssh");
+    ssh.args(["-F", "/dev/null", "-o", "BatchMode=yes"])
         .args(["-o", "StrictHostKeyChecking=accept-new"])
         .arg("-o")
         .arg(format!(
@@ -352,10 +354,8 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
             home.path().join("known_hosts").display()
         ))
         .args(words)
-        .arg("echo $HOSTNAME")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .arg("echo $HOSTNAME");
+    let out = run_with_input(ssh, b"");
     assert_eq!(
         text(&out.stdout),
         "web-0\n",
@@ -366,6 +366,25 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
         shell.contains(&format!("-i {}", state.display())),
         "{shell}"
     );
+    // The session is in the audit log the demo named, in its state dir.
+    let audit = std::path::PathBuf::from(&printed["Audit log (JSON lines):"]);
+    assert_eq!(audit, state.join("audit.jsonl"));
+    wait_for(
+        "the session in the demo's audit log",
+        Duration::from_secs(10),
+        || {
+            let events = std::fs::read_to_string(&audit).unwrap_or_default();
+            events.contains(r#""event":"session_end""#)
+                && events.contains(r#""target":"default/web-0""#)
+        },
+    );
+    assert!(
+        printed["Replay the newest one:"].starts_with("asciinema play "),
+        "{:?}",
+        printed["Replay the newest one:"]
+    );
+    let simulator = state.join("cluster").display().to_string();
+    assert!(process_running(&simulator), "the demo's simulator runs");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(demo.0.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -378,6 +397,6 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
     });
     assert_eq!(status.unwrap().code(), Some(0));
     wait_for("the simulator to stop", Duration::from_secs(10), || {
-        !process_running(&state.join("cluster").display().to_string())
+        !process_running(&simulator)
     });
 }

@@ -249,7 +249,8 @@ fn an_api_server_outage_is_reported_and_the_bastion_recovers() {
     });
 }
 
-/// POSTs to the simulator's admin endpoint with curl as the admin user.
+/// A client killed mid-session (tty or not) leaves nothing running in the
+/// target.
 #[test]
 fn a_killed_client_leaves_no_process_behind() {
     let sim = Sim::start();
@@ -300,12 +301,18 @@ fn interactive_shell_gets_a_prompt_and_follows_resizes() {
         )
         .collect();
     let tmux = Tmux::start(
-        &format!("env -u TMUX TERM=screen {}", line.join(" ")),
+        &format!(
+            "env -u TMUX TERM=screen {}; echo ssh exited with $?; sleep 60",
+            line.join(" ")
+        ),
         100,
         30,
     );
     tmux.send(&["PS1='prompt> '", "Enter"]);
-    tmux.wait_for_text("prompt> ");
+    // The typed line echoes `PS1='prompt> '`: only a line that starts with
+    // the prompt proves the shell drew it.
+    // (tmux trims the prompt's trailing space.)
+    tmux.wait_for_line_start("prompt>");
     tmux.send(&["stty size; echo TERM=$TERM", "Enter"]);
     tmux.wait_for_text("30 100");
     tmux.wait_for_text("TERM=screen");
@@ -314,7 +321,9 @@ fn interactive_shell_gets_a_prompt_and_follows_resizes() {
     tmux.wait_for_text("shell-bash");
     tmux.resize(120, 40);
     tmux.send_until(&["clear; stty size", "Enter"], "40 120");
+    // The shell's exit status becomes ssh's: tmux keeps the pane to show it.
     tmux.send(&["exit 5", "Enter"]);
+    tmux.wait_for_text("ssh exited with 5");
 }
 
 /// A session that carries nothing for the idle timeout is closed, with
@@ -356,8 +365,10 @@ fn a_client_that_stops_reading_stalls_the_writer_not_memory() {
     let pid = bastion.process.0.id();
     let before = rss_kib(pid);
     let mut ssh = bastion.ssh_command("ssh");
+    // The client's command line carries the unexpanded arithmetic; only
+    // the remote writer's carries the marker.
     ssh.arg("alice@default/web-0@127.0.0.1")
-        .arg("head -c 300000017 /dev/zero")
+        .arg("head -c $((300000000 + 17)) /dev/zero")
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     let mut client = ssh.spawn().unwrap();
@@ -389,7 +400,9 @@ fn a_client_that_stops_reading_stalls_the_writer_not_memory() {
 fn a_v4_only_cluster_is_named_when_input_ends() {
     let sim = Sim::start_version("1.29");
     let bastion = Bastion::start(&sim, "[timeouts]\napi_secs = 2\n");
+    let start = std::time::Instant::now();
     let out = bastion.ssh("alice@default/web-0", &["cat"], b"some input\n");
+    let elapsed = start.elapsed();
     let stderr = text(&out.stderr);
     assert!(
         stderr.starts_with(
@@ -397,6 +410,238 @@ fn a_v4_only_cluster_is_named_when_input_ends() {
         ),
         "{stderr}"
     );
-    // The session ends (within the bounded wait) rather than hanging.
-    assert_ne!(out.status.code(), Some(0));
+    // The session ends within the bounded wait (api_secs) rather than
+    // hanging, with the failure status kbastion gives its one-line errors.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+}
+
+/// An OpenSSH master connection that later `ssh -S` commands multiplex
+/// their channels on, as IDEs do with every terminal and forward.
+struct Master {
+    socket: std::path::PathBuf,
+    _process: Process,
+}
+
+impl Master {
+    fn start(bastion: &Bastion, login: &str) -> Master {
+        let socket = bastion.dir.path().join("master.sock");
+        let mut command = bastion.ssh_command("ssh");
+        command
+            .args(["-N", "-M", "-S"])
+            .arg(&socket)
+            .arg(format!("{login}@127.0.0.1"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let process = Process(command.spawn().expect("ssh -M"));
+        wait_for("the master connection", Duration::from_secs(20), || {
+            socket.exists()
+        });
+        Master {
+            socket,
+            _process: process,
+        }
+    }
+
+    /// `ssh` opening a channel on the master's connection.
+    fn command(&self, bastion: &Bastion, login: &str) -> std::process::Command {
+        let mut command = bastion.ssh_command("ssh");
+        command
+            .arg("-S")
+            .arg(&self.socket)
+            .arg(format!("{login}@127.0.0.1"));
+        command
+    }
+}
+
+/// Starts `command` on the master's connection and pushes `bytes` of input
+/// into it without closing its stdin: a command that does not read.
+fn push_input(
+    master: &Master,
+    bastion: &Bastion,
+    command: &str,
+    bytes: usize,
+) -> std::process::Child {
+    use std::io::Write;
+    let mut ssh = master.command(bastion, "alice@default/web-0");
+    ssh.arg(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = ssh.spawn().expect("ssh -S");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 16];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if stdin.write_all(&chunk[..n]).is_err() {
+                return;
+            }
+            left -= n;
+        }
+        // Keep stdin open: end of input is not what is tested.
+        std::thread::sleep(Duration::from_secs(120));
+    });
+    // Its channel lives on the master's connection: ending the master (a
+    // `Process`, killed on drop) ends it too.
+    child
+}
+
+/// One channel whose command reads none of 100 MiB pushed at it must not
+/// freeze the connection (russh parks a whole connection when one
+/// channel's queue is full): a new channel on it answers within a second,
+/// and only the stuck session is ended, with its reason.
+#[test]
+fn a_channel_that_does_not_read_its_input_does_not_block_the_connection() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let master = Master::start(&bastion, "alice@default/web-0");
+    let stuck = push_input(&master, &bastion, "sleep $((10000 + 41))", 100 << 20);
+    wait_for("the stuck command to run", Duration::from_secs(20), || {
+        process_running("sleep 10041")
+    });
+    // Give the pushed input time to pile up against the stuck channel.
+    std::thread::sleep(Duration::from_secs(2));
+    for round in 0..3 {
+        let start = std::time::Instant::now();
+        let mut echo = master.command(&bastion, "alice@default/web-0");
+        echo.arg("echo answered");
+        let out = run_with_input(echo, b"");
+        let elapsed = start.elapsed();
+        assert_eq!(text(&out.stdout), "answered\n", "{}", text(&out.stderr));
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "round {round}: a new channel took {elapsed:?}"
+        );
+    }
+    // The stuck session was ended at its backlog bound, with what it ran.
+    let out = wait_output(stuck, "the stuck session", Duration::from_secs(30));
+    assert_eq!(
+        text(&out.stderr),
+        "kbastion: the session was ended: its target did not read the input sent to it and 16 MiB waited (session limit 16 MiB)\n"
+    );
+    wait_for(
+        "the stuck command to be ended",
+        Duration::from_secs(20),
+        || !process_running("sleep 10041"),
+    );
+}
+
+/// One person with 20 sessions on one connection, each pushed 16 MiB its
+/// command does not read: kbastion's memory stays bounded (the backlog
+/// bounds per session, connection and person) and the connection answers.
+#[test]
+fn input_nobody_reads_is_bounded_per_session_connection_and_person() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let pid = bastion.process.0.id();
+    let master = Master::start(&bastion, "alice@default/web-0");
+    let before = rss_kib(pid);
+    let sessions: Vec<std::process::Child> = (0..20)
+        .map(|n| {
+            push_input(
+                &master,
+                &bastion,
+                &format!("sleep $((10100 + {n}))"),
+                16 << 20,
+            )
+        })
+        .collect();
+    wait_for("the 20 commands to run", Duration::from_secs(30), || {
+        process_running("sleep 10119")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(grown < 256 * 1024, "kbastion grew by {grown} KiB");
+    let start = std::time::Instant::now();
+    let mut echo = master.command(&bastion, "alice@default/web-0");
+    echo.arg("echo answered");
+    let out = run_with_input(echo, b"");
+    assert_eq!(text(&out.stdout), "answered\n", "{}", text(&out.stderr));
+    // (A second channel's open within 1 s is the test above; here the
+    // machine is busy with 20 sessions.)
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    for mut session in sessions {
+        let _ = session.kill();
+        let _ = session.wait();
+    }
+    // Their clients gone, the sessions end what they ran.
+    wait_for("the commands to be ended", Duration::from_secs(30), || {
+        !process_running("sleep 101[01][0-9]")
+    });
+}
+
+/// `ssh -t pod bash` is a shell in all but name: with recordings on, a
+/// session with a pty is recorded whatever it runs. With
+/// `require_recording`, a session whose recording cannot be opened is
+/// refused in one line instead of running unrecorded.
+#[test]
+fn a_pty_exec_is_recorded_and_a_required_recording_fails_closed() {
+    let sim = Sim::start();
+    let recordings = tempfile::tempdir().unwrap();
+    let bastion = Bastion::start(
+        &sim,
+        &format!(
+            "[audit]\nrecordings_dir = \"{}\"\n",
+            recordings.path().display()
+        ),
+    );
+    let mut ssh = bastion.ssh_command("ssh");
+    ssh.args([
+        "-tt",
+        "alice@default/web-0@127.0.0.1",
+        "echo recorded-$((40 + 2))",
+    ]);
+    let out = run_with_input(ssh, b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let cast = || {
+        std::fs::read_dir(recordings.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "cast"))
+    };
+    wait_for("the recording", Duration::from_secs(10), || {
+        cast().is_some_and(|path| {
+            std::fs::read_to_string(path).is_ok_and(|t| t.contains("recorded-42"))
+        })
+    });
+    let replay = asciinema_cat(&cast().unwrap());
+    assert!(replay.contains("recorded-42"), "{replay}");
+
+    // A recordings "directory" that is a file cannot hold recordings.
+    let blocked = recordings.path().join("not-a-directory");
+    std::fs::write(&blocked, b"").unwrap();
+    let strict = Bastion::start(
+        &sim,
+        &format!(
+            "[audit]\nrecordings_dir = \"{}\"\nrequire_recording = true\n",
+            blocked.display()
+        ),
+    );
+    let mut ssh = strict.ssh_command("ssh");
+    ssh.args([
+        "-tt",
+        "alice@default/web-0@127.0.0.1",
+        "echo ran-$((1 + 1))",
+    ]);
+    let out = run_with_input(ssh, b"");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!text(&out.stdout).contains("ran-2"));
+    assert!(
+        stderr.starts_with("kbastion: this session cannot be recorded (")
+            && stderr.trim_end().ends_with(&format!(
+                "and recording is required; ask the bastion's operators to fix {}",
+                blocked.display()
+            ))
+            && stderr.trim_end().lines().count() == 1,
+        "{stderr:?}"
+    );
 }

@@ -55,6 +55,8 @@ pub struct Connection {
     /// Why `-R` was refused on this connection: told on its sessions'
     /// stderr, since a global request's failure carries no reason.
     refused_remote_forward: Arc<std::sync::Mutex<Option<String>>>,
+    /// Client input this connection's sessions hold for their targets.
+    backlog: Arc<bridge::Backlog>,
 }
 
 impl Connection {
@@ -70,6 +72,7 @@ impl Connection {
             authenticated,
             open_channels: Arc::default(),
             refused_remote_forward: Arc::default(),
+            backlog: bridge::Backlog::new(bridge::CONNECTION_BACKLOG, "connection"),
         }
     }
 
@@ -333,8 +336,12 @@ impl russh::server::Handler for Connection {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        let backlogs = vec![
+            self.backlog.clone(),
+            self.shared.person_backlog(&login.person),
+        ];
         tokio::spawn(async move {
-            session_channel(channel, login, shared, peer, remote_forward).await;
+            session_channel(channel, login, shared, peer, remote_forward, backlogs).await;
             drop(guard);
         });
         Ok(())
@@ -503,6 +510,7 @@ async fn session_channel(
     shared: Arc<Shared>,
     peer: SocketAddr,
     remote_forward: Option<String>,
+    backlogs: Vec<Arc<bridge::Backlog>>,
 ) {
     let (mut read, write) = channel.split();
     let mut pty: Option<Pty> = None;
@@ -611,10 +619,17 @@ async fn session_channel(
         }
     };
     let session_id = format!("{:032x}", rand::random::<u128>());
+    let recorder = match recorder_for(&shared.config.audit, &session_id, &request, &kind) {
+        Ok(recorder) => recorder,
+        Err(reason) => {
+            refuse(target.to_string(), reason.clone());
+            bridge::refuse(&write, &reason, tty).await;
+            return;
+        }
+    };
     shared
         .metrics
         .session_started(kind.label(), started.elapsed());
-    let recorder = recorder_for(&shared.config.audit, &session_id, &request, &kind);
     tracing::info!(%peer, session = %session_id, person = %login.person, kubernetes_user = %login.identity.user, %target, ?kind, container = %exec_target.container, "session started");
     shared.audit.record(Event::SessionStart {
         session: session_id.clone(),
@@ -635,6 +650,7 @@ async fn session_channel(
         stop: shared.stop.clone(),
         idle: shared.config.timeouts.idle(),
         stdin_eof: shared.stdin_eof,
+        backlogs,
     };
     let report = serve(
         &shared,
@@ -718,15 +734,19 @@ fn recorder_for(
     session_id: &str,
     request: &SessionRequest,
     kind: &SessionKind,
-) -> Option<crate::recording::Recorder> {
-    let dir = audit.recordings_dir.as_ref()?;
+) -> Result<Option<crate::recording::Recorder>, String> {
+    let Some(dir) = audit.recordings_dir.as_ref() else {
+        return Ok(None);
+    };
+    // Whatever has a terminal is recorded: `ssh -t pod bash` is a shell
+    // in all but name, and must not be a way around the recording.
     let wanted = match kind {
         SessionKind::Shell => true,
-        SessionKind::Exec { .. } => audit.record_exec,
+        SessionKind::Exec { .. } => audit.record_exec || request.pty.is_some(),
         _ => false,
     };
     if !wanted {
-        return None;
+        return Ok(None);
     }
     let (width, height, term) = request
         .pty
@@ -740,10 +760,17 @@ fn recorder_for(
         term,
         audit.record_input,
     ) {
-        Ok(recorder) => Some(recorder),
+        Ok(recorder) => Ok(Some(recorder)),
         Err(error) => {
             tracing::error!(%error, dir = %dir.display(), "cannot create a session recording");
-            None
+            if audit.require_recording {
+                Err(format!(
+                    "this session cannot be recorded ({error}) and recording is required; ask the bastion's operators to fix {}",
+                    dir.display()
+                ))
+            } else {
+                Ok(None)
+            }
         }
     }
 }

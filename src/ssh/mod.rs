@@ -43,6 +43,11 @@ pub struct Shared {
     pub notice: tokio::sync::watch::Sender<Option<String>>,
     /// Cancelled when the drain time after SIGTERM is over.
     pub stop: tokio_util::sync::CancellationToken,
+    /// Each person's input backlog over all their connections, while any
+    /// session of theirs holds it.
+    person_backlogs: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Weak<crate::bridge::Backlog>>,
+    >,
 }
 
 impl Shared {
@@ -91,6 +96,7 @@ impl Shared {
             access: std::sync::RwLock::new(Arc::new(Access::of(&config))),
             notice: tokio::sync::watch::channel(None).0,
             stop: tokio_util::sync::CancellationToken::new(),
+            person_backlogs: Default::default(),
             config,
             cluster,
             node_shells,
@@ -115,6 +121,23 @@ impl Access {
 }
 
 impl Shared {
+    /// The input backlog `person`'s sessions share (see `bridge::Flow`).
+    pub fn person_backlog(&self, person: &str) -> Arc<crate::bridge::Backlog> {
+        let mut table = self
+            .person_backlogs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(backlog) = table.get(person).and_then(std::sync::Weak::upgrade) {
+            return backlog;
+        }
+        // Entries of people with no session left go as new ones come: the
+        // table holds at most the people with a session open.
+        table.retain(|_, backlog| backlog.strong_count() > 0);
+        let backlog = crate::bridge::Backlog::new(crate::bridge::PERSON_BACKLOG, "person");
+        table.insert(person.to_string(), Arc::downgrade(&backlog));
+        backlog
+    }
+
     /// The current access lists.
     pub fn access(&self) -> Arc<Access> {
         self.access
