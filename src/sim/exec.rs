@@ -465,8 +465,11 @@ async fn run_websocket<S>(
     // to a process that does not read its stdin), dropping `source`.
     let input = tokio::spawn(until_cut(cut, async move {
         loop {
+            // apimachinery's wsstream reads a text frame into bytes like a
+            // binary one: the Python client sends stdin and resize as text.
             let data = match source.next().await {
                 Some(Ok(Message::Binary(data))) => data,
+                Some(Ok(Message::Text(text))) => Bytes::from(text.as_bytes().to_vec()),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue,
             };
