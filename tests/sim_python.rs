@@ -77,3 +77,98 @@ fn python_tty_resize_on_channel_4_reaches_the_terminal() {
     );
     assert_eq!(result["code"], 0, "{result}");
 }
+
+#[test]
+fn python_client_lists_nodes_pods_and_rbac_with_model_validation() {
+    let sim = Sim::start();
+    // `broken` waits in ImagePullBackOff and `stuck` on a NotReady node:
+    // statuses of every shape are read.
+    wait_for(
+        "pod broken in ImagePullBackOff",
+        Duration::from_secs(20),
+        || {
+            let out = sim.kubectl(
+                "kubectl",
+                "admin",
+                &[
+                    "get",
+                    "pod",
+                    "broken",
+                    "-o",
+                    "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
+                ],
+            );
+            text(&out.stdout).contains("ImagePull")
+        },
+    );
+    let seen = script_json(&sim, "list_with_models.py");
+    assert_eq!(seen["nodes"], serde_json::json!(["edge-1", "node-1"]));
+    let pods = seen["pods"].as_array().expect("pods");
+    for pod in [
+        "default/web-0",
+        "default/broken",
+        "default/stuck",
+        "prod/db-0",
+    ] {
+        assert!(pods.iter().any(|p| p == pod), "{pod} not listed: {seen}");
+    }
+    assert_eq!(seen["selfsubjectaccessreview"], true, "{seen}");
+    assert_eq!(seen["subjectaccessreview"], false, "{seen}");
+}
+
+/// Every kind served, as listed, read and watched, plus reviews, created
+/// and deleted objects and the Status of failures, against the schema of
+/// the scenario's version: the oldest and the newest kubectl we test.
+#[test]
+fn every_served_kind_matches_the_openapi_schema_of_its_version() {
+    for version in ["1.27", "1.33"] {
+        let sim = Sim::start_version(version);
+        wait_for(
+            "pod broken in ImagePullBackOff",
+            Duration::from_secs(20),
+            || {
+                let out = sim.kubectl(
+                    "kubectl",
+                    "admin",
+                    &[
+                        "get",
+                        "pod",
+                        "broken",
+                        "-o",
+                        "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
+                    ],
+                );
+                text(&out.stdout).contains("ImagePull")
+            },
+        );
+        let out = run_script(&sim, "validate_schema.py", Duration::from_secs(120));
+        assert!(
+            out.status.success(),
+            "{version}: objects that fail the schema:\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let last = text(&out.stdout);
+        let summary: serde_json::Value =
+            serde_json::from_str(last.lines().last().unwrap_or_default()).expect("summary");
+        assert_eq!(summary["version"], version, "{summary}");
+        for kind in [
+            "Pod",
+            "Node",
+            "Namespace",
+            "Role",
+            "RoleBinding",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "SelfSubjectAccessReview",
+            "SubjectAccessReview",
+            "Status",
+            "WatchEvent",
+        ] {
+            assert!(
+                summary["checked"][kind].as_u64().unwrap_or(0) > 0,
+                "{version}: no {kind} was checked: {summary}"
+            );
+        }
+    }
+}

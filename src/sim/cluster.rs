@@ -145,21 +145,15 @@ pub fn load(sim: &Arc<Sim>) -> Result<(), LoadError> {
         let mut labels = node.labels.clone();
         labels.insert("kubernetes.io/hostname".into(), node.name.clone());
         labels.insert("kubernetes.io/os".into(), "linux".into());
-        let ready = if node.ready {
-            json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"})
-        } else {
-            json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."})
-        };
-        let object = json!({
+        let mut object = json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": node.name, "labels": labels},
-            "spec": {"taints": taints},
-            "status": {
-                "conditions": [ready],
-                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": node.name}],
-                "nodeInfo": {"kubeletVersion": format!("v1.{}.0", sim.minor), "containerRuntimeVersion": "containerd://1.7.0", "operatingSystem": "linux", "architecture": "amd64"},
-            },
+            "spec": {},
+            "status": node_status(sim.minor, &node.name, node.ready),
         });
+        if !taints.is_empty() {
+            object["spec"]["taints"] = json!(taints);
+        }
         create_raw(sim, Key::new("nodes", "", &node.name), object)?;
     }
     bootstrap_policy(sim)?;
@@ -244,6 +238,87 @@ fn bootstrap_policy(sim: &Sim) -> Result<(), LoadError> {
         binding,
     )
 }
+
+/// A node's status as its kubelet posts it: the four conditions a kubelet
+/// reports (or, for a node that stopped posting, all of them `Unknown` as
+/// the node lifecycle controller sets them), capacity, the kubelet's port
+/// and every `nodeInfo` field (the OpenAPI schema requires all ten, and
+/// clients that validate models refuse a node without them).
+fn node_status(minor: u32, name: &str, ready: bool) -> Value {
+    let now = store::now();
+    let conditions: Vec<Value> = [
+        ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        ("Ready", "KubeletReady", "kubelet is posting ready status"),
+    ]
+    .into_iter()
+    .map(|(kind, reason, message)| {
+        let (status, reason, message) = match (ready, kind) {
+            (true, "Ready") => ("True", reason, message),
+            (true, _) => ("False", reason, message),
+            (false, _) => ("Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status."),
+        };
+        json!({"type": kind, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": now, "lastTransitionTime": now})
+    })
+    .collect();
+    // The nodes are this machine: its kernel, read once at load.
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_string())
+        .unwrap_or_default();
+    // Stable per node name, shaped as the kubelet reads them from the host.
+    let digest = |salt: &str| {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (salt, name).hash(&mut hasher);
+        let high = hasher.finish();
+        (name, salt).hash(&mut hasher);
+        format!("{high:016x}{:016x}", hasher.finish())
+    };
+    let uuid = |hex: String| {
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
+    };
+    // kubeProxyVersion is deprecated: kubelets stop filling it in 1.33
+    // (DisableNodeKubeProxyVersion on by default); the field stays, empty.
+    let kube_proxy_version = if minor >= 33 {
+        String::new()
+    } else {
+        format!("v1.{minor}.0")
+    };
+    let capacity = json!({"cpu": "2", "ephemeral-storage": "20470Mi", "hugepages-2Mi": "0", "memory": "4026748Ki", "pods": "110"});
+    json!({
+        "conditions": conditions,
+        "addresses": [{"type": "InternalIP", "address": NODE_ADDRESS}, {"type": "Hostname", "address": name}],
+        "capacity": capacity,
+        "allocatable": capacity,
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
+        "nodeInfo": {
+            "machineID": digest("machine-id"),
+            "systemUUID": uuid(digest("system-uuid")),
+            "bootID": uuid(digest("boot-id")),
+            "kernelVersion": kernel,
+            "osImage": "Debian GNU/Linux 12 (bookworm)",
+            "containerRuntimeVersion": "containerd://1.7.0",
+            "kubeletVersion": format!("v1.{minor}.0"),
+            "kubeProxyVersion": kube_proxy_version,
+            "operatingSystem": "linux",
+            "architecture": "amd64",
+        },
+    })
+}
+
+/// The port every simulated kubelet is reached on (the kubelet's default).
+pub const KUBELET_PORT: u16 = 10250;
+
+/// Every simulated node's InternalIP: they all are this machine.
+pub const NODE_ADDRESS: &str = "127.0.0.1";
 
 fn create_raw(sim: &Sim, key: Key, object: Value) -> Result<(), LoadError> {
     let described = format!("{} {}/{}", key.resource, key.namespace, key.name);
@@ -463,7 +538,7 @@ pub fn start_pod(sim: Arc<Sim>, key: Key) {
                         } else {
                             json!({"reason": "PodInitializing"})
                         };
-                        json!({"name": c["name"], "image": c["image"], "ready": false, "restartCount": 0, "started": false, "state": {"waiting": waiting}})
+                        json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": false, "restartCount": 0, "started": false, "state": {"waiting": waiting}})
                     }).collect();
                     p["status"]["containerStatuses"] = json!(statuses);
                     p["status"]["hostIP"] = json!("127.0.0.1");
