@@ -1,5 +1,6 @@
 //! What the real kubectl sees of a pod's life in the simulator, as on a
-//! cluster: signals reach container processes as a runtime delivers them.
+//! cluster: signals reach container processes as a runtime delivers them,
+//! and `kubectl apply` patches strategically.
 
 mod common;
 
@@ -39,4 +40,51 @@ fn ctrl_c_interrupts_sleep_in_kubectl_exec_it_with_the_simulator_started_by_a_sc
         interrupted.elapsed()
     );
     assert!(!tmux.screen().contains("sleep-ended"), "{}", tmux.screen());
+}
+
+const POD_V1: &str = r#"{
+  "apiVersion": "v1", "kind": "Pod",
+  "metadata": {"name": "patched", "namespace": "default"},
+  "spec": {"containers": [
+    {"name": "app", "image": "app:1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+    {"name": "side", "image": "side:1"}
+  ]}
+}"#;
+
+#[test]
+fn kubectl_apply_of_a_changed_container_list_merges_by_name_and_stores_no_directive() {
+    let sim = Sim::start();
+    let manifest = sim.dir.path().join("pod.json");
+    for (step, image) in [("create", "side:1"), ("change", "side:2")] {
+        std::fs::write(&manifest, POD_V1.replace("side:1", image)).expect("write manifest");
+        let out = sim.kubectl(
+            "kubectl",
+            "admin",
+            &["apply", "-f", manifest.to_str().expect("utf-8 path")],
+        );
+        assert!(
+            out.status.success(),
+            "{step}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    let out = sim.kubectl("kubectl", "admin", &["get", "pod", "patched", "-o", "yaml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    assert!(
+        !yaml.contains("$setElementOrder") && !yaml.contains("$patch"),
+        "a patch directive was stored:\n{yaml}"
+    );
+    let out = sim.kubectl("kubectl", "admin", &["get", "pod", "patched", "-o", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pod: serde_json::Value = serde_json::from_slice(&out.stdout).expect("pod JSON");
+    assert_eq!(
+        pod["spec"]["containers"],
+        serde_json::json!([
+            {"name": "app", "image": "app:1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+            {"name": "side", "image": "side:2"}
+        ]),
+        "the containers after apply"
+    );
 }

@@ -668,10 +668,12 @@ fn patch(sim: &Sim, target: &Target, content_type: &str, body: Value) -> Result<
                 )
             })?;
         }
-        // Strategic merge is approximated by a JSON merge patch: lists are
-        // replaced instead of merged by key. Our clients patch maps.
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+        "application/merge-patch+json" => {
             json_patch::merge(&mut patched, &body);
+        }
+        "application/strategic-merge-patch+json" => {
+            super::strategic::apply(target.resource.kind, &mut patched, &body)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
         other => {
             return Err(ApiError::new(
