@@ -1,6 +1,7 @@
 //! What the real kubectl sees of a pod's life in the simulator, as on a
 //! cluster: signals reach container processes as a runtime delivers them,
-//! and `kubectl apply` patches strategically.
+//! `kubectl apply` patches strategically, and an exec to a node whose
+//! kubelet is down fails at the dial.
 
 mod common;
 
@@ -87,4 +88,18 @@ fn kubectl_apply_of_a_changed_container_list_merges_by_name_and_stores_no_direct
         ]),
         "the containers after apply"
     );
+}
+
+#[test]
+fn every_kubectl_version_exec_to_a_not_ready_node_fails_dialing_the_kubelet() {
+    let sim = Sim::start();
+    for version in VERSIONS {
+        let out = sim.kubectl_version(version, "admin", &["exec", "stuck", "--", "true"], b"");
+        assert_eq!(
+            text(&out.stderr),
+            "Error from server: error dialing backend: dial tcp 127.0.0.1:10250: connect: connection refused\n",
+            "kubectl {version}"
+        );
+        assert_eq!(out.status.code(), Some(1), "kubectl {version}");
+    }
 }

@@ -328,7 +328,8 @@ fn create_raw(sim: &Sim, key: Key, object: Value) -> Result<(), LoadError> {
         .map_err(|e| LoadError::Invalid(format!("{described}: {e}")))
 }
 
-fn node_ready(sim: &Sim, node: &str) -> Option<bool> {
+/// Whether a node is Ready (None: no such node).
+pub fn node_ready(sim: &Sim, node: &str) -> Option<bool> {
     let node = sim.store.get(&Key::new("nodes", "", node))?;
     Some(
         node.pointer("/status/conditions")

@@ -217,6 +217,20 @@ fn plan(
             target.name
         ))));
     }
+    // The API server dials the node's kubelet before the kubelet looks for
+    // the container: a node whose kubelet is down fails the dial, and the
+    // error (not an API status) is answered as a 500 without a reason.
+    if super::cluster::node_ready(sim, node) != Some(true) {
+        return Err(error(ApiError::new(
+            500,
+            "",
+            format!(
+                "error dialing backend: dial tcp {}:{}: connect: connection refused",
+                super::cluster::NODE_ADDRESS,
+                super::cluster::KUBELET_PORT
+            ),
+        )));
+    }
     let running = pod
         .pointer("/status/containerStatuses")
         .and_then(Value::as_array)
