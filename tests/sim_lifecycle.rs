@@ -1,10 +1,13 @@
 //! What the real kubectl sees of a pod's life in the simulator, as on a
 //! cluster: signals reach container processes as a runtime delivers them,
-//! `kubectl apply` patches strategically, and an exec to a node whose
-//! kubelet is down fails at the dial.
+//! `kubectl apply` patches strategically, deletion is graceful, the garbage
+//! collector removes dependents of absent owners, and an exec to a node
+//! whose kubelet is down fails at the dial.
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -88,6 +91,153 @@ fn kubectl_apply_of_a_changed_container_list_merges_by_name_and_stores_no_direct
         ]),
         "the containers after apply"
     );
+}
+
+#[test]
+fn kubectl_delete_pod_sends_sigterm_and_waits_out_the_grace_period() {
+    let sim = Sim::start();
+    let manifest = sim.dir.path().join("pod.json");
+    std::fs::write(
+        &manifest,
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "graceful", "namespace": "default"},
+            "spec": {"terminationGracePeriodSeconds": 3, "containers": [{"name": "main", "image": "busybox"}]}}"#,
+    )
+    .expect("write manifest");
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &["apply", "-f", manifest.to_str().expect("utf-8 path")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    sim.wait_running("default", "graceful");
+    // A process that notes SIGTERM and keeps running: only SIGKILL at the
+    // end of the grace period stops it.
+    let mut exec = sim
+        .kubectl_command("1.33", "admin")
+        .args([
+            "exec",
+            "graceful",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-TERM' TERM; echo ready; while :; do sleep 0.2; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl exec");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = exec.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    assert_eq!(
+        lines.recv_timeout(Duration::from_secs(20)).ok().as_deref(),
+        Some("ready"),
+        "the exec did not start"
+    );
+    let started = Instant::now();
+    let mut delete = sim
+        .kubectl_command("1.33", "admin")
+        .args(["delete", "pod", "graceful"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl delete");
+    // While the grace period runs the pod is listed as Terminating.
+    wait_for("the pod Terminating", Duration::from_secs(3), || {
+        let out = sim.kubectl("kubectl", "admin", &["get", "pod", "graceful"]);
+        text(&out.stdout).contains("Terminating")
+    });
+    let status = wait_exit(&mut delete, "kubectl delete", Duration::from_secs(20));
+    let waited = started.elapsed();
+    let output = delete.wait_with_output().expect("delete output");
+    assert!(
+        status.success(),
+        "kubectl delete: {}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert_eq!(text(&output.stdout), "pod \"graceful\" deleted\n");
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "kubectl delete returned after {waited:?}, before the 3 s grace period"
+    );
+    let exec_status = wait_exit(&mut exec, "kubectl exec", Duration::from_secs(10));
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(
+        rest.iter().any(|l| l == "got-TERM"),
+        "the SIGTERM trap did not run: {rest:?}"
+    );
+    // SIGKILL at the end: 128 + 9.
+    assert_eq!(exec_status.code(), Some(137), "kubectl exec: {exec_status}");
+    let out = sim.kubectl("kubectl", "admin", &["get", "pod", "graceful"]);
+    assert_eq!(
+        text(&out.stderr),
+        "Error from server (NotFound): pods \"graceful\" not found\n"
+    );
+}
+
+#[test]
+fn dependents_created_with_an_absent_owner_are_collected() {
+    let sim = Sim::start();
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &["get", "pod", "solo", "-o", "jsonpath={.metadata.uid}"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let solo_uid = text(&out.stdout);
+    let manifest = sim.dir.path().join("dependents.json");
+    let owner = |name: &str, uid: &str| serde_json::json!({"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid});
+    let lease = |name: &str, owners: Vec<serde_json::Value>| {
+        serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name, "namespace": "default", "ownerReferences": owners}})
+    };
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        // Only an owner that never existed: collected.
+        lease("orphaned", vec![owner("ghost", "00000000-0000-4000-8000-000000000000")]),
+        // An owner of the right name with another uid is absent too.
+        lease("stale", vec![owner("solo", "00000000-0000-4000-8000-000000000001")]),
+        // One owner present: kept, without the reference to the absent one.
+        lease("kept", vec![owner("solo", &solo_uid), owner("ghost", "00000000-0000-4000-8000-000000000000")]),
+    ]});
+    std::fs::write(&manifest, list.to_string()).expect("write manifest");
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &["create", "-f", manifest.to_str().expect("utf-8 path")],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    wait_for(
+        "the garbage collector to delete the leases of absent owners",
+        Duration::from_secs(10),
+        || {
+            let out = sim.kubectl("kubectl", "admin", &["get", "leases", "-o", "name"]);
+            out.status.success() && text(&out.stdout) == "lease.coordination.k8s.io/kept\n"
+        },
+    );
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &[
+            "get",
+            "lease",
+            "kept",
+            "-o",
+            "jsonpath={.metadata.ownerReferences[*].name}",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "solo");
 }
 
 #[test]

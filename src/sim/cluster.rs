@@ -592,13 +592,56 @@ impl Propagation {
     }
 }
 
+/// The grace period the API server gives a pod being deleted (its
+/// `CheckGracefulDelete`): none for a pod never scheduled or already
+/// finished; otherwise the request's `gracePeriodSeconds`, else the pod's
+/// `terminationGracePeriodSeconds`, else 30; a negative one becomes 1.
+pub fn pod_grace_period(pod: &Value, requested: Option<i64>) -> u64 {
+    let scheduled = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !scheduled || finished {
+        return 0;
+    }
+    let period = requested
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30);
+    u64::try_from(period).unwrap_or(1)
+}
+
 /// Deletes an object and what depends on it: a pod's processes, a
 /// namespace's contents, and the objects it owns, as the garbage collector
 /// treats them: with `Cascade`, a dependent whose other owners are gone
 /// too is deleted, one with an owner still present only loses the
 /// reference to the deleted one; with `Orphan`, every dependent only loses
 /// that reference.
-pub fn delete(sim: &Sim, key: &Key, propagation: Propagation) -> Result<Value, StoreError> {
+///
+/// A pod with a grace period (`pod_grace_period`, with the request's
+/// `gracePeriodSeconds` in `grace`) is not removed at once: it gets its
+/// `deletionTimestamp` (when the grace period ends) and
+/// `deletionGracePeriodSeconds`, its processes get SIGTERM, and SIGKILL
+/// when the period is over; then it is removed, as its kubelet does.
+pub fn delete(
+    sim: &Arc<Sim>,
+    key: &Key,
+    propagation: Propagation,
+    grace: Option<i64>,
+) -> Result<Value, StoreError> {
+    if key.resource == "pods" {
+        let pod = sim.store.get(key).ok_or(StoreError::NotFound)?;
+        let period = pod_grace_period(&pod, grace);
+        if period > 0 {
+            return begin_termination(sim, key, pod, period, propagation);
+        }
+    }
     let deleted = sim.store.delete(key)?;
     if key.resource == "pods" {
         sim.runtime.kill_pod(&key.namespace, &key.name);
@@ -607,7 +650,14 @@ pub fn delete(sim: &Sim, key: &Key, propagation: Propagation) -> Result<Value, S
         for resource in resources::RESOURCES.iter().filter(|r| r.namespaced) {
             for object in sim.store.list(resource.name, Some(&key.name)).0 {
                 if let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) {
-                    let _ = delete(sim, &Key::new(resource.name, &key.name, name), propagation);
+                    // The namespace is gone at once here (no Terminating
+                    // phase), so its pods are too.
+                    let _ = delete(
+                        sim,
+                        &Key::new(resource.name, &key.name, name),
+                        propagation,
+                        Some(0),
+                    );
                 }
             }
         }
@@ -635,7 +685,7 @@ pub fn delete(sim: &Sim, key: &Key, propagation: Propagation) -> Result<Value, S
                 references.into_iter().filter(|r| r["uid"] != uid).collect();
             let owner_left = remaining.iter().any(|r| exists(sim, r, namespace));
             if propagation == Propagation::Cascade && !owner_left {
-                let _ = delete(sim, &dependent_key, propagation);
+                let _ = delete(sim, &dependent_key, propagation, None);
                 continue;
             }
             // Checked before `modify`, which holds the store's lock.
@@ -662,6 +712,79 @@ pub fn delete(sim: &Sim, key: &Key, propagation: Propagation) -> Result<Value, S
         }
     }
     Ok(deleted)
+}
+
+/// Marks a pod as terminating and ends it in the background. A second
+/// deletion while it terminates answers the pod as it is (the first grace
+/// period stands).
+fn begin_termination(
+    sim: &Arc<Sim>,
+    key: &Key,
+    pod: Value,
+    period: u64,
+    propagation: Propagation,
+) -> Result<Value, StoreError> {
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(pod);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let marked = sim.store.modify(key, |p| {
+        let Some(meta) = p["metadata"].as_object_mut() else {
+            return false;
+        };
+        meta.insert(
+            "deletionTimestamp".into(),
+            json!(store::rfc3339(now + period)),
+        );
+        meta.insert("deletionGracePeriodSeconds".into(), json!(period));
+        true
+    })?;
+    let sim = sim.clone();
+    let key = key.clone();
+    tokio::spawn(async move {
+        sim.runtime
+            .terminate_pod(&key.namespace, &key.name, Duration::from_secs(period))
+            .await;
+        let _ = delete(&sim, &key, propagation, Some(0));
+    });
+    Ok(marked)
+}
+
+/// The garbage collector's look at an object written with
+/// ownerReferences (its `attemptToDeleteItem`): when every owner it names
+/// is absent (no object of that kind and name with that uid), the object
+/// is deleted; when some owner exists, only the references to absent ones
+/// are removed. An owner of a kind the simulator does not serve cannot be
+/// resolved, and the garbage collector leaves such an object alone.
+pub fn collect_if_dangling(sim: &Arc<Sim>, key: &Key) {
+    let Some(object) = sim.store.get(key) else {
+        return;
+    };
+    let references = owner_references(&object);
+    if references.is_empty()
+        || references
+            .iter()
+            .any(|r| r["kind"].as_str().and_then(resources::by_kind).is_none())
+    {
+        return;
+    }
+    let (solid, dangling): (Vec<Value>, Vec<Value>) = references
+        .into_iter()
+        .partition(|r| exists(sim, r, &key.namespace));
+    if dangling.is_empty() {
+        return;
+    }
+    if solid.is_empty() {
+        let _ = delete(sim, key, Propagation::Cascade, None);
+        return;
+    }
+    let _ = sim.store.modify(key, |object| {
+        object["metadata"]["ownerReferences"] = json!(solid);
+        true
+    });
 }
 
 fn owner_references(object: &Value) -> Vec<Value> {

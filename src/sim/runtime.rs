@@ -210,6 +210,23 @@ impl Runtime {
         }
     }
 
+    /// Ends a pod's processes as a kubelet stops its containers: SIGTERM to
+    /// every process group it started, then SIGKILL to what is left when
+    /// `grace` is over.
+    pub async fn terminate_pod(&self, namespace: &str, pod: &str, grace: std::time::Duration) {
+        let key = (namespace.to_string(), pod.to_string());
+        let pids = self.table().get(&key).cloned().unwrap_or_default();
+        for pid in pids {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        // Exited processes leave the table when their exec has finished.
+        while tokio::time::Instant::now() < deadline && self.table().contains_key(&key) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.kill_pod(namespace, pod);
+    }
+
     /// Kills every process group a pod started (pod deletion).
     pub fn kill_pod(&self, namespace: &str, pod: &str) {
         let pids = self
