@@ -1,6 +1,6 @@
 """A tty exec with the official Python client: a resize sent on channel 4
-(as a text frame, as the client sends it), then a line on stdin that lets
-the command print the terminal's size."""
+(as a text frame, as the client sends it), then a line on stdin (binary)
+that lets the command print the terminal's size."""
 import json
 import sys
 import time
@@ -15,8 +15,9 @@ resp = stream(
     command=["sh", "-c", "read line; stty size"],
     stdin=True, stdout=True, stderr=False, tty=True, _preload_content=False,
 )
-resp.write_channel(4, json.dumps({"Width": 100, "Height": 37}))
-resp.write_stdin("go\n")
+resp.write_channel(4, json.dumps({"Width": 100, "Height": 37}))  # a str: a TEXT frame
+# Bytes go as a binary frame: only the resize depends on text frames.
+resp.write_stdin(b"go\n")
 stdout = ""
 deadline = time.time() + 20
 while resp.is_open() and time.time() < deadline:
