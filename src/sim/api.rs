@@ -282,11 +282,13 @@ async fn handle_request(
                 .store
                 .update(&key, with_type(target.resource, body))
                 .map_err(|e| store_error(e, &target))?;
+            super::cluster::collect_if_dangling(sim, &key);
             Ok(json_response(StatusCode::OK, &updated))
         }
         "patch" => {
             let body = read_json(request).await?;
             let patched = patch(sim, &target, &content_type, body)?;
+            super::cluster::collect_if_dangling(sim, &key(&target));
             Ok(json_response(StatusCode::OK, &patched))
         }
         "delete" => {
@@ -322,7 +324,10 @@ async fn handle_request(
                 }
             }
             let propagation = super::cluster::Propagation::from_options(&options);
-            let deleted = super::cluster::delete(sim, &key(&target), propagation)
+            let grace = options["gracePeriodSeconds"]
+                .as_i64()
+                .or_else(|| param(&params, "gracePeriodSeconds").and_then(|g| g.parse().ok()));
+            let deleted = super::cluster::delete(sim, &key(&target), propagation, grace)
                 .map_err(|e| store_error(e, &target))?;
             Ok(json_response(StatusCode::OK, &deleted))
         }
@@ -347,6 +352,7 @@ async fn handle_request(
                     sim,
                     &Key::new(target.resource.name, namespace, name),
                     super::cluster::Propagation::Cascade,
+                    None,
                 );
             }
             Ok(json_response(
@@ -646,8 +652,9 @@ pub fn create(sim: &Arc<Sim>, target: &Target, body: Value) -> Result<Value, Api
         )
     })?;
     if target.resource.name == "pods" {
-        super::cluster::start_pod(sim.clone(), key);
+        super::cluster::start_pod(sim.clone(), key.clone());
     }
+    super::cluster::collect_if_dangling(sim, &key);
     Ok(created)
 }
 
@@ -668,10 +675,12 @@ fn patch(sim: &Sim, target: &Target, content_type: &str, body: Value) -> Result<
                 )
             })?;
         }
-        // Strategic merge is approximated by a JSON merge patch: lists are
-        // replaced instead of merged by key. Our clients patch maps.
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+        "application/merge-patch+json" => {
             json_patch::merge(&mut patched, &body);
+        }
+        "application/strategic-merge-patch+json" => {
+            super::strategic::apply(target.resource.kind, &mut patched, &body)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
         other => {
             return Err(ApiError::new(
@@ -789,7 +798,12 @@ fn table(resource: &Resource, items: &[Value], revision: &str) -> Value {
                         .and_then(Value::as_str)
                         .map(str::to_owned)
                 });
-                let status = waiting.unwrap_or_else(|| text(p, "/status/phase"));
+                // The printer shows a pod being deleted as Terminating.
+                let status = if p.pointer("/metadata/deletionTimestamp").is_some() {
+                    "Terminating".to_string()
+                } else {
+                    waiting.unwrap_or_else(|| text(p, "/status/phase"))
+                };
                 vec![
                     json!(text(p, "/metadata/name")),
                     json!(format!("{ready}/{total}")),

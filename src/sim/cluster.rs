@@ -145,21 +145,15 @@ pub fn load(sim: &Arc<Sim>) -> Result<(), LoadError> {
         let mut labels = node.labels.clone();
         labels.insert("kubernetes.io/hostname".into(), node.name.clone());
         labels.insert("kubernetes.io/os".into(), "linux".into());
-        let ready = if node.ready {
-            json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"})
-        } else {
-            json!({"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."})
-        };
-        let object = json!({
+        let mut object = json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": node.name, "labels": labels},
-            "spec": {"taints": taints},
-            "status": {
-                "conditions": [ready],
-                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": node.name}],
-                "nodeInfo": {"kubeletVersion": format!("v1.{}.0", sim.minor), "containerRuntimeVersion": "containerd://1.7.0", "operatingSystem": "linux", "architecture": "amd64"},
-            },
+            "spec": {},
+            "status": node_status(sim.minor, &node.name, node.ready),
         });
+        if !taints.is_empty() {
+            object["spec"]["taints"] = json!(taints);
+        }
         create_raw(sim, Key::new("nodes", "", &node.name), object)?;
     }
     bootstrap_policy(sim)?;
@@ -245,6 +239,87 @@ fn bootstrap_policy(sim: &Sim) -> Result<(), LoadError> {
     )
 }
 
+/// A node's status as its kubelet posts it: the four conditions a kubelet
+/// reports (or, for a node that stopped posting, all of them `Unknown` as
+/// the node lifecycle controller sets them), capacity, the kubelet's port
+/// and every `nodeInfo` field (the OpenAPI schema requires all ten, and
+/// clients that validate models refuse a node without them).
+fn node_status(minor: u32, name: &str, ready: bool) -> Value {
+    let now = store::now();
+    let conditions: Vec<Value> = [
+        ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        ("Ready", "KubeletReady", "kubelet is posting ready status"),
+    ]
+    .into_iter()
+    .map(|(kind, reason, message)| {
+        let (status, reason, message) = match (ready, kind) {
+            (true, "Ready") => ("True", reason, message),
+            (true, _) => ("False", reason, message),
+            (false, _) => ("Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status."),
+        };
+        json!({"type": kind, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": now, "lastTransitionTime": now})
+    })
+    .collect();
+    // The nodes are this machine: its kernel, read once at load.
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_string())
+        .unwrap_or_default();
+    // Stable per node name, shaped as the kubelet reads them from the host.
+    let digest = |salt: &str| {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (salt, name).hash(&mut hasher);
+        let high = hasher.finish();
+        (name, salt).hash(&mut hasher);
+        format!("{high:016x}{:016x}", hasher.finish())
+    };
+    let uuid = |hex: String| {
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
+    };
+    // kubeProxyVersion is deprecated: kubelets stop filling it in 1.33
+    // (DisableNodeKubeProxyVersion on by default); the field stays, empty.
+    let kube_proxy_version = if minor >= 33 {
+        String::new()
+    } else {
+        format!("v1.{minor}.0")
+    };
+    let capacity = json!({"cpu": "2", "ephemeral-storage": "20470Mi", "hugepages-2Mi": "0", "memory": "4026748Ki", "pods": "110"});
+    json!({
+        "conditions": conditions,
+        "addresses": [{"type": "InternalIP", "address": NODE_ADDRESS}, {"type": "Hostname", "address": name}],
+        "capacity": capacity,
+        "allocatable": capacity,
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
+        "nodeInfo": {
+            "machineID": digest("machine-id"),
+            "systemUUID": uuid(digest("system-uuid")),
+            "bootID": uuid(digest("boot-id")),
+            "kernelVersion": kernel,
+            "osImage": "Debian GNU/Linux 12 (bookworm)",
+            "containerRuntimeVersion": "containerd://1.7.0",
+            "kubeletVersion": format!("v1.{minor}.0"),
+            "kubeProxyVersion": kube_proxy_version,
+            "operatingSystem": "linux",
+            "architecture": "amd64",
+        },
+    })
+}
+
+/// The port every simulated kubelet is reached on (the kubelet's default).
+pub const KUBELET_PORT: u16 = 10250;
+
+/// Every simulated node's InternalIP: they all are this machine.
+pub const NODE_ADDRESS: &str = "127.0.0.1";
+
 fn create_raw(sim: &Sim, key: Key, object: Value) -> Result<(), LoadError> {
     let described = format!("{} {}/{}", key.resource, key.namespace, key.name);
     sim.store
@@ -253,7 +328,8 @@ fn create_raw(sim: &Sim, key: Key, object: Value) -> Result<(), LoadError> {
         .map_err(|e| LoadError::Invalid(format!("{described}: {e}")))
 }
 
-fn node_ready(sim: &Sim, node: &str) -> Option<bool> {
+/// Whether a node is Ready (None: no such node).
+pub fn node_ready(sim: &Sim, node: &str) -> Option<bool> {
     let node = sim.store.get(&Key::new("nodes", "", node))?;
     Some(
         node.pointer("/status/conditions")
@@ -463,7 +539,7 @@ pub fn start_pod(sim: Arc<Sim>, key: Key) {
                         } else {
                             json!({"reason": "PodInitializing"})
                         };
-                        json!({"name": c["name"], "image": c["image"], "ready": false, "restartCount": 0, "started": false, "state": {"waiting": waiting}})
+                        json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": false, "restartCount": 0, "started": false, "state": {"waiting": waiting}})
                     }).collect();
                     p["status"]["containerStatuses"] = json!(statuses);
                     p["status"]["hostIP"] = json!("127.0.0.1");
@@ -516,13 +592,56 @@ impl Propagation {
     }
 }
 
+/// The grace period the API server gives a pod being deleted (its
+/// `CheckGracefulDelete`): none for a pod never scheduled or already
+/// finished; otherwise the request's `gracePeriodSeconds`, else the pod's
+/// `terminationGracePeriodSeconds`, else 30; a negative one becomes 1.
+pub fn pod_grace_period(pod: &Value, requested: Option<i64>) -> u64 {
+    let scheduled = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !scheduled || finished {
+        return 0;
+    }
+    let period = requested
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30);
+    u64::try_from(period).unwrap_or(1)
+}
+
 /// Deletes an object and what depends on it: a pod's processes, a
 /// namespace's contents, and the objects it owns, as the garbage collector
 /// treats them: with `Cascade`, a dependent whose other owners are gone
 /// too is deleted, one with an owner still present only loses the
 /// reference to the deleted one; with `Orphan`, every dependent only loses
 /// that reference.
-pub fn delete(sim: &Sim, key: &Key, propagation: Propagation) -> Result<Value, StoreError> {
+///
+/// A pod with a grace period (`pod_grace_period`, with the request's
+/// `gracePeriodSeconds` in `grace`) is not removed at once: it gets its
+/// `deletionTimestamp` (when the grace period ends) and
+/// `deletionGracePeriodSeconds`, its processes get SIGTERM, and SIGKILL
+/// when the period is over; then it is removed, as its kubelet does.
+pub fn delete(
+    sim: &Arc<Sim>,
+    key: &Key,
+    propagation: Propagation,
+    grace: Option<i64>,
+) -> Result<Value, StoreError> {
+    if key.resource == "pods" {
+        let pod = sim.store.get(key).ok_or(StoreError::NotFound)?;
+        let period = pod_grace_period(&pod, grace);
+        if period > 0 {
+            return begin_termination(sim, key, pod, period, propagation);
+        }
+    }
     let deleted = sim.store.delete(key)?;
     if key.resource == "pods" {
         sim.runtime.kill_pod(&key.namespace, &key.name);
@@ -531,7 +650,14 @@ pub fn delete(sim: &Sim, key: &Key, propagation: Propagation) -> Result<Value, S
         for resource in resources::RESOURCES.iter().filter(|r| r.namespaced) {
             for object in sim.store.list(resource.name, Some(&key.name)).0 {
                 if let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) {
-                    let _ = delete(sim, &Key::new(resource.name, &key.name, name), propagation);
+                    // The namespace is gone at once here (no Terminating
+                    // phase), so its pods are too.
+                    let _ = delete(
+                        sim,
+                        &Key::new(resource.name, &key.name, name),
+                        propagation,
+                        Some(0),
+                    );
                 }
             }
         }
@@ -559,7 +685,7 @@ pub fn delete(sim: &Sim, key: &Key, propagation: Propagation) -> Result<Value, S
                 references.into_iter().filter(|r| r["uid"] != uid).collect();
             let owner_left = remaining.iter().any(|r| exists(sim, r, namespace));
             if propagation == Propagation::Cascade && !owner_left {
-                let _ = delete(sim, &dependent_key, propagation);
+                let _ = delete(sim, &dependent_key, propagation, None);
                 continue;
             }
             // Checked before `modify`, which holds the store's lock.
@@ -586,6 +712,79 @@ pub fn delete(sim: &Sim, key: &Key, propagation: Propagation) -> Result<Value, S
         }
     }
     Ok(deleted)
+}
+
+/// Marks a pod as terminating and ends it in the background. A second
+/// deletion while it terminates answers the pod as it is (the first grace
+/// period stands).
+fn begin_termination(
+    sim: &Arc<Sim>,
+    key: &Key,
+    pod: Value,
+    period: u64,
+    propagation: Propagation,
+) -> Result<Value, StoreError> {
+    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(pod);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let marked = sim.store.modify(key, |p| {
+        let Some(meta) = p["metadata"].as_object_mut() else {
+            return false;
+        };
+        meta.insert(
+            "deletionTimestamp".into(),
+            json!(store::rfc3339(now + period)),
+        );
+        meta.insert("deletionGracePeriodSeconds".into(), json!(period));
+        true
+    })?;
+    let sim = sim.clone();
+    let key = key.clone();
+    tokio::spawn(async move {
+        sim.runtime
+            .terminate_pod(&key.namespace, &key.name, Duration::from_secs(period))
+            .await;
+        let _ = delete(&sim, &key, propagation, Some(0));
+    });
+    Ok(marked)
+}
+
+/// The garbage collector's look at an object written with
+/// ownerReferences (its `attemptToDeleteItem`): when every owner it names
+/// is absent (no object of that kind and name with that uid), the object
+/// is deleted; when some owner exists, only the references to absent ones
+/// are removed. An owner of a kind the simulator does not serve cannot be
+/// resolved, and the garbage collector leaves such an object alone.
+pub fn collect_if_dangling(sim: &Arc<Sim>, key: &Key) {
+    let Some(object) = sim.store.get(key) else {
+        return;
+    };
+    let references = owner_references(&object);
+    if references.is_empty()
+        || references
+            .iter()
+            .any(|r| r["kind"].as_str().and_then(resources::by_kind).is_none())
+    {
+        return;
+    }
+    let (solid, dangling): (Vec<Value>, Vec<Value>) = references
+        .into_iter()
+        .partition(|r| exists(sim, r, &key.namespace));
+    if dangling.is_empty() {
+        return;
+    }
+    if solid.is_empty() {
+        let _ = delete(sim, key, Propagation::Cascade, None);
+        return;
+    }
+    let _ = sim.store.modify(key, |object| {
+        object["metadata"]["ownerReferences"] = json!(solid);
+        true
+    });
 }
 
 fn owner_references(object: &Value) -> Vec<Value> {

@@ -217,6 +217,20 @@ fn plan(
             target.name
         ))));
     }
+    // The API server dials the node's kubelet before the kubelet looks for
+    // the container: a node whose kubelet is down fails the dial, and the
+    // error (not an API status) is answered as a 500 without a reason.
+    if super::cluster::node_ready(sim, node) != Some(true) {
+        return Err(error(ApiError::new(
+            500,
+            "",
+            format!(
+                "error dialing backend: dial tcp {}:{}: connect: connection refused",
+                super::cluster::NODE_ADDRESS,
+                super::cluster::KUBELET_PORT
+            ),
+        )));
+    }
     let running = pod
         .pointer("/status/containerStatuses")
         .and_then(Value::as_array)
@@ -465,8 +479,11 @@ async fn run_websocket<S>(
     // to a process that does not read its stdin), dropping `source`.
     let input = tokio::spawn(until_cut(cut, async move {
         loop {
+            // apimachinery's wsstream reads a text frame into bytes like a
+            // binary one: the Python client sends stdin and resize as text.
             let data = match source.next().await {
                 Some(Ok(Message::Binary(data))) => data,
+                Some(Ok(Message::Text(text))) => Bytes::from(text.as_bytes().to_vec()),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue,
             };

@@ -7,7 +7,8 @@
 //! `store` (objects, resourceVersions, watch history), `cluster` (what
 //! controllers and the kubelet do: scheduling, pod phases, garbage
 //! collection), `rbac`, `api` (REST), `exec` and `portforward` (streaming),
-//! `runtime` (containers as local processes), `spdy` (SPDY/3.1 framing).
+//! `runtime` (containers as local processes), `spdy` (SPDY/3.1 framing),
+//! `strategic` (strategic merge patch).
 
 pub mod api;
 mod body;
@@ -25,6 +26,7 @@ mod spdy_exec;
 mod spdy_portforward;
 pub mod status;
 pub mod store;
+pub mod strategic;
 pub mod tls;
 
 use std::net::SocketAddr;

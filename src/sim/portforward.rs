@@ -235,6 +235,9 @@ async fn serve_websocket<S>(
                             bytes.extend_from_slice(&decoded);
                             bytes
                         }
+                        // Without base64, a text frame carries bytes like a
+                        // binary one (apimachinery's wsstream reads both).
+                        Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                         Some(Ok(_)) => continue,
                     };

@@ -142,6 +142,8 @@ impl Runtime {
                 .env_clear()
                 .envs(spec.env.iter().map(|(k, v)| (k, v)))
                 .current_dir(&spec.cwd);
+            // SAFETY: `default_signals` makes only async-signal-safe calls.
+            let command = unsafe { command.pre_exec(default_signals) };
             let child = command.spawn(pts).map_err(std::io::Error::other)?;
             let terminal = {
                 use std::os::fd::AsFd;
@@ -164,7 +166,8 @@ impl Runtime {
                     Stdio::null()
                 }
             };
-            let mut child = tokio::process::Command::new(program)
+            let mut command = tokio::process::Command::new(program);
+            command
                 .args(&spec.argv[1..])
                 .env_clear()
                 .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -172,8 +175,10 @@ impl Runtime {
                 .stdin(pipe_or_null(spec.stdin))
                 .stdout(pipe_or_null(spec.stdout))
                 .stderr(pipe_or_null(spec.stderr))
-                .process_group(0)
-                .spawn()?;
+                .process_group(0);
+            // SAFETY: `default_signals` makes only async-signal-safe calls.
+            unsafe { command.pre_exec(default_signals) };
+            let mut child = command.spawn()?;
             Process {
                 pid: child.id().map_or(0, |p| p as i32),
                 stdin: child.stdin.take().map(|s| Box::pin(s) as Writer),
@@ -205,6 +210,23 @@ impl Runtime {
         }
     }
 
+    /// Ends a pod's processes as a kubelet stops its containers: SIGTERM to
+    /// every process group it started, then SIGKILL to what is left when
+    /// `grace` is over.
+    pub async fn terminate_pod(&self, namespace: &str, pod: &str, grace: std::time::Duration) {
+        let key = (namespace.to_string(), pod.to_string());
+        let pids = self.table().get(&key).cloned().unwrap_or_default();
+        for pid in pids {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        // Exited processes leave the table when their exec has finished.
+        while tokio::time::Instant::now() < deadline && self.table().contains_key(&key) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.kill_pod(namespace, pod);
+    }
+
     /// Kills every process group a pod started (pod deletion).
     pub fn kill_pod(&self, namespace: &str, pod: &str) {
         let pids = self
@@ -216,6 +238,35 @@ impl Runtime {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+}
+
+/// Runs in the child between fork and exec: every signal back to its
+/// default disposition and none blocked, as runc starts a container's
+/// processes. Without it a process would inherit what the simulator
+/// inherited: started in the background by a non-interactive shell, it has
+/// SIGINT and SIGQUIT ignored, and Ctrl-C would not stop `sleep` in a
+/// container. (Caught signals reset themselves at exec; ignored ones and
+/// the mask do not.)
+fn default_signals() -> std::io::Result<()> {
+    use nix::libc;
+    // Linux numbers signals 1..=64; SIGKILL and SIGSTOP cannot be changed,
+    // and glibc reserves 32 and 33 (EINVAL, harmless).
+    for signal in 1..=64 {
+        if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            // SAFETY: signal(2) is async-signal-safe.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
+    }
+    // SAFETY: an empty set on the stack; sigprocmask(2) is
+    // async-signal-safe.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The exit code Kubernetes reports for a finished process: its code, or

@@ -239,6 +239,9 @@ impl Store {
             "name",
             "namespace",
             "resourceVersion",
+            // Set by a graceful deletion; no update changes them.
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
         ] {
             match current_meta.get(field) {
                 Some(v) => meta.insert(field.into(), v.clone()),

@@ -117,3 +117,85 @@ pub fn echo_server() -> u16 {
     });
     port
 }
+
+/// A simulator started the way CI scripts and demos start it: in the
+/// background (`&`) by a non-interactive shell, which starts background
+/// jobs with SIGINT and SIGQUIT ignored. `sim.process` is that shell; the
+/// simulator itself is killed by its PID when this is dropped.
+pub struct ScriptedSim {
+    pub sim: Sim,
+    pub pid: i32,
+}
+
+impl ScriptedSim {
+    pub fn start(version: &str) -> ScriptedSim {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let scenario = include_str!("../scenarios/test-cluster.toml").replace("VERSION", version);
+        let scenario_path = dir.path().join("scenario.toml");
+        std::fs::write(&scenario_path, scenario).expect("write scenario");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let pid_file = dir.path().join("sim.pid");
+        let script = r#""$0" sim --listen 127.0.0.1:0 --identity admin --kubeconfig-out "$1" --scenario "$2" --state-dir "$3" 2>"$4" &
+echo $! >"$5"
+wait"#;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(super::BIN)
+            .arg(&kubeconfig)
+            .arg(&scenario_path)
+            .arg(dir.path().join("state"))
+            .arg(dir.path().join("sim.log"))
+            .arg(&pid_file)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the simulator from a script");
+        let process = super::Process(child);
+        super::wait_for(
+            "the simulator's kubeconfig",
+            Duration::from_secs(20),
+            || kubeconfig.exists() && pid_file.exists(),
+        );
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&kubeconfig).expect("kubeconfig"))
+                .expect("kubeconfig is JSON");
+        let address = json["clusters"][0]["cluster"]["server"]
+            .as_str()
+            .expect("server")
+            .trim_start_matches("https://")
+            .to_string();
+        let sim = Sim {
+            dir,
+            kubeconfig,
+            address,
+            process,
+        };
+        sim.wait_running("default", "solo");
+        ScriptedSim { sim, pid }
+    }
+
+    /// The signals the simulator process ignores (`SigIgn` in /proc).
+    pub fn ignored_signals(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .expect("simulator status");
+        let mask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .expect("SigIgn line");
+        u64::from_str_radix(mask.trim(), 16).expect("hex mask")
+    }
+}
+
+impl Drop for ScriptedSim {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .status();
+    }
+}
