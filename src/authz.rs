@@ -92,7 +92,9 @@ pub async fn require(
 
 /// The verb the API server checks for exec and port-forward over
 /// WebSocket, the only transport kube-rs speaks: `get` up to 1.34,
-/// `create` from 1.35 (KUBE-STREAMING.md).
+/// `create` from 1.35, whose feature gate
+/// `AuthorizePodWebsocketUpgradeCreatePermission` (on by default) checks
+/// the upgrade as the `create` it stands for (kubernetes/kubernetes#134577).
 pub fn websocket_stream_verb(minor: u32) -> &'static str {
     if minor >= 35 { "create" } else { "get" }
 }

@@ -3,13 +3,14 @@
 //! changes, output ordering and backpressure. Shells, commands and node
 //! shells all go through `run`.
 //!
-//! What users feel (DESIGN §4): the pty's TERM and size are set before the
+//! What users feel: the pty's TERM and size are set before the
 //! first byte of output; every window-change becomes a resize; without a
 //! pty stderr stays separate; stdin EOF reaches the process while output
 //! flows (v5 close signal); all output, then `exit-status`, EOF and close;
 //! a slow client slows the process (bounded pipes, SSH windows); and when
 //! the client vanishes, the processes the session started are ended,
-//! because the kubelet will not do it (KUBE-STREAMING.md).
+//! because the kubelet will not do it (containerd keeps an exec's process
+//! running when its stream closes, tty or not).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -90,6 +91,8 @@ pub struct SessionContext {
     pub idle: Option<Duration>,
     /// Whether the cluster passes stdin EOF on while output flows (v5).
     pub stdin_eof: bool,
+    /// The verb this cluster checks on `pods/exec` for a WebSocket exec.
+    pub stream_verb: &'static str,
     /// The connection's and the person's input backlogs (see `Flow`).
     pub backlogs: Vec<Arc<Backlog>>,
 }
@@ -407,14 +410,14 @@ pub async fn finish(write: &ChannelWriteHalf<Msg>, code: u32) {
     let _ = write.close().await;
 }
 
-fn exec_error(error: kube::Error, target: &ExecTarget, user: &str) -> TargetError {
+fn exec_error(error: kube::Error, target: &ExecTarget, user: &str, verb: &str) -> TargetError {
     use kube::client::UpgradeConnectionError;
     match error {
         kube::Error::UpgradeConnection(UpgradeConnectionError::ProtocolSwitch(code))
             if code.as_u16() == 403 =>
         {
             TargetError::Forbidden(format!(
-                "User \"{user}\" may not exec into pods in namespace \"{}\" (needs get and create on pods/exec)",
+                "User \"{user}\" may not exec into pods in namespace \"{}\" (needs {verb} on pods/exec)",
                 target.namespace
             ))
         }
@@ -471,7 +474,7 @@ async fn run_counted(
     {
         Ok(Ok(process)) => process,
         Ok(Err(error)) => {
-            let message = exec_error(error, &target, user).to_string();
+            let message = exec_error(error, &target, user, context.stream_verb).to_string();
             refuse(write, &message, tty).await;
             return Outcome::Failed(message);
         }
@@ -724,8 +727,8 @@ async fn end_session_processes(target: &ExecTarget, session_id: &str, api_wait: 
         .stderr(true);
     match bounded(api_wait, target.pods.exec(&target.pod, command, &params)).await {
         Ok(Ok(mut process)) => {
-            // Its output is drained: an unread pipe would stall the exec
-            // (PITFALLS.md).
+            // Its output is drained: kube-rs fills each pipe from one loop,
+            // and an unread one stalls the exec.
             let drains: Vec<_> = [process.stdout(), process.stderr()]
                 .into_iter()
                 .flatten()

@@ -23,6 +23,7 @@ pub mod recording;
 pub mod remote_fs;
 pub mod scp;
 pub mod server;
+pub mod session;
 pub mod sftp;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -1,7 +1,7 @@
 //! The login-name grammar: who is logging in and what they want to reach.
 //!
 //! OpenSSH splits `user@host` at the last `@`, so `ssh alice@shop/web-0@bastion`
-//! sends the user name `alice@shop/web-0`. Forms (DESIGN §2):
+//! sends the user name `alice@shop/web-0`. Forms:
 //!
 //! | user name                  | target                                   |
 //! |----------------------------|------------------------------------------|

@@ -532,8 +532,8 @@ async fn read_bounded(reader: Option<impl AsyncRead + Unpin>, limit: usize) -> V
     kept
 }
 
-/// Collects a streaming exec's stderr in a task (an unread stderr would
-/// stall its stdout, PITFALLS.md).
+/// Collects a streaming exec's stderr in a task: kube-rs writes stdout
+/// and stderr from one loop, so an unread stderr stalls stdout too.
 fn collect_stderr(process: &mut AttachedProcess) -> tokio::task::JoinHandle<String> {
     let stderr = process.stderr();
     tokio::spawn(async move {

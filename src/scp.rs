@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 
 use crate::bridge::{Outcome, Report};
 use crate::remote_fs::{FsError, Metadata, RemoteFs, SetAttributes, WriteOpen};
+use crate::session::{Activity, Counted};
 
 /// The longest protocol line accepted (a record with a long file name).
 const MAX_LINE: u64 = 64 * 1024;
@@ -203,11 +204,12 @@ pub async fn serve(
     fs: RemoteFs,
     command: ScpCommand,
     mut read: ChannelReadHalf,
-    write: ChannelWriteHalf<Msg>,
+    write: &ChannelWriteHalf<Msg>,
+    activity: &Activity,
 ) -> Report {
     let mut link = Link {
-        input: BufReader::with_capacity(CHUNK, read.make_reader()),
-        output: write.make_writer(),
+        input: BufReader::with_capacity(CHUNK, Counted::new(read.make_reader(), activity)),
+        output: Counted::new(write.make_writer(), activity),
         failed: false,
         bytes_in: 0,
         bytes_out: 0,
@@ -230,7 +232,7 @@ pub async fn serve(
     let _ = link.output.flush().await;
     let (bytes_in, bytes_out) = (link.bytes_in, link.bytes_out);
     drop(link);
-    crate::bridge::finish(&write, code).await;
+    crate::bridge::finish(write, code).await;
     Report {
         outcome,
         bytes_in,

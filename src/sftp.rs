@@ -28,6 +28,7 @@ use crate::bridge::{Outcome, Report};
 use crate::remote_fs::{
     FileReader, FileWriter, FsError, Metadata, RemoteFs, SetAttributes, WriteOpen,
 };
+use crate::session::{Activity, Counted};
 
 /// The longest request accepted: a 256 KiB WRITE plus its header, the
 /// limit OpenSSH's own sftp-server sets (`SFTP_MAX_MSG_LENGTH`).
@@ -175,7 +176,8 @@ struct Server {
 pub async fn serve(
     fs: RemoteFs,
     mut read: ChannelReadHalf,
-    write: ChannelWriteHalf<Msg>,
+    write: &ChannelWriteHalf<Msg>,
+    activity: &Activity,
 ) -> Report {
     let mut server = Server {
         fs,
@@ -184,8 +186,8 @@ pub async fn serve(
         bytes_in: 0,
         bytes_out: 0,
     };
-    let mut output = write.make_writer();
-    let mut input = read.make_reader();
+    let mut output = Counted::new(write.make_writer(), activity);
+    let mut input = Counted::new(read.make_reader(), activity);
     let mut ended_by = Outcome::Exited(0);
     while let Ok(length) = input.read_u32().await {
         if length == 0 || length > MAX_PACKET {
@@ -230,7 +232,7 @@ pub async fn serve(
         Outcome::Exited(code) => code,
         _ => 1,
     };
-    crate::bridge::finish(&write, code).await;
+    crate::bridge::finish(write, code).await;
     Report {
         outcome: ended_by,
         bytes_in: server.bytes_in,

@@ -39,7 +39,9 @@ fn pod_json(sim: &Sim, name: &str) -> serde_json::Value {
 #[test]
 fn node_shell_runs_on_the_node_through_one_shared_pod_deleted_after_the_linger() {
     let sim = Sim::start();
-    let bastion = Bastion::start(&sim, "[node_shell]\nlinger_secs = 2\n");
+    // A linger long enough for the checks between sessions on a loaded
+    // machine; the wait for the deletion below allows for it.
+    let bastion = Bastion::start(&sim, "[node_shell]\nlinger_secs = 5\n");
     let out = bastion.ssh("alice@node-1", &["echo $HOSTNAME; exit 4"], b"");
     assert_eq!(text(&out.stdout), "node-1\n", "{}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(4));

@@ -444,7 +444,7 @@ fn several_containers_and_none_named_is_refused_by_the_server_and_defaulted_by_k
 fn kubectl_patch_merges_json_patches_and_stale_updates_conflict() {
     let sim = Sim::start();
     let patch = |kind: &str, patch: &str| {
-        let out = sim.kubectl(
+        let out = sim.kubectl_unchecked(
             "kubectl",
             "admin",
             &["patch", "pod", "solo", "--type", kind, "-p", patch],

@@ -174,7 +174,7 @@ fn kubectl_delete_pod_sends_sigterm_and_waits_out_the_grace_period() {
     );
     // SIGKILL at the end: 128 + 9.
     assert_eq!(exec_status.code(), Some(137), "kubectl exec: {exec_status}");
-    let out = sim.kubectl("kubectl", "admin", &["get", "pod", "graceful"]);
+    let out = sim.kubectl_unchecked("kubectl", "admin", &["get", "pod", "graceful"]);
     assert_eq!(
         text(&out.stderr),
         "Error from server (NotFound): pods \"graceful\" not found\n"

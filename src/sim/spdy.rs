@@ -322,12 +322,13 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     decompressor: &mut HeaderDecompressor,
 ) -> Result<Option<Frame>, SpdyError> {
+    // The end of the stream is clean only between frames: a header cut
+    // short is an error, as a payload cut short is.
     let mut head = [0u8; 8];
-    match reader.read_exact(&mut head).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    if reader.read(&mut head[..1]).await? == 0 {
+        return Ok(None);
     }
+    reader.read_exact(&mut head[1..]).await?;
     let flags = head[4];
     let length = u32::from_be_bytes([0, head[5], head[6], head[7]]) as usize;
     if length > MAX_FRAME {

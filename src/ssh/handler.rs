@@ -650,6 +650,7 @@ async fn session_channel(
         stop: shared.stop.clone(),
         idle: shared.config.timeouts.idle(),
         stdin_eof: shared.stdin_eof,
+        stream_verb: shared.stream_verb,
         backlogs,
     };
     let report = serve(
@@ -706,11 +707,13 @@ async fn serve(
     use crate::config::{ScpServer, SftpServer};
     let files = &shared.config.files;
     let fs = || crate::remote_fs::RemoteFs::new(target.clone(), shared.config.timeouts.api());
+    let activity = crate::session::Activity::default();
     if files.scp == ScpServer::Builtin
         && request.pty.is_none()
         && let Some(scp) = request.command.as_deref().and_then(crate::scp::parse)
     {
-        return crate::scp::serve(fs(), scp, read, write).await;
+        let service = crate::scp::serve(fs(), scp, read, &write, &activity);
+        return supervised(&context, &activity, &write, service).await;
     }
     if matches!(kind, SessionKind::Sftp) {
         let builtin = match files.sftp {
@@ -720,10 +723,36 @@ async fn serve(
             SftpServer::Auto => matches!(fs().has_sftp_server().await, Ok(false)),
         };
         if builtin {
-            return crate::sftp::serve(fs(), read, write).await;
+            let service = crate::sftp::serve(fs(), read, &write, &activity);
+            return supervised(&context, &activity, &write, service).await;
         }
     }
     bridge::run(target, request, read, write, context).await
+}
+
+/// A built-in service run under the session's drain and idle rules.
+async fn supervised(
+    context: &bridge::SessionContext,
+    activity: &crate::session::Activity,
+    write: &russh::ChannelWriteHalf<Msg>,
+    service: impl std::future::Future<Output = bridge::Report>,
+) -> bridge::Report {
+    use crate::session::Interrupted;
+    match crate::session::supervise(context, activity, write, service).await {
+        Ok(report) => report,
+        Err(interrupted) => bridge::Report {
+            outcome: match interrupted {
+                Interrupted::Stopped => Outcome::Stopped,
+                Interrupted::Idle => Outcome::Idle,
+            },
+            // The service, which counts file bytes, is gone: what the
+            // channel carried stands in.
+            bytes_in: activity.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+            bytes_out: activity
+                .bytes_out
+                .load(std::sync::atomic::Ordering::Relaxed),
+        },
+    }
 }
 
 /// A recorder for interactive sessions (and exec ones when configured),

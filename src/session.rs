@@ -1,0 +1,165 @@
+//! What every session kind honours besides its own work: the drain notice
+//! after SIGTERM, the end at the drain deadline, and the idle timeout.
+//!
+//! The bridge (shells and commands) applies these inside its own loop,
+//! because it must also end the processes it started. The services that
+//! answer the client themselves (kbastion's own SFTP server and legacy
+//! scp) run under `supervise`, which watches their traffic through
+//! `Counted` readers and writers and ends them the same way, with the same
+//! one-line messages.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use russh::ChannelWriteHalf;
+use russh::server::Msg;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::bridge::{SessionContext, message_bytes};
+
+/// What the user reads when the drain deadline ends a session.
+pub const STOPPED: &str =
+    "the bastion is restarting: this session has ended. Reconnect to continue.";
+
+/// What the user reads when the idle timeout ends a session.
+pub fn idle_message(idle: Duration) -> String {
+    format!(
+        "the session was idle for {} s and has been closed",
+        idle.as_secs()
+    )
+}
+
+/// How often the idle check looks at a session's traffic: a quarter of the
+/// timeout, between 250 ms and 30 s (nothing is done per byte).
+pub fn idle_tick(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30))
+}
+
+/// Bytes a session's channel carried each way, live: for the idle check,
+/// and for the audit when a service is ended before it could report.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+impl Traffic {
+    fn total(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed) + self.bytes_out.load(Ordering::Relaxed)
+    }
+}
+
+pub type Activity = Arc<Traffic>;
+
+/// Why `supervise` ended a service before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupted {
+    /// The drain deadline after SIGTERM.
+    Stopped,
+    /// No traffic for the idle timeout.
+    Idle,
+}
+
+/// Runs `service` until it ends, showing the drain notice on the channel's
+/// stderr; at the drain deadline or after the idle timeout without
+/// `activity`, drops it, tells the user why in one line, and closes the
+/// channel.
+pub async fn supervise<T>(
+    context: &SessionContext,
+    activity: &Activity,
+    write: &ChannelWriteHalf<Msg>,
+    service: impl Future<Output = T>,
+) -> Result<T, Interrupted> {
+    tokio::pin!(service);
+    let mut notice = context.notice.clone();
+    let idle = context.idle.unwrap_or(Duration::MAX);
+    let mut tick = tokio::time::interval(idle_tick(idle));
+    let mut last = (activity.total(), tokio::time::Instant::now());
+    let (interrupted, message) = loop {
+        tokio::select! {
+            output = &mut service => return Ok(output),
+            () = context.stop.cancelled() => break (Interrupted::Stopped, STOPPED.to_string()),
+            _ = tick.tick(), if context.idle.is_some() => {
+                let moved = activity.total();
+                if moved != last.0 {
+                    last = (moved, tokio::time::Instant::now());
+                } else if last.1.elapsed() >= idle {
+                    break (Interrupted::Idle, idle_message(idle));
+                }
+            }
+            Ok(()) = notice.changed() => {
+                let message = notice.borrow_and_update().clone();
+                if let Some(message) = message {
+                    let _ = write.extended_data_bytes(1, message_bytes(&message, false)).await;
+                }
+            }
+        }
+    };
+    drop(service);
+    let _ = write
+        .extended_data_bytes(1, message_bytes(&message, false))
+        .await;
+    let _ = write.eof().await;
+    let _ = write.close().await;
+    Err(interrupted)
+}
+
+/// A reader that adds what passes through it to `bytes_in`, or a writer
+/// that adds it to `bytes_out`.
+pub struct Counted<T> {
+    inner: T,
+    activity: Activity,
+}
+
+impl<T> Counted<T> {
+    pub fn new(inner: T, activity: &Activity) -> Counted<T> {
+        Counted {
+            inner,
+            activity: activity.clone(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.activity
+            .bytes_in
+            .fetch_add(read as u64, Ordering::Relaxed);
+        poll
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = &poll {
+            self.activity
+                .bytes_out
+                .fetch_add(*written as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
