@@ -74,7 +74,9 @@ pub async fn supervise<T>(
     write: &ChannelWriteHalf<Msg>,
     service: impl Future<Output = T>,
 ) -> Result<T, Interrupted> {
-    tokio::pin!(service);
+    // Boxed, so that it can be dropped (with the channel's read half it
+    // holds) before the channel is closed below.
+    let mut service = Box::pin(service);
     let mut notice = context.notice.clone();
     let idle = context.idle.unwrap_or(Duration::MAX);
     let mut tick = tokio::time::interval(idle_tick(idle));
