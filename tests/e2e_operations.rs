@@ -400,3 +400,130 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
         !process_running(&simulator)
     });
 }
+
+/// An `sftp` client on kbastion's own SFTP server, its commands fed from a
+/// pipe kept open: a session that sits there until it is ended.
+fn idle_sftp(bastion: &Bastion) -> (std::process::Child, std::process::ChildStdin) {
+    let mut sftp = bastion.ssh_command("sftp");
+    sftp.args(["-b", "-", "alice@default+web-0@127.0.0.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = sftp.spawn().expect("sftp");
+    let mut stdin = child.stdin.take().expect("stdin");
+    use std::io::Write;
+    writeln!(stdin, "pwd").expect("sftp command");
+    (child, stdin)
+}
+
+/// Sends `sftp -b -` one more command and the end of its input.
+fn next_command_and_end(mut stdin: std::process::ChildStdin) {
+    use std::io::Write;
+    let _ = writeln!(stdin, "ls");
+}
+
+/// kbastion's own SFTP server and legacy scp follow the same rules as a
+/// shell: the idle timeout ends an idle `sftp` with its one line; after
+/// SIGTERM an `sftp` session and a running `scp -O` download are told, and
+/// ended at the drain deadline; the bastion then exits 0.
+#[test]
+fn built_in_sftp_and_scp_honour_the_idle_timeout_and_the_drain() {
+    let sim = Sim::start();
+    let idle = Bastion::start(
+        &sim,
+        "[files]\nsftp = \"builtin\"\n[timeouts]\nidle_secs = 2\n",
+    );
+    let start = std::time::Instant::now();
+    let (client, stdin) = idle_sftp(&idle);
+    wait_for("the idle timeout", Duration::from_secs(20), || {
+        std::fs::read_to_string(&idle.log).is_ok_and(|l| l.contains("\"reason\":\"idle timeout\""))
+    });
+    // sftp -b notices the closed connection at its next command.
+    next_command_and_end(stdin);
+    let out = wait_output(client, "the idle sftp", Duration::from_secs(20));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("kbastion: the session was idle for 2 s and has been closed\n"),
+        "{stderr}"
+    );
+    assert!(text(&out.stdout).contains("Remote working directory"));
+    assert!(!out.status.success());
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let mut bastion = Bastion::start(
+        &sim,
+        "[files]\nsftp = \"builtin\"\n[shutdown]\ndrain_secs = 2\n",
+    );
+    let (sftp, sftp_stdin) = idle_sftp(&bastion);
+    // A download slowed to 16 kbit/s: 2 MiB would take over 15 minutes.
+    let file = sim.dir.path().join("state/pods/default/web-0/app/slow.bin");
+    std::fs::write(&file, vec![7u8; 2 << 20]).unwrap();
+    let mut scp = bastion.ssh_command("scp");
+    scp.args(["-O", "-l", "16", "alice@default+web-0@127.0.0.1:slow.bin"])
+        .arg(bastion.dir.path().join("slow.bin"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut scp = Process(scp.spawn().expect("scp -O"));
+    // scp's stderr as it comes: its own end waits for what the 16 kbit/s
+    // limit has yet to read, long after the session ended.
+    let scp_stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let mut pipe = scp.0.stderr.take().expect("stderr");
+        let scp_stderr = scp_stderr.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 1024];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut pipe, &mut buffer) {
+                scp_stderr
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+    }
+    wait_for("the download to start", Duration::from_secs(20), || {
+        std::fs::metadata(bastion.dir.path().join("slow.bin")).is_ok_and(|m| m.len() > 0)
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bastion.process.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let stopped = || {
+        std::fs::read_to_string(&bastion.log)
+            .unwrap_or_default()
+            .matches("\"reason\":\"bastion stopped\"")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stopped() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drain deadline did not end both sessions: {}",
+            std::fs::read_to_string(&bastion.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let told = |stderr: &str| {
+        stderr.contains("kbastion: the bastion is restarting; this session ends in 2 s.")
+            && stderr.contains("kbastion: the bastion is restarting: this session has ended.")
+    };
+    next_command_and_end(sftp_stdin);
+    let out = wait_output(sftp, "sftp", Duration::from_secs(20));
+    assert!(told(&text(&out.stderr)), "sftp: {}", text(&out.stderr));
+    assert!(!out.status.success());
+    wait_for("scp -O to show both lines", Duration::from_secs(10), || {
+        told(&scp_stderr.lock().unwrap())
+    });
+    let _ = scp.0.kill();
+    let mut status = None;
+    wait_for("kbastion to exit", Duration::from_secs(20), || {
+        status = bastion.process.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(0));
+}
