@@ -81,14 +81,9 @@ pub struct SessionContext {
     pub user: String,
     pub api_wait: Duration,
     pub recorder: Option<crate::recording::Recorder>,
-    /// Messages for the user's terminal from the bastion (shutdown).
-    pub notice: tokio::sync::watch::Receiver<Option<String>>,
-    /// Cancelled when the shutdown drain time is over: the session ends
-    /// and what it started in the target is ended too.
-    pub stop: tokio_util::sync::CancellationToken,
-    /// A session carrying no data this long is closed (keepalives keep a
-    /// connection alive, not a forgotten session).
-    pub idle: Option<Duration>,
+    /// The drain notice, the drain deadline and the idle timeout; at
+    /// either end, what the session started in the target is ended too.
+    pub control: crate::session::Control,
     /// Whether the cluster passes stdin EOF on while output flows (v5).
     pub stdin_eof: bool,
     /// The verb this cluster checks on `pods/exec` for a WebSocket exec.
@@ -563,13 +558,11 @@ async fn run_counted(
         let _ = stderr.await;
     };
     tokio::pin!(output);
-    let mut notice = context.notice.clone();
+    let mut notice = context.control.notice.clone();
     // Idle sessions are found by a tick that compares the byte counters:
     // nothing to do per byte on the data path.
-    let idle_limit = context.idle.unwrap_or(Duration::MAX);
-    let mut idle_tick = tokio::time::interval(
-        (idle_limit / 4).clamp(Duration::from_millis(250), Duration::from_secs(30)),
-    );
+    let idle_limit = context.control.idle.unwrap_or(Duration::MAX);
+    let mut idle_tick = tokio::time::interval(crate::session::idle_tick(idle_limit));
     let mut last_traffic = (0u64, tokio::time::Instant::now());
     // Set at end of input on a v4-only cluster: the stream is closing and
     // gets a bounded time to deliver what is left, never a hang.
@@ -581,19 +574,18 @@ async fn run_counted(
                 process.abort();
                 break Ending::OutputDone;
             }
-            _ = idle_tick.tick(), if context.idle.is_some() => {
+            _ = idle_tick.tick(), if context.control.idle.is_some() => {
                 let carried = counters.bytes_in.load(SeqCst) + counters.bytes_out.load(SeqCst);
                 if carried != last_traffic.0 {
                     last_traffic = (carried, tokio::time::Instant::now());
                 } else if last_traffic.1.elapsed() >= idle_limit {
-                    let message = format!("the session was idle for {} s and has been closed", idle_limit.as_secs());
+                    let message = crate::session::idle_message(idle_limit);
                     let _ = write.extended_data_bytes(1, message_bytes(&message, tty)).await;
                     break Ending::Idle;
                 }
             }
-            () = context.stop.cancelled() => {
-                let message = "the bastion is restarting: this session has ended. Reconnect to continue.";
-                let _ = write.extended_data_bytes(1, message_bytes(message, tty)).await;
+            () = context.control.stop.cancelled() => {
+                let _ = write.extended_data_bytes(1, message_bytes(crate::session::STOPPED, tty)).await;
                 break Ending::Stopped;
             }
             Ok(()) = notice.changed() => {

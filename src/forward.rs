@@ -7,10 +7,13 @@
 //! the destination host must name the target (loopback, the pod's name or
 //! IP, the node's name); anything else is refused with that reason.
 
-use russh::server::Msg;
-use russh::{Channel, ChannelMsg};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::atomic::Ordering;
 
+use russh::server::Msg;
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+use tokio::io::AsyncWriteExt;
+
+use crate::session::{Activity, Counted};
 use crate::target::ExecTarget;
 
 /// Whether `host` names the target itself.
@@ -30,13 +33,15 @@ pub fn refusal(target: &ExecTarget, host: &str) -> String {
     )
 }
 
-/// Carries one forwarded connection until either side ends it; gives the
-/// bytes carried each way (client to pod, pod to client).
+/// Carries one forwarded connection until either side ends it, counting
+/// what it carries in `activity` (in: client to pod, out: pod to client).
 pub async fn carry(
     target: &ExecTarget,
     port: u16,
-    channel: Channel<Msg>,
-) -> Result<(u64, u64), String> {
+    mut ssh_read: ChannelReadHalf,
+    ssh_write: &ChannelWriteHalf<Msg>,
+    activity: &Activity,
+) -> Result<(), String> {
     let mut forwarder = target
         .pods
         .portforward(&target.pod, &[port])
@@ -52,51 +57,38 @@ pub async fn carry(
         .ok_or("port-forward gave no stream")?;
     let error = forwarder.take_error(port);
     let (mut pod_read, mut pod_write) = tokio::io::split(stream);
-    let (mut ssh_read, ssh_write) = channel.split();
     // Client to pod. At the client's EOF the pod side is NOT shut down:
     // Kubernetes port-forward has no half-close and would drop the answer.
     // When the client closes the channel (or its connection is gone), the
     // whole forward ends, so a pod that never closes cannot keep it alive.
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let upstream = {
-        let sent = sent.clone();
-        async move {
-            let mut pod_open = true;
-            loop {
-                match ssh_read.wait().await {
-                    Some(ChannelMsg::Data { data }) if pod_open => {
-                        if pod_write.write_all(&data).await.is_err() {
-                            pod_open = false;
-                        }
-                        sent.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let upstream = async {
+        let mut pod_open = true;
+        loop {
+            match ssh_read.wait().await {
+                Some(ChannelMsg::Data { data }) if pod_open => {
+                    if pod_write.write_all(&data).await.is_err() {
+                        pod_open = false;
                     }
-                    Some(ChannelMsg::Close) | None => break,
-                    Some(_) => {}
+                    activity
+                        .bytes_in
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
             }
         }
     };
-    let mut to_client = ssh_write.make_writer();
-    let received = std::sync::atomic::AtomicU64::new(0);
+    let mut to_client = Counted::new(ssh_write.make_writer(), activity);
     let downstream = async {
-        let mut buffer = vec![0u8; 32 * 1024];
-        loop {
-            let n = match pod_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if to_client.write_all(&buffer[..n]).await.is_err() {
-                break;
-            }
-            received.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        }
+        // 32 KiB reads: one full SSH packet each.
+        let mut pod_read = tokio::io::BufReader::with_capacity(32 * 1024, &mut pod_read);
+        let _ = tokio::io::copy_buf(&mut pod_read, &mut to_client).await;
         let _ = to_client.shutdown().await;
     };
     tokio::select! {
         () = downstream => {}
         () = upstream => {}
     }
-    let received = received.load(std::sync::atomic::Ordering::Relaxed);
     let _ = ssh_write.eof().await;
     let _ = ssh_write.close().await;
     forwarder.abort();
@@ -106,5 +98,5 @@ pub async fn carry(
     {
         return Err(message);
     }
-    Ok((sent.load(std::sync::atomic::Ordering::Relaxed), received))
+    Ok(())
 }

@@ -19,7 +19,19 @@ use russh::ChannelWriteHalf;
 use russh::server::Msg;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::bridge::{SessionContext, message_bytes};
+use crate::bridge::message_bytes;
+
+/// The bastion's rules every session follows, whatever it carries.
+#[derive(Clone)]
+pub struct Control {
+    /// Messages for the user's terminal from the bastion (the drain notice).
+    pub notice: tokio::sync::watch::Receiver<Option<String>>,
+    /// Cancelled at the drain deadline: the session ends.
+    pub stop: tokio_util::sync::CancellationToken,
+    /// A session carrying no data this long is closed (keepalives keep a
+    /// connection alive, not a forgotten session).
+    pub idle: Option<Duration>,
+}
 
 /// What the user reads when the drain deadline ends a session.
 pub const STOPPED: &str =
@@ -64,28 +76,30 @@ pub enum Interrupted {
     Idle,
 }
 
-/// Runs `service` until it ends, showing the drain notice on the channel's
-/// stderr; at the drain deadline or after the idle timeout without
-/// `activity`, drops it, tells the user why in one line, and closes the
-/// channel.
+/// Runs `service` until it ends; at the drain deadline or after the idle
+/// timeout without `activity`, drops it and closes the channel. Where the
+/// channel has a stderr the client shows (`tell`: sessions, not forwarded
+/// connections), the drain notice and the reason for the end are written
+/// there, one line each.
 pub async fn supervise<T>(
-    context: &SessionContext,
+    control: &Control,
     activity: &Activity,
     write: &ChannelWriteHalf<Msg>,
+    tell: bool,
     service: impl Future<Output = T>,
 ) -> Result<T, Interrupted> {
     // Boxed, so that it can be dropped (with the channel's read half it
     // holds) before the channel is closed below.
     let mut service = Box::pin(service);
-    let mut notice = context.notice.clone();
-    let idle = context.idle.unwrap_or(Duration::MAX);
+    let mut notice = control.notice.clone();
+    let idle = control.idle.unwrap_or(Duration::MAX);
     let mut tick = tokio::time::interval(idle_tick(idle));
     let mut last = (activity.total(), tokio::time::Instant::now());
     let (interrupted, message) = loop {
         tokio::select! {
             output = &mut service => return Ok(output),
-            () = context.stop.cancelled() => break (Interrupted::Stopped, STOPPED.to_string()),
-            _ = tick.tick(), if context.idle.is_some() => {
+            () = control.stop.cancelled() => break (Interrupted::Stopped, STOPPED.to_string()),
+            _ = tick.tick(), if control.idle.is_some() => {
                 let moved = activity.total();
                 if moved != last.0 {
                     last = (moved, tokio::time::Instant::now());
@@ -95,16 +109,18 @@ pub async fn supervise<T>(
             }
             Ok(()) = notice.changed() => {
                 let message = notice.borrow_and_update().clone();
-                if let Some(message) = message {
+                if let Some(message) = message.filter(|_| tell) {
                     let _ = write.extended_data_bytes(1, message_bytes(&message, false)).await;
                 }
             }
         }
     };
     drop(service);
-    let _ = write
-        .extended_data_bytes(1, message_bytes(&message, false))
-        .await;
+    if tell {
+        let _ = write
+            .extended_data_bytes(1, message_bytes(&message, false))
+            .await;
+    }
     let _ = write.eof().await;
     let _ = write.close().await;
     Err(interrupted)

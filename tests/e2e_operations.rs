@@ -527,3 +527,55 @@ fn built_in_sftp_and_scp_honour_the_idle_timeout_and_the_drain() {
     });
     assert_eq!(status.unwrap().code(), Some(0));
 }
+
+/// A forwarded connection that carries nothing for the idle timeout is
+/// closed, as an idle shell is, and the audit says why.
+#[test]
+fn an_idle_forward_is_closed_at_the_idle_timeout() {
+    use std::io::{Read, Write};
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "[timeouts]\nidle_secs = 2\n");
+    let pod_port = echo_server();
+    let local = free_port();
+    let mut ssh = bastion.ssh_command("ssh");
+    ssh.args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
+        .arg(format!("{local}:localhost:{pod_port}"))
+        .arg("alice@default/web-0@127.0.0.1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _client = Process(ssh.spawn().expect("ssh -L"));
+    wait_for("the forwarded port", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", local)).is_ok()
+    });
+    // (The probes above were forwards too: this is the one watched.)
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream.write_all(b"ping").unwrap();
+    let mut echoed = [0u8; 4];
+    stream.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"ping");
+    let idle_from = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let closed_after = idle_from.elapsed();
+    assert!(rest.is_empty());
+    assert!(
+        closed_after >= Duration::from_secs(2) && closed_after < Duration::from_secs(10),
+        "closed after {closed_after:?}"
+    );
+    wait_for(
+        "the forward's end in the log",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&bastion.log).is_ok_and(|l| {
+                l.lines().any(|line| {
+                    line.contains("\"forward ended\"")
+                        && line.contains("\"reason\":\"idle timeout\"")
+                })
+            })
+        },
+    );
+}

@@ -646,9 +646,7 @@ async fn session_channel(
         user: login.identity.user.clone(),
         api_wait: shared.config.timeouts.api(),
         recorder,
-        notice: shared.notice.subscribe(),
-        stop: shared.stop.clone(),
-        idle: shared.config.timeouts.idle(),
+        control: shared.control(),
         stdin_eof: shared.stdin_eof,
         stream_verb: shared.stream_verb,
         backlogs,
@@ -738,7 +736,7 @@ async fn supervised(
     service: impl std::future::Future<Output = bridge::Report>,
 ) -> bridge::Report {
     use crate::session::Interrupted;
-    match crate::session::supervise(context, activity, write, service).await {
+    match crate::session::supervise(&context.control, activity, write, true, service).await {
         Ok(report) => report,
         Err(interrupted) => bridge::Report {
             outcome: match interrupted {
@@ -941,15 +939,29 @@ async fn forward_channel(
         kind: kind.clone(),
         recording: None,
     });
-    let outcome = crate::forward::carry(&resolved, port, channel).await;
-    let reason = outcome
-        .as_ref()
-        .err()
-        .cloned()
-        .unwrap_or_else(|| "closed".into());
+    // Forwards follow the drain and idle rules too; the client has no
+    // stderr for a forwarded connection, so they just close.
+    let activity = crate::session::Activity::default();
+    let (read, write) = channel.split();
+    let carried = crate::session::supervise(
+        &shared.control(),
+        &activity,
+        &write,
+        false,
+        crate::forward::carry(&resolved, port, read, &write, &activity),
+    )
+    .await;
+    let (reason, ended) = match carried {
+        Ok(Ok(())) => ("closed".to_string(), "success"),
+        Ok(Err(error)) => (error, "failed"),
+        Err(crate::session::Interrupted::Idle) => ("idle timeout".to_string(), "idle"),
+        Err(crate::session::Interrupted::Stopped) => ("bastion stopped".to_string(), "stopped"),
+    };
     tracing::info!(%peer, session = %session_id, person = %login.person, %target, ?kind, %reason, "forward ended");
-    let ended = if outcome.is_ok() { "success" } else { "failed" };
-    let (bytes_in, bytes_out) = outcome.unwrap_or_default();
+    let bytes_in = activity.bytes_in.load(std::sync::atomic::Ordering::Relaxed);
+    let bytes_out = activity
+        .bytes_out
+        .load(std::sync::atomic::Ordering::Relaxed);
     shared
         .metrics
         .session_ended(kind.label(), ended, bytes_in, bytes_out);

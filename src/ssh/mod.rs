@@ -138,6 +138,15 @@ impl Shared {
         backlog
     }
 
+    /// The drain and idle rules a new session follows.
+    pub fn control(&self) -> crate::session::Control {
+        crate::session::Control {
+            notice: self.notice.subscribe(),
+            stop: self.stop.clone(),
+            idle: self.config.timeouts.idle(),
+        }
+    }
+
     /// The current access lists.
     pub fn access(&self) -> Arc<Access> {
         self.access
