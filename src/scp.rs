@@ -20,6 +20,7 @@ use russh::{ChannelReadHalf, ChannelWriteHalf};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::bridge::{Outcome, Report};
+use crate::recording::Recorder;
 use crate::remote_fs::{FsError, Metadata, RemoteFs, SetAttributes, WriteOpen};
 use crate::session::{Activity, Counted};
 
@@ -145,6 +146,10 @@ struct Link<R, W> {
     output: W,
     /// Whether any file failed (exit status 1, as scp).
     failed: bool,
+    /// The session's recording (with `audit.record_exec`): what the client
+    /// reads as output, what it sends as input (kept only when keystrokes
+    /// are recorded).
+    recorder: Option<Recorder>,
     bytes_in: u64,
     bytes_out: u64,
 }
@@ -155,6 +160,9 @@ struct Stop;
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Link<R, W> {
     async fn send(&mut self, bytes: &[u8]) -> Result<(), Stop> {
+        if let Some(recorder) = &self.recorder {
+            recorder.output(bytes).await;
+        }
         self.output.write_all(bytes).await.map_err(|_| Stop)?;
         self.output.flush().await.map_err(|_| Stop)
     }
@@ -177,16 +185,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Link<R, W> {
         if n == 0 {
             return Ok(None);
         }
+        self.received(&line).await;
         if line.pop() != Some(b'\n') {
             return Err(Stop);
         }
         Ok(Some(String::from_utf8_lossy(&line).into_owned()))
     }
 
+    /// Records what the client sent.
+    async fn received(&self, bytes: &[u8]) {
+        if let Some(recorder) = &self.recorder {
+            recorder.input(bytes).await;
+        }
+    }
+
     /// The client's answer to what we sent: Ok(true) to go on, Ok(false)
     /// when it refused this one item.
     async fn response(&mut self) -> Result<bool, Stop> {
         let code = self.input.read_u8().await.map_err(|_| Stop)?;
+        self.received(&[code]).await;
         match code {
             0 => Ok(true),
             1 => {
@@ -206,8 +223,10 @@ pub async fn serve(
     mut read: ChannelReadHalf,
     write: &ChannelWriteHalf<Msg>,
     activity: &Activity,
+    recorder: Option<Recorder>,
 ) -> Report {
     let mut link = Link {
+        recorder,
         input: BufReader::with_capacity(CHUNK, Counted::new(read.make_reader(), activity)),
         output: Counted::new(write.make_writer(), activity),
         failed: false,
@@ -527,6 +546,7 @@ async fn receive_file<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
         remaining -= n as u64;
         link.bytes_in += n as u64;
+        link.received(&buffer[..n]).await;
         // After a failed write the data is still read, to stay in step.
         if let (Ok(w), None) = (writer.as_mut(), &problem)
             && let Err(error) = w.write_all(&buffer[..n]).await

@@ -460,8 +460,10 @@ fn built_in_sftp_and_scp_honour_the_idle_timeout_and_the_drain() {
     );
     let (sftp, sftp_stdin) = idle_sftp(&bastion);
     // A download slowed to 16 kbit/s: 2 MiB would take over 15 minutes.
-    let file = sim.dir.path().join("state/pods/default/web-0/app/slow.bin");
-    std::fs::write(&file, vec![7u8; 2 << 20]).unwrap();
+    // (The container's $HOME in the simulator; the sftp session made it.)
+    let home = sim.dir.path().join("state/pods/default/web-0/app");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("slow.bin"), vec![7u8; 2 << 20]).unwrap();
     let mut scp = bastion.ssh_command("scp");
     scp.args(["-O", "-l", "16", "alice@default+web-0@127.0.0.1:slow.bin"])
         .arg(bastion.dir.path().join("slow.bin"))

@@ -645,3 +645,43 @@ fn a_pty_exec_is_recorded_and_a_required_recording_fails_closed() {
         "{stderr:?}"
     );
 }
+
+/// With `record_exec`, kbastion's own legacy scp is recorded with what it
+/// sent: `asciinema cat` replays the protocol line and the file.
+#[test]
+fn legacy_scp_is_recorded_with_its_protocol_lines_when_execs_are_recorded() {
+    let sim = Sim::start();
+    let recordings = tempfile::tempdir().unwrap();
+    let bastion = Bastion::start(
+        &sim,
+        &format!(
+            "[audit]\nrecordings_dir = \"{}\"\nrecord_exec = true\n",
+            recordings.path().display()
+        ),
+    );
+    // The container's working directory (its $HOME) in the simulator.
+    let home = sim.dir.path().join("state/pods/default/web-0/app");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("notes.txt"), "recorded through scp -O\n").unwrap();
+    let mut scp = bastion.ssh_command("scp");
+    scp.args(["-O", "alice@default+web-0@127.0.0.1:notes.txt"])
+        .arg(bastion.dir.path().join("notes.txt"));
+    let out = run_with_input(scp, b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cast = std::fs::read_dir(recordings.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "cast"))
+        .expect("a recording of the scp session");
+    let mut replay = String::new();
+    wait_for(
+        "the recording to be written",
+        Duration::from_secs(10),
+        || {
+            replay = asciinema_cat(&cast);
+            replay.contains("recorded through scp -O")
+        },
+    );
+    assert!(replay.contains("C0644 24 notes.txt\n"), "{replay:?}");
+}

@@ -710,7 +710,8 @@ async fn serve(
         && request.pty.is_none()
         && let Some(scp) = request.command.as_deref().and_then(crate::scp::parse)
     {
-        let service = crate::scp::serve(fs(), scp, read, &write, &activity);
+        let service =
+            crate::scp::serve(fs(), scp, read, &write, &activity, context.recorder.clone());
         return supervised(&context, &activity, &write, service).await;
     }
     if matches!(kind, SessionKind::Sftp) {
