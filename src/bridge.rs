@@ -25,33 +25,13 @@ use russh::server::Msg;
 use russh::{ChannelReadHalf, ChannelWriteHalf};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::flow::{Backlog, Flow};
 use crate::target::{ExecTarget, TargetError, bounded};
 
 /// Each exec pipe buffers at most this much between the SSH channel and the
 /// WebSocket: enough for full-speed bulk transfers, small enough that a
 /// stalled client costs little.
 const PIPE_BUFFER: usize = 256 * 1024;
-
-/// Client input buffered beyond this makes the bastion pause reading the
-/// session's channel, while the target is taking input and no output is
-/// waiting for the client's window (see `Flow`).
-const INPUT_SOFT_LIMIT: usize = 1024 * 1024;
-
-/// A pause that sees the target take nothing for this long is given up:
-/// the channel is drained again and the backlog bounds take over. A paused
-/// channel parks russh's whole connection (its per-channel queue fills), so
-/// a pause must never outlast a target that has stopped reading.
-const STALL: Duration = Duration::from_millis(200);
-
-/// Client input one session may hold that its target has not taken: past
-/// it the session is ended (a backlog bound, not a pause).
-const SESSION_BACKLOG: usize = 16 * 1024 * 1024;
-
-/// The same bound for all sessions of one SSH connection.
-pub const CONNECTION_BACKLOG: usize = 64 * 1024 * 1024;
-
-/// The same bound for all sessions of one person, over all connections.
-pub const PERSON_BACKLOG: usize = 128 * 1024 * 1024;
 
 /// The environment variable that marks every process of a session, so the
 /// bastion can find and end them when the client vanishes.
@@ -206,166 +186,6 @@ pub fn exit_code(status: &Status) -> Result<u32, String> {
         .message
         .clone()
         .unwrap_or_else(|| "the command failed without a message".into()))
-}
-
-/// Bytes of client input waiting for targets, shared by the sessions of
-/// one connection or of one person.
-#[derive(Debug)]
-pub struct Backlog {
-    used: std::sync::atomic::AtomicUsize,
-    limit: usize,
-    /// Whose backlog it is, for the message that ends a session.
-    owner: &'static str,
-}
-
-impl Backlog {
-    pub fn new(limit: usize, owner: &'static str) -> Arc<Backlog> {
-        Arc::new(Backlog {
-            used: Default::default(),
-            limit,
-            owner,
-        })
-    }
-
-    /// Takes room for `bytes`, or leaves everything as it was when there is
-    /// none.
-    fn take(&self, bytes: usize) -> bool {
-        let before = self.used.fetch_add(bytes, SeqCst);
-        if before + bytes > self.limit {
-            self.used.fetch_sub(bytes, SeqCst);
-            return false;
-        }
-        true
-    }
-
-    fn give_back(&self, bytes: usize) {
-        self.used.fetch_sub(bytes, SeqCst);
-    }
-}
-
-/// Flow control of client input.
-///
-/// russh refills a channel's receive window when data arrives, not when it
-/// is consumed, and a channel whose messages are not read parks the whole
-/// connection: other channels, new channels, keepalives. So the bridge
-/// never stops draining the channel for long. Input waits here for the
-/// target; while the target is taking it, reading pauses above the soft
-/// limit (that is what slows an upload to the target's pace); when the
-/// target takes nothing for `STALL`, the pause is given up until it takes
-/// something again, and what piles up is bounded per session, per
-/// connection and per person: past a bound only that session is ended.
-///
-/// The pause is also skipped while an output writer waits for the client's
-/// window: the connection carries the client's window adjustments, and
-/// waiting for one with reads paused would deadlock a session that streams
-/// both ways (`cat` of a big file).
-struct Flow {
-    buffered: std::sync::atomic::AtomicUsize,
-    /// Input the target has taken so far: progress, for the stall check.
-    consumed: AtomicU64,
-    output_waiting: std::sync::atomic::AtomicUsize,
-    changed: tokio::sync::Notify,
-    /// The `consumed` figure at which a pause was last given up: no pause
-    /// again until the target has taken more.
-    stalled_at: std::sync::Mutex<Option<u64>>,
-    /// The connection's and the person's backlogs.
-    shared: Vec<Arc<Backlog>>,
-}
-
-/// Why input could not be queued.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the session was ended: its target did not read the input sent to it and {held} MiB waited ({owner} limit {limit} MiB)"
-)]
-struct BacklogFull {
-    held: usize,
-    owner: &'static str,
-    limit: usize,
-}
-
-impl Flow {
-    fn new(shared: Vec<Arc<Backlog>>) -> Flow {
-        Flow {
-            buffered: Default::default(),
-            consumed: Default::default(),
-            output_waiting: Default::default(),
-            changed: Default::default(),
-            stalled_at: Default::default(),
-            shared,
-        }
-    }
-
-    fn must_pause(&self) -> bool {
-        self.buffered.load(SeqCst) > INPUT_SOFT_LIMIT && self.output_waiting.load(SeqCst) == 0
-    }
-
-    /// Pauses while the target is taking input and the backlog is above
-    /// the soft limit; gives up after `STALL` without progress.
-    async fn wait_for_room(&self) {
-        let stalled = *self.stalled_at.lock().unwrap_or_else(|p| p.into_inner());
-        if stalled == Some(self.consumed.load(SeqCst)) {
-            return;
-        }
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if !self.must_pause() {
-                return;
-            }
-            if tokio::time::timeout(STALL, changed).await.is_err() {
-                *self.stalled_at.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(self.consumed.load(SeqCst));
-                return;
-            }
-        }
-    }
-
-    /// Queues `bytes` of input within every bound, or says which is full.
-    fn add(&self, bytes: usize) -> Result<(), BacklogFull> {
-        let held = self.buffered.load(SeqCst) + bytes;
-        let full = |owner, limit| BacklogFull {
-            held: held >> 20,
-            owner,
-            limit: limit >> 20,
-        };
-        if held > SESSION_BACKLOG {
-            return Err(full("session", SESSION_BACKLOG));
-        }
-        for (n, backlog) in self.shared.iter().enumerate() {
-            if !backlog.take(bytes) {
-                self.shared[..n].iter().for_each(|b| b.give_back(bytes));
-                return Err(full(backlog.owner, backlog.limit));
-            }
-        }
-        self.buffered.fetch_add(bytes, SeqCst);
-        Ok(())
-    }
-
-    fn consumed(&self, bytes: usize) {
-        self.buffered.fetch_sub(bytes, SeqCst);
-        self.consumed.fetch_add(bytes as u64, SeqCst);
-        self.shared.iter().for_each(|b| b.give_back(bytes));
-        self.changed.notify_waiters();
-    }
-
-    fn set_output_waiting(&self, waiting: bool) {
-        if waiting {
-            self.output_waiting.fetch_add(1, SeqCst);
-        } else {
-            self.output_waiting.fetch_sub(1, SeqCst);
-        }
-        self.changed.notify_waiters();
-    }
-}
-
-impl Drop for Flow {
-    /// Input never taken (the session ended first) leaves the shared
-    /// backlogs with the session.
-    fn drop(&mut self) {
-        let left = self.buffered.load(SeqCst);
-        self.shared.iter().for_each(|b| b.give_back(left));
-    }
 }
 
 /// What the input side sends to the process, in order.

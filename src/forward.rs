@@ -7,12 +7,14 @@
 //! the destination host must name the target (loopback, the pod's name or
 //! IP, the node's name); anything else is refused with that reason.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use russh::server::Msg;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::flow::Flow;
 use crate::session::{Activity, Counted};
 use crate::target::ExecTarget;
 
@@ -35,12 +37,16 @@ pub fn refusal(target: &ExecTarget, host: &str) -> String {
 
 /// Carries one forwarded connection until either side ends it, counting
 /// what it carries in `activity` (in: client to pod, out: pod to client).
+/// What the client sends waits for the pod in `flow`: the channel is never
+/// left unread for long (that would park the whole SSH connection), and a
+/// pod that stops reading ends only this forward, at a backlog bound.
 pub async fn carry(
     target: &ExecTarget,
     port: u16,
     mut ssh_read: ChannelReadHalf,
     ssh_write: &ChannelWriteHalf<Msg>,
     activity: &Activity,
+    flow: Arc<Flow>,
 ) -> Result<(), String> {
     let mut forwarder = target
         .pods
@@ -57,41 +63,70 @@ pub async fn carry(
         .ok_or("port-forward gave no stream")?;
     let error = forwarder.take_error(port);
     let (mut pod_read, mut pod_write) = tokio::io::split(stream);
+    // Unbounded in type only: `flow` bounds what is queued.
+    let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
     // Client to pod. At the client's EOF the pod side is NOT shut down:
     // Kubernetes port-forward has no half-close and would drop the answer.
+    let to_pod = async {
+        let mut pod_open = true;
+        while let Some(data) = queued.recv().await {
+            if pod_open && pod_write.write_all(&data).await.is_err() {
+                pod_open = false;
+            }
+            flow.consumed(data.len());
+        }
+        // Only reached when the reader below has ended the forward.
+        std::future::pending::<()>().await;
+    };
     // When the client closes the channel (or its connection is gone), the
     // whole forward ends, so a pod that never closes cannot keep it alive.
-    let upstream = async {
-        let mut pod_open = true;
+    let from_client = async {
         loop {
             match ssh_read.wait().await {
-                Some(ChannelMsg::Data { data }) if pod_open => {
-                    if pod_write.write_all(&data).await.is_err() {
-                        pod_open = false;
-                    }
+                Some(ChannelMsg::Data { data }) => {
                     activity
                         .bytes_in
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    flow.add(data.len()).map_err(|full| full.to_string())?;
+                    let _ = queue.send(data);
+                    flow.wait_for_room().await;
                 }
-                Some(ChannelMsg::Close) | None => break,
+                Some(ChannelMsg::Close) | None => return Ok(()),
                 Some(_) => {}
             }
         }
     };
-    let mut to_client = Counted::new(ssh_write.make_writer(), activity);
-    let downstream = async {
+    let to_client = async {
+        let mut to_client = Counted::new(ssh_write.make_writer(), activity);
         // 32 KiB reads: one full SSH packet each.
-        let mut pod_read = tokio::io::BufReader::with_capacity(32 * 1024, &mut pod_read);
-        let _ = tokio::io::copy_buf(&mut pod_read, &mut to_client).await;
+        let mut buffer = vec![0u8; 32 * 1024];
+        loop {
+            let n = match pod_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            // While this write waits for the client's window, input is not
+            // paused: the window adjustment comes on the same connection.
+            flow.set_output_waiting(true);
+            let written = to_client.write_all(&buffer[..n]).await;
+            flow.set_output_waiting(false);
+            if written.is_err() {
+                break;
+            }
+        }
         let _ = to_client.shutdown().await;
     };
-    tokio::select! {
-        () = downstream => {}
-        () = upstream => {}
-    }
+    let ended: Result<(), String> = tokio::select! {
+        () = to_client => Ok(()),
+        result = from_client => result,
+        () = to_pod => Ok(()),
+    };
+    // Not read any more: dropped, so that russh never waits for room in it.
+    drop(ssh_read);
     let _ = ssh_write.eof().await;
     let _ = ssh_write.close().await;
     forwarder.abort();
+    ended?;
     if let Some(error) = error
         && let Ok(Some(message)) =
             tokio::time::timeout(std::time::Duration::from_millis(100), error).await

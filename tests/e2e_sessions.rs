@@ -424,11 +424,13 @@ struct Master {
 }
 
 impl Master {
-    fn start(bastion: &Bastion, login: &str) -> Master {
+    fn start(bastion: &Bastion, login: &str, extra: &[&str]) -> Master {
         let socket = bastion.dir.path().join("master.sock");
         let mut command = bastion.ssh_command("ssh");
         command
-            .args(["-N", "-M", "-S"])
+            .args(["-N", "-M"])
+            .args(extra)
+            .arg("-S")
             .arg(&socket)
             .arg(format!("{login}@127.0.0.1"))
             .stdin(Stdio::null())
@@ -497,7 +499,7 @@ fn push_input(
 fn a_channel_that_does_not_read_its_input_does_not_block_the_connection() {
     let sim = Sim::start();
     let bastion = Bastion::start(&sim, "");
-    let master = Master::start(&bastion, "alice@default/web-0");
+    let master = Master::start(&bastion, "alice@default/web-0", &[]);
     let stuck = push_input(&master, &bastion, "sleep $((10000 + 41))", 100 << 20);
     wait_for("the stuck command to run", Duration::from_secs(20), || {
         process_running("sleep 10041")
@@ -537,7 +539,7 @@ fn input_nobody_reads_is_bounded_per_session_connection_and_person() {
     let sim = Sim::start();
     let bastion = Bastion::start(&sim, "");
     let pid = bastion.process.0.id();
-    let master = Master::start(&bastion, "alice@default/web-0");
+    let master = Master::start(&bastion, "alice@default/web-0", &[]);
     let before = rss_kib(pid);
     let sessions: Vec<std::process::Child> = (0..20)
         .map(|n| {
@@ -684,4 +686,70 @@ fn legacy_scp_is_recorded_with_its_protocol_lines_when_execs_are_recorded() {
         },
     );
     assert!(replay.contains("C0644 24 notes.txt\n"), "{replay:?}");
+}
+
+/// The same for a forwarded connection whose pod side never reads: the
+/// SSH connection stays responsive, and the forward alone is ended at its
+/// backlog bound.
+#[test]
+fn a_forward_whose_pod_does_not_read_does_not_block_the_connection() {
+    use std::io::Write;
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    // A pod port that accepts and never reads.
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_port = sink.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = sink.incoming().flatten().collect();
+        drop(held);
+    });
+    let local = free_port();
+    let forward = format!("{local}:localhost:{sink_port}");
+    let master = Master::start(&bastion, "alice@default/web-0", &["-L", &forward]);
+    wait_for("the forwarded port", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", local)).is_ok()
+    });
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+    let pusher = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 16];
+        let mut pushed = 0usize;
+        while pushed < 100 << 20 {
+            if stream.write_all(&chunk).is_err() {
+                return (pushed, true);
+            }
+            pushed += chunk.len();
+        }
+        (pushed, false)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    for round in 0..3 {
+        let start = std::time::Instant::now();
+        let mut echo = master.command(&bastion, "alice@default/web-0");
+        echo.arg("echo answered");
+        let out = run_with_input(echo, b"");
+        let elapsed = start.elapsed();
+        assert_eq!(text(&out.stdout), "answered\n", "{}", text(&out.stderr));
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "round {round}: a new channel took {elapsed:?}"
+        );
+    }
+    // The forward was ended at its bound: the local side sees the close.
+    wait_for("the forward to end", Duration::from_secs(20), || {
+        pusher.is_finished()
+    });
+    let (pushed, refused) = pusher.join().unwrap();
+    assert!(refused && pushed < 100 << 20, "pushed {pushed} bytes");
+    wait_for(
+        "the forward's end in the log",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&bastion.log).is_ok_and(|l| {
+                l.lines().any(|line| {
+                    line.contains("\"forward ended\"")
+                        && line.contains("its target did not read the input sent to it")
+                })
+            })
+        },
+    );
 }

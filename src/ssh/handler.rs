@@ -56,7 +56,7 @@ pub struct Connection {
     /// stderr, since a global request's failure carries no reason.
     refused_remote_forward: Arc<std::sync::Mutex<Option<String>>>,
     /// Client input this connection's sessions hold for their targets.
-    backlog: Arc<bridge::Backlog>,
+    backlog: Arc<crate::flow::Backlog>,
 }
 
 impl Connection {
@@ -72,8 +72,17 @@ impl Connection {
             authenticated,
             open_channels: Arc::default(),
             refused_remote_forward: Arc::default(),
-            backlog: bridge::Backlog::new(bridge::CONNECTION_BACKLOG, "connection"),
+            backlog: crate::flow::Backlog::new(crate::flow::CONNECTION_BACKLOG, "connection"),
         }
+    }
+
+    /// The input backlogs a new channel of this connection shares: the
+    /// connection's and the person's (see `flow`).
+    fn backlogs(&self, login: &Login) -> Vec<Arc<crate::flow::Backlog>> {
+        vec![
+            self.backlog.clone(),
+            self.shared.person_backlog(&login.person),
+        ]
     }
 
     /// Admits a new channel within the per-connection and per-person
@@ -336,10 +345,7 @@ impl russh::server::Handler for Connection {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let backlogs = vec![
-            self.backlog.clone(),
-            self.shared.person_backlog(&login.person),
-        ];
+        let backlogs = self.backlogs(&login);
         tokio::spawn(async move {
             session_channel(channel, login, shared, peer, remote_forward, backlogs).await;
             drop(guard);
@@ -367,8 +373,10 @@ impl russh::server::Handler for Connection {
         };
         // Resolving takes API calls: never inside the connection's event loop.
         let (shared, peer, host) = (self.shared.clone(), self.peer, host_to_connect.to_string());
+        let flow = Arc::new(crate::flow::Flow::new(self.backlogs(&login)));
         tokio::spawn(async move {
-            forward_channel(channel, reply, host, port_to_connect, login, shared, peer).await;
+            let destination = (host, port_to_connect);
+            forward_channel(channel, reply, destination, login, shared, peer, flow).await;
             drop(guard);
         });
         Ok(())
@@ -510,7 +518,7 @@ async fn session_channel(
     shared: Arc<Shared>,
     peer: SocketAddr,
     remote_forward: Option<String>,
-    backlogs: Vec<Arc<bridge::Backlog>>,
+    backlogs: Vec<Arc<crate::flow::Backlog>>,
 ) {
     let (mut read, write) = channel.split();
     let mut pty: Option<Pty> = None;
@@ -870,11 +878,11 @@ async fn resolve_uncounted(
 async fn forward_channel(
     channel: Channel<Msg>,
     reply: ChannelOpenHandle,
-    host: String,
-    port: u32,
+    (host, port): (String, u32),
     login: Login,
     shared: Arc<Shared>,
     peer: SocketAddr,
+    flow: Arc<crate::flow::Flow>,
 ) {
     let setup_started = Instant::now();
     let kind = SessionKind::Forward {
@@ -949,7 +957,7 @@ async fn forward_channel(
         &activity,
         &write,
         false,
-        crate::forward::carry(&resolved, port, read, &write, &activity),
+        crate::forward::carry(&resolved, port, read, &write, &activity, flow),
     )
     .await;
     let (reason, ended) = match carried {

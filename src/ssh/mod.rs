@@ -45,9 +45,8 @@ pub struct Shared {
     pub stop: tokio_util::sync::CancellationToken,
     /// Each person's input backlog over all their connections, while any
     /// session of theirs holds it.
-    person_backlogs: std::sync::Mutex<
-        std::collections::HashMap<String, std::sync::Weak<crate::bridge::Backlog>>,
-    >,
+    person_backlogs:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<crate::flow::Backlog>>>,
 }
 
 impl Shared {
@@ -122,7 +121,7 @@ impl Access {
 
 impl Shared {
     /// The input backlog `person`'s sessions share (see `bridge::Flow`).
-    pub fn person_backlog(&self, person: &str) -> Arc<crate::bridge::Backlog> {
+    pub fn person_backlog(&self, person: &str) -> Arc<crate::flow::Backlog> {
         let mut table = self
             .person_backlogs
             .lock()
@@ -133,7 +132,7 @@ impl Shared {
         // Entries of people with no session left go as new ones come: the
         // table holds at most the people with a session open.
         table.retain(|_, backlog| backlog.strong_count() > 0);
-        let backlog = crate::bridge::Backlog::new(crate::bridge::PERSON_BACKLOG, "person");
+        let backlog = crate::flow::Backlog::new(crate::flow::PERSON_BACKLOG, "person");
         table.insert(person.to_string(), Arc::downgrade(&backlog));
         backlog
     }
