@@ -193,3 +193,64 @@ impl Drop for Flow {
         self.shared.iter().for_each(|b| b.give_back(left));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_bound_ends_the_session_that_crosses_it_and_room_comes_back() {
+        let connection = Backlog::new(3 << 20, "connection");
+        let first = Flow::new(vec![connection.clone()]);
+        let second = Flow::new(vec![connection.clone()]);
+        first.add(2 << 20).expect("within every bound");
+        let full = second.add(2 << 20).expect_err("the connection's bound");
+        assert_eq!(full.owner, "connection");
+        // Nothing was taken by the refused add.
+        second
+            .add(1 << 20)
+            .expect("what is left of the connection's room");
+        first.consumed(2 << 20);
+        second.add(2 << 20).expect("room given back by the target");
+        let full = Flow::new(vec![])
+            .add(SESSION_BACKLOG + 1)
+            .expect_err("the session's bound");
+        assert_eq!(full.owner, "session");
+        // A session that ends gives back what its target never took.
+        drop(second);
+        assert_eq!(connection.used.load(SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_pause_ends_when_the_target_takes_input_or_gives_up_when_it_stalls() {
+        let flow = Arc::new(Flow::new(vec![]));
+        flow.add(INPUT_SOFT_LIMIT + 1).unwrap();
+        // The target takes some: the pause ends at once.
+        let taker = {
+            let flow = flow.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                flow.consumed(INPUT_SOFT_LIMIT);
+            })
+        };
+        let started = std::time::Instant::now();
+        flow.wait_for_room().await;
+        assert!(started.elapsed() < STALL);
+        taker.await.unwrap();
+        // Above the soft limit with a target that takes nothing: given up
+        // after STALL, and no pause at all until it takes something.
+        flow.add(INPUT_SOFT_LIMIT).unwrap();
+        let started = std::time::Instant::now();
+        flow.wait_for_room().await;
+        assert!(started.elapsed() >= STALL);
+        let started = std::time::Instant::now();
+        flow.wait_for_room().await;
+        assert!(started.elapsed() < STALL / 2);
+        // Output waiting for the client's window: never a pause.
+        flow.consumed(1);
+        flow.set_output_waiting(true);
+        let started = std::time::Instant::now();
+        flow.wait_for_room().await;
+        assert!(started.elapsed() < STALL / 2);
+    }
+}
