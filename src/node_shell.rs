@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::authz::Permission;
 use crate::cluster::Identity;
-use crate::target::{ExecTarget, TargetError, bounded};
+use crate::target::{ExecTarget, TargetError, bounded, own_call_failed};
 
 pub const HOLDERS_ANNOTATION: &str = "kbastion.io/holders";
 pub const NODE_ANNOTATION: &str = "kbastion.io/node";
@@ -375,8 +375,12 @@ impl NodeShells {
         for _ in 0..10 {
             match bounded(self.api_wait, pods.get_opt(&name))
                 .await?
-                .map_err(|e| crate::target::api_error(e, || TargetError::Api("get".into())))?
-            {
+                .map_err(|e| {
+                    own_call_failed(
+                        e,
+                        &format!("cannot read node-shell pod {}/{name}", self.namespace),
+                    )
+                })? {
                 None => match bounded(
                     self.api_wait,
                     pods.create(&PostParams::default(), &self.pod_spec(node)?),
@@ -389,9 +393,10 @@ impl NodeShells {
                     }
                     Err(kube::Error::Api(status)) if status.code == 409 => continue,
                     Err(e) => {
-                        return Err(crate::target::api_error(e, || {
-                            TargetError::Api("create".into())
-                        }));
+                        return Err(own_call_failed(
+                            e,
+                            &format!("cannot create node-shell pod {}/{name}", self.namespace),
+                        ));
                     }
                 },
                 Some(pod)
@@ -433,9 +438,10 @@ impl NodeShells {
                             continue;
                         }
                         Err(e) => {
-                            return Err(crate::target::api_error(e, || {
-                                TargetError::Api("update".into())
-                            }));
+                            return Err(own_call_failed(
+                                e,
+                                &format!("cannot update node-shell pod {}/{name}", self.namespace),
+                            ));
                         }
                     }
                 }
@@ -563,9 +569,15 @@ impl NodeShells {
         let pods = self.pods();
         let name = pod_name(node);
         for _ in 0..10 {
-            let Some(mut pod) = bounded(self.api_wait, pods.get_opt(&name))
-                .await?
-                .map_err(|e| crate::target::api_error(e, || TargetError::Api("get".into())))?
+            let Some(mut pod) =
+                bounded(self.api_wait, pods.get_opt(&name))
+                    .await?
+                    .map_err(|e| {
+                        own_call_failed(
+                            e,
+                            &format!("cannot read node-shell pod {}/{name}", self.namespace),
+                        )
+                    })?
             else {
                 return Ok(());
             };
@@ -587,9 +599,10 @@ impl NodeShells {
                 Err(kube::Error::Api(status)) if status.code == 409 => continue,
                 Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
                 Err(e) => {
-                    return Err(crate::target::api_error(e, || {
-                        TargetError::Api("release".into())
-                    }));
+                    return Err(own_call_failed(
+                        e,
+                        &format!("cannot release node-shell pod {}/{name}", self.namespace),
+                    ));
                 }
             }
         }
@@ -643,7 +656,12 @@ impl NodeShells {
             pods.list(&ListParams::default().labels(&selector)),
         )
         .await?
-        .map_err(|e| crate::target::api_error(e, || TargetError::Api("list".into())))?;
+        .map_err(|e| {
+            own_call_failed(
+                e,
+                &format!("cannot list node-shell pods in {}", self.namespace),
+            )
+        })?;
         let mut deleted = 0;
         let mine: Vec<String> = self.state().keys().map(|n| pod_name(n)).collect();
         for pod in list.items {

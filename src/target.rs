@@ -92,6 +92,21 @@ impl TargetError {
     }
 }
 
+/// A failed call the bastion made with its own identity on its own objects
+/// (node-shell pods): the API's own first line, after what kbastion was
+/// doing. A 404 or 403 here is not the user's (a missing namespace, a
+/// missing grant of the bastion's service account), so it is never
+/// reported as the user's target missing or the user's RBAC.
+pub fn own_call_failed(error: kube::Error, doing: &str) -> TargetError {
+    match error {
+        kube::Error::Api(status) => TargetError::Api(format!(
+            "{doing}: {}",
+            status.message.lines().next().unwrap_or_default()
+        )),
+        other => api_error(other, || TargetError::Api(doing.to_string())),
+    }
+}
+
 /// Turns a failed API call into the user's one line.
 pub fn api_error(error: kube::Error, not_found: impl FnOnce() -> TargetError) -> TargetError {
     match error {
