@@ -53,6 +53,9 @@ pub enum SessionKind {
     AgentForward,
     /// `ssh -X`/`-Y`: always refused.
     X11,
+    /// A terminal for a session (refused where a certificate lacks
+    /// `permit-pty`).
+    Pty,
 }
 
 impl SessionKind {
@@ -66,6 +69,7 @@ impl SessionKind {
             SessionKind::RemoteForward { .. } => "remote_forward",
             SessionKind::AgentForward => "agent_forward",
             SessionKind::X11 => "x11",
+            SessionKind::Pty => "pty",
         }
     }
 }
@@ -110,6 +114,13 @@ pub enum Event {
         target: String,
         #[serde(flatten)]
         kind: SessionKind,
+        reason: String,
+    },
+    /// A logged-in connection's credential stopped holding (reload,
+    /// revocation, expiry): its sessions end and it is closed.
+    Revocation {
+        source: String,
+        person: String,
         reason: String,
     },
 }

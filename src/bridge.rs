@@ -95,6 +95,8 @@ pub enum Outcome {
     Stopped,
     /// Closed after carrying no data for the idle timeout.
     Idle,
+    /// Ended because the credential was revoked (the reason).
+    Revoked(String),
     Failed(String),
 }
 
@@ -108,6 +110,7 @@ enum Ending {
     Idle,
     /// Input the target did not take outgrew a backlog bound.
     Backlog,
+    Revoked,
 }
 
 /// The shell: bash where the container has it, else sh, as a login shell.
@@ -379,6 +382,7 @@ async fn run_counted(
     };
     tokio::pin!(output);
     let mut notice = context.control.notice.clone();
+    let mut revoked = context.control.revoked.clone();
     // Idle sessions are found by a tick that compares the byte counters:
     // nothing to do per byte on the data path.
     let idle_limit = context.control.idle.unwrap_or(Duration::MAX);
@@ -407,6 +411,14 @@ async fn run_counted(
             () = context.control.stop.cancelled() => {
                 let _ = write.extended_data_bytes(1, message_bytes(crate::session::STOPPED, tty)).await;
                 break Ending::Stopped;
+            }
+            Ok(()) = revoked.changed() => {
+                let reason = revoked.borrow_and_update().clone();
+                if let Some(reason) = reason {
+                    let message = crate::session::revoked_message(&reason);
+                    let _ = write.extended_data_bytes(1, message_bytes(&message, tty)).await;
+                    break Ending::Revoked;
+                }
             }
             Ok(()) = notice.changed() => {
                 let message = notice.borrow_and_update().clone();
@@ -462,6 +474,9 @@ async fn run_counted(
                 Ending::Idle => Outcome::Idle,
                 Ending::Stopped => Outcome::Stopped,
                 Ending::Backlog => Outcome::Failed("input backlog bound".into()),
+                Ending::Revoked => {
+                    Outcome::Revoked(context.control.revoked.borrow().clone().unwrap_or_default())
+                }
                 Ending::ClientGone | Ending::OutputDone => Outcome::ClientGone,
             };
             if outcome != Outcome::ClientGone {

@@ -40,8 +40,9 @@ pub struct Config {
     /// Kubeconfig context to use (default: the current context).
     #[serde(default)]
     pub context: Option<String>,
-    /// The bastion's own namespace (node-shell pods live there); default:
-    /// the pod's own namespace in a cluster, else `kbastion`.
+    /// The bastion's own namespace; default: the pod's own namespace in a
+    /// cluster, else `kbastion`. No login reaches a container in it, nor in
+    /// the node-shell namespace (`node_shell.namespace`).
     #[serde(default = "default_namespace")]
     pub namespace: String,
     #[serde(default)]
@@ -67,6 +68,14 @@ pub struct Config {
     /// The CA keys parsed (filled in by `parse`).
     #[serde(skip)]
     pub ca_keys: Vec<PublicKey>,
+    /// Revoked keys and certificates (OpenSSH's `RevokedKeys` plain form:
+    /// public keys, plus `serial:`, `id:` and `hash:` lines). Re-read on
+    /// SIGHUP; connections whose credential it revokes are ended.
+    #[serde(default)]
+    pub revoked_keys: Option<PathBuf>,
+    /// The revocations read (filled in by `parse`).
+    #[serde(skip)]
+    pub revoked: crate::revocation::RevokedKeys,
     /// Audit log and session recordings.
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
@@ -130,10 +139,16 @@ pub struct Limits {
     /// Sessions (and forwards) open at once for one person, over all
     /// their connections to this replica.
     pub max_sessions_per_user: usize,
-    /// Milliseconds added after a failed authentication, doubling with each
-    /// further failure from the same address or for the same person (up to
-    /// 32 times), forgotten after 10 minutes or a success.
+    /// Milliseconds added after a failed authentication once a source is
+    /// past its first three failures, doubling with each further failure
+    /// from that address (or, past ten, against that person), up to 32
+    /// times; forgotten after 10 minutes, or a success from the address.
     pub auth_failure_delay_ms: u64,
+    /// New connections per second from one source (an IPv4 address or an
+    /// IPv6 /64), after a burst of `connection_burst_per_source`; the excess
+    /// is closed at accept, before any SSH work.
+    pub connections_per_second_per_source: u32,
+    pub connection_burst_per_source: u32,
 }
 
 impl Default for Limits {
@@ -145,6 +160,8 @@ impl Default for Limits {
             max_unauthenticated_connections: 256,
             max_sessions_per_user: 64,
             auth_failure_delay_ms: 250,
+            connections_per_second_per_source: 10,
+            connection_burst_per_source: 10,
         }
     }
 }
@@ -302,6 +319,10 @@ impl Config {
         {
             return Err("limits: every limit must be at least 1".into());
         }
+        let shell_namespace = config.node_shell.namespace_for(&config.namespace);
+        crate::login::validate_kubernetes_name(&shell_namespace, 63)
+            .map_err(|e| format!("node_shell.namespace: {e}"))?;
+        config.node_shell.namespace = Some(shell_namespace);
         let shell = &config.node_shell;
         if shell.image.is_empty() {
             return Err("node_shell.image: must not be empty".into());
@@ -320,6 +341,13 @@ impl Config {
             {
                 config.ca_keys.push(key);
             }
+        }
+        config.revoked_keys = config.revoked_keys.as_deref().map(resolve);
+        if let Some(path) = &config.revoked_keys {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("revoked_keys: cannot read {}: {e}", path.display()))?;
+            config.revoked = crate::revocation::RevokedKeys::parse(&text)
+                .map_err(|e| format!("revoked_keys: {}: {e}", path.display()))?;
         }
         let mut seen = std::collections::HashSet::new();
         for (i, user) in config.users.iter_mut().enumerate() {

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod node_shell;
 pub mod recording;
 pub mod remote_fs;
+pub mod revocation;
 pub mod scp;
 pub mod server;
 pub mod session;

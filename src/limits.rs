@@ -1,9 +1,18 @@
 //! Abuse limits that span connections: growing delays after failed
-//! authentications (per source address and per login person), and
+//! authentications (per source address, sharpened per person), and
 //! counters for connections per source and sessions per person.
 //!
-//! The tables are bounded: entries expire, and past a maximum size the
-//! oldest are dropped, so a flood of sources cannot grow memory.
+//! A delay only ever follows a failure, and only once the failing source
+//! is past a small grace: a correct key is answered at once, and a source
+//! with no failures of its own is never slowed by what others do (a
+//! guesser cannot lock a person out). Failures against a person raise the
+//! delay of every source that keeps failing against them past its grace,
+//! so many guessers together gain nothing over one.
+//!
+//! The tables are bounded: entries expire, past a maximum size the oldest
+//! are dropped, and persons are counted only when configured (a login name
+//! from the wire never becomes a key), so a flood of sources or names
+//! cannot grow memory.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,6 +25,12 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(600);
 const MAX_ENTRIES: usize = 100_000;
 /// Each failure doubles the delay, up to this many times the first one.
 const MAX_DOUBLINGS: u32 = 5;
+/// Failures a source makes before any delay: a client offering a few keys
+/// (an agent's, several `-i`) before the right one is not slowed.
+pub const SOURCE_GRACE: u32 = 3;
+/// Failures against one person (from everywhere) before they sharpen the
+/// delays of sources that keep failing against them.
+pub const PERSON_GRACE: u32 = 10;
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
@@ -78,7 +93,8 @@ fn count<K: std::hash::Hash + Eq>(
 }
 
 impl AuthFailures {
-    /// `base`: the delay after the first failure (`limits.auth_failure_delay_ms`).
+    /// `base`: the delay after the first failure past the grace
+    /// (`limits.auth_failure_delay_ms`).
     pub fn new(base: Duration) -> Self {
         AuthFailures {
             base,
@@ -87,33 +103,101 @@ impl AuthFailures {
         }
     }
 
-    /// Records a failure and returns how long to wait before answering.
-    pub fn failed(&self, source: IpAddr, person: &str) -> Duration {
+    /// Records a failure from `source` (against `person`, when it names a
+    /// configured person) and returns how long to wait before answering:
+    /// nothing within the source's grace; past it, doubling with the
+    /// source's failures or with the person's past theirs, whichever is
+    /// more.
+    pub fn failed(&self, source: IpAddr, person: Option<&str>) -> Duration {
         let now = Instant::now();
         let by_source = note(&self.by_source, &source, now);
-        let by_person = note(&self.by_person, &person.to_string(), now);
-        delay_after(by_source.max(by_person), self.base)
+        let by_person = person.map_or(0, |p| note(&self.by_person, &p.to_string(), now));
+        if by_source <= SOURCE_GRACE {
+            return Duration::ZERO;
+        }
+        let level = (by_source - SOURCE_GRACE).max(by_person.saturating_sub(PERSON_GRACE));
+        delay_after(level, self.base)
     }
 
-    /// The delay owed before even checking an attempt, from the source's
-    /// past failures. Failures against a person slow down only further
-    /// failures (`failed`): a guesser elsewhere must not delay the
-    /// person's own login with the right key.
-    pub fn pending_delay(&self, source: IpAddr) -> Duration {
-        let failures = count(&self.by_source, &source, Instant::now());
-        delay_after(failures.saturating_sub(1), self.base)
+    /// Failures recorded from `source` (for tests and metrics).
+    pub fn source_failures(&self, source: IpAddr) -> u32 {
+        count(&self.by_source, &source, Instant::now())
     }
 
-    /// A success clears the source's and person's record.
-    pub fn succeeded(&self, source: IpAddr, person: &str) {
+    /// A success clears the source's record (not the person's: a guesser
+    /// elsewhere keeps paying for their failures).
+    pub fn succeeded(&self, source: IpAddr) {
         self.by_source
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&source);
-        self.by_person
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(person);
+    }
+}
+
+/// The key a source is limited under: an IPv4 address, or an IPv6
+/// address's /64 (one subscriber's prefix: rotating addresses inside it
+/// must not buy a fresh allowance).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
+/// New connections per source, as a token bucket: `burst` at once, then
+/// `per_second`. Checked at accept, before any SSH work, so a flood of
+/// handshakes (ssh-audit's DHEat test: each costs the server a
+/// Diffie-Hellman exponentiation) is refused for the price of an accept.
+/// The table holds at most `MAX_ENTRIES` sources (an `IpAddr` and a bucket
+/// each, about 48 bytes: under 5 MiB); full buckets are dropped first.
+pub struct ConnectionRate {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl ConnectionRate {
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        ConnectionRate {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Whether one more connection from `source` is allowed now.
+    pub fn allow(&self, source: IpAddr) -> bool {
+        self.allow_at(source_key(source), Instant::now())
+    }
+
+    fn allow_at(&self, key: IpAddr, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let refill = |(tokens, at): (f64, Instant)| {
+            (tokens + now.duration_since(at).as_secs_f64() * self.per_second).min(self.burst)
+        };
+        if buckets.len() >= MAX_ENTRIES && !buckets.contains_key(&key) {
+            // A full bucket is the same as none.
+            buckets.retain(|_, bucket| refill(*bucket) < self.burst);
+            if buckets.len() >= MAX_ENTRIES {
+                // Still full of busy sources: forget the longest-quiet half.
+                let mut ages: Vec<Instant> = buckets.values().map(|(_, at)| *at).collect();
+                ages.sort();
+                let cutoff = ages[ages.len() / 2];
+                buckets.retain(|_, (_, at)| *at > cutoff);
+            }
+        }
+        let tokens = buckets
+            .get(&key)
+            .map_or(self.burst, |bucket| refill(*bucket));
+        if tokens < 1.0 {
+            buckets.insert(key, (tokens, now));
+            return false;
+        }
+        buckets.insert(key, (tokens - 1.0, now));
+        true
     }
 }
 
@@ -178,19 +262,60 @@ mod tests {
     }
 
     #[test]
-    fn failures_count_per_source_and_person_and_success_clears() {
-        let failures = AuthFailures::new(Duration::from_millis(250));
+    fn failures_delay_only_past_the_grace_and_a_clean_source_never() {
+        let base = Duration::from_millis(250);
+        let failures = AuthFailures::new(base);
+        let guesser: IpAddr = "10.0.0.1".parse().unwrap();
+        let alice: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..SOURCE_GRACE {
+            assert_eq!(failures.failed(guesser, Some("alice")), Duration::ZERO);
+        }
+        assert_eq!(failures.failed(guesser, Some("alice")), base);
+        assert_eq!(failures.failed(guesser, Some("alice")), base * 2);
+        for _ in 0..100 {
+            failures.failed(guesser, Some("alice"));
+        }
+        assert_eq!(failures.failed(guesser, Some("alice")), base * 32);
+        // alice's own wrong keys from elsewhere: within her grace, free.
+        for _ in 0..SOURCE_GRACE {
+            assert_eq!(failures.failed(alice, Some("alice")), Duration::ZERO);
+        }
+        // Past it, the pressure on alice applies at once.
+        assert_eq!(failures.failed(alice, Some("alice")), base * 32);
+        failures.succeeded(alice);
+        assert_eq!(failures.source_failures(alice), 0);
+        assert!(failures.source_failures(guesser) > 100);
+    }
+
+    #[test]
+    fn unknown_names_are_not_remembered() {
+        let failures = AuthFailures::new(Duration::from_millis(1));
+        let source: IpAddr = "10.0.0.3".parse().unwrap();
+        failures.failed(source, None);
+        assert!(failures.by_person.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn connection_rate_allows_a_burst_then_the_rate_per_source() {
+        let rate = ConnectionRate::new(5, 10);
+        let start = Instant::now();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(failures.failed(a, "alice"), Duration::from_millis(250));
-        assert_eq!(failures.failed(a, "bob"), Duration::from_millis(500));
-        // Another source guessing alice is slowed by alice's record.
-        assert_eq!(failures.failed(b, "alice"), Duration::from_millis(500));
-        // A login from b waits only for b's own failures.
-        assert_eq!(failures.pending_delay(b), Duration::ZERO);
-        assert_eq!(failures.pending_delay(a), Duration::from_millis(250));
-        failures.succeeded(a, "alice");
-        assert_eq!(failures.pending_delay(a), Duration::ZERO);
+        let allowed = (0..100).filter(|_| rate.allow_at(a, start)).count();
+        assert_eq!(allowed, 10);
+        // Another source is untouched; a second later, five more.
+        assert!(rate.allow_at(b, start));
+        let later = start + Duration::from_secs(1);
+        assert_eq!((0..100).filter(|_| rate.allow_at(a, later)).count(), 5);
+    }
+
+    #[test]
+    fn ipv6_sources_are_limited_by_their_64() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let two: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_key(one), source_key(two));
+        assert_ne!(source_key(one), source_key(other));
     }
 
     #[test]

@@ -26,6 +26,37 @@ pub const SYNTAX: &str =
 /// characters, and a name this long is an attack, not a typo.
 const MAX_LOGIN_NAME: usize = 600;
 
+/// How much of a login name from the wire logs and audit events show.
+const SHOWN_LOGIN_NAME: usize = 128;
+
+/// A login name as logs and the audit trail show it before it is known to
+/// be valid: escaped (control and non-ASCII characters as `\u{..}`), cut at
+/// 128 characters with its full length noted. A name can be as long as an
+/// SSH packet (256 KiB); none of that reaches a log line.
+pub fn for_log(raw: &str) -> String {
+    let shown: String = raw
+        .chars()
+        .take(SHOWN_LOGIN_NAME)
+        .flat_map(char::escape_default)
+        .collect();
+    if raw.chars().nth(SHOWN_LOGIN_NAME).is_some() {
+        format!("{shown}...({} bytes)", raw.len())
+    } else {
+        shown
+    }
+}
+
+/// The person part of a login name from the wire, if the name is within
+/// the length limit and the part is a valid person name; else None (and
+/// nothing of it is stored).
+pub fn person_of(raw: &str) -> Option<&str> {
+    if raw.len() > MAX_LOGIN_NAME {
+        return None;
+    }
+    let person = raw.split('@').next()?;
+    validate_person(person).ok().map(|()| person)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Node {

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub api_errors: Counter,
     pub node_shell_pods_held: Gauge,
     pub node_shell_pods_created: Counter,
+    /// Connections closed at accept: over the per-source connection rate.
+    pub connections_rate_limited: Counter,
     setup_seconds: Histogram,
     /// Set once the SSH host keys are loaded.
     pub keys_loaded: AtomicBool,
@@ -61,6 +63,7 @@ impl Default for Metrics {
         let api_errors = Counter::default();
         let node_shell_pods_held = Gauge::default();
         let node_shell_pods_created = Counter::default();
+        let connections_rate_limited = Counter::default();
         // 5 ms to ~40 s: set-up is an exec upgrade, or a node-shell pod start.
         let setup_seconds = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 14),
@@ -102,6 +105,11 @@ impl Default for Metrics {
             node_shell_pods_created.clone(),
         );
         registry.register(
+            "connections_rate_limited",
+            "Connections closed at accept for exceeding the per-source connection rate",
+            connections_rate_limited.clone(),
+        );
+        registry.register(
             "session_setup_seconds",
             "Time from request to a running session",
             setup_seconds.clone(),
@@ -116,6 +124,7 @@ impl Default for Metrics {
             api_errors,
             node_shell_pods_held,
             node_shell_pods_created,
+            connections_rate_limited,
             setup_seconds,
             keys_loaded: AtomicBool::new(false),
             api_ready: AtomicBool::new(false),

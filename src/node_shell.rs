@@ -36,6 +36,10 @@ const CONTAINER: &str = "shell";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeShellConfig {
+    /// The namespace node-shell pods live in: one of their own, which alone
+    /// admits the `privileged` Pod Security level and which no login may
+    /// name as a container target. Default: `<namespace>-node-shells`.
+    pub namespace: Option<String>,
     /// Image of the node-shell pod; it needs only `nsenter` and `sleep`.
     pub image: String,
     /// The command prefix that enters the node from the pod.
@@ -53,6 +57,7 @@ pub struct NodeShellConfig {
 impl Default for NodeShellConfig {
     fn default() -> Self {
         NodeShellConfig {
+            namespace: None,
             image: "busybox:1.36".into(),
             nsenter: [
                 "nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net", "--pid", "--",
@@ -73,6 +78,15 @@ impl Default for NodeShellConfig {
 pub struct Replica {
     pub id: String,
     pub owner: Option<OwnerReference>,
+}
+
+impl NodeShellConfig {
+    /// The node-shell namespace for a bastion in `namespace`.
+    pub fn namespace_for(&self, namespace: &str) -> String {
+        self.namespace
+            .clone()
+            .unwrap_or_else(|| format!("{namespace}-node-shells"))
+    }
 }
 
 impl Replica {
@@ -104,23 +118,61 @@ impl Replica {
 /// The label naming the node a node-shell pod serves.
 pub const NODE_LABEL: &str = "kbastion.io/node";
 
-/// The pod name for a node: readable where it fits, hashed where not.
+/// The pod name for a node: `kbastion-node-NODE` where the node's name is
+/// already a valid pod-name label (no dots) and fits; otherwise a readable
+/// prefix and 80 bits of the SHA-256 of the full node name. Distinct
+/// nodes get distinct names (`node.1` and `node-1` no longer meet), and a
+/// name alone is never trusted: `serves_node` checks the pod itself.
 pub fn pod_name(node: &str) -> String {
-    // Node names are validated DNS subdomains (ASCII); dots become dashes
-    // so the pod name is also a valid label.
-    let safe = node.replace('.', "-");
-    let name = format!("kbastion-node-{safe}");
-    if name.len() <= 63 {
-        return name;
+    const PREFIX: &str = "kbastion-node-";
+    if !node.contains('.') && PREFIX.len() + node.len() <= 63 {
+        return format!("{PREFIX}{node}");
     }
-    // FNV-1a keeps long names distinct and stable across replicas.
-    let digest = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    format!(
-        "kbastion-node-{}-{digest:016x}",
-        safe[..30].trim_end_matches('-')
-    )
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(node.as_bytes());
+    let hash: String = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
+    // Node names are validated DNS subdomains (ASCII): dots become dashes.
+    let safe = node.replace('.', "-");
+    let readable = safe[..safe.len().min(28)].trim_end_matches('-');
+    format!("{PREFIX}{readable}-{hash}")
+}
+
+/// Whether `pod` is `node`'s node-shell pod: kbastion's labels, pinned to
+/// the node by `spec.nodeName`, and naming the node in its annotation and
+/// (where the name fits a label value) its label. A pod that merely has
+/// the right name (made by someone else, or for another node) is not.
+pub fn serves_node(pod: &Pod, node: &str) -> bool {
+    let labels = pod.metadata.labels.as_ref();
+    let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
+    let annotation = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NODE_ANNOTATION))
+        .map(String::as_str);
+    let pinned = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    label(MANAGED_BY.0) == Some(MANAGED_BY.1)
+        && label(COMPONENT.0) == Some(COMPONENT.1)
+        && pinned == Some(node)
+        && annotation == Some(node)
+        && (node.len() > 63 || label(NODE_LABEL) == Some(node))
+}
+
+/// The refusal for a pod with `node`'s pod name that is not its pod.
+fn not_the_nodes_pod(pod: &Pod, node: &str) -> TargetError {
+    TargetError::ForeignNodePod {
+        node: node.into(),
+        pod: format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        ),
+        pinned_to: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_else(|| "no node".into()),
+    }
 }
 
 fn now() -> u64 {
@@ -228,14 +280,24 @@ impl Drop for NodeHold {
 }
 
 impl NodeShells {
+    /// Node shells in `namespace` for a replica whose own Pod lives in
+    /// `replica_namespace`. Kubernetes forbids ownerReferences across
+    /// namespaces (the garbage collector would take the owner for gone and
+    /// delete the pod at once), so the replica owns its node pods only when
+    /// both share a namespace; otherwise expiring holds and every
+    /// replica's sweeper remove them.
     pub fn new(
         metrics: Arc<crate::metrics::Metrics>,
         client: Client,
         namespace: String,
         config: NodeShellConfig,
-        replica: Replica,
+        mut replica: Replica,
+        replica_namespace: &str,
         api_wait: Duration,
     ) -> Arc<Self> {
+        if replica_namespace != namespace {
+            replica.owner = None;
+        }
         Arc::new(NodeShells {
             metrics,
             client,
@@ -399,6 +461,9 @@ impl NodeShells {
                         ));
                     }
                 },
+                Some(pod) if !serves_node(&pod, node) => {
+                    return Err(not_the_nodes_pod(&pod, node));
+                }
                 Some(pod)
                     if pod.metadata.deletion_timestamp.is_none()
                         && hold_is_fresh(
@@ -475,6 +540,7 @@ impl NodeShells {
                 node: node.into(),
                 reason: "the node-shell pod was deleted while starting".into(),
             }),
+            Ok(Ok(Some(pod))) if !serves_node(&pod, node) => Err(not_the_nodes_pod(&pod, node)),
             Ok(Ok(Some(pod))) => match pod_failure(&pod) {
                 Some(reason) => Err(TargetError::NodeShellStart {
                     node: node.into(),
@@ -507,6 +573,10 @@ impl NodeShells {
         };
         self.hold(node).await?;
         if let Err(error) = self.wait_running(node).await {
+            if matches!(error, TargetError::ForeignNodePod { .. }) {
+                // Not ours to delete.
+                return Err(error);
+            }
             // A pod that cannot run is removed now, not left to the sweeper.
             let _ = bounded(
                 self.api_wait,
@@ -758,6 +828,13 @@ mod tests {
     #[test]
     fn pod_names_fit_kubernetes_limits() {
         assert_eq!(pod_name("node-1"), "kbastion-node-node-1");
+        // Names that once met: dots and dashes, long names sharing a prefix.
+        assert_ne!(pod_name("node.1"), pod_name("node-1"));
+        let long = "a".repeat(60);
+        assert_ne!(
+            pod_name(&format!("{long}.x")),
+            pod_name(&format!("{long}.y"))
+        );
         let long = pod_name(&"ip-10-0-0-1.eu-west-1.compute.internal.example".repeat(3));
         assert!(long.len() <= 63, "{long}");
         assert!(

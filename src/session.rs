@@ -1,5 +1,6 @@
 //! What every session kind honours besides its own work: the drain notice
-//! after SIGTERM, the end at the drain deadline, and the idle timeout.
+//! after SIGTERM, the end at the drain deadline, the idle timeout, and the
+//! revocation of the connection's credential.
 //!
 //! The bridge (shells and commands) applies these inside its own loop,
 //! because it must also end the processes it started. The services that
@@ -31,6 +32,9 @@ pub struct Control {
     /// A session carrying no data this long is closed (keepalives keep a
     /// connection alive, not a forgotten session).
     pub idle: Option<Duration>,
+    /// Set (to the reason) when the connection's credential no longer
+    /// holds: the session ends at once with a notice.
+    pub revoked: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// What the user reads when the drain deadline ends a session.
@@ -68,12 +72,19 @@ impl Traffic {
 pub type Activity = Arc<Traffic>;
 
 /// Why `supervise` ended a service before it finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interrupted {
     /// The drain deadline after SIGTERM.
     Stopped,
     /// No traffic for the idle timeout.
     Idle,
+    /// The connection's credential no longer holds (the reason).
+    Revoked(String),
+}
+
+/// What the user reads when a revocation ends a session.
+pub fn revoked_message(reason: &str) -> String {
+    format!("access revoked ({reason}): this session has ended")
 }
 
 /// Runs `service` until it ends; at the drain deadline or after the idle
@@ -92,6 +103,7 @@ pub async fn supervise<T>(
     // holds) before the channel is closed below.
     let mut service = Box::pin(service);
     let mut notice = control.notice.clone();
+    let mut revoked = control.revoked.clone();
     let idle = control.idle.unwrap_or(Duration::MAX);
     let mut tick = tokio::time::interval(idle_tick(idle));
     let mut last = (activity.total(), tokio::time::Instant::now());
@@ -105,6 +117,12 @@ pub async fn supervise<T>(
                     last = (moved, tokio::time::Instant::now());
                 } else if last.1.elapsed() >= idle {
                     break (Interrupted::Idle, idle_message(idle));
+                }
+            }
+            Ok(()) = revoked.changed() => {
+                let reason = revoked.borrow_and_update().clone();
+                if let Some(reason) = reason {
+                    break (Interrupted::Revoked(reason.clone()), revoked_message(&reason));
                 }
             }
             Ok(()) = notice.changed() => {

@@ -79,6 +79,18 @@ pub enum TargetError {
     NodeNotReady { node: String, reason: String },
     #[error("cannot start a shell on node {node}: {reason}")]
     NodeShellStart { node: String, reason: String },
+    #[error(
+        "namespace {0} belongs to the bastion and its node shells and is not a target; for a node shell use: ssh PERSON@NODE@bastion"
+    )]
+    BastionNamespace(String),
+    #[error(
+        "pod {pod} is not node {node}'s node-shell pod (it is pinned to {pinned_to}); refusing it, an administrator should delete it"
+    )]
+    ForeignNodePod {
+        node: String,
+        pod: String,
+        pinned_to: String,
+    },
 }
 
 impl TargetError {

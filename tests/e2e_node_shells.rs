@@ -6,7 +6,14 @@ use std::time::Duration;
 
 use common::*;
 
+/// Where node-shell pods live by default: a namespace of their own.
+const NODE_SHELLS: &str = "kbastion-node-shells";
+
 fn node_pods(sim: &Sim) -> Vec<String> {
+    node_pods_in(sim, NODE_SHELLS)
+}
+
+fn node_pods_in(sim: &Sim, namespace: &str) -> Vec<String> {
     let out = sim.kubectl(
         "kubectl",
         "admin",
@@ -14,7 +21,7 @@ fn node_pods(sim: &Sim) -> Vec<String> {
             "get",
             "pods",
             "-n",
-            "kbastion",
+            namespace,
             "-l",
             "app.kubernetes.io/component=node-shell",
             "-o",
@@ -28,10 +35,14 @@ fn node_pods(sim: &Sim) -> Vec<String> {
 }
 
 fn pod_json(sim: &Sim, name: &str) -> serde_json::Value {
+    pod_json_in(sim, NODE_SHELLS, name)
+}
+
+fn pod_json_in(sim: &Sim, namespace: &str, name: &str) -> serde_json::Value {
     let out = sim.kubectl(
         "kubectl",
         "admin",
-        &["get", "pod", "-n", "kbastion", name, "-o", "json"],
+        &["get", "pod", "-n", namespace, name, "-o", "json"],
     );
     serde_json::from_slice(&out.stdout).expect("kubectl prints the pod as JSON")
 }
@@ -252,6 +263,9 @@ fn a_fresh_replica_sweeps_the_pods_of_replicas_that_all_died() {
 
 /// In a cluster, every replica holding a node-shell pod owns it through
 /// its own Pod (downward API): the pod goes only when all owners are gone.
+/// Owners must share the pod's namespace, so this holds where node shells
+/// are configured into the bastion's own namespace; in a namespace of
+/// their own, expiring holds and the sweeper remove them.
 #[test]
 fn node_pods_are_owned_by_every_holding_replica_pod() {
     let sim = Sim::start();
@@ -285,7 +299,7 @@ fn node_pods_are_owned_by_every_holding_replica_pod() {
         text(&out.stdout)
     };
     let (uid_a, uid_b) = (uid_of("kbastion-a"), uid_of("kbastion-b"));
-    let config = "[node_shell]\nlinger_secs = 600\n";
+    let config = "[node_shell]\nlinger_secs = 600\nnamespace = \"kbastion\"\n";
     let a = Bastion::start_with_env(
         &sim,
         config,
@@ -302,12 +316,13 @@ fn node_pods_are_owned_by_every_holding_replica_pod() {
     }
     let name = "kbastion-node-node-1";
     let owners = |sim: &Sim| -> Vec<String> {
-        let mut uids: Vec<String> = pod_json(sim, name)["metadata"]["ownerReferences"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|o| o["uid"].as_str().map(String::from))
-            .collect();
+        let mut uids: Vec<String> =
+            pod_json_in(sim, "kbastion", name)["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["uid"].as_str().map(String::from))
+                .collect();
         uids.sort();
         uids
     };
@@ -321,7 +336,7 @@ fn node_pods_are_owned_by_every_holding_replica_pod() {
         &["delete", "pod", "-n", "kbastion", "kbastion-a"],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(node_pods(&sim), [name]);
+    assert_eq!(node_pods_in(&sim, "kbastion"), [name]);
     assert_eq!(owners(&sim), [uid_b]);
     // The last owner goes: the garbage collector takes the node pod.
     let out = sim.kubectl(
@@ -333,6 +348,6 @@ fn node_pods_are_owned_by_every_holding_replica_pod() {
     wait_for(
         "the node pod to be collected",
         Duration::from_secs(10),
-        || node_pods(&sim).is_empty(),
+        || node_pods_in(&sim, "kbastion").is_empty(),
     );
 }

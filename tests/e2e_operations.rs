@@ -256,7 +256,7 @@ fn two_replicas_share_host_key_and_node_pod_and_report_their_sessions() {
     let pods = sim.kubectl(
         "kubectl",
         "admin",
-        &["get", "pods", "-n", "kbastion", "-o", "name"],
+        &["get", "pods", "-n", "kbastion-node-shells", "-o", "name"],
     );
     assert_eq!(text(&pods.stdout), "pod/kbastion-node-node-1\n");
     for port in ports {

@@ -20,6 +20,7 @@ use crate::bridge::{self, Outcome, Pty, SessionRequest};
 use crate::cluster::Identity;
 use crate::login::{self, LoginError, LoginName, Target};
 use crate::node_shell::NodeHold;
+use crate::revocation::Credential;
 use crate::target::{ExecTarget, TargetError};
 
 /// Why kbastion refuses what OpenSSH clients may ask for besides sessions
@@ -42,8 +43,11 @@ struct Login {
     person: String,
     identity: Identity,
     target: Result<Option<Target>, LoginError>,
-    /// A certificate's `force-command`: run instead of what the client asks.
-    force_command: Option<String>,
+    /// What the credential permits (a certificate's extensions and
+    /// critical options; everything for a plain key).
+    grant: crate::certificates::Grant,
+    /// What logged in, checked again on every channel and every reload.
+    credential: Credential,
 }
 
 pub struct Connection {
@@ -57,6 +61,11 @@ pub struct Connection {
     refused_remote_forward: Arc<std::sync::Mutex<Option<String>>>,
     /// Client input this connection's sessions hold for their targets.
     backlog: Arc<crate::flow::Backlog>,
+    /// Set to the reason once the credential no longer holds; every
+    /// session of the connection watches it.
+    revoked: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    /// Ends the credential watcher with the connection.
+    _watcher: Option<tokio_util::sync::DropGuard>,
 }
 
 impl Connection {
@@ -73,6 +82,8 @@ impl Connection {
             open_channels: Arc::default(),
             refused_remote_forward: Arc::default(),
             backlog: crate::flow::Backlog::new(crate::flow::CONNECTION_BACKLOG, "connection"),
+            revoked: Arc::new(tokio::sync::watch::channel(None).0),
+            _watcher: None,
         }
     }
 
@@ -92,6 +103,18 @@ impl Connection {
             .login
             .clone()
             .ok_or(ChannelOpenFailure::AdministrativelyProhibited)?;
+        // Reloads and expiry are watched too (`watch_credential`); this
+        // also catches the moments in between.
+        let still =
+            login
+                .credential
+                .check(&self.shared.access().lists(), self.peer.ip(), unix_now());
+        if let Some(reason) = still.err().or_else(|| self.revoked.borrow().clone()) {
+            return Err(ChannelOpenFailure::Other {
+                code: 1, // SSH_OPEN_ADMINISTRATIVELY_PROHIBITED
+                reason: format!("access revoked: {reason}"),
+            });
+        }
         if self.shared.notice.borrow().is_some() {
             return Err(ChannelOpenFailure::Other {
                 code: 2, // SSH_OPEN_CONNECT_FAILED
@@ -144,7 +167,9 @@ impl Connection {
         });
     }
 
-    /// Logs, audits and slows down a failed attempt.
+    /// Logs, audits and, past the source's grace, slows down a failed
+    /// attempt. The name is shown cut and escaped (`login::for_log`); only
+    /// a configured person is counted by name.
     async fn auth_failed(
         &self,
         login: &str,
@@ -152,17 +177,18 @@ impl Connection {
         fingerprint: Option<String>,
         reason: &str,
     ) {
-        let person = login.split('@').next().unwrap_or_default();
-        tracing::info!(peer = %self.peer, login = %login.escape_debug(), %method, fingerprint = ?fingerprint, %reason, "authentication failed");
+        let shown = login::for_log(login);
+        let person = login::person_of(login).filter(|p| self.shared.user(p).is_some());
+        tracing::info!(peer = %self.peer, login = %shown, %method, fingerprint = ?fingerprint, %reason, "authentication failed");
         self.shared.audit.record(Event::Auth {
             source: self.peer.to_string(),
-            login: login.to_string(),
+            login: shown,
             method: method.into(),
             fingerprint,
             success: false,
             reason: Some(reason.into()),
         });
-        let label = if self.shared.user(person).is_none() {
+        let label = if person.is_none() {
             "unknown_user"
         } else if method == CERTIFICATE {
             "certificate_refused"
@@ -176,11 +202,15 @@ impl Connection {
     /// The configured person a login name starts with, if its key matches
     /// and they may connect from here.
     fn key_accepted(&self, raw_login: &str, key: &PublicKey) -> bool {
-        let person = raw_login.split('@').next().unwrap_or_default();
-        self.shared.user(person).is_some_and(|user| {
-            user.allowed_from(self.peer.ip())
-                && user.keys.iter().any(|k| k.key_data() == key.key_data())
-        })
+        let Some(person) = login::person_of(raw_login) else {
+            return false;
+        };
+        let access = self.shared.access();
+        !access.revoked.key_revoked(key.key_data())
+            && self.shared.user(person).is_some_and(|user| {
+                user.allowed_from(self.peer.ip())
+                    && user.keys.iter().any(|k| k.key_data() == key.key_data())
+            })
     }
 
     /// Records a successful login and what it may reach.
@@ -189,22 +219,23 @@ impl Connection {
         user: &str,
         method: &str,
         fingerprint: String,
-        force_command: Option<String>,
+        grant: crate::certificates::Grant,
+        credential: Credential,
     ) -> Auth {
-        let person = user.split('@').next().unwrap_or_default().to_string();
-        let Some(configured) = self.shared.user(&person) else {
+        let Some(configured) = login::person_of(user).and_then(|p| self.shared.user(p)) else {
             return Auth::reject();
         };
+        let person = configured.name.clone();
         let identity = Identity {
             user: configured.kubernetes_user().to_string(),
             groups: configured.kubernetes_groups.clone(),
         };
         let target = LoginName::parse(user).map(|name| name.target);
         tracing::info!(peer = %self.peer, %person, %method, %fingerprint, kubernetes_user = %identity.user, target = ?target.as_ref().ok().and_then(|t| t.as_ref()).map(ToString::to_string), "authenticated");
-        self.shared.auth_failures.succeeded(self.peer.ip(), &person);
+        self.shared.auth_failures.succeeded(self.peer.ip());
         self.shared.audit.record(Event::Auth {
             source: self.peer.to_string(),
-            login: user.to_string(),
+            login: login::for_log(user),
             method: method.into(),
             fingerprint: Some(fingerprint),
             success: true,
@@ -214,7 +245,8 @@ impl Connection {
             person,
             identity,
             target,
-            force_command,
+            grant,
+            credential,
         });
         let _ = self.authenticated.send(true);
         Auth::Accept
@@ -224,13 +256,34 @@ impl Connection {
 impl russh::server::Handler for Connection {
     type Error = russh::Error;
 
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        if let Some(login) = &self.login {
+            let ended = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(watch_credential(
+                self.shared.clone(),
+                login.credential.clone(),
+                self.peer,
+                self.revoked.clone(),
+                session.handle(),
+                ended.clone(),
+            ));
+            self._watcher = Some(ended.drop_guard());
+        }
+        Ok(())
+    }
+
     async fn auth_publickey_offered(
         &mut self,
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        // Owed from this source's earlier failures.
-        tokio::time::sleep(self.shared.auth_failures.pending_delay(self.peer.ip())).await;
+        if let Some(reason) = super::refused_signature(offer.algorithm) {
+            let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+            self.auth_failed(user, PUBLIC_KEY, Some(fingerprint), reason)
+                .await;
+            return Ok(Auth::reject());
+        }
+        // A right key is answered at once, whatever failed before.
         if self.key_accepted(user, offer.public_key) {
             return Ok(Auth::Accept);
         }
@@ -259,6 +312,21 @@ impl russh::server::Handler for Connection {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+        // Also refused when offered; checked again on the signature itself.
+        if let Some(reason) = super::refused_signature(key.algorithm) {
+            self.auth_failed(user, PUBLIC_KEY, Some(fingerprint), reason)
+                .await;
+            return Ok(Auth::reject());
+        }
+        // A FIDO key's presence flag is inside the signature, which russh
+        // keeps to itself: without it, only `no-touch-required` (a
+        // certificate extension here; key options are not read) allows one.
+        if crate::certificates::is_fido(key.public_key.algorithm()) {
+            let reason = crate::certificates::CertificateError::TouchRequired.to_string();
+            self.auth_failed(user, PUBLIC_KEY, Some(fingerprint), &reason)
+                .await;
+            return Ok(Auth::reject());
+        }
         if !self.key_accepted(user, key.public_key) {
             self.auth_failed(
                 user,
@@ -269,7 +337,17 @@ impl russh::server::Handler for Connection {
             .await;
             return Ok(Auth::reject());
         }
-        Ok(self.logged_in(user, PUBLIC_KEY, fingerprint, None))
+        let credential = Credential::Key {
+            person: login::person_of(user).unwrap_or_default().to_string(),
+            key: key.public_key.key_data().clone(),
+        };
+        Ok(self.logged_in(
+            user,
+            PUBLIC_KEY,
+            fingerprint,
+            crate::certificates::Grant::unrestricted(),
+            credential,
+        ))
     }
 
     async fn auth_openssh_certificate(
@@ -281,11 +359,8 @@ impl russh::server::Handler for Connection {
             .public_key()
             .fingerprint(HashAlg::Sha256)
             .to_string();
-        let person = user.split('@').next().unwrap_or_default();
-        tokio::time::sleep(self.shared.auth_failures.pending_delay(self.peer.ip())).await;
-        let Some(configured) = self
-            .shared
-            .user(person)
+        let Some(configured) = login::person_of(user)
+            .and_then(|person| self.shared.user(person))
             .filter(|u| u.allowed_from(self.peer.ip()))
         else {
             self.auth_failed(
@@ -297,27 +372,44 @@ impl russh::server::Handler for Connection {
             .await;
             return Ok(Auth::reject());
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        match crate::certificates::check(
+        let access = self.shared.access();
+        let checked = crate::certificates::check(
             certificate,
             &configured.name,
             self.peer.ip(),
-            &self.shared.access().ca_fingerprints,
-            now,
-        ) {
+            &access.ca_fingerprints,
+            unix_now(),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|grant| {
+            match access.revoked.certificate_revoked(
+                certificate.public_key(),
+                certificate.serial(),
+                certificate.key_id(),
+            ) {
+                Some(why) => Err(format!("the certificate is revoked: {why}")),
+                None => Ok(grant),
+            }
+        });
+        match checked {
             Ok(grant) => {
                 let described = format!(
                     "{fingerprint} (certificate {:?}, serial {})",
-                    certificate.key_id(),
+                    login::for_log(certificate.key_id()),
                     certificate.serial()
                 );
-                Ok(self.logged_in(user, CERTIFICATE, described, grant.force_command))
+                let credential = Credential::Certificate {
+                    person: configured.name.clone(),
+                    key: certificate.public_key().clone(),
+                    serial: certificate.serial(),
+                    key_id: certificate.key_id().to_string(),
+                    valid_before: certificate.valid_before(),
+                    ca: certificate.signature_key().fingerprint(HashAlg::Sha256),
+                };
+                Ok(self.logged_in(user, CERTIFICATE, described, grant, credential))
             }
             Err(error) => {
-                self.auth_failed(user, CERTIFICATE, Some(fingerprint), &error.to_string())
+                self.auth_failed(user, CERTIFICATE, Some(fingerprint), &error)
                     .await;
                 Ok(Auth::reject())
             }
@@ -340,6 +432,7 @@ impl russh::server::Handler for Connection {
         reply.accept().await;
         let shared = self.shared.clone();
         let peer = self.peer;
+        let revoked = self.revoked.clone();
         let remote_forward = self
             .refused_remote_forward
             .lock()
@@ -347,7 +440,16 @@ impl russh::server::Handler for Connection {
             .take();
         let backlogs = self.backlogs(&login);
         tokio::spawn(async move {
-            session_channel(channel, login, shared, peer, remote_forward, backlogs).await;
+            session_channel(
+                channel,
+                login,
+                shared,
+                peer,
+                remote_forward,
+                backlogs,
+                revoked,
+            )
+            .await;
             drop(guard);
         });
         Ok(())
@@ -364,6 +466,21 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if let Some(reason) = self
+            .login
+            .as_ref()
+            .and_then(|l| l.grant.forwarding_refusal())
+        {
+            let destination = format!("{}:{port_to_connect}", host_to_connect.escape_debug());
+            self.refuse_request(SessionKind::Forward { destination }, reason);
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 1, // SSH_OPEN_ADMINISTRATIVELY_PROHIBITED
+                    reason: reason.into(),
+                })
+                .await;
+            return Ok(());
+        }
         let (login, guard) = match self.admit() {
             Ok(admitted) => admitted,
             Err(refusal) => {
@@ -374,9 +491,20 @@ impl russh::server::Handler for Connection {
         // Resolving takes API calls: never inside the connection's event loop.
         let (shared, peer, host) = (self.shared.clone(), self.peer, host_to_connect.to_string());
         let flow = Arc::new(crate::flow::Flow::new(self.backlogs(&login)));
+        let control = shared.control(self.revoked.subscribe());
         tokio::spawn(async move {
             let destination = (host, port_to_connect);
-            forward_channel(channel, reply, destination, login, shared, peer, flow).await;
+            forward_channel(
+                channel,
+                reply,
+                destination,
+                login,
+                shared,
+                peer,
+                flow,
+                control,
+            )
+            .await;
             drop(guard);
         });
         Ok(())
@@ -426,6 +554,13 @@ impl russh::server::Handler for Connection {
         _: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // OpenSSH's client ends the session on a refused pty (`-t`), so
+        // the reason goes to the log and audit; a client that goes on
+        // reads it on stderr too (`session_channel`).
+        if let Some(reason) = self.login.as_ref().and_then(|l| l.grant.pty_refusal()) {
+            self.refuse_request(SessionKind::Pty, reason);
+            return session.channel_failure(channel);
+        }
         session.channel_success(channel)
     }
 
@@ -519,6 +654,7 @@ async fn session_channel(
     peer: SocketAddr,
     remote_forward: Option<String>,
     backlogs: Vec<Arc<crate::flow::Backlog>>,
+    revoked: Arc<tokio::sync::watch::Sender<Option<String>>>,
 ) {
     let (mut read, write) = channel.split();
     let mut pty: Option<Pty> = None;
@@ -526,6 +662,9 @@ async fn session_channel(
     let mut notes: Vec<String> = remote_forward.into_iter().collect();
     let request = loop {
         match read.wait().await {
+            Some(ChannelMsg::RequestPty { .. }) if login.grant.pty_refusal().is_some() => {
+                notes.extend(login.grant.pty_refusal().map(String::from));
+            }
             Some(ChannelMsg::RequestPty {
                 term,
                 col_width,
@@ -574,7 +713,7 @@ async fn session_channel(
         }
     };
     let mut request = request;
-    if let Some(command) = &login.force_command {
+    if let Some(command) = &login.grant.force_command {
         request.command = Some(command.clone());
     }
     let tty = request.pty.is_some();
@@ -654,7 +793,7 @@ async fn session_channel(
         user: login.identity.user.clone(),
         api_wait: shared.config.timeouts.api(),
         recorder,
-        control: shared.control(),
+        control: shared.control(revoked.subscribe()),
         stdin_eof: shared.stdin_eof,
         stream_verb: shared.stream_verb,
         backlogs,
@@ -675,6 +814,7 @@ async fn session_channel(
         Outcome::ClientGone => (None, "client gone".to_string(), "client_gone"),
         Outcome::Stopped => (None, "bastion stopped".to_string(), "stopped"),
         Outcome::Idle => (None, "idle timeout".to_string(), "idle"),
+        Outcome::Revoked(why) => (None, format!("access revoked: {why}"), "revoked"),
         Outcome::Failed(why) => {
             shared.metrics.api_errors.inc();
             (None, format!("failed: {why}"), "failed")
@@ -751,6 +891,7 @@ async fn supervised(
             outcome: match interrupted {
                 Interrupted::Stopped => Outcome::Stopped,
                 Interrupted::Idle => Outcome::Idle,
+                Interrupted::Revoked(reason) => Outcome::Revoked(reason),
             },
             // The service, which counts file bytes, is gone: what the
             // channel carried stands in.
@@ -841,6 +982,13 @@ async fn resolve_uncounted(
             pod,
             container,
         } => {
+            // Its pods are the bastion's replicas (their token can
+            // impersonate anyone) and node shells (root on a node): an
+            // exec there would skip the node check (`nodes/proxy`), so no
+            // one's RBAC may open that path.
+            if shared.protected_namespaces().contains(&namespace.as_str()) {
+                return Err(TargetError::BastionNamespace(namespace.clone()));
+            }
             let client = shared
                 .cluster
                 .as_user(&login.identity)
@@ -875,6 +1023,7 @@ async fn resolve_uncounted(
 /// One forwarded connection: resolve, check the destination, then accept
 /// One forwarded connection: resolve, check the destination, then accept
 /// and carry, or refuse with the reason.
+#[allow(clippy::too_many_arguments)] // each is a distinct part of the forward
 async fn forward_channel(
     channel: Channel<Msg>,
     reply: ChannelOpenHandle,
@@ -883,6 +1032,7 @@ async fn forward_channel(
     shared: Arc<Shared>,
     peer: SocketAddr,
     flow: Arc<crate::flow::Flow>,
+    control: crate::session::Control,
 ) {
     let setup_started = Instant::now();
     let kind = SessionKind::Forward {
@@ -953,7 +1103,7 @@ async fn forward_channel(
     let activity = crate::session::Activity::default();
     let (read, write) = channel.split();
     let carried = crate::session::supervise(
-        &shared.control(),
+        &control,
         &activity,
         &write,
         false,
@@ -965,6 +1115,9 @@ async fn forward_channel(
         Ok(Err(error)) => (error, "failed"),
         Err(crate::session::Interrupted::Idle) => ("idle timeout".to_string(), "idle"),
         Err(crate::session::Interrupted::Stopped) => ("bastion stopped".to_string(), "stopped"),
+        Err(crate::session::Interrupted::Revoked(why)) => {
+            (format!("access revoked: {why}"), "revoked")
+        }
     };
     tracing::info!(%peer, session = %session_id, person = %login.person, %target, ?kind, %reason, "forward ended");
     let bytes_in = activity.bytes_in.load(std::sync::atomic::Ordering::Relaxed);
@@ -1053,4 +1206,69 @@ async fn reachable_targets(shared: &Shared, login: &Login) -> String {
         }
     }
     message
+}
+
+/// Unix seconds now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// How long a revoked connection's sessions have to show their notice
+/// before the connection itself is closed (which ends forwards and file
+/// transfers too).
+const REVOKED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Checks a logged-in connection's credential again on every reload and
+/// when a certificate expires; once it no longer holds, tells the
+/// sessions (`revoked`) and then closes the connection with the reason.
+async fn watch_credential(
+    shared: Arc<Shared>,
+    credential: Credential,
+    peer: SocketAddr,
+    revoked: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    handle: russh::server::Handle,
+    ended: tokio_util::sync::CancellationToken,
+) {
+    let mut reloads = shared.reloads.subscribe();
+    // A year: far enough for "never", near enough for tokio's clock.
+    let horizon = std::time::Duration::from_secs(365 * 24 * 3600);
+    let reason = loop {
+        let until_expiry = credential
+            .expires()
+            .map(|at| std::time::Duration::from_secs(at.saturating_sub(unix_now())).min(horizon))
+            .unwrap_or(horizon);
+        tokio::select! {
+            () = ended.cancelled() => return,
+            changed = reloads.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(until_expiry) => {}
+        }
+        if let Err(reason) = credential.check(&shared.access().lists(), peer.ip(), unix_now()) {
+            break reason;
+        }
+    };
+    tracing::info!(%peer, %reason, "access revoked: ending the connection");
+    shared.audit.record(Event::Revocation {
+        source: peer.to_string(),
+        person: match &credential {
+            Credential::Key { person, .. } | Credential::Certificate { person, .. } => {
+                person.clone()
+            }
+        },
+        reason: reason.clone(),
+    });
+    revoked.send_replace(Some(reason.clone()));
+    tokio::select! {
+        () = ended.cancelled() => return,
+        () = tokio::time::sleep(REVOKED_GRACE) => {}
+    }
+    let _ = handle
+        .disconnect(
+            russh::Disconnect::ByApplication,
+            format!("access revoked: {reason}"),
+            "en".into(),
+        )
+        .await;
 }

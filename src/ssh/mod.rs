@@ -28,6 +28,8 @@ pub struct Shared {
     pub auth_failures: crate::limits::AuthFailures,
     pub sessions_per_user: crate::limits::Counter<String>,
     pub connections_per_source: crate::limits::Counter<std::net::IpAddr>,
+    /// New connections per second per source.
+    pub connection_rate: crate::limits::ConnectionRate,
     /// Connections that have not logged in yet, from everywhere.
     pub unauthenticated: crate::limits::Counter<()>,
     /// The verb the cluster checks for exec/port-forward over WebSocket.
@@ -39,6 +41,8 @@ pub struct Shared {
     /// The people allowed in and the trusted user CAs; replaced as a whole
     /// on reload (SIGHUP).
     access: std::sync::RwLock<Arc<Access>>,
+    /// Bumped on every reload of the access lists.
+    pub reloads: tokio::sync::watch::Sender<u64>,
     /// A message every open session shows its user (shutdown notice).
     pub notice: tokio::sync::watch::Sender<Option<String>>,
     /// Cancelled when the drain time after SIGTERM is over.
@@ -62,9 +66,10 @@ impl Shared {
         let node_shells = crate::node_shell::NodeShells::new(
             metrics.clone(),
             cluster.own(),
-            config.namespace.clone(),
+            config.node_shell.namespace_for(&config.namespace),
             config.node_shell.clone(),
             crate::node_shell::Replica::from_environment(),
+            &config.namespace,
             config.timeouts.api(),
         );
         let wait = config.timeouts.api();
@@ -86,6 +91,10 @@ impl Shared {
             connections_per_source: crate::limits::Counter::new(
                 config.limits.max_connections_per_source,
             ),
+            connection_rate: crate::limits::ConnectionRate::new(
+                config.limits.connections_per_second_per_source,
+                config.limits.connection_burst_per_source,
+            ),
             unauthenticated: crate::limits::Counter::new(
                 config.limits.max_unauthenticated_connections,
             ),
@@ -93,6 +102,7 @@ impl Shared {
             stdin_eof: minor >= 30,
             metrics,
             access: std::sync::RwLock::new(Arc::new(Access::of(&config))),
+            reloads: tokio::sync::watch::channel(0).0,
             notice: tokio::sync::watch::channel(None).0,
             stop: tokio_util::sync::CancellationToken::new(),
             person_backlogs: Default::default(),
@@ -104,10 +114,12 @@ impl Shared {
     }
 }
 
-/// Who may log in: people and the user CAs trusted for certificates.
+/// Who may log in: people, the user CAs trusted for certificates, and
+/// what is revoked.
 pub struct Access {
     pub users: Vec<crate::config::User>,
     pub ca_fingerprints: Vec<russh::keys::ssh_key::Fingerprint>,
+    pub revoked: crate::revocation::RevokedKeys,
 }
 
 impl Access {
@@ -115,6 +127,16 @@ impl Access {
         Access {
             users: config.users.clone(),
             ca_fingerprints: crate::certificates::fingerprints(&config.ca_keys),
+            revoked: config.revoked.clone(),
+        }
+    }
+
+    /// The lists a logged-in credential is checked against.
+    pub fn lists(&self) -> crate::revocation::Lists<'_> {
+        crate::revocation::Lists {
+            users: &self.users,
+            ca_fingerprints: &self.ca_fingerprints,
+            revoked: &self.revoked,
         }
     }
 }
@@ -137,12 +159,17 @@ impl Shared {
         backlog
     }
 
-    /// The drain and idle rules a new session follows.
-    pub fn control(&self) -> crate::session::Control {
+    /// The drain, idle and revocation rules a new session follows;
+    /// `revoked` is its connection's (`handler::watch_credential`).
+    pub fn control(
+        &self,
+        revoked: tokio::sync::watch::Receiver<Option<String>>,
+    ) -> crate::session::Control {
         crate::session::Control {
             notice: self.notice.subscribe(),
             stop: self.stop.clone(),
             idle: self.config.timeouts.idle(),
+            revoked,
         }
     }
 
@@ -154,20 +181,47 @@ impl Shared {
             .clone()
     }
 
+    /// The namespaces no container target may be in: the bastion's own and
+    /// its node shells'.
+    pub fn protected_namespaces(&self) -> [&str; 2] {
+        [
+            self.config.namespace.as_str(),
+            self.config
+                .node_shell
+                .namespace
+                .as_deref()
+                .unwrap_or(self.config.namespace.as_str()),
+        ]
+    }
+
     /// The configured person `name`, from the current user list.
     pub fn user(&self, name: &str) -> Option<crate::config::User> {
         self.access().users.iter().find(|u| u.name == name).cloned()
     }
 
-    /// Takes the users, keys and CAs of a newly loaded config; sessions
-    /// that are open stay open. Other settings need a restart.
+    /// Takes the users, keys, CAs and revocations of a newly loaded
+    /// config, and has every logged-in connection check its credential
+    /// against them (`handler::watch_credential`). Other settings need a
+    /// restart.
     pub fn reload_users(&self, config: &Config) {
         *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Access::of(config));
+        self.reloads.send_modify(|generation| *generation += 1);
     }
 }
 
+/// Why a user's signature algorithm is refused even though russh would
+/// verify it: `ssh-rsa` signs with SHA-1, which is broken for collisions
+/// (SHA-1 is a Shambles, 2020); OpenSSH 8.8 stopped accepting it. russh
+/// leaves refusing it to the handler (`PublicKeyOffer::algorithm`).
+pub fn refused_signature(algorithm: &Algorithm) -> Option<&'static str> {
+    matches!(algorithm, Algorithm::Rsa { hash: None }).then_some(SHA1_SIGNATURE_REFUSED)
+}
+
+pub const SHA1_SIGNATURE_REFUSED: &str = "ssh-rsa (SHA-1) signatures are refused; sign with rsa-sha2-256 or rsa-sha2-512 (OpenSSH 7.2 or later) or use an Ed25519 key";
+
 /// Only modern algorithms: no SHA-1 signatures or MACs, no CBC, no
-/// group1/group14-sha1 key exchange, no compression.
+/// group1/group14-sha1 key exchange, no compression, and only the
+/// encrypt-then-MAC variants of HMAC (the AEAD ciphers need none).
 pub fn algorithms() -> Preferred {
     Preferred {
         kex: Cow::Borrowed(&[
@@ -206,12 +260,7 @@ pub fn algorithms() -> Preferred {
             cipher::AES_256_CTR,
             cipher::AES_128_CTR,
         ]),
-        mac: Cow::Borrowed(&[
-            mac::HMAC_SHA512_ETM,
-            mac::HMAC_SHA256_ETM,
-            mac::HMAC_SHA512,
-            mac::HMAC_SHA256,
-        ]),
+        mac: Cow::Borrowed(&[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM]),
         compression: Cow::Borrowed(&[russh::compression::NONE]),
     }
 }
@@ -270,7 +319,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
                 continue;
             }
         };
-        // Over its limit, a source is dropped before any SSH work is done.
+        // Over its rate or its limit, a source is dropped before any SSH
+        // work is done (logged at debug: a flood must not flood the log).
+        if !shared.connection_rate.allow(peer.ip()) {
+            shared.metrics.connections_rate_limited.inc();
+            tracing::debug!(%peer, "connection refused: too many new connections from this address");
+            continue;
+        }
         let Some(connection_slot) = shared.connections_per_source.take(peer.ip()) else {
             tracing::info!(%peer, "connection refused: too many connections from this address");
             continue;

@@ -1,0 +1,205 @@
+//! Revoked keys and certificates (`revoked_keys`), and the re-check of a
+//! logged-in connection's credential when the configuration is reloaded
+//! or its certificate expires.
+//!
+//! The file is OpenSSH's plain `RevokedKeys` form (one public key per
+//! line, `authorized_keys` syntax; a certificate line revokes its key)
+//! with the certificate lines of `ssh-keygen -k`'s KRL specification:
+//! `serial: N` or `serial: N-M`, `id: KEY_ID`, and `hash: SHA256:...`
+//! (a key by fingerprint). Serials and key IDs apply to certificates from
+//! every trusted CA. Blank lines and `#` comments are ignored.
+//!
+//! This module decides; it does not disconnect anyone (`ssh::handler`
+//! does, with a notice).
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use russh::keys::ssh_key::public::KeyData;
+use russh::keys::ssh_key::{Fingerprint, HashAlg};
+
+/// What `revoked_keys` revokes.
+#[derive(Debug, Clone, Default)]
+pub struct RevokedKeys {
+    keys: HashSet<Fingerprint>,
+    serials: Vec<(u64, u64)>,
+    key_ids: HashSet<String>,
+}
+
+fn fingerprint(key: &KeyData) -> Fingerprint {
+    key.fingerprint(HashAlg::Sha256)
+}
+
+impl RevokedKeys {
+    /// Parses the file's text; an error names the line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut revoked = RevokedKeys::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            let at = |message: String| format!("line {}: {message}", n + 1);
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(range) = line.strip_prefix("serial:") {
+                let range = range.trim();
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                let number = |s: &str| {
+                    s.trim()
+                        .parse::<u64>()
+                        .map_err(|_| at(format!("{range:?} is not a serial or serial range")))
+                };
+                let (low, high) = (number(low)?, number(high)?);
+                if low > high {
+                    return Err(at(format!("serial range {range:?} is empty")));
+                }
+                revoked.serials.push((low, high));
+            } else if let Some(id) = line.strip_prefix("id:") {
+                revoked.key_ids.insert(id.trim().to_string());
+            } else if let Some(hash) = line.strip_prefix("hash:") {
+                let hash: Fingerprint = hash
+                    .trim()
+                    .parse()
+                    .map_err(|e| at(format!("not a SHA256 fingerprint ({e})")))?;
+                revoked.keys.insert(hash);
+            } else if let Ok(certificate) = russh::keys::Certificate::from_openssh(line) {
+                revoked.keys.insert(fingerprint(certificate.public_key()));
+            } else {
+                let key = crate::config::parse_authorized_key(line)
+                    .map_err(at)?
+                    .ok_or_else(|| at("empty key".into()))?;
+                revoked.keys.insert(fingerprint(key.key_data()));
+            }
+        }
+        Ok(revoked)
+    }
+
+    pub fn key_revoked(&self, key: &KeyData) -> bool {
+        self.keys.contains(&fingerprint(key))
+    }
+
+    /// Why a certificate is revoked, if it is: its key, serial or key ID.
+    pub fn certificate_revoked(&self, key: &KeyData, serial: u64, key_id: &str) -> Option<String> {
+        if self.key_revoked(key) {
+            Some("its key is revoked".into())
+        } else if self
+            .serials
+            .iter()
+            .any(|(low, high)| (*low..=*high).contains(&serial))
+        {
+            Some(format!("its serial {serial} is revoked"))
+        } else if self.key_ids.contains(key_id) {
+            Some(format!("its key ID {key_id:?} is revoked"))
+        } else {
+            None
+        }
+    }
+}
+
+/// What a connection logged in with, kept to check it again.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Key {
+        person: String,
+        key: KeyData,
+    },
+    Certificate {
+        person: String,
+        key: KeyData,
+        serial: u64,
+        key_id: String,
+        /// Unix seconds; `u64::MAX` for "forever".
+        valid_before: u64,
+        ca: Fingerprint,
+    },
+}
+
+/// The access lists a credential is checked against.
+pub struct Lists<'a> {
+    pub users: &'a [crate::config::User],
+    pub ca_fingerprints: &'a [Fingerprint],
+    pub revoked: &'a RevokedKeys,
+}
+
+impl Credential {
+    /// When a certificate stops being valid (unix seconds).
+    pub fn expires(&self) -> Option<u64> {
+        match self {
+            Credential::Key { .. } => None,
+            Credential::Certificate { valid_before, .. } => Some(*valid_before),
+        }
+    }
+
+    /// Whether the credential still logs its person in from `source` at
+    /// `now`; the reason, in a few words, when not.
+    pub fn check(&self, lists: &Lists<'_>, source: IpAddr, now: u64) -> Result<(), String> {
+        let person = match self {
+            Credential::Key { person, .. } | Credential::Certificate { person, .. } => person,
+        };
+        let Some(user) = lists.users.iter().find(|u| &u.name == person) else {
+            return Err(format!("{person} is no longer a configured user"));
+        };
+        if !user.allowed_from(source) {
+            return Err(format!("{person} may no longer connect from {source}"));
+        }
+        match self {
+            Credential::Key { key, .. } => {
+                if lists.revoked.key_revoked(key) {
+                    return Err("the key is revoked".into());
+                }
+                if !user.keys.iter().any(|k| k.key_data() == key) {
+                    return Err(format!("the key is no longer authorized for {person}"));
+                }
+            }
+            Credential::Certificate {
+                key,
+                serial,
+                key_id,
+                valid_before,
+                ca,
+                ..
+            } => {
+                if now >= *valid_before {
+                    return Err("the certificate has expired".into());
+                }
+                if !lists.ca_fingerprints.contains(ca) {
+                    return Err("the certificate's CA is no longer trusted".into());
+                }
+                if let Some(why) = lists.revoked.certificate_revoked(key, *serial, key_id) {
+                    return Err(format!("the certificate is revoked: {why}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMDfXAD8pTqWlh0C4MoJnLz2UlW3d5CzUtBQ4ilOF8Ba test@example";
+
+    const OTHER: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBF+Qzc3Tzq13JCA0Ih+hQCCctc9BJF3Oi6ClC7YsaO6 other";
+
+    #[test]
+    fn keys_serials_and_ids_are_read_and_bad_lines_named() {
+        let revoked = RevokedKeys::parse(&format!(
+            "# revoked\n{KEY}\nserial: 7\nserial: 10-20\nid: laptop\n"
+        ))
+        .unwrap();
+        let key = russh::keys::PublicKey::from_openssh(KEY).unwrap();
+        assert!(revoked.key_revoked(key.key_data()));
+        let other = russh::keys::PublicKey::from_openssh(OTHER).unwrap();
+        let other = other.key_data().clone();
+        assert!(!revoked.key_revoked(&other));
+        assert!(revoked.certificate_revoked(&other, 15, "x").is_some());
+        assert!(revoked.certificate_revoked(&other, 7, "x").is_some());
+        assert!(revoked.certificate_revoked(&other, 8, "laptop").is_some());
+        assert!(revoked.certificate_revoked(&other, 8, "desk").is_none());
+        let error = RevokedKeys::parse("serial: 9-3\n").unwrap_err();
+        assert!(error.starts_with("line 1:"), "{error}");
+        let error = RevokedKeys::parse("\nnot a key\n").unwrap_err();
+        assert!(error.starts_with("line 2:"), "{error}");
+    }
+}
