@@ -45,6 +45,10 @@ pub struct Config {
     /// the node-shell namespace (`node_shell.namespace`).
     #[serde(default = "default_namespace")]
     pub namespace: String,
+    /// The PROXY protocol from trusted load balancers (the real client
+    /// address behind them).
+    #[serde(default)]
+    pub proxy_protocol: crate::proxy_protocol::ProxyProtocolConfig,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
@@ -342,6 +346,7 @@ impl Config {
                 config.ca_keys.push(key);
             }
         }
+        config.proxy_protocol.validate()?;
         config.revoked_keys = config.revoked_keys.as_deref().map(resolve);
         if let Some(path) = &config.revoked_keys {
             let text = std::fs::read_to_string(path)

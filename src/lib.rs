@@ -20,6 +20,7 @@ pub mod limits;
 pub mod login;
 pub mod metrics;
 pub mod node_shell;
+pub mod proxy_protocol;
 pub mod recording;
 pub mod remote_fs;
 pub mod revocation;

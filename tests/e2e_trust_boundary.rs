@@ -703,6 +703,7 @@ fn ended_by_revocation(mut child: std::process::Child, since: Instant) -> (Strin
         Duration::from_secs(15),
     );
     let took = since.elapsed();
+    eprintln!("a revoked session ended {took:?} after the reload or expiry");
     let mut stderr = String::new();
     child
         .stderr
@@ -886,4 +887,185 @@ fn within(command: Command, seconds: u32) -> Command {
         .arg(command.get_program())
         .args(command.get_args());
     bounded
+}
+
+/// A real `haproxy` (Debian's) in TCP mode on a free loopback port, in
+/// front of `backend`, sending `send-proxy-v2`; stopped when dropped.
+struct Haproxy {
+    port: u16,
+    _dir: tempfile::TempDir,
+    _process: Process,
+}
+
+impl Haproxy {
+    fn start(backend: u16) -> Haproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("haproxy.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "global\n  maxconn 256\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+                 frontend ssh\n  bind 127.0.0.1:{port}\n  default_backend bastion\n\
+                 backend bastion\n  server kbastion 127.0.0.1:{backend} send-proxy-v2\n"
+            ),
+        )
+        .unwrap();
+        let process = Process(
+            Command::new("haproxy")
+                .args(["-db", "-f"])
+                .arg(&config)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("haproxy (apt-get install haproxy)"),
+        );
+        wait_for("haproxy to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Haproxy {
+            port,
+            _dir: dir,
+            _process: process,
+        }
+    }
+}
+
+/// Behind haproxy with `send-proxy-v2`, `[[users]] from` and the
+/// per-source connection limit see the client's own address (127.0.0.x),
+/// not haproxy's; a header from an untrusted address and a missing header
+/// from the trusted proxy are refused.
+#[test]
+fn behind_haproxy_the_real_client_address_decides() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(
+        &sim,
+        "[proxy_protocol]\ntrusted = [\"127.0.0.1/32\"]\n[limits]\nmax_connections_per_source = 2\n",
+    );
+    // bob may only come from 127.0.0.2.
+    let config = bastion.dir.path().join("kbastion.toml");
+    let text_before = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text_before.replace(
+            "name = \"bob\"\n",
+            "name = \"bob\"\nfrom = [\"127.0.0.2/32\"]\n",
+        ),
+    )
+    .unwrap();
+    reload(&bastion);
+    let haproxy = Haproxy::start(bastion.port);
+    let through = |source: &str, login: &str, command: &str| {
+        let mut ssh = ssh_to(&bastion, haproxy.port);
+        ssh.args(["-b", source])
+            .arg(format!("{login}@127.0.0.1"))
+            .arg(command);
+        run_with_input(within(ssh, 20), b"")
+    };
+    let out = through("127.0.0.2", "bob@default/web-0", "echo from-2");
+    assert_eq!(text(&out.stdout), "from-2\n", "{}", text(&out.stderr));
+    let out = through("127.0.0.3", "bob@default/web-0", "echo from-3");
+    assert_eq!(out.status.code(), Some(255), "bob got in from 127.0.0.3");
+    // The audit trail and log name the client, not haproxy.
+    assert!(
+        log_text(&bastion).contains("\"peer\":\"127.0.0.2:"),
+        "{}",
+        log_text(&bastion)
+    );
+
+    // Two connections held from 127.0.0.4: a third from there is refused,
+    // one from 127.0.0.5 is not.
+    let held: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            let mut ssh = ssh_to(&bastion, haproxy.port);
+            ssh.args(["-b", "127.0.0.4"])
+                .arg("alice@default/web-0@127.0.0.1")
+                .arg("echo open; cat")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped());
+            let mut child = ssh.spawn().unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            assert_eq!(line, "open\n");
+            child
+        })
+        .collect();
+    let out = through("127.0.0.4", "alice@default/web-0", "echo third");
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stdout));
+    let out = through("127.0.0.5", "alice@default/web-0", "echo other");
+    assert_eq!(text(&out.stdout), "other\n", "{}", text(&out.stderr));
+    for mut child in held {
+        drop(child.stdin.take());
+        let _ = wait_exit(&mut child, "a held session", Duration::from_secs(10));
+    }
+
+    // A header from an untrusted address (127.0.0.6) is refused.
+    let script = "import socket, sys\n\
+s = socket.socket()\n\
+s.bind(('127.0.0.6', 0))\n\
+s.connect(('127.0.0.1', int(sys.argv[1])))\n\
+s.sendall(b'PROXY TCP4 10.9.9.9 127.0.0.1 40000 22\\r\\nSSH-2.0-OpenSSH_9.2\\r\\n')\n\
+s.settimeout(5)\n\
+while s.recv(4096): pass\n";
+    let out = Command::new(PYTHON)
+        .args(["-c", script, &bastion.port.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(
+        "the untrusted header refusal",
+        Duration::from_secs(5),
+        || {
+            log_text(&bastion)
+                .contains("a PROXY protocol header from 127.0.0.6, which is not a trusted proxy")
+        },
+    );
+    // The trusted proxy's address without a header is refused too.
+    let mut ssh = bastion.ssh_command("ssh");
+    ssh.args([
+        "-b",
+        "127.0.0.1",
+        "alice@default/web-0@127.0.0.1",
+        "echo direct",
+    ]);
+    let out = run_with_input(within(ssh, 20), b"");
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stdout));
+    assert!(
+        log_text(&bastion).contains("no PROXY protocol header from the trusted proxy 127.0.0.1"),
+        "{}",
+        log_text(&bastion)
+    );
+}
+
+/// `ssh` with the bastion's test key and known_hosts, to `port` (the
+/// bastion's own, or a proxy's in front of it).
+fn ssh_to(bastion: &Bastion, port: u16) -> Command {
+    let mut ssh = Command::new("ssh");
+    ssh.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "HostKeyAlias=kbastion",
+    ])
+    .arg("-o")
+    .arg(format!(
+        "UserKnownHostsFile={}",
+        bastion.dir.path().join("known_hosts").display()
+    ))
+    .arg("-i")
+    .arg(&bastion.keys.identity)
+    .args(["-p", &port.to_string()]);
+    ssh
 }

@@ -319,27 +319,36 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
                 continue;
             }
         };
-        // Over its rate or its limit, a source is dropped before any SSH
-        // work is done (logged at debug: a flood must not flood the log).
-        if !shared.connection_rate.allow(peer.ip()) {
-            shared.metrics.connections_rate_limited.inc();
-            tracing::debug!(%peer, "connection refused: too many new connections from this address");
-            continue;
-        }
-        let Some(connection_slot) = shared.connections_per_source.take(peer.ip()) else {
-            tracing::info!(%peer, "connection refused: too many connections from this address");
-            continue;
-        };
-        // Held until the client logs in: at the limit, new connections are
-        // dropped at once, as sshd's MaxStartups does.
-        let Some(login_slot) = shared.unauthenticated.take(()) else {
-            tracing::info!(%peer, "connection refused: too many connections logging in");
-            continue;
-        };
         let _ = socket.set_nodelay(true);
         let config = config.clone();
         let shared = shared.clone();
+        // Behind a trusted proxy the client's address comes with the
+        // PROXY header, read in the connection's task (bounded in time and
+        // size); anyone else's is the TCP peer's, checked right here.
+        let early_slots = if shared.config.proxy_protocol.trusts(peer.ip()) {
+            None
+        } else {
+            match admit(&shared, peer) {
+                Some(slots) => Some(slots),
+                None => continue,
+            }
+        };
         tokio::spawn(async move {
+            let accepted =
+                match crate::proxy_protocol::accept(socket, peer, &shared.config.proxy_protocol)
+                    .await
+                {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::info!(%peer, "connection refused: {error}");
+                        return;
+                    }
+                };
+            let (socket, peer) = (accepted.stream, accepted.client);
+            let Some((connection_slot, login_slot)) = early_slots.or_else(|| admit(&shared, peer))
+            else {
+                return;
+            };
             let _connection_slot = connection_slot;
             let mut login_slot = Some(login_slot);
             let connected = std::time::Instant::now();
@@ -396,6 +405,34 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
             }
         });
     }
+}
+
+/// The checks every new connection passes before any SSH work, on the
+/// client's address: its connection rate, its open connections, and the
+/// connections logging in from everywhere (held until it logs in, as
+/// sshd's MaxStartups). None (logged) when one is exceeded.
+fn admit(
+    shared: &Shared,
+    client: SocketAddr,
+) -> Option<(
+    crate::limits::Slot<std::net::IpAddr>,
+    crate::limits::Slot<()>,
+)> {
+    // Logged at debug: a flood must not flood the log.
+    if !shared.connection_rate.allow(client.ip()) {
+        shared.metrics.connections_rate_limited.inc();
+        tracing::debug!(peer = %client, "connection refused: too many new connections from this address");
+        return None;
+    }
+    let Some(connection_slot) = shared.connections_per_source.take(client.ip()) else {
+        tracing::info!(peer = %client, "connection refused: too many connections from this address");
+        return None;
+    };
+    let Some(login_slot) = shared.unauthenticated.take(()) else {
+        tracing::info!(peer = %client, "connection refused: too many connections logging in");
+        return None;
+    };
+    Some((connection_slot, login_slot))
 }
 
 pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
