@@ -83,6 +83,10 @@ pub struct Config {
     /// Audit log and session recordings.
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
+    /// Whether a person may be mapped to the `system:masters` group, which
+    /// no RBAC rule can restrict or audit as a role (default: refused).
+    #[serde(default)]
+    pub allow_cluster_admin: bool,
     /// People allowed in.
     #[serde(default)]
     pub users: Vec<User>,
@@ -364,6 +368,13 @@ impl Config {
             if user.kubernetes_user().is_empty() {
                 return Err(format!("users[{i}].kubernetes_user: must not be empty"));
             }
+            if !config.allow_cluster_admin
+                && user.kubernetes_groups.iter().any(|g| g == "system:masters")
+            {
+                return Err(format!(
+                    "users[{i}].kubernetes_groups: \"system:masters\" passes every authorization check and no RBAC can narrow it; bind a group of your own to cluster-admin instead, or set allow_cluster_admin = true"
+                ));
+            }
             for (j, entry) in user.from.iter().enumerate() {
                 if entry.parse::<ipnet::IpNet>().is_err()
                     && entry.parse::<std::net::IpAddr>().is_err()
@@ -469,6 +480,22 @@ mod tests {
         ] {
             parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
+    }
+
+    #[test]
+    fn system_masters_is_refused_unless_allowed() {
+        let person = format!(
+            "[[users]]\nname = \"root\"\nkubernetes_groups = [\"system:masters\"]\nauthorized_keys = [\"{KEY}\"]\n"
+        );
+        let error = parse(&format!("listen = \"127.0.0.1:2222\"\n{person}")).unwrap_err();
+        assert!(
+            error.starts_with("users[0].kubernetes_groups: \"system:masters\""),
+            "{error}"
+        );
+        parse(&format!(
+            "listen = \"127.0.0.1:2222\"\nallow_cluster_admin = true\n{person}"
+        ))
+        .unwrap();
     }
 
     mod properties {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod demo;
 pub mod flow;
 pub mod forward;
+pub mod impersonation;
 pub mod limits;
 pub mod login;
 pub mod metrics;

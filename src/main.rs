@@ -41,6 +41,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the ClusterRole and binding that let the bastion impersonate
+    /// exactly the configured people's users and groups.
+    Rbac {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -75,6 +81,9 @@ async fn main() -> std::process::ExitCode {
         Command::Sim(args) => kbastion::sim::run(args, None).await,
         Command::CheckConfig { config } => Config::load(&config)
             .map(|c| print!("{}", c.to_toml()))
+            .map_err(Into::into),
+        Command::Rbac { config } => Config::load(&config)
+            .map(|c| print!("{}", kbastion::impersonation::manifests(&c)))
             .map_err(Into::into),
     };
     match result {

@@ -1069,3 +1069,104 @@ fn ssh_to(bastion: &Bastion, port: u16) -> Command {
     .args(["-p", &port.to_string()]);
     ssh
 }
+
+/// `kbastion rbac` grants impersonation of exactly the configured people:
+/// with it in place of a blanket rule, the bastion's own identity still
+/// serves alice but can no longer act as anyone else (`admin`, in
+/// `system:masters`). The shipped deploy/impersonation.yaml is what the
+/// command prints for deploy/kbastion.toml; check-config refuses a person
+/// mapped to system:masters unless allowed.
+#[test]
+fn the_bastion_may_impersonate_only_the_configured_people() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let config = bastion.dir.path().join("kbastion.toml");
+    let rbac = Command::new(BIN)
+        .args(["rbac", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(rbac.status.success(), "{}", text(&rbac.stderr));
+    let generated = text(&rbac.stdout);
+    assert!(
+        generated.contains("resourceNames: [\"alice\", \"bob\", \"carol\"]")
+            && generated.contains("resourceNames: [\"platform\"]"),
+        "{generated}"
+    );
+    let bastion_identity = "system:serviceaccount:kbastion:kbastion";
+    let as_bastion = |args: &[&str]| sim.kubectl_unchecked("kubectl", bastion_identity, args);
+    // Before: the scenario's blanket rule lets the bastion be the admin.
+    let as_admin = [
+        "get",
+        "pods",
+        "-A",
+        "--as=admin",
+        "--as-group=system:masters",
+    ];
+    let out = as_bastion(&as_admin);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The scenario's role without its impersonate rule, and the generated one.
+    apply(
+        &sim,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: kbastion\nrules:\n\
+         - apiGroups: [authorization.k8s.io]\n  resources: [subjectaccessreviews]\n  verbs: [create]\n\
+         - apiGroups: [\"\"]\n  resources: [pods, nodes, namespaces]\n  verbs: [get, list, watch]\n",
+    );
+    apply(&sim, &generated);
+    let out = as_bastion(&as_admin);
+    assert!(!out.status.success(), "the bastion still acts as admin");
+    assert!(
+        text(&out.stderr).contains("cannot impersonate"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Nor a configured user with a group nobody is mapped to.
+    let out = as_bastion(&["get", "pods", "-A", "--as=bob", "--as-group=system:masters"]);
+    assert!(
+        !out.status.success(),
+        "the bastion still acts as system:masters"
+    );
+    let out = bastion.ssh("alice@default/web-0", &["echo in"], b"");
+    assert_eq!(text(&out.stdout), "in\n", "{}", text(&out.stderr));
+
+    // The shipped manifest matches the shipped config.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = Command::new(BIN)
+        .args(["rbac", "--config"])
+        .arg(root.join("deploy/kbastion.toml"))
+        .env("POD_NAMESPACE", "kbastion")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&shipped.stdout),
+        std::fs::read_to_string(root.join("deploy/impersonation.yaml")).unwrap(),
+        "regenerate deploy/impersonation.yaml with kbastion rbac"
+    );
+
+    // system:masters is refused unless the config says so.
+    let masters = bastion.dir.path().join("masters.toml");
+    let person = format!(
+        "listen = \"127.0.0.1:0\"\n[[users]]\nname = \"root\"\nkubernetes_groups = [\"system:masters\"]\nauthorized_keys = [\"{}\"]\n",
+        bastion.keys.public
+    );
+    std::fs::write(&masters, &person).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&masters)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("\"system:masters\" passes every authorization check")
+            && text(&out.stderr).lines().count() == 1,
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(&masters, format!("allow_cluster_admin = true\n{person}")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&masters)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
