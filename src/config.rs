@@ -139,7 +139,7 @@ pub struct Limits {
     pub max_auth_attempts: usize,
     /// Channels (sessions, forwards) open at once on one connection.
     pub max_channels_per_connection: usize,
-    /// Connections open at once from one source address.
+    /// Connections open at once from one source address (IPv6: one /64).
     pub max_connections_per_source: usize,
     /// Connections not yet authenticated, from all sources together (as
     /// sshd's MaxStartups): a flood of bogus connections cannot hold more.

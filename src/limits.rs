@@ -25,6 +25,7 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(600);
 const MAX_ENTRIES: usize = 100_000;
 /// Each failure doubles the delay, up to this many times the first one.
 const MAX_DOUBLINGS: u32 = 5;
+/// Sources are counted by `source_key` (an IPv6 address by its /64).
 /// Failures a source makes before any delay: a client offering a few keys
 /// (an agent's, several `-i`) before the right one is not slowed.
 pub const SOURCE_GRACE: u32 = 3;
@@ -110,7 +111,7 @@ impl AuthFailures {
     /// more.
     pub fn failed(&self, source: IpAddr, person: Option<&str>) -> Duration {
         let now = Instant::now();
-        let by_source = note(&self.by_source, &source, now);
+        let by_source = note(&self.by_source, &source_key(source), now);
         let by_person = person.map_or(0, |p| note(&self.by_person, &p.to_string(), now));
         if by_source <= SOURCE_GRACE {
             return Duration::ZERO;
@@ -121,7 +122,7 @@ impl AuthFailures {
 
     /// Failures recorded from `source` (for tests and metrics).
     pub fn source_failures(&self, source: IpAddr) -> u32 {
-        count(&self.by_source, &source, Instant::now())
+        count(&self.by_source, &source_key(source), Instant::now())
     }
 
     /// A success clears the source's record (not the person's: a guesser
@@ -130,7 +131,7 @@ impl AuthFailures {
         self.by_source
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&source);
+            .remove(&source_key(source));
     }
 }
 
@@ -307,6 +308,17 @@ mod tests {
         assert!(rate.allow_at(b, start));
         let later = start + Duration::from_secs(1);
         assert_eq!((0..100).filter(|_| rate.allow_at(a, later)).count(), 5);
+    }
+
+    #[test]
+    fn ipv6_failures_count_by_their_64() {
+        let failures = AuthFailures::new(Duration::from_millis(1));
+        for i in 0..=SOURCE_GRACE {
+            let ip: IpAddr = format!("2001:db8::{i:x}").parse().unwrap();
+            failures.failed(ip, None);
+        }
+        let other: IpAddr = "2001:db8::ffff".parse().unwrap();
+        assert_eq!(failures.source_failures(other), SOURCE_GRACE + 1);
     }
 
     #[test]

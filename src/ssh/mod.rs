@@ -424,7 +424,10 @@ fn admit(
         tracing::debug!(peer = %client, "connection refused: too many new connections from this address");
         return None;
     }
-    let Some(connection_slot) = shared.connections_per_source.take(client.ip()) else {
+    let Some(connection_slot) = shared
+        .connections_per_source
+        .take(crate::limits::source_key(client.ip()))
+    else {
         tracing::info!(peer = %client, "connection refused: too many connections from this address");
         return None;
     };
