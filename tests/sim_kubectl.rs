@@ -312,7 +312,7 @@ fn errors_read_as_a_real_cluster_makes_kubectl_print_them() {
                 ],
             );
             text(&out.stdout)
-                == "0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) were not ready or had untolerated taints."
+                == "0/3 nodes are available: 1 node(s) were not ready or had untolerated taints, 2 node(s) didn't match Pod's node affinity/selector."
         },
     );
     for version in VERSIONS {

@@ -102,7 +102,10 @@ fn python_client_lists_nodes_pods_and_rbac_with_model_validation() {
         },
     );
     let seen = script_json(&sim, "list_with_models.py");
-    assert_eq!(seen["nodes"], serde_json::json!(["edge-1", "node-1"]));
+    assert_eq!(
+        seen["nodes"],
+        serde_json::json!(["edge-1", "node-1", "node.1"])
+    );
     let pods = seen["pods"].as_array().expect("pods");
     for pod in [
         "default/web-0",

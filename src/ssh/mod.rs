@@ -165,8 +165,12 @@ impl Shared {
         &self,
         revoked: tokio::sync::watch::Receiver<Option<String>>,
     ) -> crate::session::Control {
+        // A session that starts after the drain notice went out is told
+        // too: its first look at the notice sees the current one.
+        let mut notice = self.notice.subscribe();
+        notice.mark_changed();
         crate::session::Control {
-            notice: self.notice.subscribe(),
+            notice,
             stop: self.stop.clone(),
             idle: self.config.timeouts.idle(),
             revoked,
