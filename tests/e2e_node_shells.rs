@@ -351,3 +351,21 @@ fn node_pods_are_owned_by_every_holding_replica_pod() {
         || node_pods_in(&sim, "kbastion").is_empty(),
     );
 }
+
+/// A node-shell namespace the bastion may not use (here: one that does
+/// not exist, where its service account has no grant, which the API server
+/// checks first) is the operator's mistake, not the user's missing target
+/// or the user's RBAC: the one line keeps the API's own words, names the
+/// bastion's identity, and says what kbastion was doing.
+#[test]
+fn a_node_shell_namespace_the_bastion_cannot_use_is_named_in_the_error() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "[node_shell]\nnamespace = \"missing-ns\"\n");
+    let out = bastion.ssh("alice@node-1", &["true"], b"");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        "kbastion: the Kubernetes API refused the request: cannot create node-shell pod missing-ns/kbastion-node-node-1: pods is forbidden: User \"system:serviceaccount:kbastion:kbastion\" cannot create resource \"pods\" in API group \"\" in the namespace \"missing-ns\"\n"
+    );
+}
