@@ -446,6 +446,23 @@ impl Master {
         }
     }
 
+    /// Three times, a new channel on the master's connection runs `echo`
+    /// and answers within `limit`.
+    fn answers_within(&self, bastion: &Bastion, limit: Duration) {
+        for round in 0..3 {
+            let start = std::time::Instant::now();
+            let mut echo = self.command(bastion, "alice@default/web-0");
+            echo.arg("echo answered");
+            let out = run_with_input(echo, b"");
+            let elapsed = start.elapsed();
+            assert_eq!(text(&out.stdout), "answered\n", "{}", text(&out.stderr));
+            assert!(
+                elapsed < limit,
+                "round {round}: a new channel took {elapsed:?}"
+            );
+        }
+    }
+
     /// `ssh` opening a channel on the master's connection.
     fn command(&self, bastion: &Bastion, login: &str) -> std::process::Command {
         let mut command = bastion.ssh_command("ssh");
@@ -506,18 +523,7 @@ fn a_channel_that_does_not_read_its_input_does_not_block_the_connection() {
     });
     // Give the pushed input time to pile up against the stuck channel.
     std::thread::sleep(Duration::from_secs(2));
-    for round in 0..3 {
-        let start = std::time::Instant::now();
-        let mut echo = master.command(&bastion, "alice@default/web-0");
-        echo.arg("echo answered");
-        let out = run_with_input(echo, b"");
-        let elapsed = start.elapsed();
-        assert_eq!(text(&out.stdout), "answered\n", "{}", text(&out.stderr));
-        assert!(
-            elapsed < Duration::from_secs(1),
-            "round {round}: a new channel took {elapsed:?}"
-        );
-    }
+    master.answers_within(&bastion, Duration::from_secs(1));
     // The stuck session was ended at its backlog bound, with what it ran.
     let out = wait_output(stuck, "the stuck session", Duration::from_secs(30));
     assert_eq!(
@@ -722,18 +728,7 @@ fn a_forward_whose_pod_does_not_read_does_not_block_the_connection() {
         (pushed, false)
     });
     std::thread::sleep(Duration::from_secs(2));
-    for round in 0..3 {
-        let start = std::time::Instant::now();
-        let mut echo = master.command(&bastion, "alice@default/web-0");
-        echo.arg("echo answered");
-        let out = run_with_input(echo, b"");
-        let elapsed = start.elapsed();
-        assert_eq!(text(&out.stdout), "answered\n", "{}", text(&out.stderr));
-        assert!(
-            elapsed < Duration::from_secs(1),
-            "round {round}: a new channel took {elapsed:?}"
-        );
-    }
+    master.answers_within(&bastion, Duration::from_secs(1));
     // The forward was ended at its bound: the local side sees the close.
     wait_for("the forward to end", Duration::from_secs(20), || {
         pusher.is_finished()
