@@ -748,3 +748,52 @@ fn a_forward_whose_pod_does_not_read_does_not_block_the_connection() {
         },
     );
 }
+
+/// A connection holds at most `max_channels_per_connection` channels; one
+/// more is refused with the limit named, and room comes back when one ends.
+#[test]
+fn channels_per_connection_are_capped_and_given_back() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "[limits]\nmax_channels_per_connection = 2\n");
+    let master = Master::start(&bastion, "alice@default/web-0", &[]);
+    let mut held: Vec<Process> = (0..2)
+        .map(|n| {
+            let mut ssh = master.command(&bastion, "alice@default/web-0");
+            ssh.arg(format!("sleep $((10200 + {n}))"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            Process(ssh.spawn().expect("ssh -S"))
+        })
+        .collect();
+    wait_for("both channels to run", Duration::from_secs(20), || {
+        process_running("sleep 10200") && process_running("sleep 10201")
+    });
+    // The third channel on the master's connection is refused; OpenSSH's
+    // mux client then falls back to a connection of its own, where the
+    // per-connection cap leaves room: the command runs there.
+    let mut ssh = master.command(&bastion, "alice@default/web-0");
+    ssh.arg("echo third");
+    let out = run_with_input(ssh, b"");
+    assert!(
+        text(&out.stderr).contains("session request failed: Session open refused by peer"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), "third\n");
+    held.pop();
+    wait_for(
+        "a channel's room to come back",
+        Duration::from_secs(20),
+        || {
+            let mut ssh = master.command(&bastion, "alice@default/web-0");
+            ssh.arg("echo third");
+            let out = run_with_input(ssh, b"");
+            text(&out.stdout) == "third\n" && !text(&out.stderr).contains("refused")
+        },
+    );
+    drop(held);
+    wait_for("the sleeps to be ended", Duration::from_secs(20), || {
+        !process_running("sleep 1020[01]")
+    });
+}

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use russh::keys::{Certificate, HashAlg, PublicKey};
@@ -55,7 +54,7 @@ pub struct Connection {
     peer: SocketAddr,
     login: Option<Login>,
     authenticated: tokio::sync::watch::Sender<bool>,
-    open_channels: Arc<AtomicUsize>,
+    open_channels: crate::limits::Counter<()>,
     /// Why `-R` was refused on this connection: told on its sessions'
     /// stderr, since a global request's failure carries no reason.
     refused_remote_forward: Arc<std::sync::Mutex<Option<String>>>,
@@ -74,12 +73,14 @@ impl Connection {
         peer: SocketAddr,
         authenticated: tokio::sync::watch::Sender<bool>,
     ) -> Self {
+        let open_channels =
+            crate::limits::Counter::new(shared.config.limits.max_channels_per_connection);
         Connection {
             shared,
             peer,
             login: None,
             authenticated,
-            open_channels: Arc::default(),
+            open_channels,
             refused_remote_forward: Arc::default(),
             backlog: crate::flow::Backlog::new(crate::flow::CONNECTION_BACKLOG, "connection"),
             revoked: Arc::new(tokio::sync::watch::channel(None).0),
@@ -122,14 +123,16 @@ impl Connection {
             });
         }
         let limits = &self.shared.config.limits;
-        let channel = ChannelCount::take(&self.open_channels, limits.max_channels_per_connection)
+        let channel = self
+            .open_channels
+            .take(())
             .ok_or_else(|| ChannelOpenFailure::Other {
-            code: 4, // SSH_OPEN_RESOURCE_SHORTAGE
-            reason: format!(
-                "too many channels on this connection (limit {})",
-                limits.max_channels_per_connection
-            ),
-        })?;
+                code: 4, // SSH_OPEN_RESOURCE_SHORTAGE
+                reason: format!(
+                    "too many channels on this connection (limit {})",
+                    limits.max_channels_per_connection
+                ),
+            })?;
         let person = self
             .shared
             .sessions_per_user
@@ -622,28 +625,8 @@ impl russh::server::Handler for Connection {
 
 /// A channel's places in the per-connection and per-person limits.
 struct ChannelGuard {
-    _channel: ChannelCount,
+    _channel: crate::limits::Slot<()>,
     _person: crate::limits::Slot<String>,
-}
-
-/// Counts a connection's open channels against its limit.
-struct ChannelCount(Arc<AtomicUsize>);
-
-impl ChannelCount {
-    fn take(counter: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
-        counter
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| ChannelCount(counter.clone()))
-    }
-}
-
-impl Drop for ChannelCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// Waits for the channel's pty/shell/exec requests, then runs the session.
