@@ -116,12 +116,7 @@ fn sigterm_tells_users_drains_and_exits_zero() {
         std::net::TcpStream::connect(("127.0.0.1", bastion.port)).is_err()
     });
     tmux.send(&["exit", "Enter"]);
-    let mut status = None;
-    wait_for("kbastion to exit", Duration::from_secs(20), || {
-        status = bastion.process.0.try_wait().unwrap();
-        status.is_some()
-    });
-    assert_eq!(status.unwrap().code(), Some(0));
+    assert_eq!(bastion.exit_code(Duration::from_secs(20)), Some(0));
 }
 
 /// A session still open when the drain time is over is ended, with what
@@ -155,12 +150,7 @@ fn sessions_left_at_the_drain_deadline_are_ended_with_their_processes() {
             && stderr.contains("kbastion: the bastion is restarting: this session has ended."),
         "{stderr}"
     );
-    let mut status = None;
-    wait_for("kbastion to exit", Duration::from_secs(30), || {
-        status = bastion.process.0.try_wait().unwrap();
-        status.is_some()
-    });
-    assert_eq!(status.unwrap().code(), Some(0));
+    assert_eq!(bastion.exit_code(Duration::from_secs(30)), Some(0));
     assert!(!process_running("sleep 10019"));
 }
 
@@ -487,6 +477,11 @@ fn built_in_sftp_and_scp_honour_the_idle_timeout_and_the_drain() {
             }
         });
     }
+    // Both sessions are running before the signal.
+    bastion.wait_for_log_line(
+        &["\"session started\"", "\"kind\":\"Sftp\""],
+        Duration::from_secs(20),
+    );
     wait_for("the download to start", Duration::from_secs(20), || {
         std::fs::metadata(bastion.dir.path().join("slow.bin")).is_ok_and(|m| m.len() > 0)
     });
@@ -522,12 +517,7 @@ fn built_in_sftp_and_scp_honour_the_idle_timeout_and_the_drain() {
         told(&scp_stderr.lock().unwrap())
     });
     let _ = scp.0.kill();
-    let mut status = None;
-    wait_for("kbastion to exit", Duration::from_secs(20), || {
-        status = bastion.process.0.try_wait().unwrap();
-        status.is_some()
-    });
-    assert_eq!(status.unwrap().code(), Some(0));
+    assert_eq!(bastion.exit_code(Duration::from_secs(20)), Some(0));
 }
 
 /// A forwarded connection that carries nothing for the idle timeout is
@@ -568,16 +558,8 @@ fn an_idle_forward_is_closed_at_the_idle_timeout() {
         closed_after >= Duration::from_secs(2) && closed_after < Duration::from_secs(10),
         "closed after {closed_after:?}"
     );
-    wait_for(
-        "the forward's end in the log",
+    bastion.wait_for_log_line(
+        &["\"forward ended\"", "\"reason\":\"idle timeout\""],
         Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(&bastion.log).is_ok_and(|l| {
-                l.lines().any(|line| {
-                    line.contains("\"forward ended\"")
-                        && line.contains("\"reason\":\"idle timeout\"")
-                })
-            })
-        },
     );
 }

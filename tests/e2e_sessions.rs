@@ -155,26 +155,7 @@ fn login_and_target_errors_are_one_line_and_exit_1() {
         ),
     ];
     sim.wait_running("default", "solo");
-    wait_for(
-        "the broken pod to back off",
-        Duration::from_secs(20),
-        || {
-            text(
-                &sim.kubectl(
-                    "kubectl",
-                    "admin",
-                    &[
-                        "get",
-                        "pod",
-                        "broken",
-                        "-o",
-                        "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
-                    ],
-                )
-                .stdout,
-            ) == "ImagePullBackOff"
-        },
-    );
+    sim.wait_image_pull_backoff();
     for (login, expected) in cases {
         let out = bastion.ssh(login, &["true"], b"");
         assert_eq!(text(&out.stderr), format!("{expected}\n"), "{login}");
@@ -735,17 +716,12 @@ fn a_forward_whose_pod_does_not_read_does_not_block_the_connection() {
     });
     let (pushed, refused) = pusher.join().unwrap();
     assert!(refused && pushed < 100 << 20, "pushed {pushed} bytes");
-    wait_for(
-        "the forward's end in the log",
+    bastion.wait_for_log_line(
+        &[
+            "\"forward ended\"",
+            "its target did not read the input sent to it",
+        ],
         Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(&bastion.log).is_ok_and(|l| {
-                l.lines().any(|line| {
-                    line.contains("\"forward ended\"")
-                        && line.contains("its target did not read the input sent to it")
-                })
-            })
-        },
     );
 }
 

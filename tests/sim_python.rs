@@ -83,24 +83,7 @@ fn python_client_lists_nodes_pods_and_rbac_with_model_validation() {
     let sim = Sim::start();
     // `broken` waits in ImagePullBackOff and `stuck` on a NotReady node:
     // statuses of every shape are read.
-    wait_for(
-        "pod broken in ImagePullBackOff",
-        Duration::from_secs(20),
-        || {
-            let out = sim.kubectl(
-                "kubectl",
-                "admin",
-                &[
-                    "get",
-                    "pod",
-                    "broken",
-                    "-o",
-                    "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
-                ],
-            );
-            text(&out.stdout).contains("ImagePull")
-        },
-    );
+    sim.wait_image_pull_backoff();
     let seen = script_json(&sim, "list_with_models.py");
     assert_eq!(
         seen["nodes"],
@@ -126,24 +109,7 @@ fn python_client_lists_nodes_pods_and_rbac_with_model_validation() {
 fn every_served_kind_matches_the_openapi_schema_of_its_version() {
     for version in ["1.27", "1.33"] {
         let sim = Sim::start_version(version);
-        wait_for(
-            "pod broken in ImagePullBackOff",
-            Duration::from_secs(20),
-            || {
-                let out = sim.kubectl(
-                    "kubectl",
-                    "admin",
-                    &[
-                        "get",
-                        "pod",
-                        "broken",
-                        "-o",
-                        "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
-                    ],
-                );
-                text(&out.stdout).contains("ImagePull")
-            },
-        );
+        sim.wait_image_pull_backoff();
         let out = run_script(&sim, "validate_schema.py", Duration::from_secs(120));
         assert!(
             out.status.success(),

@@ -150,6 +150,31 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// Waits until pod `broken` (an image that cannot be pulled) shows
+    /// `ImagePullBackOff`.
+    pub fn wait_image_pull_backoff(&self) {
+        wait_for(
+            "pod broken in ImagePullBackOff",
+            Duration::from_secs(20),
+            || {
+                let out = self.kubectl(
+                    "kubectl",
+                    "admin",
+                    &[
+                        "get",
+                        "pod",
+                        "broken",
+                        "-o",
+                        "jsonpath={.status.containerStatuses[0].state.waiting.reason}",
+                    ],
+                );
+                text(&out.stdout) == "ImagePullBackOff"
+            },
+        );
+    }
+}
+
 pub struct Keys {
     pub dir: tempfile::TempDir,
     pub identity: PathBuf,
@@ -250,6 +275,22 @@ impl Bastion {
             process,
             log,
         }
+    }
+
+    /// Waits for the bastion process to exit and returns its exit code.
+    pub fn exit_code(&mut self, limit: Duration) -> Option<i32> {
+        simulator::wait_exit(&mut self.process.0, "kbastion to exit", limit).code()
+    }
+
+    /// Waits for a line of the bastion's log that contains every one of
+    /// `parts`.
+    pub fn wait_for_log_line(&self, parts: &[&str], limit: Duration) {
+        wait_for(&format!("a log line with {parts:?}"), limit, || {
+            std::fs::read_to_string(&self.log).is_ok_and(|log| {
+                log.lines()
+                    .any(|line| parts.iter().all(|p| line.contains(p)))
+            })
+        });
     }
 
     /// The `ssh` command with options that make it independent of the
