@@ -2,18 +2,20 @@
 //! start, session end and refusal, to a file and/or stdout. Events hold no
 //! secrets: keys appear as fingerprints, never as key material.
 //!
-//! Writing happens in one task fed by a bounded channel, so a slow disk
-//! cannot stall sessions; if the channel is full the event is counted as
-//! dropped and a warning is logged (an auditor sees the gap).
+//! Writing happens in one task fed by one queue, so events stay in order
+//! and a slow disk cannot stall a running session. No event is dropped:
+//! the queue is bounded in bytes (`audit.queue_bytes`) by gating what
+//! makes events, and a new session waits for room (or, with
+//! `audit.fail_closed`, is refused) while the writer is behind.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// JSON-lines file the events are appended to (none: no file).
@@ -31,7 +33,31 @@ pub struct AuditConfig {
     /// Refuse a session whose recording cannot be opened, instead of
     /// running it unrecorded: a bastion that must fail closed.
     pub require_recording: bool,
+    /// Audit events waiting for the writer, in bytes, beyond which new
+    /// sessions wait (or are refused with `fail_closed`).
+    pub queue_bytes: usize,
+    /// Refuse new sessions while the audit writer is behind, instead of
+    /// making them wait.
+    pub fail_closed: bool,
 }
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            file: None,
+            stdout: false,
+            recordings_dir: None,
+            record_input: false,
+            record_exec: false,
+            require_recording: false,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            fail_closed: false,
+        }
+    }
+}
+
+/// 16 MiB of events (about 40,000 session starts) before new sessions wait.
+const DEFAULT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
 /// What a session was.
 #[derive(Debug, Clone, Serialize)]
@@ -125,25 +151,44 @@ pub enum Event {
     },
 }
 
-/// Events in flight before the writer falls behind.
-const QUEUE: usize = 4096;
-
 #[derive(Clone)]
 pub struct Audit {
-    sender: Option<tokio::sync::mpsc::Sender<String>>,
-    /// Events waiting for room in the writer's queue.
-    waiting: Arc<AtomicU64>,
+    sender: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Bytes of events waiting for the writer, and the signal that some
+    /// were written.
+    queued: Arc<Queued>,
+    limit: usize,
+    fail_closed: bool,
+}
+
+#[derive(Default)]
+struct Queued {
+    bytes: AtomicUsize,
+    written: tokio::sync::Notify,
+}
+
+/// Why a session may not start while the audit writer is behind.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the audit log is {queued} bytes behind (limit {limit}) and the bastion is set to fail closed; try again later"
+)]
+pub struct AuditBehind {
+    queued: usize,
+    limit: usize,
 }
 
 impl Audit {
     /// Starts the writer; a file that cannot be opened is an error now,
     /// not a silent gap later.
     pub async fn start(config: &AuditConfig) -> std::io::Result<Audit> {
+        let mut audit = Audit {
+            sender: None,
+            queued: Arc::default(),
+            limit: config.queue_bytes,
+            fail_closed: config.fail_closed,
+        };
         if config.file.is_none() && !config.stdout {
-            return Ok(Audit {
-                sender: None,
-                waiting: Arc::default(),
-            });
+            return Ok(audit);
         }
         let mut file = match &config.file {
             Some(path) => {
@@ -158,7 +203,9 @@ impl Audit {
             None => None,
         };
         let stdout = config.stdout;
-        let (sender, mut receiver) = tokio::sync::mpsc::channel::<String>(QUEUE);
+        // Unbounded in type only: `queued` bounds it (see `wait_for_room`).
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let queued = audit.queued.clone();
         tokio::spawn(async move {
             let mut out = tokio::io::stdout();
             while let Some(line) = receiver.recv().await {
@@ -171,14 +218,15 @@ impl Audit {
                     let _ = out.write_all(line.as_bytes()).await;
                     let _ = out.flush().await;
                 }
+                queued.bytes.fetch_sub(line.len(), Ordering::SeqCst);
+                queued.written.notify_waiters();
             }
         });
-        Ok(Audit {
-            sender: Some(sender),
-            waiting: Arc::default(),
-        })
+        audit.sender = Some(sender);
+        Ok(audit)
     }
 
+    /// Queues an event for the writer, in order; never drops one.
     pub fn record(&self, event: Event) {
         let Some(sender) = &self.sender else { return };
         let mut line = serde_json::json!({"time": crate::audit::now_rfc3339()});
@@ -189,16 +237,40 @@ impl Audit {
         }
         let mut text = line.to_string();
         text.push('\n');
-        // An auditor must see every event: when the writer is behind, the
-        // event waits in a task of its own rather than being dropped.
-        if let Err(tokio::sync::mpsc::error::TrySendError::Full(text)) = sender.try_send(text) {
-            let waiting = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(waiting, "audit log writer is behind; event queued");
-            let (sender, waiting) = (sender.clone(), self.waiting.clone());
-            tokio::spawn(async move {
-                let _ = sender.send(text).await;
-                waiting.fetch_sub(1, Ordering::Relaxed);
-            });
+        self.queued.bytes.fetch_add(text.len(), Ordering::SeqCst);
+        if sender.send(text).is_err() {
+            tracing::error!("the audit log writer has stopped");
+        }
+    }
+
+    /// Returns when the writer's backlog is within `audit.queue_bytes`: a
+    /// new session waits here, so the events it will make cannot pile up
+    /// without bound. With `audit.fail_closed`, refuses instead of waiting.
+    pub async fn wait_for_room(&self) -> Result<(), AuditBehind> {
+        let mut warned = false;
+        loop {
+            let written = self.queued.written.notified();
+            tokio::pin!(written);
+            written.as_mut().enable();
+            let queued = self.queued.bytes.load(Ordering::SeqCst);
+            if queued <= self.limit {
+                return Ok(());
+            }
+            if self.fail_closed {
+                return Err(AuditBehind {
+                    queued,
+                    limit: self.limit,
+                });
+            }
+            if !warned {
+                tracing::warn!(
+                    queued,
+                    limit = self.limit,
+                    "audit log writer is behind; new sessions wait"
+                );
+                warned = true;
+            }
+            written.await;
         }
     }
 }

@@ -563,3 +563,88 @@ fn an_idle_forward_is_closed_at_the_idle_timeout() {
         Duration::from_secs(10),
     );
 }
+
+/// The audit trail is never dropped and stays in order: when its writer is
+/// behind (here a FIFO whose reader stops reading), new sessions are
+/// refused with one line (`fail_closed`), and once the writer catches up
+/// every event arrives, in order, and sessions start again.
+#[test]
+fn a_stalled_audit_writer_holds_new_sessions_and_loses_nothing() {
+    use std::io::Read;
+    let sim = Sim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // The auditor: opens the FIFO, shrinks it to one page, then reads only
+    // when told to.
+    let (read_tx, read_rx) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::open(&fifo).unwrap();
+            nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096)).unwrap();
+            read_rx.recv().unwrap();
+            let mut all = String::new();
+            file.read_to_string(&mut all).unwrap();
+            all
+        })
+    };
+    let mut bastion = Bastion::start(
+        &sim,
+        &format!(
+            "[audit]\nfile = \"{}\"\nqueue_bytes = 2048\nfail_closed = true\n",
+            fifo.display()
+        ),
+    );
+    let mut started = 0;
+    let refused = loop {
+        let out = bastion.ssh("alice@default/web-0", &["echo in"], b"");
+        if text(&out.stdout) == "in\n" {
+            started += 1;
+            assert!(started < 50, "the audit writer never fell behind");
+            continue;
+        }
+        break out;
+    };
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.starts_with("kbastion: the audit log is ")
+            && stderr.ends_with(
+                "bytes behind (limit 2048) and the bastion is set to fail closed; try again later\n"
+            ),
+        "{stderr}"
+    );
+    // The auditor reads again: the writer catches up, sessions start.
+    read_tx.send(()).unwrap();
+    wait_for("sessions to start again", Duration::from_secs(20), || {
+        text(&bastion.ssh("alice@default/web-0", &["echo in"], b"").stdout) == "in\n"
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bastion.process.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(bastion.exit_code(Duration::from_secs(20)), Some(0));
+    let events: Vec<serde_json::Value> = reader
+        .join()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON event a line"))
+        .collect();
+    // Every session that ran is there, start before end, none lost.
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    let starts = kinds.iter().filter(|k| **k == "session_start").count();
+    let ends = kinds.iter().filter(|k| **k == "session_end").count();
+    assert_eq!(starts, started + 1, "{kinds:?}");
+    assert_eq!(ends, started + 1, "{kinds:?}");
+    assert!(kinds.contains(&"refusal"), "{kinds:?}");
+    let mut open = std::collections::HashSet::new();
+    for event in &events {
+        match event["event"].as_str() {
+            Some("session_start") => assert!(open.insert(event["session"].clone())),
+            Some("session_end") => assert!(open.remove(&event["session"]), "end before start"),
+            _ => {}
+        }
+    }
+}

@@ -748,6 +748,12 @@ async fn session_channel(
             return;
         }
     };
+    // The audit trail keeps up, or the session waits (or is refused).
+    if let Err(behind) = shared.audit.wait_for_room().await {
+        refuse(target.to_string(), behind.to_string());
+        bridge::refuse(&write, &behind.to_string(), tty).await;
+        return;
+    }
     let session_id = format!("{:032x}", rand::random::<u128>());
     let recorder = match recorder_for(&shared.config.audit, &session_id, &request, &kind) {
         Ok(recorder) => recorder,
@@ -1064,6 +1070,9 @@ async fn forward_channel(
         return reply
             .reject(refuse(crate::forward::refusal(&resolved, &host), 1))
             .await;
+    }
+    if let Err(behind) = shared.audit.wait_for_room().await {
+        return reply.reject(refuse(behind.to_string(), 2)).await;
     }
     reply.accept().await;
     let session_id = format!("{:032x}", rand::random::<u128>());
