@@ -1044,29 +1044,9 @@ while s.recv(4096): pass\n";
 /// `ssh` with the bastion's test key and known_hosts, to `port` (the
 /// bastion's own, or a proxy's in front of it).
 fn ssh_to(bastion: &Bastion, port: u16) -> Command {
-    let mut ssh = Command::new("ssh");
-    ssh.args([
-        "-F",
-        "/dev/null",
-        "-o",
-        "StrictHostKeyChecking=accept-new",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "HostKeyAlias=kbastion",
-    ])
-    .arg("-o")
-    .arg(format!(
-        "UserKnownHostsFile={}",
-        bastion.dir.path().join("known_hosts").display()
-    ))
-    .arg("-i")
-    .arg(&bastion.keys.identity)
-    .args(["-p", &port.to_string()]);
+    let mut ssh = bastion.client_command_to("ssh", "ERROR", &bastion.keys.identity, port);
+    // One host key whichever port reaches the bastion.
+    ssh.args(["-o", "HostKeyAlias=kbastion"]);
     ssh
 }
 

@@ -307,6 +307,17 @@ impl Bastion {
 
     /// An OpenSSH client command using only `identity` as its key.
     pub fn client_command(&self, program: &str, level: &str, identity: &Path) -> Command {
+        self.client_command_to(program, level, identity, self.port)
+    }
+
+    /// `client_command` to another port (a proxy in front of the bastion).
+    pub fn client_command_to(
+        &self,
+        program: &str,
+        level: &str,
+        identity: &Path,
+        port: u16,
+    ) -> Command {
         let mut command = Command::new(program);
         let port_flag = if program == "ssh" { "-p" } else { "-P" };
         command
@@ -327,7 +338,7 @@ impl Bastion {
             ))
             .args(["-o", "IdentitiesOnly=yes", "-i"])
             .arg(identity)
-            .args([port_flag, &self.port.to_string()]);
+            .args([port_flag, &port.to_string()]);
         command
     }
 
