@@ -52,7 +52,7 @@ struct Counters {
 }
 
 /// Why the bridge stopped carrying data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Ending {
     /// The process's output ended: it exited.
     OutputDone,
@@ -62,6 +62,8 @@ enum Ending {
     /// Input the target did not take outgrew a backlog bound.
     Backlog,
     Revoked,
+    /// A required recording stopped (the line the person read).
+    RecordingStopped(String),
 }
 
 /// What the input side sends to the process, in order.
@@ -198,6 +200,10 @@ async fn run_counted(
                     break Ending::Idle;
                 }
             }
+            message = context.control.recording_stopped() => {
+                output.tell(&message, tty).await;
+                break Ending::RecordingStopped(message);
+            }
             () = context.control.stop.cancelled() => {
                 output.tell(crate::session::STOPPED, tty).await;
                 break Ending::Stopped;
@@ -259,10 +265,11 @@ async fn run_counted(
     // over (`while_draining`).
     let end = async {
         if ending != Ending::OutputDone {
-            let outcome = match ending {
+            let outcome = match ending.clone() {
                 Ending::Idle => Outcome::Idle,
                 Ending::Stopped => Outcome::Stopped,
                 Ending::Backlog => Outcome::Failed("input backlog bound".into()),
+                Ending::RecordingStopped(message) => Outcome::Failed(message),
                 Ending::Revoked => {
                     Outcome::Revoked(context.control.revoked.borrow().clone().unwrap_or_default())
                 }

@@ -763,7 +763,7 @@ async fn session_channel(
         user: login.identity.user.clone(),
         api_wait,
         recorder: session.recorder.clone(),
-        control: shared.control(revoked.subscribe()),
+        control: session.rules(shared.control(revoked.subscribe())),
         stdin_eof: shared.stdin_eof,
         stream_verb: shared.stream_verb,
         backlogs,
