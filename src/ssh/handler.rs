@@ -738,15 +738,22 @@ async fn session_channel(
         Ok(Some(target)) => target.clone(),
     };
     // The hold keeps a node's pod while the session runs.
-    let (exec_target, _node_hold) =
-        match crate::target::resolve(&shared, &login.identity, &target, "exec").await {
-            Ok(resolved) => resolved,
-            Err(error) => {
-                opening.refused(&error.to_string());
-                refuse(&output, &error.to_string(), tty).await;
-                return;
-            }
-        };
+    let (exec_target, _node_hold) = match crate::target::resolve(
+        &shared,
+        &login.person,
+        &login.identity,
+        &target,
+        "exec",
+    )
+    .await
+    {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            opening.refused(&error.to_string());
+            refuse(&output, &error.to_string(), tty).await;
+            return;
+        }
+    };
     let exec_target = Arc::new(exec_target);
     let api_wait = shared.config.timeouts.api();
     let fs = crate::remote_fs::RemoteFs::new(exec_target.clone(), api_wait);
@@ -819,11 +826,18 @@ async fn forward_channel(
             .reject(refuse(format!("port {port} is out of range"), 2))
             .await;
     };
-    let (resolved, _hold) =
-        match crate::target::resolve(&shared, &login.identity, &target, "portforward").await {
-            Ok(resolved) => resolved,
-            Err(error) => return reply.reject(refuse(error.to_string(), 1)).await,
-        };
+    let (resolved, _hold) = match crate::target::resolve(
+        &shared,
+        &login.person,
+        &login.identity,
+        &target,
+        "portforward",
+    )
+    .await
+    {
+        Ok(resolved) => resolved,
+        Err(error) => return reply.reject(refuse(error.to_string(), 1)).await,
+    };
     if !crate::forward::destination_allowed(&resolved, &host) {
         return reply
             .reject(refuse(crate::forward::refusal(&resolved, &host), 1))
