@@ -206,7 +206,7 @@ fn main() {
     let sim = Sim::start();
     let bastion = Bastion::start(
         &sim,
-        "[limits]\nmax_connections_per_source = 5000\nmax_unauthenticated_connections = 5000\nmax_sessions_per_user = 5000\n[timeouts]\nidle_secs = 0\n",
+        "[limits]\nmax_connections_per_source = 5000\nmax_unauthenticated_connections = 5000\nmax_sessions_per_user = 5000\nconnections_per_second_per_source = 100000\nconnection_burst_per_source = 100000\n[timeouts]\nidle_secs = 0\n",
     );
     let kubectl = vec![
         "kubectl".to_string(),
