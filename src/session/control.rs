@@ -16,11 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use russh::ChannelWriteHalf;
-use russh::server::Msg;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::bridge::message_bytes;
+use super::io::ClientOutput;
 
 /// The bastion's rules every session follows, whatever it carries.
 #[derive(Clone)]
@@ -35,6 +33,27 @@ pub struct Control {
     /// Set (to the reason) when the connection's credential no longer
     /// holds: the session ends at once with a notice.
     pub revoked: tokio::sync::watch::Receiver<Option<String>>,
+    /// A recording the session may not run without
+    /// (`audit.require_recording`): when it stops, the session ends.
+    pub required_recording: Option<crate::recording::Recorder>,
+}
+
+impl Control {
+    /// Resolves with the line for the person when a required recording
+    /// has stopped; never otherwise.
+    pub async fn recording_stopped(&self) -> String {
+        match &self.required_recording {
+            Some(recorder) => recording_stopped_message(&recorder.failed().await),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// What the user reads when a required recording stops.
+pub fn recording_stopped_message(reason: &str) -> String {
+    format!(
+        "this session's recording stopped ({reason}) and recording is required: the session has ended"
+    )
 }
 
 /// What the user reads when the drain deadline ends a session.
@@ -80,6 +99,8 @@ pub enum Interrupted {
     Idle,
     /// The connection's credential no longer holds (the reason).
     Revoked(String),
+    /// A required recording stopped (the line the person read).
+    RecordingStopped(String),
 }
 
 /// What the user reads when a revocation ends a session.
@@ -88,14 +109,14 @@ pub fn revoked_message(reason: &str) -> String {
 }
 
 /// Runs `service` until it ends; at the drain deadline or after the idle
-/// timeout without `activity`, drops it and closes the channel. Where the
-/// channel has a stderr the client shows (`tell`: sessions, not forwarded
+/// timeout without `activity`, drops it and closes the session. Where the
+/// client shows the bastion's lines (`tell`: sessions, not forwarded
 /// connections), the drain notice and the reason for the end are written
 /// there, one line each.
 pub async fn supervise<T>(
     control: &Control,
     activity: &Activity,
-    write: &ChannelWriteHalf<Msg>,
+    output: &impl ClientOutput,
     tell: bool,
     service: impl Future<Output = T>,
 ) -> Result<T, Interrupted> {
@@ -119,6 +140,7 @@ pub async fn supervise<T>(
                     break (Interrupted::Idle, idle_message(idle));
                 }
             }
+            message = control.recording_stopped() => break (Interrupted::RecordingStopped(message.clone()), message),
             Ok(()) = revoked.changed() => {
                 let reason = revoked.borrow_and_update().clone();
                 if let Some(reason) = reason {
@@ -128,19 +150,16 @@ pub async fn supervise<T>(
             Ok(()) = notice.changed() => {
                 let message = notice.borrow_and_update().clone();
                 if let Some(message) = message.filter(|_| tell) {
-                    let _ = write.extended_data_bytes(1, message_bytes(&message, false)).await;
+                    output.tell(&message, false).await;
                 }
             }
         }
     };
     drop(service);
     if tell {
-        let _ = write
-            .extended_data_bytes(1, message_bytes(&message, false))
-            .await;
+        output.tell(&message, false).await;
     }
-    let _ = write.eof().await;
-    let _ = write.close().await;
+    output.close().await;
     Err(interrupted)
 }
 
