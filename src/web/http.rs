@@ -247,6 +247,14 @@ fn login(web: &Web, peer: SocketAddr, request: &Request<Incoming>, token: &str) 
     match web.shared.web_logins.redeem(token, super::unix_now()) {
         Ok(signed_in) => {
             tracing::info!(%source, person = %signed_in.person, "web: signed in with a link");
+            web.shared.audit.record(crate::audit::Event::Auth {
+                source: source.to_string(),
+                login: signed_in.person.clone(),
+                method: "web-link".into(),
+                fingerprint: None,
+                success: true,
+                reason: None,
+            });
             let mut response = redirect("/");
             let cookie = format!(
                 "{COOKIE}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
@@ -259,6 +267,14 @@ fn login(web: &Web, peer: SocketAddr, request: &Request<Incoming>, token: &str) 
         }
         Err(error) => {
             tracing::info!(%source, %error, "web: sign-in link refused");
+            web.shared.audit.record(crate::audit::Event::Auth {
+                source: source.to_string(),
+                login: String::new(),
+                method: "web-link".into(),
+                fingerprint: None,
+                success: false,
+                reason: Some(error.to_string()),
+            });
             let status = match error {
                 LinkError::Used | LinkError::Expired => StatusCode::GONE,
                 LinkError::Unknown => StatusCode::NOT_FOUND,

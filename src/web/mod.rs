@@ -155,6 +155,43 @@ fn public_origin(url: &str) -> Result<String, String> {
     Ok(parsed.origin().ascii_serialization())
 }
 
+/// The command that, with no target in the login name, asks for a sign-in
+/// link: `ssh PERSON@bastion web`.
+pub const SIGN_IN_COMMAND: &str = "web";
+
+/// What `ssh PERSON@bastion web` prints: a one-time sign-in link for
+/// `grant`, or why there is none. Minting is audited (`source` is the SSH
+/// client's address); so is the link's use (`http::login`).
+pub fn sign_in_link(
+    shared: &crate::ssh::Shared,
+    grant: links::Grant,
+    source: &str,
+) -> Result<String, String> {
+    let web = &shared.config.web;
+    let (Some(url), Some(_)) = (&web.public_url, web.listen) else {
+        return Err("the web terminal is not enabled on this bastion ([web] listen and public_url in its configuration)".into());
+    };
+    let person = grant.person.clone();
+    let token = shared
+        .web_logins
+        .mint_link(grant, unix_now())
+        .map_err(|e| e.to_string())?;
+    tracing::info!(%source, %person, "web: sign-in link minted");
+    shared.audit.record(crate::audit::Event::Auth {
+        source: source.to_string(),
+        login: person,
+        method: "web-link-minted".into(),
+        fingerprint: None,
+        success: true,
+        reason: None,
+    });
+    Ok(format!(
+        "{}/login/{token}\nOpen it within {} s; it signs you in once.\n",
+        url.trim_end_matches('/'),
+        web.link_secs
+    ))
+}
+
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

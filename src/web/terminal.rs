@@ -35,6 +35,11 @@ use crate::session::{ClientEvent, ClientInput, ClientOutput, Opening, Pty, Trans
 /// The TERM a web terminal's shell gets: xterm.js emulates xterm.
 const TERM: &str = "xterm-256color";
 
+/// The close code for a page whose terminal another page took over
+/// (4000-4999: for applications, RFC 6455 §7.4.2); the page does not
+/// reconnect on it.
+const TAKEN_OVER: CloseCode = CloseCode::Library(4001);
+
 /// A page must send its size this soon after opening the socket.
 const FIRST_SIZE_WAIT: Duration = Duration::from_secs(30);
 
@@ -241,12 +246,7 @@ pub async fn serve<S>(
             drop((hold, slot));
         })
     };
-    let frame = ServerMessage::Attached(terminal.id.clone()).encode();
-    if socket.send(Message::Binary(frame)).await.is_ok() {
-        pump(&web, &terminal, 0, socket).await;
-    } else {
-        terminal.detached.send_replace(Some(Instant::now()));
-    }
+    pump(&web, &terminal, 0, socket).await;
     // The session runs on without a page until the grace is over; the
     // runner owns it and ends it.
     drop(runner);
@@ -302,7 +302,17 @@ where
     terminal.detached.send_replace(None);
     let (mut sink, mut stream) = socket.split();
     let keepalive = &web.shared.config.timeouts;
-    let interval = Duration::from_secs(keepalive.keepalive_secs.max(1));
+    let interval = Duration::from_secs(keepalive.keepalive_secs.clamp(1, 3600));
+    // The page learns the ping interval, so that it can tell a dead socket
+    // (a network that drops packets closes nothing) and reconnect.
+    let attached = ServerMessage::Attached {
+        id: terminal.id.clone(),
+        keepalive_secs: interval.as_secs() as u16,
+    };
+    if sink.send(Message::Binary(attached.encode())).await.is_err() {
+        terminal.detached.send_replace(Some(Instant::now()));
+        return;
+    }
     // A page silent for this long is gone, as an SSH client that misses
     // `keepalive_max` keepalives.
     let silent_limit = interval * (keepalive.keepalive_max.max(1) as u32 + 1);
@@ -318,7 +328,7 @@ where
     let ended = loop {
         tokio::select! {
             () = taken.cancelled() => {
-                let _ = sink.send(close(CloseCode::Policy, "this terminal was opened in another tab")).await;
+                let _ = sink.send(close(TAKEN_OVER, "this terminal was opened in another tab")).await;
                 return;
             }
             next = terminal.screen.next(sent) => match next {

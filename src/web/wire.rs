@@ -7,7 +7,8 @@
 //! kbastion to browser: `0` output, the big-endian u64 offset of its first
 //! byte then the bytes (a byte stream: the browser decodes UTF-8 across
 //! frames); `1` exit, the big-endian u32 status; `2` one line for the
-//! user; `3` attached, the id under which the page can reattach; `4` ping.
+//! user; `3` attached, the big-endian u16 seconds between kbastion's pings
+//! then the id under which the page can reattach; `4` ping.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -89,7 +90,7 @@ pub enum ServerMessage {
     Output { offset: u64, data: Bytes },
     Exit(u32),
     Message(String),
-    Attached(String),
+    Attached { id: String, keepalive_secs: u16 },
     Ping,
 }
 
@@ -111,8 +112,9 @@ impl ServerMessage {
                 frame.put_u8(2);
                 frame.put_slice(line.as_bytes());
             }
-            ServerMessage::Attached(id) => {
+            ServerMessage::Attached { id, keepalive_secs } => {
                 frame.put_u8(3);
+                frame.put_u16(*keepalive_secs);
                 frame.put_slice(id.as_bytes());
             }
             ServerMessage::Ping => frame.put_u8(4),
@@ -140,7 +142,10 @@ impl ServerMessage {
                 body[0], body[1], body[2], body[3],
             ]))),
             (2, _) => text(&body).map(ServerMessage::Message),
-            (3, _) => text(&body).map(ServerMessage::Attached),
+            (3, n) if n >= 2 => Ok(ServerMessage::Attached {
+                keepalive_secs: u16::from_be_bytes([body[0], body[1]]),
+                id: text(&body.slice(2..))?,
+            }),
             (4, 0) => Ok(ServerMessage::Ping),
             (kind, _) => Err(WireError::Malformed(kind)),
         }
@@ -168,7 +173,10 @@ mod tests {
             },
             ServerMessage::Exit(3),
             ServerMessage::Message("kbastion: no".into()),
-            ServerMessage::Attached("abc".into()),
+            ServerMessage::Attached {
+                id: "abc".into(),
+                keepalive_secs: 30,
+            },
             ServerMessage::Ping,
         ] {
             assert_eq!(ServerMessage::decode(message.encode()), Ok(message));

@@ -20,6 +20,8 @@ const INPUT = 0, RESIZE = 1, ACK = 2, KEEPALIVE = 3;
 const OUTPUT = 0, EXIT = 1, MESSAGE = 2, ATTACHED = 3, PING = 4;
 // Acknowledge drawn output in steps of this much (kbastion's window is
 // larger, so it never waits for an acknowledgement that is not coming).
+// The close code kbastion sends a page whose terminal another page took.
+const TAKEN_OVER = 4001;
 const ACK_STEP = 64 * 1024;
 const KEEPALIVE_MS = 20000;
 
@@ -73,6 +75,8 @@ let drawn = 0; // offset after the last byte xterm has drawn
 let acked = 0;
 let ended = false;
 let retry = 0;
+let pingSecs = 30; // kbastion's ping interval, from its ATTACHED message
+let heard = Date.now(); // when the socket last brought anything
 const encoder = new TextEncoder();
 
 function send(type, payload) {
@@ -117,10 +121,12 @@ function connect() {
   socket.binaryType = 'arraybuffer';
   socket.onopen = () => {
     retry = 0;
+    heard = Date.now();
     show('');
     sendResize();
   };
   socket.onmessage = (event) => {
+    heard = Date.now();
     const frame = new Uint8Array(event.data);
     const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
     switch (frame[0]) {
@@ -154,7 +160,8 @@ function connect() {
         break;
       }
       case ATTACHED: {
-        const id = new TextDecoder().decode(frame.subarray(1));
+        pingSecs = view.getUint16(1);
+        const id = new TextDecoder().decode(frame.subarray(3));
         sessionStorage.setItem(storageKey, JSON.stringify({ id }));
         document.body.dataset.session = id;
         break;
@@ -167,7 +174,8 @@ function connect() {
   socket.onclose = (event) => {
     socket = null;
     if (ended) return;
-    if (event.code === 1000 || event.code === 1008 || event.code === 1009) {
+    if (event.code === 1000 || event.code === 1003 || event.code === 1007 ||
+        event.code === 1008 || event.code === 1009 || event.code === TAKEN_OVER) {
       // Closed on purpose by kbastion: the reason is the one line to show.
       ended = true;
       sessionStorage.removeItem(storageKey);
@@ -175,18 +183,47 @@ function connect() {
       document.body.dataset.closed = event.reason || String(event.code);
       return;
     }
-    retry += 1;
-    const wait = Math.min(5000, 250 * retry);
-    show('connection lost; reconnecting…');
-    setTimeout(connect, wait);
+    reconnect();
   };
+}
+
+// One socket at a time: a second one would take the terminal over from
+// the first (kbastion closes the older with TAKEN_OVER).
+let retryTimer = null;
+function reconnect() {
+  if (retryTimer !== null || ended) return;
+  retry += 1;
+  show('connection lost; reconnecting…');
+  retryTimer = setTimeout(() => {
+    retryTimer = null;
+    if (!socket) connect();
+  }, Math.min(5000, 250 * retry));
 }
 
 term.onData((data) => send(INPUT, encoder.encode(data)));
 term.onBinary((data) => send(INPUT, Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
 term.onResize(() => sendResize());
 new ResizeObserver(() => fit.fit()).observe(document.getElementById('terminal'));
-window.addEventListener('online', () => { if (!socket && !ended) connect(); });
+window.addEventListener('online', () => {
+  if (retryTimer !== null) {
+    clearTimeout(retryTimer);
+    retryTimer = null;
+  }
+  if (!socket && !ended) connect();
+});
+// A network that drops packets (a blip, a sleeping laptop, DevTools
+// offline) closes no socket: one that has brought nothing, not even a
+// ping, for three ping intervals is given up and a new one attached.
+setInterval(() => {
+  if (!socket || socket.readyState !== WebSocket.OPEN || ended) return;
+  if (Date.now() - heard > 3 * pingSecs * 1000) {
+    const dead = socket;
+    dead.onclose = dead.onmessage = null;
+    dead.close();
+    socket = null;
+    reconnect();
+  }
+}, 1000);
 setInterval(() => send(KEEPALIVE, new Uint8Array(0)), KEEPALIVE_MS);
 term.focus();
 connect();
