@@ -56,7 +56,10 @@ fn build(work: &Path, bundle: &Path) -> Result<(), String> {
                 "--target=es2020",
                 "--log-level=warning",
             ])
-            .arg(format!("--outfile={}", bundle.join("terminal.js").display()))
+            .arg(format!(
+                "--outfile={}",
+                bundle.join("terminal.js").display()
+            ))
             .current_dir(work),
         "esbuild",
     )

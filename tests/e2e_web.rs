@@ -128,7 +128,10 @@ fn a_link_signs_in_once_until_it_expires_and_only_our_pages_open_terminals() {
     assert_eq!(seen["first_url"], format!("{}/", web.base));
     let list = seen["list"].as_str().unwrap();
     assert!(list.contains("Targets for alice"), "{list}");
-    assert!(list.contains("default/web-0") && list.contains("prod/db-0"), "{list}");
+    assert!(
+        list.contains("default/web-0") && list.contains("prod/db-0"),
+        "{list}"
+    );
     assert!(list.contains("node-1"), "{list}");
     let cookie = &seen["cookie"];
     assert_eq!(cookie["httpOnly"], true);
@@ -148,7 +151,10 @@ fn a_link_signs_in_once_until_it_expires_and_only_our_pages_open_terminals() {
         "this sign-in link has expired; run ssh PERSON@BASTION web for a new one\n"
     );
     assert!(
-        seen["foreign_socket"].as_str().unwrap().starts_with("closed"),
+        seen["foreign_socket"]
+            .as_str()
+            .unwrap()
+            .starts_with("closed"),
         "{seen}"
     );
     assert_eq!(
@@ -188,7 +194,10 @@ fn bob_sees_only_his_pods_and_a_forbidden_deep_link_shows_one_line() {
     let list = seen["list"].as_str().unwrap();
     assert!(list.contains("Targets for bob"), "{list}");
     assert!(list.contains("default/web-0"), "{list}");
-    assert!(!list.contains("prod/db-0") && !list.contains("node-1"), "{list}");
+    assert!(
+        !list.contains("prod/db-0") && !list.contains("node-1"),
+        "{list}"
+    );
     assert_eq!(
         seen["forbidden"],
         "kbastion: access denied by Kubernetes RBAC: pods \"db-0\" is forbidden: User \"bob\" cannot get resource \"pods\" in API group \"\" in the namespace \"prod\""
@@ -223,8 +232,9 @@ fn a_terminal_in_a_container_has_the_page_size_whole_characters_ctrl_c_and_the_e
     let sim = Sim::start();
     sim.wait_running("default", "web-0");
     let web = Web::start(&sim, "");
-    let screenshot = std::env::var_os("KBASTION_WEB_SCREENSHOT").map(PathBuf::from);
-    terminal_checks(&web, "default/web-0", screenshot.as_deref());
+    // The README's picture (tests/screenshots/web-terminal.png is a copy).
+    let screenshot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/web-terminal.png");
+    terminal_checks(&web, "default/web-0", Some(&screenshot));
     // Audited as a web session, and recorded: the recording replays.
     let audit = web.audit();
     let start = audit
@@ -280,9 +290,11 @@ fn a_closed_tab_leaves_no_process_in_the_target_after_the_grace() {
         serde_json::json!({"base": web.base, "link": web.link("alice"), "target": "default/web-0", "command": marker}),
     );
     assert!(process_running(&marker), "{marker} did not start");
-    wait_for(&format!("{marker} to be ended"), Duration::from_secs(20), || {
-        !process_running(&marker)
-    });
+    wait_for(
+        &format!("{marker} to be ended"),
+        Duration::from_secs(20),
+        || !process_running(&marker),
+    );
     web.bastion
         .wait_for_log_line(&["session ended", "client gone"], Duration::from_secs(10));
 }

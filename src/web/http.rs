@@ -61,15 +61,15 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, web: A
         let _ = socket.set_nodelay(true);
         let (acceptor, web) = (acceptor.clone(), web.clone());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await
-            {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "web: TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "web: TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let service = hyper::service::service_fn(move |request| {
                 let web = web.clone();
                 async move { Ok::<_, Infallible>(handle(&web, peer, request).await) }
@@ -95,12 +95,20 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
         }
     };
     set(headers, header::CONTENT_TYPE, content_type);
-    set(headers, header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY);
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        CONTENT_SECURITY_POLICY,
+    );
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(headers, header::X_FRAME_OPTIONS, "DENY");
     // The sign-in link carries its token in the path: never pass it on.
     set(headers, header::REFERRER_POLICY, "no-referrer");
-    set(headers, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
+    set(
+        headers,
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=31536000",
+    );
     set(headers, header::CACHE_CONTROL, "no-store");
     response
 }
@@ -124,10 +132,7 @@ fn client(web: &Web, peer: SocketAddr, request: &Request<Incoming>) -> std::net:
         .headers()
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
-    web.shared
-        .config
-        .web
-        .client_address(peer.ip(), forwarded)
+    web.shared.config.web.client_address(peer.ip(), forwarded)
 }
 
 /// The session cookie's value, if the request carries one.
@@ -145,11 +150,15 @@ fn cookie(request: &Request<Incoming>) -> Option<String> {
 
 /// The person signed in by the request's cookie, if the browser session
 /// and the credential that minted it still hold.
-fn signed_in(web: &Web, peer: SocketAddr, request: &Request<Incoming>) -> Result<Grant, Response<Body>> {
+fn signed_in(
+    web: &Web,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+) -> Result<Grant, Box<Response<Body>>> {
     let now = super::unix_now();
-    let refused = |line: &str| plain(StatusCode::UNAUTHORIZED, line);
-    let token = cookie(request)
-        .ok_or_else(|| refused(&super::links::SessionError::Missing.to_string()))?;
+    let refused = |line: &str| Box::new(plain(StatusCode::UNAUTHORIZED, line));
+    let token =
+        cookie(request).ok_or_else(|| refused(&super::links::SessionError::Missing.to_string()))?;
     let grant = web
         .shared
         .web_logins
@@ -159,10 +168,10 @@ fn signed_in(web: &Web, peer: SocketAddr, request: &Request<Incoming>) -> Result
         let access = web.shared.access();
         if let Err(reason) = credential.check(&access.lists(), client(web, peer, request), now) {
             web.shared.web_logins.end(&token);
-            return Err(plain(
+            return Err(Box::new(plain(
                 StatusCode::FORBIDDEN,
                 &format!("access revoked: {reason}"),
-            ));
+            )));
         }
     }
     Ok(grant)
@@ -222,7 +231,7 @@ async fn handle(web: &Arc<Web>, peer: SocketAddr, request: Request<Incoming>) ->
     }
     let grant = match signed_in(web, peer, &request) {
         Ok(grant) => grant,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if path == "/" {
         return targets_page(web, &grant).await;
@@ -237,7 +246,10 @@ async fn handle(web: &Arc<Web>, peer: SocketAddr, request: Request<Incoming>) ->
             Err(error) => plain(StatusCode::BAD_REQUEST, &error),
         };
     }
-    plain(StatusCode::NOT_FOUND, "not found; open / for the targets you may reach")
+    plain(
+        StatusCode::NOT_FOUND,
+        "not found; open / for the targets you may reach",
+    )
 }
 
 /// Uses up a sign-in link: sets the session cookie and opens the targets.
@@ -352,8 +364,15 @@ fn reattach(request: &Request<Incoming>) -> Option<(String, u64)> {
 /// The WebSocket handshake (RFC 6455 §4.2): only from a page of ours (the
 /// Origin header, which browsers set and pages cannot forge, must be
 /// exactly the configured origin) and only with a live session cookie.
-async fn websocket(web: &Arc<Web>, peer: SocketAddr, mut request: Request<Incoming>) -> Response<Body> {
-    let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+async fn websocket(
+    web: &Arc<Web>,
+    peer: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Response<Body> {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
     if origin != Some(web.origin.as_str()) {
         tracing::info!(%peer, origin = ?origin, "web: WebSocket refused: not from this bastion's pages");
         return plain(
@@ -366,7 +385,7 @@ async fn websocket(web: &Arc<Web>, peer: SocketAddr, mut request: Request<Incomi
     }
     let grant = match signed_in(web, peer, &request) {
         Ok(grant) => grant,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let path = request.uri().path().to_string();
     let target = match parse_target(&grant.person, path.trim_start_matches("/ws/")) {
@@ -381,7 +400,10 @@ async fn websocket(web: &Arc<Web>, peer: SocketAddr, mut request: Request<Incomi
     let version = headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v == "13");
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| upgrade && version) else {
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| upgrade && version)
+    else {
         return plain(
             StatusCode::BAD_REQUEST,
             "this address is the terminal's WebSocket; open /t/TARGET instead",
@@ -453,6 +475,9 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(escape("<a href=\"x\">'&"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;");
+        assert_eq!(
+            escape("<a href=\"x\">'&"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
     }
 }

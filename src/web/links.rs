@@ -54,9 +54,14 @@ pub enum SessionError {
 }
 
 enum Link {
-    Fresh { grant: Grant, expires: u64 },
+    Fresh {
+        grant: Box<Grant>,
+        expires: u64,
+    },
     /// Kept until it would have expired, to say "already used".
-    Used { expires: u64 },
+    Used {
+        expires: u64,
+    },
 }
 
 struct BrowserSession {
@@ -115,7 +120,13 @@ impl Logins {
         }
         let token = token();
         let expires = now + self.link_secs;
-        links.insert(token.clone(), Link::Fresh { grant, expires });
+        links.insert(
+            token.clone(),
+            Link::Fresh {
+                grant: Box::new(grant),
+                expires,
+            },
+        );
         Ok(token)
     }
 
@@ -135,7 +146,7 @@ impl Logins {
                 Link::Fresh { expires, .. } => {
                     let expires = *expires;
                     match std::mem::replace(entry, Link::Used { expires }) {
-                        Link::Fresh { grant, .. } => grant,
+                        Link::Fresh { grant, .. } => *grant,
                         Link::Used { .. } => unreachable!("matched as fresh above"),
                     }
                 }
@@ -215,11 +226,12 @@ mod tests {
     }
 
     fn grant(valid_before: Option<u64>) -> Grant {
-        let key = russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)
-            .expect("key")
-        .public_key()
-        .key_data()
-        .clone();
+        let key =
+            russh::keys::PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519)
+                .expect("key")
+                .public_key()
+                .key_data()
+                .clone();
         Grant {
             person: "alice".into(),
             identity: Identity {

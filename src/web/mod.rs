@@ -220,7 +220,10 @@ mod tests {
             "listen = \"127.0.0.1:8443\"\ncertificate = \"c.pem\"\nkey = \"/k.pem\"\npublic_url = \"https://Bastion.example.com:443/\"",
         )
         .unwrap();
-        assert_eq!(web.certificate.as_deref(), Some(Path::new("/etc/kbastion/c.pem")));
+        assert_eq!(
+            web.certificate.as_deref(),
+            Some(Path::new("/etc/kbastion/c.pem"))
+        );
         assert_eq!(web.origin().as_deref(), Some("https://bastion.example.com"));
     }
 

@@ -268,7 +268,10 @@ where
         }
         None
     };
-    tokio::time::timeout(FIRST_SIZE_WAIT, wait).await.ok().flatten()
+    tokio::time::timeout(FIRST_SIZE_WAIT, wait)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Tells the page why there is no session, in one line, and closes.

@@ -18,7 +18,10 @@ pub enum TlsError {
 
 /// A TLS server configuration for the certificate chain and key in the
 /// PEM files `certificate` and `key`.
-pub fn server_config(certificate: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(
+    certificate: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
         .and_then(|certs| certs.collect::<Result<_, _>>())
         .map_err(|e| TlsError::Certificate {

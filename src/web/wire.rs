@@ -128,7 +128,8 @@ impl ServerMessage {
             return Err(WireError::Empty);
         };
         let body = frame.slice(1..);
-        let text = |body: &Bytes| String::from_utf8(body.to_vec()).map_err(|_| WireError::Malformed(kind));
+        let text =
+            |body: &Bytes| String::from_utf8(body.to_vec()).map_err(|_| WireError::Malformed(kind));
         match (kind, body.len()) {
             (0, n) if n >= 8 => {
                 let mut offset = [0u8; 8];
@@ -160,7 +161,10 @@ mod tests {
     fn messages_round_trip() {
         for message in [
             ClientMessage::Input(Bytes::from_static("é漢🙂".as_bytes())),
-            ClientMessage::Resize { cols: 132, rows: 43 },
+            ClientMessage::Resize {
+                cols: 132,
+                rows: 43,
+            },
             ClientMessage::Ack(1 << 40),
             ClientMessage::Keepalive,
         ] {

@@ -23,7 +23,13 @@ WAIT = 20.0
 SCREEN_JS = """() => {
   const b = window.kbastionTerminal.buffer.active;
   const lines = [];
-  for (let i = 0; i < b.length; i++) lines.push(b.getLine(i).translateToString(true));
+  for (let i = 0; i < b.length; i++) {
+    const line = b.getLine(i);
+    const text = line.translateToString(true);
+    // A line the terminal wrapped continues the one before.
+    if (line.isWrapped && lines.length) lines[lines.length - 1] += text;
+    else lines.push(text);
+  }
   return lines.join('\\n');
 }"""
 
@@ -184,7 +190,11 @@ def scenario_terminal(browser, args):
     terminal.page.keyboard.press("Control+C")
     result["after_interrupt"] = terminal.value("status", "echo $?")
     if args.get("screenshot"):
-        terminal.run("clear; printf 'kbastion web terminal: %s\\n' \"$(hostname)\"; ls /", "kbastion web terminal")
+        terminal.run(
+            "clear; printf 'kbastion web terminal: default/web-0, container %s\\n' \"$ROLE\"; "
+            "printf 'é漢🙂 whole characters\\n'; stty size; ls --color=always /usr",
+            "whole characters",
+        )
         time.sleep(0.5)
         terminal.page.screenshot(path=args["screenshot"])
     step("exit 3")
