@@ -243,6 +243,12 @@ fn a_terminal_in_a_container_has_the_page_size_whole_characters_ctrl_c_and_the_e
         .unwrap_or_else(|| panic!("no web session in {audit:?}"));
     assert_eq!(start["person"], "alice");
     assert_eq!(start["target"], "default/web-0");
+    assert!(
+        start["user_agent"]
+            .as_str()
+            .is_some_and(|agent| agent.contains("HeadlessChrome")),
+        "{start}"
+    );
     let end = audit
         .iter()
         .find(|e| e["event"] == "session_end" && e["session"] == start["session"])

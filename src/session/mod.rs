@@ -158,6 +158,8 @@ pub struct Opening<'a> {
     pub shared: &'a Arc<Shared>,
     pub transport: Transport,
     pub source: String,
+    /// The browser's User-Agent, for a web terminal (cut at 256 bytes).
+    pub user_agent: Option<String>,
     pub person: &'a str,
     pub identity: &'a Identity,
     /// The target as the person named it (empty when none was).
@@ -206,6 +208,7 @@ impl Opening<'_> {
             session: id.clone(),
             source: self.source.clone(),
             transport: self.transport,
+            user_agent: self.user_agent.clone(),
             person: self.person.to_string(),
             kubernetes_user: self.identity.user.clone(),
             kubernetes_groups: self.identity.groups.clone(),

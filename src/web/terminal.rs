@@ -151,6 +151,7 @@ pub async fn serve<S>(
         shared: &shared,
         transport: Transport::Web,
         source: client.source.to_string(),
+        user_agent: client.user_agent.clone(),
         person: &grant.person,
         identity: &grant.identity,
         target: target.to_string(),
@@ -186,9 +187,6 @@ pub async fn serve<S>(
         Ok(session) => session,
         Err(reason) => return refuse(socket, &reason).await,
     };
-    if let Some(user_agent) = &client.user_agent {
-        tracing::info!(session = %session.id, %user_agent, "web: terminal's browser");
-    }
     let (events, events_rx) = mpsc::channel(INPUT_QUEUE);
     let terminal = Arc::new(Terminal {
         id: session.id.clone(),
