@@ -24,7 +24,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "127.0.0.1:2222")]
     pub listen: SocketAddr,
     /// Address for the demo's web terminal (HTTPS, with a self-signed
-    /// certificate generated in the state directory).
+    /// certificate generated in the state directory; port 0: a free one).
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub web_listen: SocketAddr,
     /// authorized_keys file for the demo users (default: ~/.ssh/*.pub, or a
@@ -176,11 +176,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = Config::parse(DEMO_CONFIG, &state)
         .map_err(|e| anyhow::anyhow!("built-in demo config: {e}"))?;
     config.listen = args.listen;
-    let web_url = format!("https://{}", args.web_listen);
-    config.web.listen = Some(args.web_listen);
+    // The page's origin must be known before the listener starts: port 0
+    // becomes a free port now (as the SSH side's does when it binds).
+    let mut web_listen = args.web_listen;
+    if web_listen.port() == 0 {
+        let probe = std::net::TcpListener::bind(web_listen)
+            .with_context(|| format!("cannot listen on {web_listen}"))?;
+        web_listen = probe.local_addr()?;
+    }
+    let web_url = format!("https://{web_listen}");
+    config.web.listen = Some(web_listen);
     config.web.public_url = Some(web_url.clone());
     if let (Some(certificate), Some(key)) = (&config.web.certificate, &config.web.key) {
-        web_certificate(certificate, key, args.web_listen)?;
+        web_certificate(certificate, key, web_listen)?;
     }
     for user in &mut config.users {
         user.keys = keys.clone();
