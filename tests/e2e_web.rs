@@ -174,6 +174,10 @@ fn a_link_signs_in_once_until_it_expires_and_only_our_pages_open_terminals() {
             "you are not signed in; run ssh PERSON@BASTION web for a sign-in link\n"
         ])
     );
+    assert_eq!(
+        seen["oversized"],
+        "1009 message too big (70000 bytes; the limit is 65536)"
+    );
     let audit = web.audit();
     assert!(
         audit

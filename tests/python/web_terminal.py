@@ -143,6 +143,22 @@ def scenario_login(browser, args):
     }
     result["forged_origin"] = raw_request(base, "/ws/default/web-0", {**upgrade, "Origin": "https://evil.example"})
     result["no_cookie"] = raw_request(base, "/", {})
+    step("an oversized message")
+    # A message over 64 KiB from a page of ours closes its socket with
+    # the reason (after the first size message has started a session).
+    page.goto(base + "/t/default/web-0")
+    result["oversized"] = page.evaluate(
+        """(url) => new Promise((resolve) => {
+          const socket = new WebSocket(url);
+          socket.binaryType = 'arraybuffer';
+          socket.onopen = () => socket.send(new Uint8Array([1, 0, 80, 0, 24]));
+          socket.onmessage = (e) => {
+            if (new Uint8Array(e.data)[0] === 3) socket.send(new Uint8Array(70000));
+          };
+          socket.onclose = (e) => resolve(e.code + ' ' + e.reason);
+        })""",
+        base.replace("https://", "wss://") + "/ws/default/solo",
+    )
     # A link that has expired.
     if "expired_link" in args:
         time.sleep(max(0, args["expires_at"] + 0.5 - time.time()))
