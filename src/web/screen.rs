@@ -152,7 +152,18 @@ impl Screen {
                 if from < limit {
                     let skip = (from - state.start()) as usize;
                     let take = ((limit - from) as usize).min(CHUNK);
-                    let data: Vec<u8> = state.ring.range(skip..skip + take).copied().collect();
+                    // Two memcpys at most (the ring's two halves), not a
+                    // byte at a time.
+                    let (front, back) = state.ring.as_slices();
+                    let mut data = Vec::with_capacity(take);
+                    let end = skip + take;
+                    if skip < front.len() {
+                        data.extend_from_slice(&front[skip..end.min(front.len())]);
+                    }
+                    if end > front.len() {
+                        let from = skip.saturating_sub(front.len());
+                        data.extend_from_slice(&back[from..end - front.len()]);
+                    }
                     return Next::Output {
                         offset: from,
                         data: Bytes::from(data),
