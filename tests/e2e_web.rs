@@ -235,7 +235,12 @@ fn terminal_checks(web: &Web, target: &str, screenshot: Option<&Path>) -> serde_
 fn a_terminal_in_a_container_has_the_page_size_whole_characters_ctrl_c_and_the_exit_status() {
     let sim = Sim::start();
     sim.wait_running("default", "web-0");
-    let web = Web::start(&sim, "");
+    let metrics_port = free_port();
+    let web = Web::start_with(
+        &sim,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+        "",
+    );
     // The README's picture (tests/screenshots/web-terminal.png is a copy).
     let screenshot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/web-terminal.png");
     terminal_checks(&web, "default/web-0", Some(&screenshot));
@@ -263,6 +268,19 @@ fn a_terminal_in_a_container_has_the_page_size_whole_characters_ctrl_c_and_the_e
         .join(format!("{}.cast", start["session"].as_str().unwrap()));
     let replay = asciinema_cat(&recording);
     assert!(replay.contains("chars:é漢🙂"), "{replay}");
+    // Metrics by transport (the session's end is recorded just after the
+    // page shows the exit).
+    wait_for(
+        "the web session in the metrics",
+        Duration::from_secs(10),
+        || {
+            let mut curl = Command::new("curl");
+            curl.args(["-s", &format!("http://127.0.0.1:{metrics_port}/metrics")]);
+            let metrics = text(&run_with_input(curl, b"").stdout);
+            metrics.contains("kbastion_sessions_started_by_transport_total{transport=\"web\"} 1")
+                && metrics.contains("kbastion_sessions_active_by_transport{transport=\"web\"} 0")
+        },
+    );
 }
 
 #[test]

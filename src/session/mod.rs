@@ -39,6 +39,16 @@ pub enum Transport {
     Web,
 }
 
+impl Transport {
+    /// The transport's name, as in metrics labels and the audit log.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Transport::Ssh => "ssh",
+            Transport::Web => "web",
+        }
+    }
+}
+
 /// A pseudo-terminal: its TERM and size (RFC 4254 §6.2).
 #[derive(Debug, Clone)]
 pub struct Pty {
@@ -203,6 +213,7 @@ impl Opening<'_> {
         shared
             .metrics
             .session_started(self.kind.label(), self.setup_started.elapsed());
+        shared.metrics.transport_started(self.transport.label());
         tracing::info!(source = %self.source, session = %id, person = %self.person, kubernetes_user = %self.identity.user, target = %self.target, kind = ?self.kind, transport = ?self.transport, "session started");
         shared.audit.record(Event::SessionStart {
             session: id.clone(),
@@ -222,6 +233,7 @@ impl Opening<'_> {
             person: self.person.to_string(),
             target: self.target,
             kind: self.kind,
+            transport: self.transport,
             started: Instant::now(),
             recorder,
             require_recording: shared.config.audit.require_recording,
@@ -238,6 +250,7 @@ pub struct Session {
     person: String,
     target: String,
     kind: SessionKind,
+    transport: Transport,
     started: Instant,
     pub recorder: Option<crate::recording::Recorder>,
     require_recording: bool,
@@ -274,6 +287,7 @@ impl Session {
             report.bytes_in,
             report.bytes_out,
         );
+        self.shared.metrics.transport_ended(self.transport.label());
         let duration_ms = self.started.elapsed().as_millis() as u64;
         // A recording of nothing (a command that could not start) is not
         // kept or announced.
