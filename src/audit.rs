@@ -123,6 +123,9 @@ pub enum Event {
         session: String,
         source: String,
         transport: crate::session::Transport,
+        /// The browser's User-Agent, for a web terminal.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_agent: Option<String>,
         person: String,
         kubernetes_user: String,
         kubernetes_groups: Vec<String>,

@@ -83,6 +83,9 @@ pub struct Config {
     /// Audit log and session recordings.
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
+    /// The web terminal (off unless `web.listen` is set).
+    #[serde(default)]
+    pub web: crate::web::WebConfig,
     /// Whether a person may be mapped to the `system:masters` group, which
     /// no RBAC rule can restrict or audit as a role (default: refused).
     #[serde(default)]
@@ -351,6 +354,7 @@ impl Config {
             }
         }
         config.proxy_protocol.validate()?;
+        config.web.validate(base)?;
         config.revoked_keys = config.revoked_keys.as_deref().map(resolve);
         if let Some(path) = &config.revoked_keys {
             let text = std::fs::read_to_string(path)

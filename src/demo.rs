@@ -23,6 +23,10 @@ pub struct DemoArgs {
     /// Address for the demo bastion.
     #[arg(long, default_value = "127.0.0.1:2222")]
     pub listen: SocketAddr,
+    /// Address for the demo's web terminal (HTTPS, with a self-signed
+    /// certificate generated in the state directory; port 0: a free one).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub web_listen: SocketAddr,
     /// authorized_keys file for the demo users (default: ~/.ssh/*.pub, or a
     /// throwaway key generated in the state directory).
     #[arg(long)]
@@ -101,6 +105,36 @@ fn demo_keys(args: &DemoArgs, state: &Path) -> anyhow::Result<(Vec<PublicKey>, O
     Ok((vec![key.public_key().clone()], Some(identity)))
 }
 
+/// The web terminal's certificate for `address`: a self-signed pair in the
+/// state directory, made on first use and kept, so a browser that accepted
+/// it once goes on accepting it.
+fn web_certificate(certificate: &Path, key: &Path, address: SocketAddr) -> anyhow::Result<()> {
+    if certificate.exists() && key.exists() {
+        return Ok(());
+    }
+    let names = vec![
+        address.ip().to_string(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ];
+    let pair = rcgen::generate_simple_self_signed(names)
+        .context("cannot generate the web terminal's certificate")?;
+    std::fs::write(certificate, pair.cert.pem())
+        .with_context(|| format!("cannot write {}", certificate.display()))?;
+    let mut file = std::fs::OpenOptions::new();
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        file.mode(0o600);
+    }
+    file.write(true)
+        .create(true)
+        .truncate(true)
+        .open(key)
+        .and_then(|mut f| f.write_all(pair.signing_key.serialize_pem().as_bytes()))
+        .with_context(|| format!("cannot write {}", key.display()))?;
+    Ok(())
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let state = match &args.state_dir {
         Some(dir) => dir.clone(),
@@ -142,6 +176,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = Config::parse(DEMO_CONFIG, &state)
         .map_err(|e| anyhow::anyhow!("built-in demo config: {e}"))?;
     config.listen = args.listen;
+    // The page's origin must be known before the listener starts: port 0
+    // becomes a free port now (as the SSH side's does when it binds).
+    let mut web_listen = args.web_listen;
+    if web_listen.port() == 0 {
+        let probe = std::net::TcpListener::bind(web_listen)
+            .with_context(|| format!("cannot listen on {web_listen}"))?;
+        web_listen = probe.local_addr()?;
+    }
+    let web_url = format!("https://{web_listen}");
+    config.web.listen = Some(web_listen);
+    config.web.public_url = Some(web_url.clone());
+    if let (Some(certificate), Some(key)) = (&config.web.certificate, &config.web.key) {
+        web_certificate(certificate, key, web_listen)?;
+    }
     for user in &mut config.users {
         user.keys = keys.clone();
     }
@@ -177,6 +225,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     .context("the demo pod default/web-0 did not start within 30 s")?
     .context("cannot watch the demo pod default/web-0")?;
 
+    let alice = shared
+        .user("alice")
+        .context("the built-in demo config has no alice")?;
+    let link = shared
+        .web_logins
+        .mint_link(
+            crate::web::links::Grant {
+                person: alice.name.clone(),
+                identity: crate::cluster::Identity {
+                    user: alice.kubernetes_user().to_string(),
+                    groups: alice.kubernetes_groups.clone(),
+                },
+                credential: None,
+            },
+            crate::web::unix_now(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let link_secs = shared.web_logins.link_secs();
     let i = identity
         .map(|p| format!(" -i {}", p.display()))
         .unwrap_or_default();
@@ -206,6 +272,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          \n  bob may only use 'default':  ssh{p}{i} bob@kube-system/coredns-0@{host}\
          \n  What can I reach?            ssh{p}{i} alice@{host}\
          \n  The cluster itself:          kubectl --kubeconfig {kubeconfig} get pods -A\
+         \n\
+         \n  Web terminal:                {web_url} (self-signed certificate: accept it once)\
+         \n  Sign in as alice:            {web_url}/login/{link} (works once, for {link_secs} s)\
+         \n  A new sign-in link:          ssh{p}{i} alice@{host} web\
          \n\
          \n  Audit log (JSON lines):      {audit}\
          \n  Session recordings:          {recordings}/SESSION.cast\

@@ -38,6 +38,10 @@ pub struct Metrics {
     sessions_active: Family<Labels, Gauge>,
     sessions_started: Family<Labels, Counter>,
     sessions_ended: Family<Labels, Counter>,
+    /// The same sessions by transport (ssh, web): kept apart from the
+    /// `kind` families, whose label sets dashboards already use.
+    transport_active: Family<Labels, Gauge>,
+    transport_started: Family<Labels, Counter>,
     auth_failures: Family<Labels, Counter>,
     bytes: Family<Labels, Counter>,
     pub api_errors: Counter,
@@ -58,6 +62,8 @@ impl Default for Metrics {
         let sessions_active = Family::<Labels, Gauge>::default();
         let sessions_started = Family::<Labels, Counter>::default();
         let sessions_ended = Family::<Labels, Counter>::default();
+        let transport_active = Family::<Labels, Gauge>::default();
+        let transport_started = Family::<Labels, Counter>::default();
         let auth_failures = Family::<Labels, Counter>::default();
         let bytes = Family::<Labels, Counter>::default();
         let api_errors = Counter::default();
@@ -77,6 +83,16 @@ impl Default for Metrics {
             "sessions_started",
             "Sessions started, by kind",
             sessions_started.clone(),
+        );
+        registry.register(
+            "sessions_active_by_transport",
+            "Sessions open now, by transport (ssh, web)",
+            transport_active.clone(),
+        );
+        registry.register(
+            "sessions_started_by_transport",
+            "Sessions started, by transport (ssh, web)",
+            transport_started.clone(),
         );
         registry.register(
             "sessions_ended",
@@ -119,6 +135,8 @@ impl Default for Metrics {
             sessions_active,
             sessions_started,
             sessions_ended,
+            transport_active,
+            transport_started,
             auth_failures,
             bytes,
             api_errors,
@@ -156,6 +174,23 @@ impl Metrics {
         self.bytes
             .get_or_create(&label("direction", "out"))
             .inc_by(bytes_out);
+    }
+
+    /// A session of `transport` (ssh, web) started.
+    pub fn transport_started(&self, transport: &str) {
+        self.transport_started
+            .get_or_create(&label("transport", transport))
+            .inc();
+        self.transport_active
+            .get_or_create(&label("transport", transport))
+            .inc();
+    }
+
+    /// A session of `transport` ended.
+    pub fn transport_ended(&self, transport: &str) {
+        self.transport_active
+            .get_or_create(&label("transport", transport))
+            .dec();
     }
 
     pub fn auth_failed(&self, reason: &str) {

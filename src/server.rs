@@ -33,6 +33,10 @@ pub async fn run(
             shared.metrics.clone(),
         ));
     }
+    let web = match shared.config.web.listen {
+        Some(address) => Some(start_web(&shared, address).await?),
+        None => None,
+    };
     let probe = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -61,6 +65,9 @@ pub async fn run(
         tokio::select! {
             result = &mut accept => {
                 probe.abort();
+                if let Some(web) = &web {
+                    web.abort();
+                }
                 return result.map_err(|e| anyhow::anyhow!("the SSH server stopped: {e}"))?;
             }
             _ = hangup.recv() => match &config_path {
@@ -78,12 +85,41 @@ pub async fn run(
         }
     }
     accept.abort();
+    // New pages are refused from now on (they would be drained at once);
+    // open terminals are told and drained with the SSH sessions.
+    if let Some(web) = &web {
+        web.abort();
+    }
     probe.abort();
     shared.metrics.api_ready.store(false, Ordering::Relaxed);
     drain(&shared).await;
     shared.node_shells.release_all().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the web terminal's HTTPS listener on `address`.
+async fn start_web(
+    shared: &Arc<Shared>,
+    address: std::net::SocketAddr,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let config = &shared.config.web;
+    let (Some(certificate), Some(key), Some(origin)) =
+        (&config.certificate, &config.key, config.origin())
+    else {
+        anyhow::bail!("web: listen needs certificate, key and public_url");
+    };
+    let tls = crate::web::tls::server_config(certificate, key)?;
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("web.listen {address}: {e}"))?;
+    tracing::info!(address = %listener.local_addr()?, %origin, "web terminal listening");
+    let web = Arc::new(crate::web::http::Web {
+        shared: shared.clone(),
+        origin,
+        terminals: Default::default(),
+    });
+    Ok(tokio::spawn(crate::web::http::serve(listener, tls, web)))
 }
 
 /// Tells every open session and waits for them, up to the drain time.

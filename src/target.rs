@@ -326,65 +326,20 @@ async fn resolve_uncounted(
     }
 }
 
-/// Bounds on the no-target answer, which is a hint, not an inventory.
-const MAX_NAMESPACES_LISTED: usize = 50;
-const MAX_TARGETS_LISTED: usize = 100;
-
 /// The answer to a login without a target: the syntax and what the person
 /// may reach (pods they can list; nodes too if they can list them).
 pub async fn reachable_targets(shared: &Shared, identity: &Identity) -> String {
-    use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-    use kube::api::{Api, ListParams};
     let mut message = format!("no target given; {}", login::SYNTAX);
-    let Ok(client) = shared.cluster.as_user(identity) else {
-        return message;
-    };
-    let wait = shared.config.timeouts.api();
-    let name_of = |p: &Pod| {
-        format!(
-            "{}/{}",
-            p.metadata.namespace.as_deref().unwrap_or(""),
-            p.metadata.name.as_deref().unwrap_or("")
-        )
-    };
-    let all: Api<Pod> = Api::all(client.clone());
-    let mut names: Vec<String> = match bounded(wait, all.list(&ListParams::default())).await {
-        Ok(Ok(list)) => list.items.iter().map(name_of).collect(),
-        // Not allowed cluster-wide: ask namespace by namespace (the
-        // bastion may list namespaces; the person's RBAC decides the pods).
-        _ => {
-            let mut names = Vec::new();
-            let namespaces: Api<Namespace> = Api::all(shared.cluster.own());
-            if let Ok(Ok(list)) = bounded(wait, namespaces.list(&ListParams::default())).await {
-                for namespace in list
-                    .items
-                    .iter()
-                    .filter_map(|n| n.metadata.name.as_deref())
-                    .take(MAX_NAMESPACES_LISTED)
-                {
-                    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-                    if let Ok(Ok(list)) = bounded(wait, pods.list(&ListParams::default())).await {
-                        names.extend(list.items.iter().map(name_of));
-                    }
-                }
-            }
-            names
-        }
-    };
-    names.truncate(MAX_TARGETS_LISTED);
-    if !names.is_empty() {
-        message.push_str(&format!("\npods you may see: {}", names.join(", ")));
+    let reachable =
+        crate::reachable::reachable(&shared.cluster, identity, shared.config.timeouts.api()).await;
+    if !reachable.pods.is_empty() {
+        message.push_str(&format!(
+            "\npods you may see: {}",
+            reachable.pods.join(", ")
+        ));
     }
-    let nodes: Api<Node> = Api::all(client);
-    if let Ok(Ok(list)) = bounded(wait, nodes.list(&ListParams::default())).await {
-        let names: Vec<String> = list
-            .items
-            .iter()
-            .filter_map(|n| n.metadata.name.clone())
-            .collect();
-        if !names.is_empty() {
-            message.push_str(&format!("\nnodes: {}", names.join(", ")));
-        }
+    if !reachable.nodes.is_empty() {
+        message.push_str(&format!("\nnodes: {}", reachable.nodes.join(", ")));
     }
     message
 }

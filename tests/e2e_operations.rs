@@ -298,7 +298,14 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
     let state = home.path().join("state");
     let mut demo = Process(
         Command::new(BIN)
-            .args(["demo", "--listen", "127.0.0.1:0", "--state-dir"])
+            .args([
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--web-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--state-dir")
             .arg(&state)
             .env("HOME", home.path())
             .env_remove("XDG_STATE_HOME")
@@ -316,6 +323,7 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
                 "A shell in a container:",
                 "Audit log (JSON lines):",
                 "Replay the newest one:",
+                "Sign in as alice:",
             ] {
                 if let Some(value) = line.trim().strip_prefix(label) {
                     let _ = printed_tx.send((label, value.trim().to_string()));
@@ -324,7 +332,7 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
         }
     });
     let mut printed = std::collections::HashMap::new();
-    while printed.len() < 3 {
+    while printed.len() < 4 {
         let (label, value) = printed_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the demo prints its commands and where its audit trail goes");
@@ -373,6 +381,27 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
         "{:?}",
         printed["Replay the newest one:"]
     );
+    // The web terminal's sign-in link works (once).
+    let link = printed["Sign in as alice:"]
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let curl = |link: &str| {
+        let mut curl = Command::new("curl");
+        curl.args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            link,
+        ]);
+        text(&run_with_input(curl, b"").stdout)
+    };
+    let origin = link.split("/login/").next().unwrap_or_default();
+    assert_eq!(curl(&link), format!("303 {origin}/"), "{link}");
+    assert_eq!(curl(&link), "410 ", "{link}");
     let simulator = state.join("cluster").display().to_string();
     assert!(process_running(&simulator), "the demo's simulator runs");
     nix::sys::signal::kill(

@@ -39,6 +39,16 @@ pub enum Transport {
     Web,
 }
 
+impl Transport {
+    /// The transport's name, as in metrics labels and the audit log.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Transport::Ssh => "ssh",
+            Transport::Web => "web",
+        }
+    }
+}
+
 /// A pseudo-terminal: its TERM and size (RFC 4254 §6.2).
 #[derive(Debug, Clone)]
 pub struct Pty {
@@ -158,6 +168,8 @@ pub struct Opening<'a> {
     pub shared: &'a Arc<Shared>,
     pub transport: Transport,
     pub source: String,
+    /// The browser's User-Agent, for a web terminal (cut at 256 bytes).
+    pub user_agent: Option<String>,
     pub person: &'a str,
     pub identity: &'a Identity,
     /// The target as the person named it (empty when none was).
@@ -201,11 +213,13 @@ impl Opening<'_> {
         shared
             .metrics
             .session_started(self.kind.label(), self.setup_started.elapsed());
+        shared.metrics.transport_started(self.transport.label());
         tracing::info!(source = %self.source, session = %id, person = %self.person, kubernetes_user = %self.identity.user, target = %self.target, kind = ?self.kind, transport = ?self.transport, "session started");
         shared.audit.record(Event::SessionStart {
             session: id.clone(),
             source: self.source.clone(),
             transport: self.transport,
+            user_agent: self.user_agent.clone(),
             person: self.person.to_string(),
             kubernetes_user: self.identity.user.clone(),
             kubernetes_groups: self.identity.groups.clone(),
@@ -219,6 +233,7 @@ impl Opening<'_> {
             person: self.person.to_string(),
             target: self.target,
             kind: self.kind,
+            transport: self.transport,
             started: Instant::now(),
             recorder,
             require_recording: shared.config.audit.require_recording,
@@ -235,6 +250,7 @@ pub struct Session {
     person: String,
     target: String,
     kind: SessionKind,
+    transport: Transport,
     started: Instant,
     pub recorder: Option<crate::recording::Recorder>,
     require_recording: bool,
@@ -271,6 +287,7 @@ impl Session {
             report.bytes_in,
             report.bytes_out,
         );
+        self.shared.metrics.transport_ended(self.transport.label());
         let duration_ms = self.started.elapsed().as_millis() as u64;
         // A recording of nothing (a command that could not start) is not
         // kept or announced.

@@ -514,6 +514,7 @@ async fn session_channel(
         shared: &shared,
         transport: Transport::Ssh,
         source: peer.to_string(),
+        user_agent: None,
         person: &login.person,
         identity: &login.identity,
         target: login.target_name(),
@@ -524,6 +525,24 @@ async fn session_channel(
         Err(error) => {
             opening.refused(&error.to_string());
             refuse(&output, &error.to_string(), tty).await;
+            return;
+        }
+        Ok(None) if requested == Requested::Exec(crate::web::SIGN_IN_COMMAND.into()) => {
+            let grant = crate::web::links::Grant {
+                person: login.person.clone(),
+                identity: login.identity.clone(),
+                credential: Some(login.credential.clone()),
+            };
+            match crate::web::sign_in_link(&shared, grant, &peer.to_string()) {
+                Ok(text) => {
+                    use tokio::io::AsyncWriteExt;
+                    let mut stdout = output.stdout();
+                    let _ = stdout.write_all(text.as_bytes()).await;
+                    let _ = stdout.flush().await;
+                    output.finish(0).await;
+                }
+                Err(reason) => refuse(&output, &reason, tty).await,
+            }
             return;
         }
         Ok(None) => {
@@ -594,6 +613,7 @@ async fn forward_channel(
         shared: &shared,
         transport: Transport::Ssh,
         source: peer.to_string(),
+        user_agent: None,
         person: &login.person,
         identity: &login.identity,
         target: login.target_name(),

@@ -48,6 +48,9 @@ pub struct Shared {
     pub notice: tokio::sync::watch::Sender<Option<String>>,
     /// Cancelled when the drain time after SIGTERM is over.
     pub stop: tokio_util::sync::CancellationToken,
+    /// The web terminal's sign-in links and browser sessions (links are
+    /// minted by `ssh PERSON@bastion web`).
+    pub web_logins: crate::web::links::Logins,
     /// Each person's input backlog over all their connections, while any
     /// session of theirs holds it.
     person_backlogs:
@@ -107,6 +110,7 @@ impl Shared {
             notice: tokio::sync::watch::channel(None).0,
             stop: tokio_util::sync::CancellationToken::new(),
             person_backlogs: Default::default(),
+            web_logins: crate::web::links::Logins::new(&config.web),
             config,
             cluster,
             node_shells,

@@ -1,0 +1,483 @@
+//! The web terminal's HTTPS server: TLS, the routes, the session cookie,
+//! the security headers, and the WebSocket handshake with its Origin
+//! check. Pages are plain HTML; the one script is the embedded bundle.
+//!
+//! Routes: `/login/TOKEN` (a one-time link: sets the cookie, goes to `/`),
+//! `/` (the targets the person may reach), `/t/TARGET` (a terminal page;
+//! TARGET as in login names: `NAMESPACE/POD[/CONTAINER]` or `NODE`),
+//! `/ws/TARGET` (its WebSocket), `/assets/NAME`, `POST /logout`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use super::links::Grant;
+use crate::login::{LoginName, Target};
+use crate::ssh::Shared;
+
+/// The session cookie. `__Host-` makes browsers insist on Secure, Path=/
+/// and no Domain (RFC 6265bis §4.1.3.2), so no sibling host can set it.
+const COOKIE: &str = "__Host-kbastion";
+
+/// Scripts only from this origin (the embedded bundle), nothing inline;
+/// styles allow inline because xterm.js injects `<style>` elements for
+/// its renderer and theme (it has no nonce support); connections only to
+/// this origin (`'self'` covers its wss:// address).
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// A TLS handshake and the request head must arrive within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the web server's requests share.
+pub struct Web {
+    pub shared: Arc<Shared>,
+    /// `https://host[:port]` of `web.public_url`.
+    pub origin: String,
+    pub terminals: super::terminal::Terminals,
+}
+
+type Body = Full<Bytes>;
+
+/// Serves HTTPS on `listener` until the process stops.
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, web: Arc<Web>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "web: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let (acceptor, web) = (acceptor.clone(), web.clone());
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "web: TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let service = hyper::service::service_fn(move |request| {
+                let web = web.clone();
+                async move { Ok::<_, Infallible>(handle(&web, peer, request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+/// A response with the headers every answer carries.
+fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    let set = |headers: &mut http::HeaderMap, name, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    set(headers, header::CONTENT_TYPE, content_type);
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        CONTENT_SECURITY_POLICY,
+    );
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    // The sign-in link carries its token in the path: never pass it on.
+    set(headers, header::REFERRER_POLICY, "no-referrer");
+    set(
+        headers,
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=31536000",
+    );
+    set(headers, header::CACHE_CONTROL, "no-store");
+    response
+}
+
+/// A plain-text answer: one line saying what went wrong and what to do.
+fn plain(status: StatusCode, line: &str) -> Response<Body> {
+    respond(status, "text/plain; charset=utf-8", format!("{line}\n"))
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut response = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// The address a request comes from (see `WebConfig::client_address`).
+fn client(web: &Web, peer: SocketAddr, request: &Request<Incoming>) -> std::net::IpAddr {
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    web.shared.config.web.client_address(peer.ip(), forwarded)
+}
+
+/// The session cookie's value, if the request carries one.
+fn cookie(request: &Request<Incoming>) -> Option<String> {
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+/// The person signed in by the request's cookie, if the browser session
+/// and the credential that minted it still hold.
+fn signed_in(
+    web: &Web,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+) -> Result<Grant, Box<Response<Body>>> {
+    let now = super::unix_now();
+    let refused = |line: &str| Box::new(plain(StatusCode::UNAUTHORIZED, line));
+    let token =
+        cookie(request).ok_or_else(|| refused(&super::links::SessionError::Missing.to_string()))?;
+    let grant = web
+        .shared
+        .web_logins
+        .session(&token, now)
+        .map_err(|e| refused(&e.to_string()))?;
+    if let Some(credential) = &grant.credential {
+        let access = web.shared.access();
+        if let Err(reason) = credential.check(&access.lists(), client(web, peer, request), now) {
+            web.shared.web_logins.end(&token);
+            return Err(Box::new(plain(
+                StatusCode::FORBIDDEN,
+                &format!("access revoked: {reason}"),
+            )));
+        }
+    }
+    Ok(grant)
+}
+
+/// A target from the path after `/t/` or `/ws/`, in the login-name grammar.
+pub fn parse_target(person: &str, path: &str) -> Result<Target, String> {
+    let path = path.trim_end_matches('/');
+    if path.is_empty() {
+        return Err("no target in the address; open / for the targets you may reach".into());
+    }
+    match LoginName::parse(&format!("{person}@{path}")) {
+        Ok(LoginName {
+            target: Some(target),
+            ..
+        }) => Ok(target),
+        Ok(_) => Err("no target in the address; open / for the targets you may reach".into()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+async fn handle(web: &Arc<Web>, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    let method = request.method().clone();
+    if let Some(token) = path.strip_prefix("/login/") {
+        if method != Method::GET {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        }
+        return login(web, peer, &request, token);
+    }
+    if let Some(name) = path.strip_prefix("/assets/") {
+        return match super::assets::asset(name) {
+            Some(asset) => respond(StatusCode::OK, asset.content_type, asset.body),
+            None => plain(StatusCode::NOT_FOUND, "no such file"),
+        };
+    }
+    if path == "/logout" {
+        if method != Method::POST {
+            return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        }
+        if let Some(token) = cookie(&request) {
+            web.shared.web_logins.end(&token);
+        }
+        let mut response = plain(StatusCode::OK, "signed out");
+        if let Ok(value) = HeaderValue::from_str(&format!(
+            "{COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
+        )) {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
+        return response;
+    }
+    if path.starts_with("/ws/") {
+        return websocket(web, peer, request).await;
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+    }
+    let grant = match signed_in(web, peer, &request) {
+        Ok(grant) => grant,
+        Err(response) => return *response,
+    };
+    if path == "/" {
+        return targets_page(web, &grant).await;
+    }
+    if let Some(target) = path.strip_prefix("/t/") {
+        return match parse_target(&grant.person, target) {
+            Ok(_) => respond(
+                StatusCode::OK,
+                super::assets::TERMINAL_PAGE.content_type,
+                super::assets::TERMINAL_PAGE.body,
+            ),
+            Err(error) => plain(StatusCode::BAD_REQUEST, &error),
+        };
+    }
+    plain(
+        StatusCode::NOT_FOUND,
+        "not found; open / for the targets you may reach",
+    )
+}
+
+/// Uses up a sign-in link: sets the session cookie and opens the targets.
+fn login(web: &Web, peer: SocketAddr, request: &Request<Incoming>, token: &str) -> Response<Body> {
+    use super::links::LinkError;
+    let source = client(web, peer, request);
+    match web.shared.web_logins.redeem(token, super::unix_now()) {
+        Ok(signed_in) => {
+            tracing::info!(%source, person = %signed_in.person, "web: signed in with a link");
+            web.shared.audit.record(crate::audit::Event::Auth {
+                source: source.to_string(),
+                login: signed_in.person.clone(),
+                method: "web-link".into(),
+                fingerprint: None,
+                success: true,
+                reason: None,
+            });
+            let mut response = redirect("/");
+            let cookie = format!(
+                "{COOKIE}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+                signed_in.token, signed_in.max_age
+            );
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        Err(error) => {
+            tracing::info!(%source, %error, "web: sign-in link refused");
+            web.shared.audit.record(crate::audit::Event::Auth {
+                source: source.to_string(),
+                login: String::new(),
+                method: "web-link".into(),
+                fingerprint: None,
+                success: false,
+                reason: Some(error.to_string()),
+            });
+            let status = match error {
+                LinkError::Used | LinkError::Expired => StatusCode::GONE,
+                LinkError::Unknown => StatusCode::NOT_FOUND,
+                LinkError::Full => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            plain(status, &error.to_string())
+        }
+    }
+}
+
+/// Escapes text for HTML.
+fn escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// The targets the person may reach, as links to their terminals.
+async fn targets_page(web: &Web, grant: &Grant) -> Response<Body> {
+    let reachable = crate::reachable::reachable(
+        &web.shared.cluster,
+        &grant.identity,
+        web.shared.config.timeouts.api(),
+    )
+    .await;
+    let list = |names: &[String]| {
+        if names.is_empty() {
+            return "<p class=\"note\">none</p>".to_string();
+        }
+        let items: String = names
+            .iter()
+            .map(|name| {
+                let name = escape(name);
+                format!("<li><a href=\"/t/{name}\" target=\"_blank\">{name}</a></li>")
+            })
+            .collect();
+        format!("<ul class=\"targets\">{items}</ul>")
+    };
+    let person = escape(&grant.person);
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>kbastion: {person}</title><link rel=\"stylesheet\" href=\"/assets/page.css\"></head>\
+         <body class=\"list\"><h1>Targets for {person}</h1>\
+         <p class=\"note\">Each opens a terminal in a new tab. A container: /t/NAMESPACE/POD[/CONTAINER]; a node: /t/NODE.</p>\
+         <h2>Pods</h2>{pods}<h2>Nodes</h2>{nodes}</body></html>\n",
+        pods = list(&reachable.pods),
+        nodes = list(&reachable.nodes),
+    );
+    respond(StatusCode::OK, "text/html; charset=utf-8", page)
+}
+
+/// The query parameters of a WebSocket request that reattaches.
+fn reattach(request: &Request<Incoming>) -> Option<(String, u64)> {
+    let query = request.uri().query()?;
+    let mut id = None;
+    let mut offset = 0;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match name.as_ref() {
+            "attach" => id = Some(value.into_owned()),
+            "offset" => offset = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    id.map(|id| (id, offset))
+}
+
+/// The WebSocket handshake (RFC 6455 §4.2): only from a page of ours (the
+/// Origin header, which browsers set and pages cannot forge, must be
+/// exactly the configured origin) and only with a live session cookie.
+async fn websocket(
+    web: &Arc<Web>,
+    peer: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Response<Body> {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if origin != Some(web.origin.as_str()) {
+        tracing::info!(%peer, origin = ?origin, "web: WebSocket refused: not from this bastion's pages");
+        return plain(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "cross-origin WebSocket refused: the Origin must be {}",
+                web.origin
+            ),
+        );
+    }
+    let grant = match signed_in(web, peer, &request) {
+        Ok(grant) => grant,
+        Err(response) => return *response,
+    };
+    let path = request.uri().path().to_string();
+    let target = match parse_target(&grant.person, path.trim_start_matches("/ws/")) {
+        Ok(target) => target,
+        Err(error) => return plain(StatusCode::BAD_REQUEST, &error),
+    };
+    let headers = request.headers();
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let version = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| upgrade && version)
+    else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "this address is the terminal's WebSocket; open /t/TARGET instead",
+        );
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(256).collect::<String>());
+    let source = client(web, peer, &request);
+    let attach = reattach(&request);
+    let upgraded = hyper::upgrade::on(&mut request);
+    let web = web.clone();
+    tokio::spawn(async move {
+        let upgraded = match upgraded.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "web: WebSocket upgrade failed");
+                return;
+            }
+        };
+        let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            Some(super::terminal::websocket_config()),
+        )
+        .await;
+        let client = super::terminal::Client {
+            source: SocketAddr::new(source, peer.port()),
+            user_agent,
+        };
+        super::terminal::serve(web, grant, target, attach, client, socket).await;
+    });
+    let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, "text/plain", "");
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_follow_the_login_grammar() {
+        assert_eq!(
+            parse_target("alice", "shop/web-0/app"),
+            Ok(Target::Container {
+                namespace: "shop".into(),
+                pod: "web-0".into(),
+                container: Some("app".into())
+            })
+        );
+        assert_eq!(
+            parse_target("alice", "node-1/"),
+            Ok(Target::Node {
+                node: "node-1".into()
+            })
+        );
+        assert!(parse_target("alice", "").is_err());
+        assert!(parse_target("alice", "Shop/%3Cx%3E").is_err());
+        assert!(parse_target("alice", "a/b/c/d").is_err());
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape("<a href=\"x\">'&"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
+    }
+}

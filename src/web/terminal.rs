@@ -1,0 +1,498 @@
+//! One web terminal: a shell session whose client is a browser page over
+//! a WebSocket, run by the same session layer as an SSH channel (target
+//! resolution, authorization, audit, recording, the bridge, limits, idle
+//! and drain), and kept while its page is away.
+//!
+//! The exec starts once the page has sent its first size, so the first
+//! prompt is drawn at the page's size. When the socket drops, the process
+//! keeps running for `web.reattach_secs`; a page that comes back with the
+//! terminal's id (kept in the tab's sessionStorage) reattaches and is
+//! sent what it missed from the `Screen` ring. After the grace the input
+//! side reports the client gone, and the bridge ends the session's
+//! processes exactly as for a vanished SSH client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+
+use super::http::Web;
+use super::links::Grant;
+use super::screen::{Next, Screen};
+use super::wire::{ClientMessage, MAX_CLIENT_MESSAGE, ServerMessage, WireError};
+use crate::login::Target;
+use crate::session::{ClientEvent, ClientInput, ClientOutput, Opening, Pty, Transport};
+
+/// The TERM a web terminal's shell gets: xterm.js emulates xterm.
+const TERM: &str = "xterm-256color";
+
+/// The close code for a page whose terminal another page took over
+/// (4000-4999: for applications, RFC 6455 §7.4.2); the page does not
+/// reconnect on it.
+const TAKEN_OVER: CloseCode = CloseCode::Library(4001);
+
+/// A page must send its size this soon after opening the socket.
+const FIRST_SIZE_WAIT: Duration = Duration::from_secs(30);
+
+/// Input messages queued for the process: each is at most
+/// `MAX_CLIENT_MESSAGE`, so at most 2 MiB wait; past that the socket is
+/// not read, and TCP slows the page.
+const INPUT_QUEUE: usize = 32;
+
+/// Who opened a terminal's socket, for the audit trail.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub source: SocketAddr,
+    pub user_agent: Option<String>,
+}
+
+/// tungstenite's own bounds, above ours (`MAX_CLIENT_MESSAGE`, which is
+/// answered with a close frame and its reason) so that ours decides.
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(4 * MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(4 * MAX_CLIENT_MESSAGE))
+}
+
+/// The terminals of this replica that a page may reattach to.
+#[derive(Default)]
+pub struct Terminals {
+    open: Mutex<HashMap<String, Arc<Terminal>>>,
+}
+
+impl Terminals {
+    fn find(&self, id: &str) -> Option<Arc<Terminal>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn insert(&self, terminal: Arc<Terminal>) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(terminal.id.clone(), terminal);
+    }
+
+    fn remove(&self, id: &str) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+}
+
+struct Terminal {
+    /// The session's id (also in the audit trail and the recording's name).
+    id: String,
+    person: String,
+    target: Target,
+    screen: Arc<Screen>,
+    events: mpsc::Sender<ClientEvent>,
+    /// None while a page is attached; else since when none is.
+    detached: watch::Sender<Option<Instant>>,
+    /// The session's exit status, once it has one.
+    exit: watch::Sender<Option<u32>>,
+    /// Cancels the attached page's socket (another page took over).
+    holder: Mutex<CancellationToken>,
+}
+
+/// Serves one terminal WebSocket: reattaches to the terminal the page
+/// names, or starts a new session once the page has sent its size.
+pub async fn serve<S>(
+    web: Arc<Web>,
+    grant: Grant,
+    target: Target,
+    attach: Option<(String, u64)>,
+    client: Client,
+    mut socket: WebSocketStream<S>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Some((id, offset)) = attach {
+        match web.terminals.find(&id) {
+            Some(terminal) if terminal.person == grant.person && terminal.target == target => {
+                tracing::info!(source = %client.source, session = %terminal.id, person = %grant.person, "web: page reattached");
+                let from = terminal.screen.resume_at(offset);
+                pump(&web, &terminal, from, socket).await;
+                return;
+            }
+            _ => {
+                let line = "the earlier session in this tab has ended; this is a new one";
+                let frame = ServerMessage::Message(format!("kbastion: {line}")).encode();
+                if socket.send(Message::Binary(frame)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let setup_started = Instant::now();
+    let Some((cols, rows)) = first_size(&mut socket).await else {
+        return;
+    };
+    let pty = Pty {
+        term: TERM.into(),
+        width: u32::from(cols),
+        height: u32::from(rows),
+    };
+    let shared = web.shared.clone();
+    let opening = Opening {
+        shared: &shared,
+        transport: Transport::Web,
+        source: client.source.to_string(),
+        user_agent: client.user_agent.clone(),
+        person: &grant.person,
+        identity: &grant.identity,
+        target: target.to_string(),
+        kind: crate::audit::SessionKind::Shell,
+        setup_started,
+    };
+    // The same admission as an SSH channel's: the drain, the per-person
+    // session limit, the target and the person's right to it.
+    if shared.notice.borrow().is_some() {
+        let reason = "the bastion is restarting; reconnect to reach another replica";
+        opening.refused(reason);
+        return refuse(socket, reason).await;
+    }
+    let limits = &shared.config.limits;
+    let Some(slot) = shared.sessions_per_user.take(grant.person.clone()) else {
+        let reason = format!(
+            "too many sessions for {} (limit {})",
+            grant.person, limits.max_sessions_per_user
+        );
+        opening.refused(&reason);
+        return refuse(socket, &reason).await;
+    };
+    let (exec_target, hold) =
+        match crate::target::resolve(&shared, &grant.identity, &target, "exec").await {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                let reason = error.to_string();
+                opening.refused(&reason);
+                return refuse(socket, &reason).await;
+            }
+        };
+    let session = match opening.start(Some(&pty)).await {
+        Ok(session) => session,
+        Err(reason) => return refuse(socket, &reason).await,
+    };
+    let (events, events_rx) = mpsc::channel(INPUT_QUEUE);
+    let terminal = Arc::new(Terminal {
+        id: session.id.clone(),
+        person: grant.person.clone(),
+        target: target.clone(),
+        screen: Arc::new(Screen::default()),
+        events,
+        detached: watch::channel(None).0,
+        exit: watch::channel(None).0,
+        holder: Mutex::default(),
+    });
+    web.terminals.insert(terminal.clone());
+    let input = WebInput {
+        events: events_rx,
+        detached: terminal.detached.subscribe(),
+        grace: Duration::from_secs(shared.config.web.reattach_secs),
+        gone: false,
+    };
+    let output = WebOutput {
+        terminal: terminal.clone(),
+    };
+    let (revoked_tx, revoked) = watch::channel(None);
+    let watcher = tokio::spawn(watch_credential(
+        shared.clone(),
+        grant.clone(),
+        client.source.ip(),
+        revoked_tx,
+    ));
+    let context = crate::bridge::SessionContext {
+        session_id: session.id.clone(),
+        user: grant.identity.user.clone(),
+        api_wait: shared.config.timeouts.api(),
+        recorder: session.recorder.clone(),
+        control: shared.control(revoked),
+        stdin_eof: shared.stdin_eof,
+        stream_verb: shared.stream_verb,
+        backlogs: vec![shared.person_backlog(&grant.person)],
+    };
+    let runner = {
+        let (web, terminal) = (web.clone(), terminal.clone());
+        tokio::spawn(async move {
+            let report = crate::session::serve(
+                crate::session::Service::Shell,
+                Arc::new(exec_target),
+                Some(pty),
+                input,
+                output,
+                context,
+            )
+            .await;
+            session.end(&report);
+            watcher.abort();
+            terminal.screen.close();
+            web.terminals.remove(&terminal.id);
+            drop((hold, slot));
+        })
+    };
+    pump(&web, &terminal, 0, socket).await;
+    // The session runs on without a page until the grace is over; the
+    // runner owns it and ends it.
+    drop(runner);
+}
+
+/// Waits for the page's first size message; other messages before it are
+/// dropped (the page sends its size first).
+async fn first_size<S>(socket: &mut WebSocketStream<S>) -> Option<(u16, u16)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let wait = async {
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Binary(frame) = message
+                && let Ok(ClientMessage::Resize { cols, rows }) = ClientMessage::decode(frame)
+            {
+                return Some((cols.max(1), rows.max(1)));
+            }
+        }
+        None
+    };
+    tokio::time::timeout(FIRST_SIZE_WAIT, wait)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Tells the page why there is no session, in one line, and closes.
+async fn refuse<S>(mut socket: WebSocketStream<S>, reason: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let frame = ServerMessage::Message(format!("kbastion: {reason}")).encode();
+    let _ = socket.send(Message::Binary(frame)).await;
+    let _ = socket
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))
+        .await;
+}
+
+/// Carries a terminal between its process and one page until the
+/// process's output ends (then the exit status and a normal close), the
+/// page goes away, or another page takes the terminal over.
+async fn pump<S>(web: &Web, terminal: &Terminal, from: u64, socket: WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let taken = CancellationToken::new();
+    {
+        let mut holder = terminal.holder.lock().unwrap_or_else(|p| p.into_inner());
+        holder.cancel();
+        *holder = taken.clone();
+    }
+    terminal.detached.send_replace(None);
+    let (mut sink, mut stream) = socket.split();
+    let keepalive = &web.shared.config.timeouts;
+    let interval = Duration::from_secs(keepalive.keepalive_secs.clamp(1, 3600));
+    // The page learns the ping interval, so that it can tell a dead socket
+    // (a network that drops packets closes nothing) and reconnect.
+    let attached = ServerMessage::Attached {
+        id: terminal.id.clone(),
+        keepalive_secs: interval.as_secs() as u16,
+    };
+    if sink.send(Message::Binary(attached.encode())).await.is_err() {
+        terminal.detached.send_replace(Some(Instant::now()));
+        return;
+    }
+    // A page silent for this long is gone, as an SSH client that misses
+    // `keepalive_max` keepalives.
+    let silent_limit = interval * (keepalive.keepalive_max.max(1) as u32 + 1);
+    let mut ping = tokio::time::interval(interval);
+    let mut heard = Instant::now();
+    let mut sent = from;
+    let close = |code: CloseCode, reason: &str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    let ended = loop {
+        tokio::select! {
+            () = taken.cancelled() => {
+                let _ = sink.send(close(TAKEN_OVER, "this terminal was opened in another tab")).await;
+                return;
+            }
+            next = terminal.screen.next(sent) => match next {
+                Next::Output { offset, data } => {
+                    sent = offset + data.len() as u64;
+                    let frame = ServerMessage::Output { offset, data }.encode();
+                    if sink.send(Message::Binary(frame)).await.is_err() {
+                        break false;
+                    }
+                }
+                Next::Closed => {
+                    let code = *terminal.exit.borrow();
+                    if let Some(code) = code {
+                        let _ = sink.send(Message::Binary(ServerMessage::Exit(code).encode())).await;
+                    }
+                    let _ = sink.send(close(CloseCode::Normal, "")).await;
+                    break true;
+                }
+            },
+            message = stream.next() => {
+                heard = Instant::now();
+                let frame = match message {
+                    Some(Ok(Message::Binary(frame))) => frame,
+                    Some(Ok(Message::Text(_))) => {
+                        let _ = sink.send(close(CloseCode::Unsupported, &WireError::Text.to_string())).await;
+                        break false;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break false,
+                };
+                match ClientMessage::decode(frame) {
+                    Ok(ClientMessage::Input(data)) => {
+                        if terminal.events.send(ClientEvent::Data(data)).await.is_err() {
+                            break false;
+                        }
+                    }
+                    Ok(ClientMessage::Resize { cols, rows }) => {
+                        let resize = ClientEvent::Resize { cols: u32::from(cols), rows: u32::from(rows) };
+                        if terminal.events.send(resize).await.is_err() {
+                            break false;
+                        }
+                    }
+                    Ok(ClientMessage::Ack(offset)) => terminal.screen.ack(offset),
+                    Ok(ClientMessage::Keepalive) => {}
+                    Err(error) => {
+                        let code = match error {
+                            WireError::TooBig(_) => CloseCode::Size,
+                            _ => CloseCode::Invalid,
+                        };
+                        tracing::info!(session = %terminal.id, %error, "web: page sent a bad message; closing its socket");
+                        let _ = sink.send(close(code, &error.to_string())).await;
+                        break false;
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if heard.elapsed() > silent_limit {
+                    break false;
+                }
+                if sink.send(Message::Binary(ServerMessage::Ping.encode())).await.is_err() {
+                    break false;
+                }
+            }
+        }
+    };
+    if !ended && !taken.is_cancelled() {
+        tracing::info!(session = %terminal.id, grace_secs = web.shared.config.web.reattach_secs, "web: page detached; the session waits for it");
+        terminal.detached.send_replace(Some(Instant::now()));
+    }
+}
+
+/// The page's side of the session, as the bridge reads it.
+struct WebInput {
+    events: mpsc::Receiver<ClientEvent>,
+    detached: watch::Receiver<Option<Instant>>,
+    grace: Duration,
+    gone: bool,
+}
+
+impl ClientInput for WebInput {
+    async fn next(&mut self) -> ClientEvent {
+        // The deadline comes from when the page left, not from this call:
+        // the bridge may drop and call again any number of times.
+        while !self.gone {
+            let left = *self.detached.borrow_and_update();
+            let deadline = left.map(|at| tokio::time::Instant::from_std(at + self.grace));
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(event) => return event,
+                    None => self.gone = true,
+                },
+                () = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {
+                    self.gone = true;
+                }
+                changed = self.detached.changed() => if changed.is_err() {
+                    self.gone = true;
+                },
+            }
+        }
+        ClientEvent::Gone
+    }
+}
+
+/// The session's output into the terminal's screen (a web terminal has one
+/// stream: stderr goes to the same screen).
+struct WebOutput {
+    terminal: Arc<Terminal>,
+}
+
+impl ClientOutput for WebOutput {
+    fn stdout(&self) -> crate::session::io::Writer {
+        Box::new(self.terminal.screen.writer())
+    }
+
+    fn stderr(&self) -> crate::session::io::Writer {
+        Box::new(self.terminal.screen.writer())
+    }
+
+    async fn tell(&self, line: &str, _tty: bool) {
+        self.terminal
+            .screen
+            .tell(&crate::session::io::message_bytes(line, true));
+    }
+
+    async fn finish(&self, code: u32) {
+        self.terminal.exit.send_replace(Some(code));
+        self.terminal.screen.close();
+    }
+
+    async fn close(&self) {
+        self.terminal.screen.close();
+    }
+}
+
+/// Checks the credential behind a terminal again on every reload and when
+/// a certificate expires; once it no longer holds, the session is told
+/// through `revoked` and ends, as an SSH connection's would.
+async fn watch_credential(
+    shared: Arc<crate::ssh::Shared>,
+    grant: Grant,
+    source: std::net::IpAddr,
+    revoked: watch::Sender<Option<String>>,
+) {
+    let Some(credential) = grant.credential else {
+        return;
+    };
+    let mut reloads = shared.reloads.subscribe();
+    // A year: far enough for "never", near enough for tokio's clock.
+    let horizon = Duration::from_secs(365 * 24 * 3600);
+    loop {
+        let now = super::unix_now();
+        if let Err(reason) = credential.check(&shared.access().lists(), source, now) {
+            tracing::info!(%source, person = %grant.person, %reason, "web: access revoked: ending the terminal");
+            revoked.send_replace(Some(reason));
+            return;
+        }
+        let until_expiry = credential
+            .expires()
+            .map(|at| Duration::from_secs(at.saturating_sub(now)).min(horizon))
+            .unwrap_or(horizon);
+        tokio::select! {
+            changed = reloads.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(until_expiry) => {}
+        }
+    }
+}

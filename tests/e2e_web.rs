@@ -1,0 +1,328 @@
+//! The web terminal in a real browser: Debian's Chromium, headless, driven
+//! by Playwright for Python (`tests/python/web_terminal.py`, installed in
+//! `.ci/venv` by `.ci/run`), against `kbastion serve` and the simulator.
+//! Each test signs in with a link from `ssh PERSON@bastion web`, as a
+//! person would.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// A bastion with the web terminal on, its HTTPS base URL, and its
+/// recordings directory.
+struct Web {
+    bastion: Bastion,
+    base: String,
+    recordings: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Web {
+    fn start(sim: &Sim, web_extra: &str) -> Web {
+        Self::start_with(sim, "", web_extra)
+    }
+
+    /// `start` with more config before the `[web]` section.
+    fn start_with(sim: &Sim, extra: &str, web_extra: &str) -> Web {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+            .expect("certificate");
+        let certificate = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&certificate, pair.cert.pem()).expect("write certificate");
+        std::fs::write(&key, pair.signing_key.serialize_pem()).expect("write key");
+        let recordings = dir.path().join("recordings");
+        let port = free_port();
+        let base = format!("https://127.0.0.1:{port}");
+        let extra = format!(
+            "{extra}\n[audit]\nrecordings_dir = \"{recordings}\"\nfile = \"{audit}\"\n\
+             [web]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{base}\"\n\
+             certificate = \"{certificate}\"\nkey = \"{key}\"\n{web_extra}\n",
+            recordings = recordings.display(),
+            audit = dir.path().join("audit.jsonl").display(),
+            certificate = certificate.display(),
+            key = key.display(),
+        );
+        let bastion = Bastion::start(sim, &extra);
+        Web {
+            bastion,
+            base,
+            recordings,
+            _dir: dir,
+        }
+    }
+
+    /// What `ssh PERSON@bastion web` prints: the link, on its first line.
+    fn link(&self, person: &str) -> String {
+        let out = self.bastion.ssh(person, &["web"], b"");
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+        let link = stdout.lines().next().unwrap_or_default().to_string();
+        assert!(
+            link.starts_with(&format!("{}/login/", self.base)),
+            "{stdout}"
+        );
+        link
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self._dir.path().join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+/// The venv's Python; a missing venv or browser fails the test with what
+/// to run.
+fn python() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
+    assert!(
+        path.exists() && Path::new("/usr/bin/chromium").exists(),
+        "the web terminal tests need Debian's chromium and Playwright for Python: \
+         apt-get install chromium; python3 -m venv .ci/venv && .ci/venv/bin/pip install playwright \
+         (as .ci/run does)"
+    );
+    path
+}
+
+/// Runs a scenario of `tests/python/web_terminal.py` and returns what it
+/// printed (its last stdout line, JSON).
+fn browser(scenario: &str, args: serde_json::Value) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/web_terminal.py");
+    let mut command = Command::new(python());
+    command.arg(&script).arg(scenario).arg(args.to_string());
+    let out = run_with_input_within(command, b"", Duration::from_secs(120));
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{scenario} failed ({}):\n{stdout}\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{scenario} printed {stdout:?}: {e}"))
+}
+
+#[test]
+fn a_link_signs_in_once_until_it_expires_and_only_our_pages_open_terminals() {
+    let sim = Sim::start();
+    let web = Web::start(&sim, "link_secs = 8\nsession_max_secs = 600");
+    // Both links valid for 8 s: the browser uses one at once, and the
+    // other once it has expired.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let expired = web.link("alice");
+    let link = web.link("alice");
+    let seen = browser(
+        "login",
+        serde_json::json!({"base": web.base, "link": link, "expired_link": expired, "expires_at": now + 9.0}),
+    );
+    assert_eq!(seen["first_url"], format!("{}/", web.base));
+    let list = seen["list"].as_str().unwrap();
+    assert!(list.contains("Targets for alice"), "{list}");
+    assert!(
+        list.contains("default/web-0") && list.contains("prod/db-0"),
+        "{list}"
+    );
+    assert!(list.contains("node-1"), "{list}");
+    let cookie = &seen["cookie"];
+    assert_eq!(cookie["httpOnly"], true);
+    assert_eq!(cookie["secure"], true);
+    assert_eq!(cookie["sameSite"], "Strict");
+    assert_eq!(cookie["path"], "/");
+    let lifetime = cookie["lifetime"].as_i64().unwrap();
+    assert!((590..=600).contains(&lifetime), "{lifetime}");
+    assert_eq!(seen["second_status"], 410);
+    assert_eq!(
+        seen["second_body"],
+        "this sign-in link was already used; run ssh PERSON@BASTION web for a new one\n"
+    );
+    assert_eq!(seen["expired_status"], 410);
+    assert_eq!(
+        seen["expired_body"],
+        "this sign-in link has expired; run ssh PERSON@BASTION web for a new one\n"
+    );
+    assert!(
+        seen["foreign_socket"]
+            .as_str()
+            .unwrap()
+            .starts_with("closed"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["forged_origin"],
+        serde_json::json!([
+            403,
+            format!(
+                "cross-origin WebSocket refused: the Origin must be {}\n",
+                web.base
+            )
+        ])
+    );
+    assert_eq!(
+        seen["no_cookie"],
+        serde_json::json!([
+            401,
+            "you are not signed in; run ssh PERSON@BASTION web for a sign-in link\n"
+        ])
+    );
+    assert_eq!(
+        seen["oversized"],
+        "1009 message too big (70000 bytes; the limit is 65536)"
+    );
+    let audit = web.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["method"] == "web-link" && e["login"] == "alice" && e["success"] == true),
+        "{audit:?}"
+    );
+}
+
+#[test]
+fn bob_sees_only_his_pods_and_a_forbidden_deep_link_shows_one_line() {
+    let sim = Sim::start();
+    let web = Web::start(&sim, "");
+    let seen = browser(
+        "list",
+        serde_json::json!({"base": web.base, "link": web.link("bob"), "forbidden": "prod/db-0"}),
+    );
+    let list = seen["list"].as_str().unwrap();
+    assert!(list.contains("Targets for bob"), "{list}");
+    assert!(list.contains("default/web-0"), "{list}");
+    assert!(
+        !list.contains("prod/db-0") && !list.contains("node-1"),
+        "{list}"
+    );
+    assert_eq!(
+        seen["forbidden"],
+        "kbastion: access denied by Kubernetes RBAC: pods \"db-0\" is forbidden: User \"bob\" cannot get resource \"pods\" in API group \"\" in the namespace \"prod\""
+    );
+}
+
+/// The terminal checks of the issue, on `target`.
+fn terminal_checks(web: &Web, target: &str, screenshot: Option<&Path>) -> serde_json::Value {
+    let seen = browser(
+        "terminal",
+        serde_json::json!({
+            "base": web.base,
+            "link": web.link("alice"),
+            "target": target,
+            "screenshot": screenshot,
+        }),
+    );
+    let [rows, cols] = [&seen["xterm_size"][0], &seen["xterm_size"][1]];
+    assert_eq!(seen["stty_size"], format!("{rows}x{cols}"), "{seen}");
+    assert_ne!(seen["xterm_resized"], seen["xterm_size"]);
+    let [rows, cols] = [&seen["xterm_resized"][0], &seen["xterm_resized"][1]];
+    assert_eq!(seen["stty_resized"], format!("{rows}x{cols}"), "{seen}");
+    assert_eq!(seen["chars"], "chars:é漢🙂");
+    assert_eq!(seen["after_interrupt"], "130");
+    assert_eq!(seen["exit"], "3");
+    assert_eq!(seen["exit_line"], "[process exited with status 3]");
+    seen
+}
+
+#[test]
+fn a_terminal_in_a_container_has_the_page_size_whole_characters_ctrl_c_and_the_exit_status() {
+    let sim = Sim::start();
+    sim.wait_running("default", "web-0");
+    let metrics_port = free_port();
+    let web = Web::start_with(
+        &sim,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+        "",
+    );
+    // The README's picture (tests/screenshots/web-terminal.png is a copy).
+    let screenshot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/web-terminal.png");
+    terminal_checks(&web, "default/web-0", Some(&screenshot));
+    // Audited as a web session, and recorded: the recording replays.
+    let audit = web.audit();
+    let start = audit
+        .iter()
+        .find(|e| e["event"] == "session_start" && e["transport"] == "web")
+        .unwrap_or_else(|| panic!("no web session in {audit:?}"));
+    assert_eq!(start["person"], "alice");
+    assert_eq!(start["target"], "default/web-0");
+    assert!(
+        start["user_agent"]
+            .as_str()
+            .is_some_and(|agent| agent.contains("HeadlessChrome")),
+        "{start}"
+    );
+    let end = audit
+        .iter()
+        .find(|e| e["event"] == "session_end" && e["session"] == start["session"])
+        .unwrap_or_else(|| panic!("no end in {audit:?}"));
+    assert_eq!(end["exit_status"], 3);
+    let recording = web
+        .recordings
+        .join(format!("{}.cast", start["session"].as_str().unwrap()));
+    let replay = asciinema_cat(&recording);
+    assert!(replay.contains("chars:é漢🙂"), "{replay}");
+    // Metrics by transport (the session's end is recorded just after the
+    // page shows the exit).
+    wait_for(
+        "the web session in the metrics",
+        Duration::from_secs(10),
+        || {
+            let mut curl = Command::new("curl");
+            curl.args(["-s", &format!("http://127.0.0.1:{metrics_port}/metrics")]);
+            let metrics = text(&run_with_input(curl, b"").stdout);
+            metrics.contains("kbastion_sessions_started_by_transport_total{transport=\"web\"} 1")
+                && metrics.contains("kbastion_sessions_active_by_transport{transport=\"web\"} 0")
+        },
+    );
+}
+
+#[test]
+fn a_terminal_on_a_node_has_the_page_size_whole_characters_ctrl_c_and_the_exit_status() {
+    let sim = Sim::start();
+    let web = Web::start(&sim, "");
+    terminal_checks(&web, "node-1", None);
+}
+
+#[test]
+fn going_offline_for_5_s_or_reloading_keeps_the_same_shell_and_its_output() {
+    let sim = Sim::start();
+    sim.wait_running("default", "web-0");
+    // Pings every second: the page gives a silent socket up after 3 s.
+    let web = Web::start_with(&sim, "[timeouts]\nkeepalive_secs = 1\n", "");
+    let seen = browser(
+        "offline",
+        serde_json::json!({"base": web.base, "link": web.link("alice"), "target": "default/web-0", "offline_secs": 5}),
+    );
+    assert_eq!(seen["same_session"], true, "{seen}");
+    assert_eq!(seen["kept"], "1234");
+    assert_eq!(seen["earlier_output"], true);
+    assert_eq!(seen["reload_same_session"], true);
+    assert_eq!(seen["reload_kept"], "1234");
+}
+
+#[test]
+fn a_closed_tab_leaves_no_process_in_the_target_after_the_grace() {
+    let sim = Sim::start();
+    sim.wait_running("default", "web-0");
+    let web = Web::start(&sim, "reattach_secs = 2");
+    let marker = format!("sleep {}", 4_000_000 + std::process::id());
+    browser(
+        "abandon",
+        serde_json::json!({"base": web.base, "link": web.link("alice"), "target": "default/web-0", "command": marker}),
+    );
+    assert!(process_running(&marker), "{marker} did not start");
+    wait_for(
+        &format!("{marker} to be ended"),
+        Duration::from_secs(20),
+        || !process_running(&marker),
+    );
+    web.bastion
+        .wait_for_log_line(&["session ended", "client gone"], Duration::from_secs(10));
+}

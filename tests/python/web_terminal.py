@@ -1,0 +1,278 @@
+"""Drives kbastion's web terminal in a real headless Chromium (Debian's
+/usr/bin/chromium, through Playwright for Python; no browser download).
+
+Usage: web_terminal.py SCENARIO JSON-ARGS
+Prints one JSON line with what it saw; the Rust tests (tests/e2e_web.rs)
+assert on it. Every wait has a time bound; a failed wait raises with what
+the terminal showed.
+"""
+
+import http.client
+import json
+import os
+import re
+import ssl
+import sys
+import time
+
+from playwright.sync_api import sync_playwright
+
+CHROMIUM = os.environ.get("KBASTION_CHROMIUM", "/usr/bin/chromium")
+WAIT = 20.0
+
+SCREEN_JS = """() => {
+  const b = window.kbastionTerminal.buffer.active;
+  const lines = [];
+  for (let i = 0; i < b.length; i++) {
+    const line = b.getLine(i);
+    const text = line.translateToString(true);
+    // A line the terminal wrapped continues the one before.
+    if (line.isWrapped && lines.length) lines[lines.length - 1] += text;
+    else lines.push(text);
+  }
+  return lines.join('\\n');
+}"""
+
+
+def step(what):
+    """Says on stderr what the scenario does now (shown when a test fails)."""
+    print(f"{time.strftime('%H:%M:%S')} {what}", file=sys.stderr, flush=True)
+
+
+def wait(what, condition, limit=WAIT, describe=lambda: ""):
+    deadline = time.monotonic() + limit
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {describe()}")
+        time.sleep(0.1)
+
+
+class Terminal:
+    def __init__(self, page):
+        self.page = page
+
+    def screen(self):
+        return self.page.evaluate(SCREEN_JS)
+
+    def size(self):
+        return self.page.evaluate("() => [window.kbastionTerminal.rows, window.kbastionTerminal.cols]")
+
+    def wait_for(self, needle, limit=WAIT):
+        wait(repr(needle), lambda: needle in self.screen(), limit, self.screen)
+
+    def type(self, text):
+        self.page.keyboard.type(text)
+
+    def run(self, command, marker):
+        """Types a command line that prints `marker` when it is done."""
+        self.type(command + "\n")
+        self.wait_for(marker)
+
+    def value(self, name, command):
+        """Runs `command` and returns what it printed, as NAME=VALUE; the
+        marker is computed by the shell, so the typed line cannot match."""
+        self.type(f"echo {name}=$({command})=$((40+2))\n")
+        pattern = re.compile(re.escape(name) + r"=(.*)=42$", re.M)
+        found = wait(f"{name} from {command!r}", lambda: pattern.findall(self.screen()), describe=self.screen)
+        return found[-1]
+
+
+def open_terminal(context, base, target):
+    step(f"open the terminal {target}")
+    page = context.new_page()
+    page.goto(f"{base}/t/{target}")
+    page.wait_for_function("() => window.kbastionTerminal !== undefined", timeout=WAIT * 1000)
+    terminal = Terminal(page)
+    # The shell is up once it runs what we type.
+    terminal.run("echo ready-$((6*7))", "ready-42")
+    return terminal
+
+
+def sign_in(browser, base, link, viewport=None):
+    context = browser.new_context(ignore_https_errors=True, viewport=viewport or {"width": 1000, "height": 640})
+    page = context.new_page()
+    response = page.goto(link)
+    return context, page, response
+
+
+def raw_request(base, path, headers):
+    """An HTTPS request outside the browser: (status, body)."""
+    host = base.removeprefix("https://")
+    connection = http.client.HTTPSConnection(host, context=ssl._create_unverified_context(), timeout=WAIT)
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    return response.status, response.read().decode()
+
+
+def scenario_login(browser, args):
+    base, link = args["base"], args["link"]
+    context, page, response = sign_in(browser, base, link)
+    result = {"first_url": page.url, "first_status": response.status, "list": page.inner_text("body")}
+    cookie = next(c for c in context.cookies() if c["name"] == "__Host-kbastion")
+    result["cookie"] = {k: cookie[k] for k in ("httpOnly", "secure", "sameSite", "path")}
+    result["cookie"]["lifetime"] = round(cookie["expires"] - time.time())
+    step("the link again")
+    # The same link again, in another browser: refused.
+    other = browser.new_context(ignore_https_errors=True)
+    again = other.new_page().goto(link)
+    result["second_status"] = again.status
+    result["second_body"] = again.text()
+    # A page of another origin (a blank page, in the signed-in browser)
+    # cannot open the terminal's WebSocket.
+    step("a WebSocket from another origin")
+    foreign = context.new_page()
+    result["foreign_socket"] = foreign.evaluate(
+        """(url) => new Promise((resolve) => {
+          const socket = new WebSocket(url);
+          socket.onopen = () => resolve('open');
+          socket.onclose = (e) => resolve('closed ' + e.code);
+        })""",
+        base.replace("https://", "wss://") + "/ws/default/web-0",
+    )
+    step("a forged Origin")
+    # And outside a browser, with the cookie and a forged Origin: 403.
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Cookie": f"__Host-kbastion={cookie['value']}",
+    }
+    result["forged_origin"] = raw_request(base, "/ws/default/web-0", {**upgrade, "Origin": "https://evil.example"})
+    result["no_cookie"] = raw_request(base, "/", {})
+    step("an oversized message")
+    # A message over 64 KiB from a page of ours closes its socket with
+    # the reason (after the first size message has started a session).
+    page.goto(base + "/t/default/web-0")
+    result["oversized"] = page.evaluate(
+        """(url) => new Promise((resolve) => {
+          const socket = new WebSocket(url);
+          socket.binaryType = 'arraybuffer';
+          socket.onopen = () => socket.send(new Uint8Array([1, 0, 80, 0, 24]));
+          socket.onmessage = (e) => {
+            if (new Uint8Array(e.data)[0] === 3) socket.send(new Uint8Array(70000));
+          };
+          socket.onclose = (e) => resolve(e.code + ' ' + e.reason);
+        })""",
+        base.replace("https://", "wss://") + "/ws/default/solo",
+    )
+    # A link that has expired.
+    if "expired_link" in args:
+        time.sleep(max(0, args["expires_at"] + 0.5 - time.time()))
+        late = browser.new_context(ignore_https_errors=True).new_page().goto(args["expired_link"])
+        result["expired_status"] = late.status
+        result["expired_body"] = late.text()
+    print(json.dumps(result))
+
+
+def scenario_list(browser, args):
+    context, page, _ = sign_in(browser, args["base"], args["link"])
+    result = {"list": page.inner_text("body")}
+    terminal_page = context.new_page()
+    terminal_page.goto(f"{args['base']}/t/{args['forbidden']}")
+    terminal_page.wait_for_function("() => document.body.dataset.closed !== undefined", timeout=WAIT * 1000)
+    result["forbidden"] = Terminal(terminal_page).screen().strip()
+    print(json.dumps(result))
+
+
+def scenario_terminal(browser, args):
+    context, _, _ = sign_in(browser, args["base"], args["link"], {"width": 900, "height": 500})
+    terminal = open_terminal(context, args["base"], args["target"])
+    result = {"renderer": terminal.page.evaluate("() => document.body.dataset.renderer")}
+    rows, cols = terminal.size()
+    result["xterm_size"] = [rows, cols]
+    step("stty size")
+    result["stty_size"] = terminal.value("size", "stty size | tr ' ' x")
+    step("resize")
+    terminal.page.set_viewport_size({"width": 1200, "height": 700})
+    wait("xterm to resize", lambda: terminal.size() != [rows, cols])
+    rows, cols = terminal.size()
+    result["xterm_resized"] = [rows, cols]
+    result["stty_resized"] = terminal.value("resized", "stty size | tr ' ' x")
+    step("characters")
+    # The simulated containers run bash in the C locale, whose readline
+    # turns 8-bit input into Meta keys: tell it to take UTF-8 as text, as
+    # a UTF-8 locale would.
+    terminal.run("bind 'set convert-meta off'; bind 'set input-meta on'; bind 'set output-meta on'; echo bound", "\nbound")
+    terminal.type("printf 'chars:%s\\n' 'é漢🙂'\n")
+    terminal.wait_for("chars:é")
+    result["chars"] = [l for l in terminal.screen().splitlines() if l.startswith("chars:")][-1]
+    step("Ctrl-C")
+    terminal.type("sleep 4242\n")
+    time.sleep(0.5)
+    terminal.page.keyboard.press("Control+C")
+    result["after_interrupt"] = terminal.value("status", "echo $?")
+    if args.get("screenshot"):
+        terminal.run(
+            "clear; printf 'kbastion web terminal: default/web-0, container %s\\n' \"$ROLE\"; "
+            "printf 'é漢🙂 whole characters\\n'; stty size; ls --color=always /usr",
+            "whole characters",
+        )
+        time.sleep(0.5)
+        terminal.page.screenshot(path=args["screenshot"])
+    step("exit 3")
+    terminal.type("exit 3\n")
+    terminal.page.wait_for_function("() => document.body.dataset.exit !== undefined", timeout=WAIT * 1000)
+    result["exit"] = terminal.page.evaluate("() => document.body.dataset.exit")
+    result["exit_line"] = [l for l in terminal.screen().splitlines() if "exited" in l][-1].strip()
+    print(json.dumps(result))
+
+
+def scenario_offline(browser, args):
+    context, _, _ = sign_in(browser, args["base"], args["link"])
+    terminal = open_terminal(context, args["base"], args["target"])
+    session = terminal.page.evaluate("() => document.body.dataset.session")
+    terminal.run("KEPT=$((1000+234)); echo before-$((0+1))-offline", "before-1-offline")
+    context.set_offline(True)
+    terminal.page.wait_for_function(
+        "() => !document.getElementById('status').hidden", timeout=WAIT * 1000
+    )
+    time.sleep(args.get("offline_secs", 5))
+    context.set_offline(False)
+    terminal.page.wait_for_function(
+        "() => document.getElementById('status').hidden", timeout=WAIT * 1000
+    )
+    kept = terminal.value("kept", "echo $KEPT")
+    result = {
+        "same_session": terminal.page.evaluate("() => document.body.dataset.session") == session,
+        "kept": kept,
+        "earlier_output": "before-1-offline" in terminal.screen(),
+    }
+    # A reload of the tab reattaches too, and is sent the recent output.
+    terminal.page.reload()
+    terminal.page.wait_for_function("() => window.kbastionTerminal !== undefined", timeout=WAIT * 1000)
+    terminal.wait_for("kept=1234=42")
+    result["reload_kept"] = terminal.value("again", "echo $KEPT")
+    result["reload_same_session"] = terminal.page.evaluate("() => document.body.dataset.session") == session
+    print(json.dumps(result))
+
+
+def scenario_abandon(browser, args):
+    """Starts a command in a terminal and closes the tab."""
+    context, _, _ = sign_in(browser, args["base"], args["link"])
+    terminal = open_terminal(context, args["base"], args["target"])
+    terminal.type(args["command"] + "\n")
+    time.sleep(1)
+    terminal.page.close()
+    context.close()
+    print(json.dumps({"closed": True}))
+
+
+def main():
+    scenario, args = sys.argv[1], json.loads(sys.argv[2])
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--ignore-certificate-errors"],
+        )
+        try:
+            globals()["scenario_" + scenario](browser, args)
+        finally:
+            browser.close()
+
+
+if __name__ == "__main__":
+    main()
