@@ -174,15 +174,22 @@ pub async fn serve<S>(
         opening.refused(&reason);
         return refuse(socket, &reason).await;
     };
-    let (exec_target, hold) =
-        match crate::target::resolve(&shared, &grant.identity, &target, "exec").await {
-            Ok(resolved) => resolved,
-            Err(error) => {
-                let reason = error.to_string();
-                opening.refused(&reason);
-                return refuse(socket, &reason).await;
-            }
-        };
+    let (exec_target, hold) = match crate::target::resolve(
+        &shared,
+        &grant.person,
+        &grant.identity,
+        &target,
+        "exec",
+    )
+    .await
+    {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            let reason = error.to_string();
+            opening.refused(&reason);
+            return refuse(socket, &reason).await;
+        }
+    };
     let session = match opening.start(Some(&pty)).await {
         Ok(session) => session,
         Err(reason) => return refuse(socket, &reason).await,
