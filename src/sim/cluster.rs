@@ -97,6 +97,9 @@ fn pod_json(spec: &PodSpec) -> Value {
                 .collect();
             let mut container =
                 json!({"name": c.name, "image": c.image, "env": env, "ports": ports});
+            if !c.command.is_empty() {
+                container["command"] = json!(c.command);
+            }
             if spec.privileged && i == 0 {
                 container["securityContext"] = json!({"privileged": true});
             }
@@ -566,6 +569,7 @@ pub fn start_pod(sim: Arc<Sim>, key: Key) {
             }
             true
         });
+        super::container::start_all(&sim, &key);
     });
 }
 

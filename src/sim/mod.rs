@@ -13,6 +13,7 @@
 pub mod api;
 mod body;
 pub mod cluster;
+pub mod container;
 pub mod exec;
 pub mod portforward;
 pub mod protobuf;
