@@ -75,6 +75,10 @@ pub fn default_pod(pod: &mut Value) -> Result<(), String> {
         .or_insert(json!("default-scheduler"));
     spec.entry("terminationGracePeriodSeconds")
         .or_insert(json!(30));
+    // SetDefaults_PodSpec: a pod always has a security context, empty at
+    // least (kubectl debug dereferences it without a nil check).
+    spec.entry("securityContext").or_insert(json!({}));
+    spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
     pod["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
     Ok(())
 }

@@ -169,9 +169,12 @@ impl Kind {
     }
 }
 
-/// The argv a container runs: its `command` and `args`, or its image's
-/// entrypoint; empty when neither is known.
-pub fn argv(sim: &Sim, spec: &Value) -> Vec<String> {
+/// The argv a container runs: its `command` and `args`; for an ephemeral
+/// container without a command, its image's entrypoint (what `kubectl
+/// debug --image=busybox` relies on). A regular container without a
+/// command runs nothing: the simulator does not pretend to know what an
+/// arbitrary image starts, and a scenario's pods stay Running without one.
+pub fn argv(sim: &Sim, spec: &Value, kind: Kind) -> Vec<String> {
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
             .into_iter()
@@ -180,7 +183,7 @@ pub fn argv(sim: &Sim, spec: &Value) -> Vec<String> {
             .collect()
     };
     let mut argv = strings(&spec["command"]);
-    if argv.is_empty() {
+    if argv.is_empty() && kind == Kind::Ephemeral {
         argv = sim
             .scenario
             .image(spec["image"].as_str().unwrap_or_default())
@@ -276,7 +279,7 @@ pub fn run(
     restart_count: u64,
 ) {
     let name = spec["name"].as_str().unwrap_or_default().to_string();
-    let argv = argv(&sim, &spec);
+    let argv = argv(&sim, &spec, kind);
     if argv.is_empty() {
         // Nothing known to run: the container stays Running, silent.
         return;
