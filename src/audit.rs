@@ -114,6 +114,7 @@ pub enum Event {
     SessionStart {
         session: String,
         source: String,
+        transport: crate::session::Transport,
         person: String,
         kubernetes_user: String,
         kubernetes_groups: Vec<String>,

@@ -10,12 +10,10 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use russh::server::Msg;
-use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::flow::Flow;
-use crate::session::{Activity, Counted};
+use crate::session::{Activity, ClientEvent, ClientInput, ClientOutput, Counted};
 use crate::target::ExecTarget;
 
 /// Whether `host` names the target itself.
@@ -43,8 +41,8 @@ pub fn refusal(target: &ExecTarget, host: &str) -> String {
 pub async fn carry(
     target: &ExecTarget,
     port: u16,
-    mut ssh_read: ChannelReadHalf,
-    ssh_write: &ChannelWriteHalf<Msg>,
+    mut input: impl ClientInput,
+    output: &impl ClientOutput,
     activity: &Activity,
     flow: Arc<Flow>,
 ) -> Result<(), String> {
@@ -82,8 +80,8 @@ pub async fn carry(
     // whole forward ends, so a pod that never closes cannot keep it alive.
     let from_client = async {
         loop {
-            match ssh_read.wait().await {
-                Some(ChannelMsg::Data { data }) => {
+            match input.next().await {
+                ClientEvent::Data(data) => {
                     activity
                         .bytes_in
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -91,13 +89,14 @@ pub async fn carry(
                     let _ = queue.send(data);
                     flow.wait_for_room().await;
                 }
-                Some(ChannelMsg::Close) | None => return Ok(()),
-                Some(_) => {}
+                ClientEvent::Gone => return Ok(()),
+                // Port-forward has no half-close (see `to_pod`).
+                ClientEvent::Eof | ClientEvent::Resize { .. } => {}
             }
         }
     };
     let to_client = async {
-        let mut to_client = Counted::new(ssh_write.make_writer(), activity);
+        let mut to_client = Counted::new(output.stdout(), activity);
         // 32 KiB reads: one full SSH packet each.
         let mut buffer = vec![0u8; 32 * 1024];
         loop {
@@ -122,9 +121,8 @@ pub async fn carry(
         () = to_pod => Ok(()),
     };
     // Not read any more: dropped, so that russh never waits for room in it.
-    drop(ssh_read);
-    let _ = ssh_write.eof().await;
-    let _ = ssh_write.close().await;
+    drop(input);
+    output.close().await;
     forwarder.abort();
     ended?;
     if let Some(error) = error

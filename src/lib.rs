@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod config;
 #[cfg(feature = "sim")]
 pub mod demo;
+pub mod exec;
 pub mod flow;
 pub mod forward;
 pub mod impersonation;

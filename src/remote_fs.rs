@@ -15,13 +15,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{AttachParams, AttachedProcess};
+use kube::api::AttachedProcess;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::target::{ExecTarget, bounded};
-
-/// Pipe sizes of the streaming execs, as in the bridge.
-const PIPE_BUFFER: usize = 256 * 1024;
+use crate::exec::Ended;
+use crate::target::ExecTarget;
 
 /// The most a metadata exec may print (a directory listing): a bound on
 /// memory for directories with very many entries.
@@ -172,34 +170,22 @@ impl RemoteFs {
         args: &[&str],
         stdin: bool,
     ) -> Result<AttachedProcess, FsError> {
-        let mut argv = self.target.prefix.clone();
-        argv.extend(["sh", "-c", script, "sh"].map(String::from));
-        argv.extend(args.iter().map(|a| a.to_string()));
-        let params = AttachParams {
-            container: Some(self.target.container.clone()),
+        let argv = crate::exec::script_argv(&self.target.prefix, script, args);
+        let streams = crate::exec::Streams {
             stdin,
-            stdout: true,
-            stderr: true,
             tty: false,
-            max_stdin_buf_size: Some(PIPE_BUFFER),
-            max_stdout_buf_size: Some(PIPE_BUFFER),
-            max_stderr_buf_size: Some(MAX_STDERR),
+            stderr_buffer: MAX_STDERR,
         };
-        match bounded(
-            self.api_wait,
-            self.target.pods.exec(&self.target.pod, argv, &params),
-        )
-        .await
-        {
-            Ok(Ok(process)) => Ok(process),
-            Ok(Err(error)) => Err(FsError::Failure(format!(
-                "exec into {}/{} failed: {}",
-                self.target.namespace,
-                self.target.pod,
-                error.to_string().lines().next().unwrap_or_default()
-            ))),
-            Err(timeout) => Err(FsError::Failure(timeout.to_string())),
-        }
+        crate::exec::start(&self.target, argv, streams, self.api_wait)
+            .await
+            .map_err(|error| {
+                FsError::Failure(format!(
+                    "exec into {}/{} failed: {}",
+                    self.target.namespace,
+                    self.target.pod,
+                    error.to_string().lines().next().unwrap_or_default()
+                ))
+            })
     }
 
     /// Runs a metadata command to its end.
@@ -247,13 +233,10 @@ impl RemoteFs {
             .collect())
     }
 
-    /// Whether the target has an `sftp-server` that `bridge::SFTP_SERVER`
+    /// Whether the target has an `sftp-server` that `exec::SFTP_SERVER`
     /// finds.
     pub async fn has_sftp_server(&self) -> Result<bool, FsError> {
-        let script = format!(
-            "{{ {}; }} >/dev/null 2>&1",
-            crate::bridge::SFTP_SERVER_FOUND
-        );
+        let script = format!("{{ {}; }} >/dev/null 2>&1", crate::exec::SFTP_SERVER_FOUND);
         Ok(self.run(&script, &[]).await?.code == 0)
     }
 
@@ -498,17 +481,10 @@ fn take_status(process: &mut AttachedProcess) -> StatusFuture {
 
 /// The exit code of a finished exec.
 async fn exit_code(status: StatusFuture) -> Result<u32, FsError> {
-    let Some(status) = status else {
-        return Err(FsError::Failure("the exec stream gave no status".into()));
-    };
-    match status.await {
-        Some(status) => match crate::bridge::exit_code(&status) {
-            Ok(code) => Ok(code),
-            Err(message) => Err(FsError::Failure(message)),
-        },
-        None => Err(FsError::Failure(
-            "the exec stream ended without an exit status (the connection to the Kubernetes API was lost)".into(),
-        )),
+    match crate::exec::ended(status).await {
+        Ended::Exited(code) => Ok(code),
+        Ended::Failed(message) => Err(FsError::Failure(message)),
+        Ended::Lost => Err(FsError::Failure(crate::exec::LOST.into())),
     }
 }
 

@@ -15,14 +15,12 @@
 //! their own target.
 
 use bytes::BytesMut;
-use russh::server::Msg;
-use russh::{ChannelReadHalf, ChannelWriteHalf};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-use crate::bridge::{Outcome, Report};
 use crate::recording::Recorder;
 use crate::remote_fs::{FsError, Metadata, RemoteFs, SetAttributes, WriteOpen};
 use crate::session::{Activity, Counted};
+use crate::session::{Outcome, Report};
 
 /// The longest protocol line accepted (a record with a long file name).
 const MAX_LINE: u64 = 64 * 1024;
@@ -192,8 +190,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Link<R, W> {
         Ok(Some(String::from_utf8_lossy(&line).into_owned()))
     }
 
-    /// Records what the client sent.
-    async fn received(&self, bytes: &[u8]) {
+    /// Records what the client sent (`&mut`: the link is not shared).
+    async fn received(&mut self, bytes: &[u8]) {
         if let Some(recorder) = &self.recorder {
             recorder.input(bytes).await;
         }
@@ -216,19 +214,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Link<R, W> {
     }
 }
 
-/// Serves one legacy scp command on the channel.
+/// Serves one legacy scp command on the client's stream; the caller ends
+/// the session with the exit status.
 pub async fn serve(
     fs: RemoteFs,
     command: ScpCommand,
-    mut read: ChannelReadHalf,
-    write: &ChannelWriteHalf<Msg>,
-    activity: &Activity,
+    input: impl AsyncRead + Unpin,
+    output: impl AsyncWrite + Unpin,
+    activity: Activity,
     recorder: Option<Recorder>,
 ) -> Report {
     let mut link = Link {
         recorder,
-        input: BufReader::with_capacity(CHUNK, Counted::new(read.make_reader(), activity)),
-        output: Counted::new(write.make_writer(), activity),
+        input: BufReader::with_capacity(CHUNK, Counted::new(input, &activity)),
+        output: Counted::new(output, &activity),
         failed: false,
         bytes_in: 0,
         bytes_out: 0,
@@ -244,14 +243,9 @@ pub async fn serve(
         Ok(()) => Outcome::Exited(u32::from(link.failed)),
         Err(Stop) => Outcome::Exited(1),
     };
-    let code = match outcome {
-        Outcome::Exited(code) => code,
-        _ => 1,
-    };
     let _ = link.output.flush().await;
     let (bytes_in, bytes_out) = (link.bytes_in, link.bytes_out);
     drop(link);
-    crate::bridge::finish(write, code).await;
     Report {
         outcome,
         bytes_in,

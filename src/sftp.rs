@@ -16,19 +16,17 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use russh::server::Msg;
-use russh::{ChannelReadHalf, ChannelWriteHalf};
 use russh_sftp::protocol::{
     Attrs, Data, File, FileAttributes, Handle as HandleReply, Name, OpenFlags, Packet, Status,
     StatusCode, Version,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::bridge::{Outcome, Report};
 use crate::remote_fs::{
     FileReader, FileWriter, FsError, Metadata, RemoteFs, SetAttributes, WriteOpen,
 };
 use crate::session::{Activity, Counted};
+use crate::session::{Outcome, Report};
 
 /// The longest request accepted: a 256 KiB WRITE plus its header, the
 /// limit OpenSSH's own sftp-server sets (`SFTP_MAX_MSG_LENGTH`).
@@ -172,12 +170,13 @@ struct Server {
     bytes_out: u64,
 }
 
-/// Serves SFTP on the channel until the client ends it.
+/// Serves SFTP on the client's stream until the client ends it; the
+/// caller ends the session with the exit status.
 pub async fn serve(
     fs: RemoteFs,
-    mut read: ChannelReadHalf,
-    write: &ChannelWriteHalf<Msg>,
-    activity: &Activity,
+    input: impl AsyncRead + Unpin,
+    output: impl AsyncWrite + Unpin,
+    activity: Activity,
 ) -> Report {
     let mut server = Server {
         fs,
@@ -186,8 +185,8 @@ pub async fn serve(
         bytes_in: 0,
         bytes_out: 0,
     };
-    let mut output = Counted::new(write.make_writer(), activity);
-    let mut input = Counted::new(read.make_reader(), activity);
+    let mut output = Counted::new(output, &activity);
+    let mut input = Counted::new(input, &activity);
     let mut ended_by = Outcome::Exited(0);
     while let Ok(length) = input.read_u32().await {
         if length == 0 || length > MAX_PACKET {
@@ -228,11 +227,6 @@ pub async fn serve(
         }
     }
     let _ = output.flush().await;
-    let code = match ended_by {
-        Outcome::Exited(code) => code,
-        _ => 1,
-    };
-    crate::bridge::finish(write, code).await;
     Report {
         outcome: ended_by,
         bytes_in: server.bytes_in,

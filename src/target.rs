@@ -1,11 +1,19 @@
 //! Resolving a login target to something that can run a command: a pod
-//! and container the user may reach, checked the way kubectl checks them,
-//! with one clear line for every way it can fail.
+//! and container the person may reach, checked the way kubectl checks
+//! them, or a node through its held node-shell pod, with one clear line for
+//! every way it can fail; and, for a login without a target, what the
+//! person may reach.
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+
+use crate::authz::Permission;
+use crate::cluster::Identity;
+use crate::login::{self, Target};
+use crate::node_shell::NodeHold;
+use crate::ssh::Shared;
 
 /// Where a command runs: the pod's API (as the user), the pod and container,
 /// and the argv prefix that enters the target (empty for containers; the
@@ -249,4 +257,128 @@ pub async fn resolve_container(
             std::iter::once(pod_name.to_string()).chain(status.pod_ip.clone()),
         ),
     })
+}
+
+/// Resolves a target for a person: a container as them (their RBAC),
+/// or a node through its held node-shell pod.
+pub async fn resolve(
+    shared: &Shared,
+    identity: &Identity,
+    target: &Target,
+    subresource: &str,
+) -> Result<(ExecTarget, Option<NodeHold>), TargetError> {
+    let resolved = resolve_uncounted(shared, identity, target, subresource).await;
+    if let Err(error) = &resolved
+        && error.is_cluster_failure()
+    {
+        shared.metrics.api_errors.inc();
+    }
+    resolved
+}
+
+async fn resolve_uncounted(
+    shared: &Shared,
+    identity: &Identity,
+    target: &Target,
+    subresource: &str,
+) -> Result<(ExecTarget, Option<NodeHold>), TargetError> {
+    let wait = shared.config.timeouts.api();
+    match target {
+        Target::Container {
+            namespace,
+            pod,
+            container,
+        } => {
+            // Its pods are the bastion's replicas (their token can
+            // impersonate anyone) and node shells (root on a node): an
+            // exec there would skip the node check (`nodes/proxy`), so no
+            // one's RBAC may open that path.
+            if shared.protected_namespaces().contains(&namespace.as_str()) {
+                return Err(TargetError::BastionNamespace(namespace.clone()));
+            }
+            let client = shared
+                .cluster
+                .as_user(identity)
+                .map_err(|e| TargetError::Api(e.to_string()))?;
+            let resolved =
+                resolve_container(client, namespace, pod, container.as_deref(), wait).await?;
+            // A clear line now, rather than a failed upgrade later.
+            let permission = Permission {
+                verb: shared.stream_verb,
+                resource: "pods",
+                subresource,
+                namespace: Some(namespace),
+                name: Some(pod),
+            };
+            crate::authz::require(&shared.cluster.own(), identity, &permission, wait).await?;
+            Ok((resolved, None))
+        }
+        Target::Node { node } => {
+            let (resolved, hold) = shared.node_shells.acquire(identity, node).await?;
+            Ok((resolved, Some(hold)))
+        }
+    }
+}
+
+/// Bounds on the no-target answer, which is a hint, not an inventory.
+const MAX_NAMESPACES_LISTED: usize = 50;
+const MAX_TARGETS_LISTED: usize = 100;
+
+/// The answer to a login without a target: the syntax and what the person
+/// may reach (pods they can list; nodes too if they can list them).
+pub async fn reachable_targets(shared: &Shared, identity: &Identity) -> String {
+    use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+    use kube::api::{Api, ListParams};
+    let mut message = format!("no target given; {}", login::SYNTAX);
+    let Ok(client) = shared.cluster.as_user(identity) else {
+        return message;
+    };
+    let wait = shared.config.timeouts.api();
+    let name_of = |p: &Pod| {
+        format!(
+            "{}/{}",
+            p.metadata.namespace.as_deref().unwrap_or(""),
+            p.metadata.name.as_deref().unwrap_or("")
+        )
+    };
+    let all: Api<Pod> = Api::all(client.clone());
+    let mut names: Vec<String> = match bounded(wait, all.list(&ListParams::default())).await {
+        Ok(Ok(list)) => list.items.iter().map(name_of).collect(),
+        // Not allowed cluster-wide: ask namespace by namespace (the
+        // bastion may list namespaces; the person's RBAC decides the pods).
+        _ => {
+            let mut names = Vec::new();
+            let namespaces: Api<Namespace> = Api::all(shared.cluster.own());
+            if let Ok(Ok(list)) = bounded(wait, namespaces.list(&ListParams::default())).await {
+                for namespace in list
+                    .items
+                    .iter()
+                    .filter_map(|n| n.metadata.name.as_deref())
+                    .take(MAX_NAMESPACES_LISTED)
+                {
+                    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+                    if let Ok(Ok(list)) = bounded(wait, pods.list(&ListParams::default())).await {
+                        names.extend(list.items.iter().map(name_of));
+                    }
+                }
+            }
+            names
+        }
+    };
+    names.truncate(MAX_TARGETS_LISTED);
+    if !names.is_empty() {
+        message.push_str(&format!("\npods you may see: {}", names.join(", ")));
+    }
+    let nodes: Api<Node> = Api::all(client);
+    if let Ok(Ok(list)) = bounded(wait, nodes.list(&ListParams::default())).await {
+        let names: Vec<String> = list
+            .items
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        if !names.is_empty() {
+            message.push_str(&format!("\nnodes: {}", names.join(", ")));
+        }
+    }
+    message
 }

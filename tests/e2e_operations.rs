@@ -559,7 +559,11 @@ fn an_idle_forward_is_closed_at_the_idle_timeout() {
         "closed after {closed_after:?}"
     );
     bastion.wait_for_log_line(
-        &["\"forward ended\"", "\"reason\":\"idle timeout\""],
+        &[
+            "\"session ended\"",
+            "Forward {",
+            "\"reason\":\"idle timeout\"",
+        ],
         Duration::from_secs(10),
     );
 }

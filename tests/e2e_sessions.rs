@@ -718,7 +718,8 @@ fn a_forward_whose_pod_does_not_read_does_not_block_the_connection() {
     assert!(refused && pushed < 100 << 20, "pushed {pushed} bytes");
     bastion.wait_for_log_line(
         &[
-            "\"forward ended\"",
+            "\"session ended\"",
+            "Forward {",
             "its target did not read the input sent to it",
         ],
         Duration::from_secs(10),

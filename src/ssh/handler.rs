@@ -13,14 +13,14 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
 
 use super::Shared;
+use super::channel::{SshInput, SshOutput};
 use crate::audit::{Event, SessionKind};
-use crate::authz::Permission;
-use crate::bridge::{self, Outcome, Pty, SessionRequest};
+use crate::bridge;
 use crate::cluster::Identity;
 use crate::login::{self, LoginError, LoginName, Target};
-use crate::node_shell::NodeHold;
 use crate::revocation::Credential;
-use crate::target::{ExecTarget, TargetError};
+use crate::session::io::{ClientOutput, refuse};
+use crate::session::{Opening, Outcome, Pty, Report, Requested, Service, Transport};
 
 /// Why kbastion refuses what OpenSSH clients may ask for besides sessions
 /// and local forwarding.
@@ -47,6 +47,18 @@ struct Login {
     grant: crate::certificates::Grant,
     /// What logged in, checked again on every channel and every reload.
     credential: Credential,
+}
+
+impl Login {
+    /// The target as named, for logs and audit (empty when none was).
+    fn target_name(&self) -> String {
+        self.target
+            .as_ref()
+            .ok()
+            .and_then(|t| t.as_ref())
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
 }
 
 pub struct Connection {
@@ -640,10 +652,11 @@ async fn session_channel(
     revoked: Arc<tokio::sync::watch::Sender<Option<String>>>,
 ) {
     let (mut read, write) = channel.split();
+    let output = SshOutput(write);
     let mut pty: Option<Pty> = None;
     // Refusals the client cannot show with a reason, told on stderr.
     let mut notes: Vec<String> = remote_forward.into_iter().collect();
-    let request = loop {
+    let requested = loop {
         match read.wait().await {
             Some(ChannelMsg::RequestPty { .. }) if login.grant.pty_refusal().is_some() => {
                 notes.extend(login.grant.pty_refusal().map(String::from));
@@ -672,344 +685,94 @@ async fn session_channel(
             }
             Some(ChannelMsg::AgentForward { .. }) => notes.push(AGENT_FORWARD_REFUSED.into()),
             Some(ChannelMsg::RequestX11 { .. }) => notes.push(X11_REFUSED.into()),
-            Some(ChannelMsg::RequestShell { .. }) => break SessionRequest { pty, command: None },
+            Some(ChannelMsg::RequestShell { .. }) => break Requested::Shell,
             Some(ChannelMsg::Exec { command, .. }) => match String::from_utf8(command) {
-                Ok(command) => {
-                    break SessionRequest {
-                        pty,
-                        command: Some(command),
-                    };
-                }
+                Ok(command) => break Requested::Exec(command),
                 Err(_) => {
-                    bridge::refuse(&write, "the command is not valid UTF-8", pty.is_some()).await;
+                    refuse(&output, "the command is not valid UTF-8", pty.is_some()).await;
                     return;
                 }
             },
             Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => {
-                break SessionRequest {
-                    pty: None,
-                    command: Some(bridge::SFTP_SERVER.into()),
-                };
+                // SFTP has no terminal, whatever was asked before.
+                pty = None;
+                break Requested::Sftp;
             }
             Some(ChannelMsg::Close) | None => return,
             Some(_) => {}
         }
     };
-    let mut request = request;
-    if let Some(command) = &login.grant.force_command {
-        request.command = Some(command.clone());
-    }
-    let tty = request.pty.is_some();
-    if !matches!(request.command.as_deref(), Some(bridge::SFTP_SERVER)) {
+    let requested = match &login.grant.force_command {
+        Some(command) => Requested::Exec(command.clone()),
+        None => requested,
+    };
+    let tty = pty.is_some();
+    // SFTP's stream is binary: nothing may be written into it.
+    if requested != Requested::Sftp {
         for note in &notes {
-            let _ = write
-                .extended_data_bytes(1, bridge::message_bytes(note, tty))
-                .await;
+            output.tell(note, tty).await;
         }
     }
-    let started = Instant::now();
-    let kind = match request.command.as_deref() {
-        Some(bridge::SFTP_SERVER) => SessionKind::Sftp,
-        Some(command) => SessionKind::Exec {
-            command: command.to_string(),
-        },
-        None => SessionKind::Shell,
-    };
-    let refuse = |target: String, reason: String| {
-        tracing::info!(%peer, person = %login.person, %target, ?kind, outcome = "refused", %reason, "session refused");
-        shared.audit.record(Event::Refusal {
-            source: peer.to_string(),
-            person: login.person.clone(),
-            target,
-            kind: kind.clone(),
-            reason,
-        });
+    let opening = Opening {
+        shared: &shared,
+        transport: Transport::Ssh,
+        source: peer.to_string(),
+        person: &login.person,
+        identity: &login.identity,
+        target: login.target_name(),
+        kind: requested.kind(),
+        setup_started: Instant::now(),
     };
     let target = match &login.target {
         Err(error) => {
-            refuse(String::new(), error.to_string());
-            bridge::refuse(&write, &error.to_string(), tty).await;
+            opening.refused(&error.to_string());
+            refuse(&output, &error.to_string(), tty).await;
             return;
         }
         Ok(None) => {
-            refuse(String::new(), "no target given".into());
-            let message = reachable_targets(&shared, &login).await;
-            bridge::refuse(&write, &message, tty).await;
+            opening.refused("no target given");
+            let message = crate::target::reachable_targets(&shared, &login.identity).await;
+            refuse(&output, &message, tty).await;
             return;
         }
         Ok(Some(target)) => target.clone(),
     };
     // The hold keeps a node's pod while the session runs.
-    let (exec_target, _node_hold) = match resolve(&shared, &login, &target, "exec").await {
-        Ok(resolved) => resolved,
-        Err(error) => {
-            refuse(target.to_string(), error.to_string());
-            bridge::refuse(&write, &error.to_string(), tty).await;
-            return;
-        }
-    };
-    // The audit trail keeps up, or the session waits (or is refused).
-    if let Err(behind) = shared.audit.wait_for_room().await {
-        refuse(target.to_string(), behind.to_string());
-        bridge::refuse(&write, &behind.to_string(), tty).await;
-        return;
-    }
-    let session_id = format!("{:032x}", rand::random::<u128>());
-    let recorder = match recorder_for(&shared.config.audit, &session_id, &request, &kind) {
-        Ok(recorder) => recorder,
+    let (exec_target, _node_hold) =
+        match crate::target::resolve(&shared, &login.identity, &target, "exec").await {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                opening.refused(&error.to_string());
+                refuse(&output, &error.to_string(), tty).await;
+                return;
+            }
+        };
+    let exec_target = Arc::new(exec_target);
+    let api_wait = shared.config.timeouts.api();
+    let fs = crate::remote_fs::RemoteFs::new(exec_target.clone(), api_wait);
+    let service = Service::choose(requested, tty, &shared.config.files, &fs).await;
+    let session = match opening.start(pty.as_ref()).await {
+        Ok(session) => session,
         Err(reason) => {
-            refuse(target.to_string(), reason.clone());
-            bridge::refuse(&write, &reason, tty).await;
+            refuse(&output, &reason, tty).await;
             return;
         }
     };
-    shared
-        .metrics
-        .session_started(kind.label(), started.elapsed());
-    tracing::info!(%peer, session = %session_id, person = %login.person, kubernetes_user = %login.identity.user, %target, ?kind, container = %exec_target.container, "session started");
-    shared.audit.record(Event::SessionStart {
-        session: session_id.clone(),
-        source: peer.to_string(),
-        person: login.person.clone(),
-        kubernetes_user: login.identity.user.clone(),
-        kubernetes_groups: login.identity.groups.clone(),
-        target: target.to_string(),
-        kind: kind.clone(),
-        recording: recorder.as_ref().map(|r| r.path.display().to_string()),
-    });
     let context = bridge::SessionContext {
-        session_id: session_id.clone(),
+        session_id: session.id.clone(),
         user: login.identity.user.clone(),
-        api_wait: shared.config.timeouts.api(),
-        recorder,
+        api_wait,
+        recorder: session.recorder.clone(),
         control: shared.control(revoked.subscribe()),
         stdin_eof: shared.stdin_eof,
         stream_verb: shared.stream_verb,
         backlogs,
     };
-    let report = serve(
-        &shared,
-        Arc::new(exec_target),
-        request,
-        &kind,
-        read,
-        write,
-        context,
-    )
-    .await;
-    let (exit_status, reason, outcome) = match report.outcome {
-        Outcome::Exited(0) => (Some(0), "exited".to_string(), "success"),
-        Outcome::Exited(code) => (Some(code), "exited".to_string(), "nonzero_exit"),
-        Outcome::ClientGone => (None, "client gone".to_string(), "client_gone"),
-        Outcome::Stopped => (None, "bastion stopped".to_string(), "stopped"),
-        Outcome::Idle => (None, "idle timeout".to_string(), "idle"),
-        Outcome::Revoked(why) => (None, format!("access revoked: {why}"), "revoked"),
-        Outcome::Failed(why) => {
-            shared.metrics.api_errors.inc();
-            (None, format!("failed: {why}"), "failed")
-        }
-    };
-    shared
-        .metrics
-        .session_ended(kind.label(), outcome, report.bytes_in, report.bytes_out);
-    let duration_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(%peer, session = %session_id, person = %login.person, %target, ?exit_status, %reason, bytes_in = report.bytes_in, bytes_out = report.bytes_out, duration_ms, "session ended");
-    shared.audit.record(Event::SessionEnd {
-        session: session_id,
-        person: login.person.clone(),
-        target: target.to_string(),
-        kind,
-        exit_status,
-        bytes_in: report.bytes_in,
-        bytes_out: report.bytes_out,
-        duration_ms,
-        reason,
-    });
+    let report =
+        crate::session::serve(service, exec_target, pty, SshInput(read), output, context).await;
+    session.end(&report);
 }
 
-/// Runs the session: kbastion's own legacy scp or SFTP where configured
-/// (or, for SFTP, where the target has no `sftp-server`), else the bridge
-/// to an exec of the command.
-async fn serve(
-    shared: &Shared,
-    target: Arc<ExecTarget>,
-    request: SessionRequest,
-    kind: &SessionKind,
-    read: russh::ChannelReadHalf,
-    write: russh::ChannelWriteHalf<Msg>,
-    context: bridge::SessionContext,
-) -> bridge::Report {
-    use crate::config::{ScpServer, SftpServer};
-    let files = &shared.config.files;
-    let fs = || crate::remote_fs::RemoteFs::new(target.clone(), shared.config.timeouts.api());
-    let activity = crate::session::Activity::default();
-    if files.scp == ScpServer::Builtin
-        && request.pty.is_none()
-        && let Some(scp) = request.command.as_deref().and_then(crate::scp::parse)
-    {
-        let service =
-            crate::scp::serve(fs(), scp, read, &write, &activity, context.recorder.clone());
-        return supervised(&context, &activity, &write, service).await;
-    }
-    if matches!(kind, SessionKind::Sftp) {
-        let builtin = match files.sftp {
-            SftpServer::Builtin => true,
-            SftpServer::Target => false,
-            // A failed probe goes to the bridge, which reports the failure.
-            SftpServer::Auto => matches!(fs().has_sftp_server().await, Ok(false)),
-        };
-        if builtin {
-            let service = crate::sftp::serve(fs(), read, &write, &activity);
-            return supervised(&context, &activity, &write, service).await;
-        }
-    }
-    bridge::run(target, request, read, write, context).await
-}
-
-/// A built-in service run under the session's drain and idle rules.
-async fn supervised(
-    context: &bridge::SessionContext,
-    activity: &crate::session::Activity,
-    write: &russh::ChannelWriteHalf<Msg>,
-    service: impl std::future::Future<Output = bridge::Report>,
-) -> bridge::Report {
-    use crate::session::Interrupted;
-    match crate::session::supervise(&context.control, activity, write, true, service).await {
-        Ok(report) => report,
-        Err(interrupted) => bridge::Report {
-            outcome: match interrupted {
-                Interrupted::Stopped => Outcome::Stopped,
-                Interrupted::Idle => Outcome::Idle,
-                Interrupted::Revoked(reason) => Outcome::Revoked(reason),
-            },
-            // The service, which counts file bytes, is gone: what the
-            // channel carried stands in.
-            bytes_in: activity.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
-            bytes_out: activity
-                .bytes_out
-                .load(std::sync::atomic::Ordering::Relaxed),
-        },
-    }
-}
-
-/// A recorder for interactive sessions (and exec ones when configured),
-/// if recordings are on. A recording that cannot be created is logged and
-/// the session goes on: refusing service over a full disk helps nobody.
-fn recorder_for(
-    audit: &crate::audit::AuditConfig,
-    session_id: &str,
-    request: &SessionRequest,
-    kind: &SessionKind,
-) -> Result<Option<crate::recording::Recorder>, String> {
-    let Some(dir) = audit.recordings_dir.as_ref() else {
-        return Ok(None);
-    };
-    // Whatever has a terminal is recorded: `ssh -t pod bash` is a shell
-    // in all but name, and must not be a way around the recording.
-    let wanted = match kind {
-        SessionKind::Shell => true,
-        SessionKind::Exec { .. } => audit.record_exec || request.pty.is_some(),
-        _ => false,
-    };
-    if !wanted {
-        return Ok(None);
-    }
-    let (width, height, term) = request
-        .pty
-        .as_ref()
-        .map_or((80, 24, "dumb"), |p| (p.width, p.height, p.term.as_str()));
-    match crate::recording::Recorder::create(
-        dir,
-        session_id,
-        width,
-        height,
-        term,
-        audit.record_input,
-    ) {
-        Ok(recorder) => Ok(Some(recorder)),
-        Err(error) => {
-            tracing::error!(%error, dir = %dir.display(), "cannot create a session recording");
-            if audit.require_recording {
-                Err(format!(
-                    "this session cannot be recorded ({error}) and recording is required; ask the bastion's operators to fix {}",
-                    dir.display()
-                ))
-            } else {
-                Ok(None)
-            }
-        }
-    }
-}
-
-/// Resolves a target for `login`: a container as the person (their RBAC),
-/// or a node through its held node-shell pod.
-async fn resolve(
-    shared: &Shared,
-    login: &Login,
-    target: &Target,
-    subresource: &str,
-) -> Result<(ExecTarget, Option<NodeHold>), TargetError> {
-    let resolved = resolve_uncounted(shared, login, target, subresource).await;
-    if let Err(error) = &resolved
-        && error.is_cluster_failure()
-    {
-        shared.metrics.api_errors.inc();
-    }
-    resolved
-}
-
-async fn resolve_uncounted(
-    shared: &Shared,
-    login: &Login,
-    target: &Target,
-    subresource: &str,
-) -> Result<(ExecTarget, Option<NodeHold>), TargetError> {
-    let wait = shared.config.timeouts.api();
-    match target {
-        Target::Container {
-            namespace,
-            pod,
-            container,
-        } => {
-            // Its pods are the bastion's replicas (their token can
-            // impersonate anyone) and node shells (root on a node): an
-            // exec there would skip the node check (`nodes/proxy`), so no
-            // one's RBAC may open that path.
-            if shared.protected_namespaces().contains(&namespace.as_str()) {
-                return Err(TargetError::BastionNamespace(namespace.clone()));
-            }
-            let client = shared
-                .cluster
-                .as_user(&login.identity)
-                .map_err(|e| TargetError::Api(e.to_string()))?;
-            let resolved = crate::target::resolve_container(
-                client,
-                namespace,
-                pod,
-                container.as_deref(),
-                wait,
-            )
-            .await?;
-            // A clear line now, rather than a failed upgrade later.
-            let permission = Permission {
-                verb: shared.stream_verb,
-                resource: "pods",
-                subresource,
-                namespace: Some(namespace),
-                name: Some(pod),
-            };
-            crate::authz::require(&shared.cluster.own(), &login.identity, &permission, wait)
-                .await?;
-            Ok((resolved, None))
-        }
-        Target::Node { node } => {
-            let (resolved, hold) = shared.node_shells.acquire(&login.identity, node).await?;
-            Ok((resolved, Some(hold)))
-        }
-    }
-}
-
-/// One forwarded connection: resolve, check the destination, then accept
 /// One forwarded connection: resolve, check the destination, then accept
 /// and carry, or refuse with the reason.
 #[allow(clippy::too_many_arguments)] // each is a distinct part of the forward
@@ -1023,26 +786,20 @@ async fn forward_channel(
     flow: Arc<crate::flow::Flow>,
     control: crate::session::Control,
 ) {
-    let setup_started = Instant::now();
-    let kind = SessionKind::Forward {
-        destination: format!("{host}:{port}"),
+    let opening = Opening {
+        shared: &shared,
+        transport: Transport::Ssh,
+        source: peer.to_string(),
+        person: &login.person,
+        identity: &login.identity,
+        target: login.target_name(),
+        kind: SessionKind::Forward {
+            destination: format!("{host}:{port}"),
+        },
+        setup_started: Instant::now(),
     };
-    let target_name = login
-        .target
-        .as_ref()
-        .ok()
-        .and_then(|t| t.as_ref())
-        .map(ToString::to_string)
-        .unwrap_or_default();
     let refuse = |reason: String, code: u32| {
-        tracing::info!(%peer, person = %login.person, target = %target_name, ?kind, %reason, "forward refused");
-        shared.audit.record(Event::Refusal {
-            source: peer.to_string(),
-            person: login.person.clone(),
-            target: target_name.clone(),
-            kind: kind.clone(),
-            reason: reason.clone(),
-        });
+        opening.refused(&reason);
         ChannelOpenFailure::Other { code, reason }
     };
     let target = match &login.target {
@@ -1062,142 +819,51 @@ async fn forward_channel(
             .reject(refuse(format!("port {port} is out of range"), 2))
             .await;
     };
-    let (resolved, _hold) = match resolve(&shared, &login, &target, "portforward").await {
-        Ok(resolved) => resolved,
-        Err(error) => return reply.reject(refuse(error.to_string(), 1)).await,
-    };
+    let (resolved, _hold) =
+        match crate::target::resolve(&shared, &login.identity, &target, "portforward").await {
+            Ok(resolved) => resolved,
+            Err(error) => return reply.reject(refuse(error.to_string(), 1)).await,
+        };
     if !crate::forward::destination_allowed(&resolved, &host) {
         return reply
             .reject(refuse(crate::forward::refusal(&resolved, &host), 1))
             .await;
     }
-    if let Err(behind) = shared.audit.wait_for_room().await {
-        return reply.reject(refuse(behind.to_string(), 2)).await;
-    }
+    // Refusals past this point are recorded by `start`.
+    let session = match opening.start(None).await {
+        Ok(session) => session,
+        Err(reason) => {
+            return reply
+                .reject(ChannelOpenFailure::Other { code: 2, reason })
+                .await;
+        }
+    };
     reply.accept().await;
-    let session_id = format!("{:032x}", rand::random::<u128>());
-    shared
-        .metrics
-        .session_started(kind.label(), setup_started.elapsed());
-    let started = Instant::now();
-    shared.audit.record(Event::SessionStart {
-        session: session_id.clone(),
-        source: peer.to_string(),
-        person: login.person.clone(),
-        kubernetes_user: login.identity.user.clone(),
-        kubernetes_groups: login.identity.groups.clone(),
-        target: target.to_string(),
-        kind: kind.clone(),
-        recording: None,
-    });
     // Forwards follow the drain and idle rules too; the client has no
     // stderr for a forwarded connection, so they just close.
     let activity = crate::session::Activity::default();
     let (read, write) = channel.split();
+    let output = SshOutput(write);
     let carried = crate::session::supervise(
         &control,
         &activity,
-        &write,
+        &output,
         false,
-        crate::forward::carry(&resolved, port, read, &write, &activity, flow),
+        crate::forward::carry(&resolved, port, SshInput(read), &output, &activity, flow),
     )
     .await;
-    let (reason, ended) = match carried {
-        Ok(Ok(())) => ("closed".to_string(), "success"),
-        Ok(Err(error)) => (error, "failed"),
-        Err(crate::session::Interrupted::Idle) => ("idle timeout".to_string(), "idle"),
-        Err(crate::session::Interrupted::Stopped) => ("bastion stopped".to_string(), "stopped"),
-        Err(crate::session::Interrupted::Revoked(why)) => {
-            (format!("access revoked: {why}"), "revoked")
-        }
+    let outcome = match carried {
+        Ok(Ok(())) => Outcome::Closed,
+        Ok(Err(error)) => Outcome::Failed(error),
+        Err(interrupted) => Outcome::of(interrupted),
     };
-    tracing::info!(%peer, session = %session_id, person = %login.person, %target, ?kind, %reason, "forward ended");
-    let bytes_in = activity.bytes_in.load(std::sync::atomic::Ordering::Relaxed);
-    let bytes_out = activity
-        .bytes_out
-        .load(std::sync::atomic::Ordering::Relaxed);
-    shared
-        .metrics
-        .session_ended(kind.label(), ended, bytes_in, bytes_out);
-    shared.audit.record(Event::SessionEnd {
-        session: session_id,
-        person: login.person.clone(),
-        target: target.to_string(),
-        kind,
-        exit_status: None,
-        bytes_in,
-        bytes_out,
-        duration_ms: started.elapsed().as_millis() as u64,
-        reason,
+    session.end(&Report {
+        outcome,
+        bytes_in: activity.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+        bytes_out: activity
+            .bytes_out
+            .load(std::sync::atomic::Ordering::Relaxed),
     });
-}
-
-/// Bounds on the no-target answer, which is a hint, not an inventory.
-const MAX_NAMESPACES_LISTED: usize = 50;
-const MAX_TARGETS_LISTED: usize = 100;
-
-/// The answer to a login without a target: the syntax and what the person
-/// may reach (pods they can list; nodes too if they can list them).
-async fn reachable_targets(shared: &Shared, login: &Login) -> String {
-    use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-    use kube::api::{Api, ListParams};
-    let mut message = format!("no target given; {}", login::SYNTAX);
-    let Ok(client) = shared.cluster.as_user(&login.identity) else {
-        return message;
-    };
-    let wait = shared.config.timeouts.api();
-    let name_of = |p: &Pod| {
-        format!(
-            "{}/{}",
-            p.metadata.namespace.as_deref().unwrap_or(""),
-            p.metadata.name.as_deref().unwrap_or("")
-        )
-    };
-    let all: Api<Pod> = Api::all(client.clone());
-    let mut names: Vec<String> =
-        match crate::target::bounded(wait, all.list(&ListParams::default())).await {
-            Ok(Ok(list)) => list.items.iter().map(name_of).collect(),
-            // Not allowed cluster-wide: ask namespace by namespace (the
-            // bastion may list namespaces; the person's RBAC decides the pods).
-            _ => {
-                let mut names = Vec::new();
-                let namespaces: Api<Namespace> = Api::all(shared.cluster.own());
-                if let Ok(Ok(list)) =
-                    crate::target::bounded(wait, namespaces.list(&ListParams::default())).await
-                {
-                    for namespace in list
-                        .items
-                        .iter()
-                        .filter_map(|n| n.metadata.name.as_deref())
-                        .take(MAX_NAMESPACES_LISTED)
-                    {
-                        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-                        if let Ok(Ok(list)) =
-                            crate::target::bounded(wait, pods.list(&ListParams::default())).await
-                        {
-                            names.extend(list.items.iter().map(name_of));
-                        }
-                    }
-                }
-                names
-            }
-        };
-    names.truncate(MAX_TARGETS_LISTED);
-    if !names.is_empty() {
-        message.push_str(&format!("\npods you may see: {}", names.join(", ")));
-    }
-    let nodes: Api<Node> = Api::all(client);
-    if let Ok(Ok(list)) = crate::target::bounded(wait, nodes.list(&ListParams::default())).await {
-        let names: Vec<String> = list
-            .items
-            .iter()
-            .filter_map(|n| n.metadata.name.clone())
-            .collect();
-        if !names.is_empty() {
-            message.push_str(&format!("\nnodes: {}", names.join(", ")));
-        }
-    }
-    message
 }
 
 /// Unix seconds now.

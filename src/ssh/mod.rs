@@ -2,6 +2,7 @@
 //! one `Connection` handler per client. Channels are wired to the bridge by
 //! `ssh::handler`.
 
+pub mod channel;
 mod handler;
 pub mod host_keys;
 

@@ -16,11 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use russh::ChannelWriteHalf;
-use russh::server::Msg;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::bridge::message_bytes;
+use super::io::ClientOutput;
 
 /// The bastion's rules every session follows, whatever it carries.
 #[derive(Clone)]
@@ -88,14 +86,14 @@ pub fn revoked_message(reason: &str) -> String {
 }
 
 /// Runs `service` until it ends; at the drain deadline or after the idle
-/// timeout without `activity`, drops it and closes the channel. Where the
-/// channel has a stderr the client shows (`tell`: sessions, not forwarded
+/// timeout without `activity`, drops it and closes the session. Where the
+/// client shows the bastion's lines (`tell`: sessions, not forwarded
 /// connections), the drain notice and the reason for the end are written
 /// there, one line each.
 pub async fn supervise<T>(
     control: &Control,
     activity: &Activity,
-    write: &ChannelWriteHalf<Msg>,
+    output: &impl ClientOutput,
     tell: bool,
     service: impl Future<Output = T>,
 ) -> Result<T, Interrupted> {
@@ -128,19 +126,16 @@ pub async fn supervise<T>(
             Ok(()) = notice.changed() => {
                 let message = notice.borrow_and_update().clone();
                 if let Some(message) = message.filter(|_| tell) {
-                    let _ = write.extended_data_bytes(1, message_bytes(&message, false)).await;
+                    output.tell(&message, false).await;
                 }
             }
         }
     };
     drop(service);
     if tell {
-        let _ = write
-            .extended_data_bytes(1, message_bytes(&message, false))
-            .await;
+        output.tell(&message, false).await;
     }
-    let _ = write.eof().await;
-    let _ = write.close().await;
+    output.close().await;
     Err(interrupted)
 }
 

@@ -1,0 +1,111 @@
+//! What a session needs from the way the person reached it, whatever it
+//! is: an SSH channel today (`ssh::channel`), a WebSocket next. The
+//! bridge and the services read `ClientInput` and write `ClientOutput`,
+//! and never learn which transport they serve.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What the client sends, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    Data(Bytes),
+    /// End of input (the client will send no more data).
+    Eof,
+    /// The client's terminal has a new size (columns, rows).
+    Resize {
+        cols: u32,
+        rows: u32,
+    },
+    /// The client has left; nothing more will come.
+    Gone,
+}
+
+/// The client's side of a session, read by one task.
+pub trait ClientInput: Send {
+    /// The next event; `Gone` once the client has left, and after.
+    fn next(&mut self) -> impl Future<Output = ClientEvent> + Send;
+}
+
+/// A writer for one of the client's output streams.
+pub type Writer = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+
+/// Where a session's output goes. Writers wait for the client (an SSH
+/// window, a WebSocket's send buffer): a client that stops reading stops
+/// the session's output, never grows memory.
+pub trait ClientOutput: Send + Sync {
+    fn stdout(&self) -> Writer;
+    /// Where a separate stderr goes (with a terminal, stderr is merged
+    /// into stdout by the target).
+    fn stderr(&self) -> Writer;
+    /// One line from the bastion to the person, where the client shows
+    /// it (SSH: stderr). `tty`: the client's terminal is in raw mode.
+    fn tell(&self, line: &str, tty: bool) -> impl Future<Output = ()> + Send;
+    /// Ends the session with an exit status, in the order clients expect.
+    fn finish(&self, code: u32) -> impl Future<Output = ()> + Send;
+    /// Ends the session without an exit status.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// A line as the client shows it: prefixed `kbastion: `, ending in CRLF on
+/// a terminal (in raw mode) and in LF otherwise.
+pub fn message_bytes(message: &str, tty: bool) -> Vec<u8> {
+    let text = format!("kbastion: {message}\n");
+    if tty {
+        text.replace('\n', "\r\n").into_bytes()
+    } else {
+        text.into_bytes()
+    }
+}
+
+/// Tells the person why, and ends the session with exit status 1.
+pub async fn refuse(output: &impl ClientOutput, message: &str, tty: bool) {
+    output.tell(message, tty).await;
+    output.finish(1).await;
+}
+
+/// The client's data as a byte stream, for services that speak a protocol
+/// of their own over it (SFTP, legacy scp): end of input and departure
+/// both end the stream; size changes are not data.
+pub fn reader<I: ClientInput + 'static>(input: I) -> impl AsyncRead + Send + Unpin {
+    let events = futures::stream::unfold(input, |mut input| async move {
+        loop {
+            match input.next().await {
+                ClientEvent::Data(data) => return Some((Ok::<_, std::io::Error>(data), input)),
+                ClientEvent::Resize { .. } => continue,
+                ClientEvent::Eof | ClientEvent::Gone => return None,
+            }
+        }
+    });
+    let events: Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>> =
+        Box::pin(events);
+    tokio_util::io::StreamReader::new(events)
+}
+
+/// Runs `work` while reading and dropping what the client still sends: an
+/// unread SSH channel parks the whole connection, and with it the writes
+/// that end this session.
+pub async fn while_draining<T>(input: &mut impl ClientInput, work: impl Future<Output = T>) -> T {
+    tokio::pin!(work);
+    let mut gone = false;
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            event = input.next(), if !gone => gone = event == ClientEvent::Gone,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_end_as_the_terminal_expects() {
+        assert_eq!(message_bytes("a\nb", false), b"kbastion: a\nb\n");
+        assert_eq!(message_bytes("a\nb", true), b"kbastion: a\r\nb\r\n");
+    }
+}

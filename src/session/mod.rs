@@ -1,0 +1,393 @@
+//! The session layer: what every session is, whatever the transport
+//! brought it (an SSH channel, a WebSocket) and whatever it carries.
+//!
+//! A transport turns what the client asked into a `Requested`, resolves
+//! the target, then `Opening::start` admits the session: it waits for room
+//! in the audit trail, opens the recording, and records the start (log
+//! line, audit event, metrics); `Session::end` records the end. `serve`
+//! picks the `Service` in one place and runs it under the session's rules
+//! (`control`): the bridge to an exec, or kbastion's own SFTP and scp.
+//! Forwards are sessions too (`Opening::start` with a forward's kind).
+
+pub mod control;
+pub mod io;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use control::{
+    Activity, Control, Counted, Interrupted, STOPPED, Traffic, idle_message, idle_tick,
+    revoked_message, supervise,
+};
+pub use io::{ClientEvent, ClientInput, ClientOutput};
+
+use crate::audit::{Event, SessionKind};
+use crate::cluster::Identity;
+use crate::config::{Files, ScpServer, SftpServer};
+use crate::remote_fs::RemoteFs;
+use crate::scp::ScpCommand;
+use crate::ssh::Shared;
+use crate::target::ExecTarget;
+
+/// How the person reached the bastion, as the audit log names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Ssh,
+    Web,
+}
+
+/// A pseudo-terminal: its TERM and size (RFC 4254 §6.2).
+#[derive(Debug, Clone)]
+pub struct Pty {
+    pub term: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What the client asked a session to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requested {
+    /// The login shell.
+    Shell,
+    /// A command line, run by `sh -c`.
+    Exec(String),
+    /// The SFTP subsystem.
+    Sftp,
+}
+
+impl Requested {
+    /// The session's kind, as audited.
+    pub fn kind(&self) -> SessionKind {
+        match self {
+            Requested::Shell => SessionKind::Shell,
+            Requested::Exec(command) => SessionKind::Exec {
+                command: command.clone(),
+            },
+            Requested::Sftp => SessionKind::Sftp,
+        }
+    }
+}
+
+/// What serves a session: chosen once, by `Service::choose`.
+#[derive(Debug)]
+pub enum Service {
+    Shell,
+    Exec(String),
+    /// The target's own `sftp-server`, through an exec.
+    TargetSftp,
+    /// kbastion's SFTP server, on the target's files through execs.
+    BuiltinSftp,
+    /// kbastion's legacy-scp (`scp -O`) emulation.
+    BuiltinScp(ScpCommand),
+}
+
+impl Service {
+    /// kbastion's own scp or SFTP where configured (or, for SFTP, where
+    /// the target has no `sftp-server`), else an exec of the request.
+    pub async fn choose(requested: Requested, tty: bool, files: &Files, fs: &RemoteFs) -> Service {
+        match requested {
+            Requested::Shell => Service::Shell,
+            Requested::Exec(command) => {
+                let scp = (files.scp == ScpServer::Builtin && !tty)
+                    .then(|| crate::scp::parse(&command))
+                    .flatten();
+                match scp {
+                    Some(scp) => Service::BuiltinScp(scp),
+                    None => Service::Exec(command),
+                }
+            }
+            Requested::Sftp => {
+                let builtin = match files.sftp {
+                    SftpServer::Builtin => true,
+                    SftpServer::Target => false,
+                    // A failed probe goes to the exec, which reports it.
+                    SftpServer::Auto => matches!(fs.has_sftp_server().await, Ok(false)),
+                };
+                if builtin {
+                    Service::BuiltinSftp
+                } else {
+                    Service::TargetSftp
+                }
+            }
+        }
+    }
+}
+
+/// How a session ended, and what it carried.
+#[derive(Debug)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(u32),
+    /// Ended by either side without an exit status (a forward).
+    Closed,
+    ClientGone,
+    /// Ended by the bastion's shutdown after the drain time.
+    Stopped,
+    /// Closed after carrying no data for the idle timeout.
+    Idle,
+    /// Ended because the credential was revoked (the reason).
+    Revoked(String),
+    Failed(String),
+}
+
+impl Outcome {
+    /// What `supervise` reports for a service it ended.
+    pub fn of(interrupted: Interrupted) -> Outcome {
+        match interrupted {
+            Interrupted::Stopped => Outcome::Stopped,
+            Interrupted::Idle => Outcome::Idle,
+            Interrupted::Revoked(reason) => Outcome::Revoked(reason),
+        }
+    }
+}
+
+/// A session about to start: who, from where, to what. Refusals before
+/// the start are recorded through it too.
+pub struct Opening<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub transport: Transport,
+    pub source: String,
+    pub person: &'a str,
+    pub identity: &'a Identity,
+    /// The target as the person named it (empty when none was).
+    pub target: String,
+    pub kind: SessionKind,
+    /// When the transport began setting the session up.
+    pub setup_started: Instant,
+}
+
+impl Opening<'_> {
+    /// Logs and audits a session that does not start.
+    pub fn refused(&self, reason: &str) {
+        tracing::info!(source = %self.source, person = %self.person, target = %self.target, kind = ?self.kind, transport = ?self.transport, outcome = "refused", %reason, "session refused");
+        self.shared.audit.record(Event::Refusal {
+            source: self.source.clone(),
+            person: self.person.to_string(),
+            target: self.target.clone(),
+            kind: self.kind.clone(),
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Starts the session once the audit trail has room and its recording
+    /// (if any) is open; `pty` is the terminal it is recorded at. On a
+    /// refusal the reason is recorded and returned, for the person.
+    pub async fn start(self, pty: Option<&Pty>) -> Result<Session, String> {
+        let shared = self.shared;
+        if let Err(behind) = shared.audit.wait_for_room().await {
+            let reason = behind.to_string();
+            self.refused(&reason);
+            return Err(reason);
+        }
+        let id = format!("{:032x}", rand::random::<u128>());
+        let recorder = match recorder_for(&shared.config.audit, &id, pty, &self.kind) {
+            Ok(recorder) => recorder,
+            Err(reason) => {
+                self.refused(&reason);
+                return Err(reason);
+            }
+        };
+        shared
+            .metrics
+            .session_started(self.kind.label(), self.setup_started.elapsed());
+        tracing::info!(source = %self.source, session = %id, person = %self.person, kubernetes_user = %self.identity.user, target = %self.target, kind = ?self.kind, transport = ?self.transport, "session started");
+        shared.audit.record(Event::SessionStart {
+            session: id.clone(),
+            source: self.source.clone(),
+            transport: self.transport,
+            person: self.person.to_string(),
+            kubernetes_user: self.identity.user.clone(),
+            kubernetes_groups: self.identity.groups.clone(),
+            target: self.target.clone(),
+            kind: self.kind.clone(),
+            recording: recorder.as_ref().map(|r| r.path.display().to_string()),
+        });
+        Ok(Session {
+            shared: shared.clone(),
+            id,
+            source: self.source,
+            person: self.person.to_string(),
+            target: self.target,
+            kind: self.kind,
+            started: Instant::now(),
+            recorder,
+        })
+    }
+}
+
+/// A started session, until `end` records how it ended.
+pub struct Session {
+    shared: Arc<Shared>,
+    /// Marks the session's processes and names its recording.
+    pub id: String,
+    source: String,
+    person: String,
+    target: String,
+    kind: SessionKind,
+    started: Instant,
+    pub recorder: Option<crate::recording::Recorder>,
+}
+
+impl Session {
+    /// Records the end: log line, metrics and audit event.
+    pub fn end(self, report: &Report) {
+        let (exit_status, reason, label) = match &report.outcome {
+            Outcome::Exited(0) => (Some(0), "exited".to_string(), "success"),
+            Outcome::Exited(code) => (Some(*code), "exited".to_string(), "nonzero_exit"),
+            Outcome::Closed => (None, "closed".to_string(), "success"),
+            Outcome::ClientGone => (None, "client gone".to_string(), "client_gone"),
+            Outcome::Stopped => (None, "bastion stopped".to_string(), "stopped"),
+            Outcome::Idle => (None, "idle timeout".to_string(), "idle"),
+            Outcome::Revoked(why) => (None, format!("access revoked: {why}"), "revoked"),
+            Outcome::Failed(why) => {
+                self.shared.metrics.api_errors.inc();
+                (None, format!("failed: {why}"), "failed")
+            }
+        };
+        self.shared.metrics.session_ended(
+            self.kind.label(),
+            label,
+            report.bytes_in,
+            report.bytes_out,
+        );
+        let duration_ms = self.started.elapsed().as_millis() as u64;
+        tracing::info!(source = %self.source, session = %self.id, person = %self.person, target = %self.target, kind = ?self.kind, ?exit_status, %reason, bytes_in = report.bytes_in, bytes_out = report.bytes_out, duration_ms, "session ended");
+        self.shared.audit.record(Event::SessionEnd {
+            session: self.id,
+            person: self.person,
+            target: self.target,
+            kind: self.kind,
+            exit_status,
+            bytes_in: report.bytes_in,
+            bytes_out: report.bytes_out,
+            duration_ms,
+            reason,
+        });
+    }
+}
+
+/// A recorder for interactive sessions (and exec ones when configured),
+/// if recordings are on. A recording that cannot be created is logged and
+/// the session goes on, unless `require_recording` says to refuse it.
+fn recorder_for(
+    audit: &crate::audit::AuditConfig,
+    session_id: &str,
+    pty: Option<&Pty>,
+    kind: &SessionKind,
+) -> Result<Option<crate::recording::Recorder>, String> {
+    let Some(dir) = audit.recordings_dir.as_ref() else {
+        return Ok(None);
+    };
+    // Whatever has a terminal is recorded: `ssh -t pod bash` is a shell
+    // in all but name, and must not be a way around the recording.
+    let wanted = match kind {
+        SessionKind::Shell => true,
+        SessionKind::Exec { .. } => audit.record_exec || pty.is_some(),
+        _ => false,
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    let (width, height, term) =
+        pty.map_or((80, 24, "dumb"), |p| (p.width, p.height, p.term.as_str()));
+    match crate::recording::Recorder::create(
+        dir,
+        session_id,
+        width,
+        height,
+        term,
+        audit.record_input,
+    ) {
+        Ok(recorder) => Ok(Some(recorder)),
+        Err(error) => {
+            tracing::error!(%error, dir = %dir.display(), "cannot create a session recording");
+            if audit.require_recording {
+                Err(format!(
+                    "this session cannot be recorded ({error}) and recording is required; ask the bastion's operators to fix {}",
+                    dir.display()
+                ))
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Runs the chosen service to its end: the bridge for shells, commands and
+/// the target's `sftp-server`; kbastion's own SFTP and scp under the
+/// session's drain, idle and revocation rules (`supervise`).
+pub async fn serve<I, O>(
+    service: Service,
+    target: Arc<ExecTarget>,
+    pty: Option<Pty>,
+    input: I,
+    output: O,
+    context: crate::bridge::SessionContext,
+) -> Report
+where
+    I: ClientInput + 'static,
+    O: ClientOutput,
+{
+    let fs = || RemoteFs::new(target.clone(), context.api_wait);
+    let activity = Activity::default();
+    let builtin = match service {
+        Service::Shell => None,
+        Service::Exec(command) => Some(command),
+        Service::TargetSftp => Some(crate::exec::SFTP_SERVER.to_string()),
+        Service::BuiltinSftp => {
+            let work =
+                crate::sftp::serve(fs(), io::reader(input), output.stdout(), activity.clone());
+            return supervised(&context.control, &activity, &output, work).await;
+        }
+        Service::BuiltinScp(command) => {
+            let work = crate::scp::serve(
+                fs(),
+                command,
+                io::reader(input),
+                output.stdout(),
+                activity.clone(),
+                context.recorder.clone(),
+            );
+            return supervised(&context.control, &activity, &output, work).await;
+        }
+    };
+    crate::bridge::run(target, builtin, pty, input, output, context).await
+}
+
+/// A built-in service, ended with its exit status, or by `supervise`.
+async fn supervised(
+    control: &Control,
+    activity: &Activity,
+    output: &impl ClientOutput,
+    work: impl Future<Output = Report>,
+) -> Report {
+    match supervise(control, activity, output, true, work).await {
+        Ok(report) => {
+            let code = match report.outcome {
+                Outcome::Exited(code) => code,
+                _ => 1,
+            };
+            output.finish(code).await;
+            report
+        }
+        Err(interrupted) => Report {
+            outcome: Outcome::of(interrupted),
+            // The service, which counts file bytes, is gone: what the
+            // client's stream carried stands in.
+            bytes_in: activity.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+            bytes_out: activity
+                .bytes_out
+                .load(std::sync::atomic::Ordering::Relaxed),
+        },
+    }
+}
