@@ -288,6 +288,7 @@ async fn resolve_uncounted(
             namespace,
             pod,
             container,
+            ..
         } => {
             // Its pods are the bastion's replicas (their token can
             // impersonate anyone) and node shells (root on a node): an
