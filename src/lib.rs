@@ -20,6 +20,7 @@ pub mod forward;
 pub mod impersonation;
 pub mod limits;
 pub mod login;
+pub mod logs;
 pub mod metrics;
 pub mod node_shell;
 pub mod proxy_protocol;

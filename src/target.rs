@@ -92,6 +92,10 @@ pub enum TargetError {
     )]
     BastionNamespace(String),
     #[error(
+        "{0}.logs is a container's log and carries no connections; forward ports through the pod itself (drop the .logs)"
+    )]
+    LogsForward(String),
+    #[error(
         "pod {pod} is not node {node}'s node-shell pod (it is pinned to {pinned_to}); refusing it, an administrator should delete it"
     )]
     ForeignNodePod {
@@ -284,6 +288,15 @@ async fn resolve_uncounted(
 ) -> Result<(ExecTarget, Option<NodeHold>), TargetError> {
     let wait = shared.config.timeouts.api();
     match target {
+        Target::Container {
+            view: login::View::Logs,
+            namespace,
+            pod,
+            container,
+        } => Err(TargetError::LogsForward(format!(
+            "{namespace}/{pod}/{}",
+            container.as_deref().unwrap_or_default()
+        ))),
         Target::Container {
             namespace,
             pod,

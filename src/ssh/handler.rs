@@ -737,6 +737,43 @@ async fn session_channel(
         }
         Ok(Some(target)) => target.clone(),
     };
+    if let Target::Container {
+        namespace,
+        pod,
+        container,
+        view: login::View::Logs,
+    } = &target
+    {
+        let prepared = crate::logs::prepare(
+            &shared,
+            &login.identity,
+            namespace,
+            pod,
+            container.as_deref(),
+            &requested,
+        )
+        .await;
+        let log = match prepared {
+            Ok(log) => log,
+            Err(reason) => {
+                opening.refused(&reason);
+                refuse(&output, &reason, tty).await;
+                return;
+            }
+        };
+        let session = match opening.start(pty.as_ref()).await {
+            Ok(session) => session,
+            Err(reason) => {
+                refuse(&output, &reason, tty).await;
+                return;
+            }
+        };
+        let report = log
+            .run(SshInput(read), &output, tty, shared.config.timeouts.api())
+            .await;
+        session.end(&report);
+        return;
+    }
     // The hold keeps a node's pod while the session runs.
     let (exec_target, _node_hold) =
         match crate::target::resolve(&shared, &login.identity, &target, "exec").await {
