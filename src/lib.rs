@@ -12,6 +12,7 @@ pub mod bridge;
 pub mod certificates;
 pub mod cluster;
 pub mod config;
+pub mod debug;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod exec;

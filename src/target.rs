@@ -91,6 +91,13 @@ pub enum TargetError {
         "namespace {0} belongs to the bastion and its node shells and is not a target; for a node shell use: ssh PERSON@NODE@bastion"
     )]
     BastionNamespace(String),
+    #[error("debug container {container} in pod {namespace}/{pod}: {reason}")]
+    DebugContainer {
+        namespace: String,
+        pod: String,
+        container: String,
+        reason: String,
+    },
     #[error(
         "{0}.logs is a container's log and carries no connections; forward ports through the pod itself (drop the .logs)"
     )]

@@ -774,16 +774,42 @@ async fn session_channel(
         session.end(&report);
         return;
     }
+    // A debug session runs in the debug container beside the target; its
+    // shell says so in one line.
+    let mut debug_note = None;
+    let resolved = match &target {
+        Target::Container {
+            namespace,
+            pod,
+            container,
+            view: login::View::Debug,
+        } => crate::debug::resolve(
+            &shared,
+            &login.identity,
+            namespace,
+            pod,
+            container.as_deref(),
+        )
+        .await
+        .map(|(debug, beside)| {
+            debug_note = Some(format!(
+                "debug container {} beside {beside}; its files are under $TARGET_ROOT ({})",
+                debug.container,
+                crate::debug::TARGET_ROOT
+            ));
+            (debug, None)
+        }),
+        _ => crate::target::resolve(&shared, &login.identity, &target, "exec").await,
+    };
     // The hold keeps a node's pod while the session runs.
-    let (exec_target, _node_hold) =
-        match crate::target::resolve(&shared, &login.identity, &target, "exec").await {
-            Ok(resolved) => resolved,
-            Err(error) => {
-                opening.refused(&error.to_string());
-                refuse(&output, &error.to_string(), tty).await;
-                return;
-            }
-        };
+    let (exec_target, _node_hold) = match resolved {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            opening.refused(&error.to_string());
+            refuse(&output, &error.to_string(), tty).await;
+            return;
+        }
+    };
     let exec_target = Arc::new(exec_target);
     let api_wait = shared.config.timeouts.api();
     let fs = crate::remote_fs::RemoteFs::new(exec_target.clone(), api_wait);
@@ -805,6 +831,9 @@ async fn session_channel(
         stream_verb: shared.stream_verb,
         backlogs,
     };
+    if let (Some(note), Service::Shell) = (&debug_note, &service) {
+        output.tell(note, tty).await;
+    }
     let report =
         crate::session::serve(service, exec_target, pty, SshInput(read), output, context).await;
     session.end(&report);
