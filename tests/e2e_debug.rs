@@ -62,9 +62,11 @@ fn a_debug_shell_has_a_terminal_resizes_and_reports_exit() {
     command.arg("-tt").arg("alice@default/api-0/app.debug@127.0.0.1");
     let tmux = Tmux::start(&tmux_line(&command), 100, 30);
     let name = ephemeral_name_when_added(&sim);
+    // The note is one line; at 100 columns the screen wraps it.
     tmux.wait_for_text(&format!(
-        "kbastion: debug container {name} beside app; its files are under $TARGET_ROOT (/proc/1/root)"
+        "kbastion: debug container {name} beside app; its files are under $TARGET_ROOT ("
     ));
+    tmux.wait_for_text("/proc/1/root)");
     tmux.send(&["PS1='prompt> '", "Enter"]);
     tmux.wait_for_line_start("prompt>");
     tmux.send_until(&["stty size", "Enter"], "30 100");
