@@ -190,15 +190,17 @@ pub async fn prepare(
     container: Option<&str>,
     requested: &Requested,
 ) -> Result<LogSession, String> {
+    let not_served = || {
+        "a log is read with ssh (ssh USER@NAMESPACE/POD/CONTAINER.logs@BASTION -- [OPTIONS]); SFTP and scp on .logs are not served".to_string()
+    };
     let options = match requested {
         Requested::Shell => LogOptions::default(),
-        Requested::Exec(command) => parse_options(command).map_err(|e| e.to_string())?,
-        Requested::Sftp => {
-            return Err(
-                "a log is read with ssh (USER@NAMESPACE/POD/CONTAINER.logs [OPTIONS]); SFTP and scp on .logs are not served"
-                    .into(),
-            );
+        // What scp runs on the far side (`scp -O`).
+        Requested::Exec(command) if crate::scp::parse(command).is_some() => {
+            return Err(not_served());
         }
+        Requested::Exec(command) => parse_options(command).map_err(|e| e.to_string())?,
+        Requested::Sftp => return Err(not_served()),
     };
     if shared.protected_namespaces().contains(&namespace) {
         return Err(TargetError::BastionNamespace(namespace.into()).to_string());

@@ -139,6 +139,21 @@ fn logs_refusals_are_one_line() {
         assert_eq!(text(&out.stderr), message, "{login} {args:?}");
         assert!(out.stdout.is_empty(), "{login} {args:?}");
     }
+    // Copying a log is not served (yet): one line for scp and sftp alike.
+    for (program, args) in [
+        ("scp", &["-O", "alice@default+logger+app.logs@127.0.0.1:current", "/dev/null"][..]),
+        ("scp", &["alice@default+logger+app.logs@127.0.0.1:current", "/dev/null"][..]),
+    ] {
+        let mut command = bastion.ssh_command(program);
+        command.args(args);
+        let out = run_with_input(command, b"");
+        assert_ne!(out.status.code(), Some(0), "{program} {args:?}");
+        assert!(
+            text(&out.stderr).contains("SFTP and scp on .logs are not served"),
+            "{program} {args:?}: {}",
+            text(&out.stderr)
+        );
+    }
     // A log carries no connections.
     let mut command = bastion.ssh_command_logging("ssh", "INFO");
     command.args([
