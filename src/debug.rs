@@ -134,7 +134,15 @@ pub async fn resolve(
             })
         })?;
     }
-    wait_running(&pods, namespace, pod, &name, config.start_timeout_secs, wait).await?;
+    wait_running(
+        &pods,
+        namespace,
+        pod,
+        &name,
+        config.start_timeout_secs,
+        wait,
+    )
+    .await?;
     let debug = ExecTarget {
         pods,
         namespace: namespace.into(),
@@ -212,7 +220,10 @@ async fn wait_running(
                 };
                 if matches!(
                     reason.as_str(),
-                    "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "CreateContainerError"
+                    "ErrImagePull"
+                        | "ImagePullBackOff"
+                        | "InvalidImageName"
+                        | "CreateContainerError"
                 ) {
                     return Err(failed(last));
                 }

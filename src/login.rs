@@ -291,11 +291,31 @@ mod tests {
     #[test]
     fn debug_and_logs_suffixes_select_a_view_of_the_container() {
         for (raw, expected, shown) in [
-            ("alice@shop/api-0/app.debug", viewed("shop", "api-0", Some("app"), View::Debug), "shop/api-0/app.debug"),
-            ("alice@shop+api-0+app.debug", viewed("shop", "api-0", Some("app"), View::Debug), "shop/api-0/app.debug"),
-            ("alice@shop/api-0/.debug", viewed("shop", "api-0", None, View::Debug), "shop/api-0/.debug"),
-            ("alice@shop/web-0/app.logs", viewed("shop", "web-0", Some("app"), View::Logs), "shop/web-0/app.logs"),
-            ("alice@shop+web-0+.logs", viewed("shop", "web-0", None, View::Logs), "shop/web-0/.logs"),
+            (
+                "alice@shop/api-0/app.debug",
+                viewed("shop", "api-0", Some("app"), View::Debug),
+                "shop/api-0/app.debug",
+            ),
+            (
+                "alice@shop+api-0+app.debug",
+                viewed("shop", "api-0", Some("app"), View::Debug),
+                "shop/api-0/app.debug",
+            ),
+            (
+                "alice@shop/api-0/.debug",
+                viewed("shop", "api-0", None, View::Debug),
+                "shop/api-0/.debug",
+            ),
+            (
+                "alice@shop/web-0/app.logs",
+                viewed("shop", "web-0", Some("app"), View::Logs),
+                "shop/web-0/app.logs",
+            ),
+            (
+                "alice@shop+web-0+.logs",
+                viewed("shop", "web-0", None, View::Logs),
+                "shop/web-0/.logs",
+            ),
         ] {
             let target = LoginName::parse(raw).unwrap().target;
             assert_eq!(target, expected, "{raw}");

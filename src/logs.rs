@@ -388,7 +388,9 @@ mod tests {
         assert!(parse_options("--previous").unwrap().previous);
         assert!(parse_options("").unwrap().follow);
         assert_eq!(
-            parse_options("--since-time=2026-01-02T15:04:05Z").unwrap().since_time,
+            parse_options("--since-time=2026-01-02T15:04:05Z")
+                .unwrap()
+                .since_time,
             Some("2026-01-02T15:04:05Z".parse().unwrap())
         );
         assert_eq!(

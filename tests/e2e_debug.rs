@@ -59,7 +59,9 @@ fn a_debug_shell_has_a_terminal_resizes_and_reports_exit() {
     let bastion = Bastion::start(&sim, "");
     sim.wait_running("default", "api-0");
     let mut command = bastion.ssh_command("ssh");
-    command.arg("-tt").arg("alice@default/api-0/app.debug@127.0.0.1");
+    command
+        .arg("-tt")
+        .arg("alice@default/api-0/app.debug@127.0.0.1");
     let tmux = Tmux::start(&tmux_line(&command), 100, 30);
     let name = ephemeral_name_when_added(&sim);
     // The note is one line; at 100 columns the screen wraps it.
@@ -108,10 +110,17 @@ fn sessions_at_once_and_later_share_one_debug_container() {
                 })
             })
             .collect();
-        runs.into_iter().map(|r| r.join().expect("ssh thread")).collect()
+        runs.into_iter()
+            .map(|r| r.join().expect("ssh thread"))
+            .collect()
     });
     for (i, out) in outputs.iter().enumerate() {
-        assert_eq!(text(&out.stdout), format!("session-{i}\n"), "{}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            format!("session-{i}\n"),
+            "{}",
+            text(&out.stderr)
+        );
         assert_eq!(out.status.code(), Some(4 + i as i32));
     }
     let first = ephemeral_names(&sim, "api-0");

@@ -66,12 +66,20 @@ fn logs_print_what_kubectl_logs_prints_with_the_same_options() {
     }
     // --since: only the last second's lines (five a second are written).
     std::thread::sleep(Duration::from_secs(2));
-    let out = bastion.ssh("alice@default/logger/.logs", &["--", "--since=1s", "--no-follow"], b"");
+    let out = bastion.ssh(
+        "alice@default/logger/.logs",
+        &["--", "--since=1s", "--no-follow"],
+        b"",
+    );
     let count = text(&out.stdout).lines().count();
     assert!((3..=7).contains(&count), "{count}: {}", text(&out.stdout));
     // A followed log that ends (here at --limit-bytes) ends the session
     // with exit status 0.
-    let out = bastion.ssh("alice@default/logger/app.logs", &["--", "--limit-bytes=100"], b"");
+    let out = bastion.ssh(
+        "alice@default/logger/app.logs",
+        &["--", "--limit-bytes=100"],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(out.stdout.len(), 100);
     assert!(text(&out.stdout).starts_with("line 1\nline 2\n"));
@@ -141,8 +149,21 @@ fn logs_refusals_are_one_line() {
     }
     // Copying a log is not served (yet): one line for scp and sftp alike.
     for (program, args) in [
-        ("scp", &["-O", "alice@default+logger+app.logs@127.0.0.1:current", "/dev/null"][..]),
-        ("scp", &["alice@default+logger+app.logs@127.0.0.1:current", "/dev/null"][..]),
+        (
+            "scp",
+            &[
+                "-O",
+                "alice@default+logger+app.logs@127.0.0.1:current",
+                "/dev/null",
+            ][..],
+        ),
+        (
+            "scp",
+            &[
+                "alice@default+logger+app.logs@127.0.0.1:current",
+                "/dev/null",
+            ][..],
+        ),
     ] {
         let mut command = bastion.ssh_command(program);
         command.args(args);
@@ -167,7 +188,8 @@ fn logs_refusals_are_one_line() {
     let out = run_with_input(command, b"");
     assert_ne!(out.status.code(), Some(0));
     assert!(
-        text(&out.stderr).contains("default/logger/app.logs is a container's log and carries no connections"),
+        text(&out.stderr)
+            .contains("default/logger/app.logs is a container's log and carries no connections"),
         "{}",
         text(&out.stderr)
     );

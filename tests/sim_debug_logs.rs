@@ -14,11 +14,7 @@ use common::*;
 /// The ephemeral containers of pod `default/NAME`, as `name=exitCode`
 /// (exit code empty while it runs).
 fn ephemeral_containers(sim: &Sim, pod: &str) -> Vec<String> {
-    let out = sim.kubectl(
-        "kubectl",
-        "admin",
-        &["get", "pod", pod, "-o", "json"],
-    );
+    let out = sim.kubectl("kubectl", "admin", &["get", "pod", pod, "-o", "json"]);
     let pod: serde_json::Value = serde_json::from_slice(&out.stdout).expect("pod JSON");
     pod["spec"]["ephemeralContainers"]
         .as_array()
@@ -44,7 +40,12 @@ fn a_plain_exec_into_a_shell_less_container_fails_with_containerds_words() {
     let sim = Sim::start();
     sim.wait_running("default", "api-0");
     for version in ["1.27", "1.33"] {
-        let out = sim.kubectl_version(version, "admin", &["exec", "api-0", "--", "sh", "-c", "true"], b"");
+        let out = sim.kubectl_version(
+            version,
+            "admin",
+            &["exec", "api-0", "--", "sh", "-c", "true"],
+            b"",
+        );
         assert_eq!(out.status.code(), Some(1), "kubectl {version}");
         assert_eq!(
             text(&out.stderr),
@@ -55,7 +56,8 @@ fn a_plain_exec_into_a_shell_less_container_fails_with_containerds_words() {
     // A path that is not in the image is stat'ed, as runc does.
     let out = sim.kubectl_version("1.33", "admin", &["exec", "api-0", "--", "/bin/ls"], b"");
     assert!(
-        text(&out.stderr).contains("exec: \"/bin/ls\": stat /bin/ls: no such file or directory: unknown"),
+        text(&out.stderr)
+            .contains("exec: \"/bin/ls\": stat /bin/ls: no such file or directory: unknown"),
         "{}",
         text(&out.stderr)
     );
@@ -130,7 +132,10 @@ fn kubectl_debug_with_a_terminal_resizes_and_ends_for_1_27_and_1_33() {
     }
     let containers = ephemeral_containers(&sim, "api-0");
     assert_eq!(containers.len(), 2, "{containers:?}");
-    assert!(containers.iter().all(|c| c.ends_with("=3")), "{containers:?}");
+    assert!(
+        containers.iter().all(|c| c.ends_with("=3")),
+        "{containers:?}"
+    );
 }
 
 #[test]
@@ -192,7 +197,14 @@ fn ephemeral_container_updates_are_validated_and_authorized_as_the_api_server_do
     let out = sim.kubectl_unchecked(
         "kubectl.1.33",
         "dave",
-        &["debug", "api-0", "--image=busybox:1.36", "--target=app", "--", "true"],
+        &[
+            "debug",
+            "api-0",
+            "--image=busybox:1.36",
+            "--target=app",
+            "--",
+            "true",
+        ],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -202,7 +214,10 @@ fn ephemeral_container_updates_are_validated_and_authorized_as_the_api_server_do
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(ephemeral_containers(&sim, "api-0"), vec!["dbg=".to_string()]);
+    assert_eq!(
+        ephemeral_containers(&sim, "api-0"),
+        vec!["dbg=".to_string()]
+    );
 }
 
 #[test]
@@ -215,29 +230,52 @@ fn kubectl_logs_options_read_what_the_container_wrote() {
             .count()
             >= 5
     });
-    let all = text(&sim.kubectl("kubectl.1.33", "admin", &["logs", "logger"]).stdout);
+    let all = text(
+        &sim.kubectl("kubectl.1.33", "admin", &["logs", "logger"])
+            .stdout,
+    );
     let lines: Vec<&str> = all.lines().collect();
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(*line, format!("line {}", i + 1));
     }
     // --tail counts from the end of what is there.
-    let tail = text(&sim.kubectl("kubectl.1.27", "admin", &["logs", "logger", "--tail=2"]).stdout);
+    let tail = text(
+        &sim.kubectl("kubectl.1.27", "admin", &["logs", "logger", "--tail=2"])
+            .stdout,
+    );
     let tail: Vec<&str> = tail.lines().collect();
     assert_eq!(tail.len(), 2, "{tail:?}");
     assert!(tail[1].starts_with("line "), "{tail:?}");
     // --timestamps puts the kubelet's RFC 3339 time with nine digits first.
     let stamped = text(
-        &sim.kubectl("kubectl.1.33", "admin", &["logs", "logger", "--timestamps", "--tail=1"])
-            .stdout,
+        &sim.kubectl(
+            "kubectl.1.33",
+            "admin",
+            &["logs", "logger", "--timestamps", "--tail=1"],
+        )
+        .stdout,
     );
     let (time, rest) = stamped.trim_end().split_once(' ').expect("a timestamp");
-    assert_eq!(time.len(), "2026-11-26T03:04:05.123456789Z".len(), "{stamped}");
-    assert!(time.ends_with('Z') && rest.starts_with("line "), "{stamped}");
+    assert_eq!(
+        time.len(),
+        "2026-11-26T03:04:05.123456789Z".len(),
+        "{stamped}"
+    );
+    assert!(
+        time.ends_with('Z') && rest.starts_with("line "),
+        "{stamped}"
+    );
     // --since leaves out what is older.
     std::thread::sleep(Duration::from_secs(2));
-    let recent = text(&sim.kubectl("kubectl.1.33", "admin", &["logs", "logger", "--since=1s"]).stdout);
+    let recent = text(
+        &sim.kubectl("kubectl.1.33", "admin", &["logs", "logger", "--since=1s"])
+            .stdout,
+    );
     let count = recent.lines().count();
-    assert!((3..=7).contains(&count), "{count} lines in the last second: {recent}");
+    assert!(
+        (3..=7).contains(&count),
+        "{count} lines in the last second: {recent}"
+    );
     // --follow delivers lines as they are written.
     let mut child = sim
         .kubectl_command("1.33", "admin")
@@ -251,8 +289,16 @@ fn kubectl_logs_options_read_what_the_container_wrote() {
         Box::new(BufReader::new(child.stdout.take().expect("stdout")));
     let (first, reader) = read_line_within(reader, "kubectl logs -f", Duration::from_secs(5));
     let (second, _) = read_line_within(reader, "kubectl logs -f", Duration::from_secs(5));
-    let number = |l: &str| l.trim().strip_prefix("line ").and_then(|n| n.parse::<u64>().ok());
-    assert_eq!(number(&second), number(&first).map(|n| n + 1), "{first:?} {second:?}");
+    let number = |l: &str| {
+        l.trim()
+            .strip_prefix("line ")
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    assert_eq!(
+        number(&second),
+        number(&first).map(|n| n + 1),
+        "{first:?} {second:?}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -265,7 +311,13 @@ fn kubectl_logs_previous_and_its_errors_are_the_kubelets() {
         let out = sim.kubectl(
             "kubectl",
             "admin",
-            &["get", "pod", "crasher", "-o", "jsonpath={.status.containerStatuses[0].restartCount}"],
+            &[
+                "get",
+                "pod",
+                "crasher",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].restartCount}",
+            ],
         );
         text(&out.stdout).parse::<u64>().unwrap_or(0) >= 1
     });

@@ -301,9 +301,7 @@ pub fn run(
                 }
                 env
             },
-            cwd: sim
-                .runtime
-                .container_dir(&key.namespace, &key.name, &name),
+            cwd: sim.runtime.container_dir(&key.namespace, &key.name, &name),
             tty,
             stdin: spec["stdin"] == json!(true),
             stdout: true,
@@ -371,8 +369,13 @@ pub fn run(
             .to_string();
         let backoff = Duration::from_millis(sim.scenario.restart_backoff_ms);
         let _ = sim.store.modify(&key, |p| {
-            let mut status =
-                running_status(&spec, kind, &container_id, restart_count + 1, Some(&terminated));
+            let mut status = running_status(
+                &spec,
+                kind,
+                &container_id,
+                restart_count + 1,
+                Some(&terminated),
+            );
             status["ready"] = json!(false);
             status["started"] = json!(false);
             status.as_object_mut().map(|s| s.remove("containerID"));

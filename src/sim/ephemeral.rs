@@ -541,7 +541,9 @@ mod tests {
     #[test]
     fn an_addition_naming_an_existing_target_is_valid() {
         let old = pod(json!([]));
-        let new = pod(json!([{"name": "debugger", "image": "busybox:1.36", "targetContainerName": "app"}]));
+        let new = pod(
+            json!([{"name": "debugger", "image": "busybox:1.36", "targetContainerName": "app"}]),
+        );
         assert_eq!(validate(&old, &new), vec![]);
     }
 
@@ -553,7 +555,10 @@ mod tests {
             {"name": "app", "image": "busybox", "targetContainerName": "nope", "ports": [{"containerPort": 80}]},
         ]));
         let texts: Vec<String> = validate(&old, &new).iter().map(|e| e.to_string()).collect();
-        assert_eq!(texts[0], "spec.ephemeralContainers[1].name: Duplicate value: \"app\"");
+        assert_eq!(
+            texts[0],
+            "spec.ephemeralContainers[1].name: Duplicate value: \"app\""
+        );
         assert_eq!(
             texts[1],
             "spec.ephemeralContainers[1].targetContainerName: Not found: \"nope\""

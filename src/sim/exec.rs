@@ -181,7 +181,8 @@ fn plan(
             "you must specify at least 1 of stdin, stdout, stderr",
         )));
     }
-    let container = choose_container(&pod, param(params, "container"), &target.name).map_err(error)?;
+    let container =
+        choose_container(&pod, param(params, "container"), &target.name).map_err(error)?;
     let node = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -247,7 +248,13 @@ fn plan(
             let image = spec_container["image"].as_str().unwrap_or_default();
             (
                 argv,
-                container_env(sim, &target.namespace, &target.name, &container, &spec_container),
+                container_env(
+                    sim,
+                    &target.namespace,
+                    &target.name,
+                    &container,
+                    &spec_container,
+                ),
                 sim.runtime
                     .container_dir(&target.namespace, &target.name, &container),
                 sim.scenario.image(image).executables,
@@ -356,11 +363,15 @@ pub fn choose_container(
 
 /// A container's status by name, from whichever list holds it.
 pub fn container_status(pod: &Value, name: &str) -> Option<Value> {
-    ["initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"]
-        .iter()
-        .flat_map(|list| pod["status"][list].as_array().into_iter().flatten())
-        .find(|s| s["name"] == name)
-        .cloned()
+    [
+        "initContainerStatuses",
+        "containerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .flat_map(|list| pod["status"][list].as_array().into_iter().flatten())
+    .find(|s| s["name"] == name)
+    .cloned()
 }
 
 /// Whether the kubelet has the container running.

@@ -48,9 +48,7 @@ fn number(params: &[(String, String)], name: &str) -> Result<Option<i64>, ApiErr
     param(params, name)
         .map(|v| {
             v.parse::<i64>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "strconv.ParseInt: parsing {v:?}: invalid syntax"
-                ))
+                ApiError::bad_request(format!("strconv.ParseInt: parsing {v:?}: invalid syntax"))
             })
         })
         .transpose()
@@ -179,8 +177,8 @@ pub async fn handle(
             ),
         ));
     }
-    let instance =
-        instance(&pod, &container, &target.name, options.previous).map_err(ApiError::bad_request)?;
+    let instance = instance(&pod, &container, &target.name, options.previous)
+        .map_err(ApiError::bad_request)?;
     let path = log_path(&sim, &pod, &container, instance.number);
     let (sender, receiver) = mpsc::channel::<Bytes>(16);
     let cut = sim.cut_signal();
@@ -213,7 +211,12 @@ struct Instance {
 
 /// The kubelet's `validateContainerLogStatus`: which instance's log to
 /// read, or why there is none (its words).
-fn instance(pod: &Value, container: &str, pod_name: &str, previous: bool) -> Result<Instance, String> {
+fn instance(
+    pod: &Value,
+    container: &str,
+    pod_name: &str,
+    previous: bool,
+) -> Result<Instance, String> {
     let Some(status) = container_status(pod, container) else {
         return Err(format!(
             "container {container:?} in pod {pod_name:?} is not available"
@@ -278,9 +281,9 @@ fn instance(pod: &Value, container: &str, pod_name: &str, previous: bool) -> Res
             "ImagePullBackOff" => format!(
                 "container {container:?} in pod {pod_name:?} is waiting to start: trying and failing to pull image"
             ),
-            reason => format!(
-                "container {container:?} in pod {pod_name:?} is waiting to start: {reason}"
-            ),
+            reason => {
+                format!("container {container:?} in pod {pod_name:?} is waiting to start: {reason}")
+            }
         });
     }
     Err(format!(
@@ -307,8 +310,7 @@ fn parse(line: &[u8]) -> Option<Line<'_>> {
         content = content.strip_suffix(b"\n").unwrap_or(content);
     }
     let parsed = chrono::DateTime::parse_from_rfc3339(time).ok()?;
-    let seconds =
-        parsed.timestamp() as f64 + f64::from(parsed.timestamp_subsec_nanos()) / 1e9;
+    let seconds = parsed.timestamp() as f64 + f64::from(parsed.timestamp_subsec_nanos()) / 1e9;
     Some(Line {
         time,
         seconds,
@@ -325,11 +327,8 @@ async fn serve(
     still_running: impl Fn() -> bool,
     sender: mpsc::Sender<Bytes>,
 ) {
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(file) => Some(file),
-        // A container that never wrote has no file yet.
-        Err(_) => None,
-    };
+    // A container that never wrote has no file yet.
+    let mut file = tokio::fs::File::open(&path).await.ok();
     let mut pending: Vec<u8> = Vec::new();
     let mut first = true;
     let mut budget = options.limit_bytes.map(|l| l as u64);
@@ -410,19 +409,30 @@ mod tests {
 
     #[test]
     fn errors_are_the_kubelets() {
-        let waiting = pod(json!({"name": "app", "state": {"waiting": {"reason": "ImagePullBackOff"}}}));
+        let waiting =
+            pod(json!({"name": "app", "state": {"waiting": {"reason": "ImagePullBackOff"}}}));
         assert_eq!(
             instance(&waiting, "app", "web-0", false).err().unwrap(),
             "container \"app\" in pod \"web-0\" is waiting to start: trying and failing to pull image"
         );
-        let running = pod(json!({"name": "app", "restartCount": 0, "containerID": "containerd://1", "state": {"running": {}}, "lastState": {}}));
+        let running = pod(
+            json!({"name": "app", "restartCount": 0, "containerID": "containerd://1", "state": {"running": {}}, "lastState": {}}),
+        );
         assert_eq!(
             instance(&running, "app", "web-0", true).err().unwrap(),
             "previous terminated container \"app\" in pod \"web-0\" not found"
         );
-        let restarted = pod(json!({"name": "app", "restartCount": 2, "containerID": "containerd://3", "state": {"running": {}}, "lastState": {"terminated": {"containerID": "containerd://2"}}}));
-        assert_eq!(instance(&restarted, "app", "web-0", true).unwrap().number, 1);
-        assert_eq!(instance(&restarted, "app", "web-0", false).unwrap().number, 2);
+        let restarted = pod(
+            json!({"name": "app", "restartCount": 2, "containerID": "containerd://3", "state": {"running": {}}, "lastState": {"terminated": {"containerID": "containerd://2"}}}),
+        );
+        assert_eq!(
+            instance(&restarted, "app", "web-0", true).unwrap().number,
+            1
+        );
+        assert_eq!(
+            instance(&restarted, "app", "web-0", false).unwrap().number,
+            2
+        );
     }
 
     #[test]

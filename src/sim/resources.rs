@@ -123,10 +123,18 @@ pub const RESOURCES: &[Resource] = &[
 /// the API server's discovery gives them.
 pub const POD_SUBRESOURCES: &[(&str, &str, &[&str])] = &[
     ("pods/attach", "PodAttachOptions", &["create", "get"]),
-    ("pods/ephemeralcontainers", "Pod", &["get", "patch", "update"]),
+    (
+        "pods/ephemeralcontainers",
+        "Pod",
+        &["get", "patch", "update"],
+    ),
     ("pods/exec", "PodExecOptions", &["create", "get"]),
     ("pods/log", "Pod", &["get"]),
-    ("pods/portforward", "PodPortForwardOptions", &["create", "get"]),
+    (
+        "pods/portforward",
+        "PodPortForwardOptions",
+        &["create", "get"],
+    ),
     ("pods/status", "Pod", &["get", "patch", "update"]),
 ];
 

@@ -156,10 +156,8 @@ impl Runtime {
         container: &str,
         main: Arc<super::container::MainProcess>,
     ) {
-        self.mains().insert(
-            (namespace.into(), pod.into(), container.into()),
-            main,
-        );
+        self.mains()
+            .insert((namespace.into(), pod.into(), container.into()), main);
     }
 
     pub fn unregister_main(&self, namespace: &str, pod: &str, container: &str) {
