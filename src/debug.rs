@@ -54,15 +54,20 @@ impl Default for DebugConfig {
     }
 }
 
+/// Debug containers of one target and image that may end (their `sleep`
+/// killed) before kbastion stops adding new ones to the pod.
+const MAX_GENERATIONS: u32 = 5;
+
 /// How often the pod is read while the debug container starts.
 const POLL: Duration = Duration::from_millis(250);
 
-/// The debug container's name for a target container and image:
-/// `kbastion-debug-CONTAINER-HASH`, a DNS-1123 label (63 characters at
-/// most), the hash telling images apart.
-pub fn container_name(target: &str, image: &str) -> String {
+/// The debug container's name for a target container, image and
+/// generation (the first is 0): `kbastion-debug-CONTAINER-HASH`, a
+/// DNS-1123 label (63 characters at most), the hash telling images and
+/// generations apart.
+pub fn container_name(target: &str, image: &str, generation: u32) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("{target}\0{image}").as_bytes());
+    let digest = sha2::Sha256::digest(format!("{target}\0{image}\0{generation}").as_bytes());
     let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
     // "kbastion-debug-" (15) + name + "-" + 8 hex <= 63.
     let name: String = target.chars().take(63 - 15 - 1 - 8).collect();
@@ -104,9 +109,33 @@ pub async fn resolve(
         };
         crate::authz::require(&own, identity, &permission, wait).await?;
     }
-    let name = container_name(&target.container, &config.image);
     let pods: Api<Pod> = Api::namespaced(client, namespace);
     let current = get_pod(&pods, namespace, pod, wait).await?;
+    // The first generation whose container has not ended: an ended one
+    // cannot be restarted, so the next generation takes its place.
+    let ended = |name: &str| {
+        current
+            .status
+            .as_ref()
+            .and_then(|s| s.ephemeral_container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|s| s.name == name && s.state.as_ref().is_some_and(|st| st.terminated.is_some()))
+    };
+    let Some(name) = (0..MAX_GENERATIONS)
+        .map(|generation| container_name(&target.container, &config.image, generation))
+        .find(|name| !ended(name))
+    else {
+        return Err(TargetError::DebugContainer {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            container: container_name(&target.container, &config.image, MAX_GENERATIONS - 1),
+            reason: format!(
+                "{MAX_GENERATIONS} debug containers for {} have ended in this pod; ask an administrator to recreate the pod",
+                target.container
+            ),
+        });
+    };
     let exists = current
         .spec
         .as_ref()
@@ -202,7 +231,7 @@ async fn wait_running(
             }
             if let Some(terminated) = state.terminated {
                 return Err(failed(format!(
-                    "it has ended (exit code {}{}) and ephemeral containers cannot be restarted; ask an administrator to recreate the pod",
+                    "it has ended (exit code {}{}) and ephemeral containers cannot be restarted; try again for a new one",
                     terminated.exit_code,
                     terminated
                         .reason
@@ -244,15 +273,16 @@ mod tests {
 
     #[test]
     fn names_are_labels_derived_from_target_and_image() {
-        let a = container_name("app", "busybox:1.36");
+        let a = container_name("app", "busybox:1.36", 0);
         assert!(a.starts_with("kbastion-debug-app-"), "{a}");
-        assert_eq!(a, container_name("app", "busybox:1.36"));
-        assert_ne!(a, container_name("app", "busybox:1.37"));
-        assert_ne!(a, container_name("web", "busybox:1.36"));
-        let long = container_name(&"a".repeat(63), "busybox:1.36");
+        assert_eq!(a, container_name("app", "busybox:1.36", 0));
+        assert_ne!(a, container_name("app", "busybox:1.37", 0));
+        assert_ne!(a, container_name("web", "busybox:1.36", 0));
+        assert_ne!(a, container_name("app", "busybox:1.36", 1));
+        let long = container_name(&"a".repeat(63), "busybox:1.36", 0);
         assert!(long.len() <= 63, "{long}");
         crate::login::validate_kubernetes_name(&long, 63).unwrap();
-        let dashed = container_name(&format!("{}-b", "a".repeat(38)), "x");
+        let dashed = container_name(&format!("{}-b", "a".repeat(38)), "x", 0);
         crate::login::validate_kubernetes_name(&dashed, 63).unwrap();
     }
 }
