@@ -261,7 +261,8 @@ pub fn start_all(sim: &Arc<Sim>, key: &Key) {
             .and_then(|s| s["containerID"].as_str())
             .unwrap_or_default()
             .to_string();
-        run(sim.clone(), key.clone(), spec.clone(), Kind::Regular, id, 0);
+        // start_pod posted Running already, for every container at once.
+        run(sim.clone(), key.clone(), spec.clone(), Kind::Regular, id, 0, None);
     }
 }
 
@@ -277,11 +278,18 @@ pub fn run(
     kind: Kind,
     container_id: String,
     restart_count: u64,
+    announce: Option<Value>,
 ) {
     let name = spec["name"].as_str().unwrap_or_default().to_string();
     let argv = argv(&sim, &spec, kind);
     if argv.is_empty() {
-        // Nothing known to run: the container stays Running, silent.
+        // Nothing known to run: the container is Running, silent.
+        if let Some(status) = announce {
+            let _ = sim.store.modify(&key, |p| {
+                set_status(p, kind, status);
+                true
+            });
+        }
         return;
     }
     tokio::spawn(async move {
@@ -311,7 +319,8 @@ pub fn run(
                 .image(spec["image"].as_str().unwrap_or_default())
                 .executables,
         };
-        let exit = match start(&sim, &key, &name, &process_spec, &log).await {
+        let announce = announce.map(|status| (kind, status));
+        let exit = match start(&sim, &key, &name, &process_spec, &log, announce).await {
             Ok(code) => code,
             Err(error) => {
                 // containerd fails the container's start: exit code 128
@@ -391,22 +400,13 @@ pub fn run(
         });
         tokio::time::sleep(backoff).await;
         let id = new_container_id();
-        let Ok(_) = sim.store.modify(&key, |p| {
-            if p.pointer("/metadata/deletionTimestamp").is_some() {
-                return false;
-            }
-            let status = running_status(&spec, kind, &id, restart_count + 1, Some(&terminated));
-            set_status(p, kind, status);
-            true
-        }) else {
-            return;
-        };
         if sim
             .store
             .get(&key)
             .is_some_and(|p| p.pointer("/metadata/deletionTimestamp").is_none())
         {
-            run(sim, key, spec, kind, id, restart_count + 1);
+            let status = running_status(&spec, kind, &id, restart_count + 1, Some(&terminated));
+            run(sim, key, spec, kind, id, restart_count + 1, Some(status));
         }
     });
 }
@@ -419,13 +419,17 @@ struct Exit {
 }
 
 /// Starts the process, serves it to attached clients and its log until it
-/// ends; gives its exit.
+/// ends; gives its exit. `announce` is the status posted once the process
+/// runs and can be attached to (the kubelet reports Running after the
+/// runtime started the container, so a client that waits for Running
+/// finds it attachable).
 async fn start(
     sim: &Arc<Sim>,
     key: &Key,
     name: &str,
     spec: &ProcessSpec,
     log: &std::path::Path,
+    announce: Option<(Kind, Value)>,
 ) -> std::io::Result<Exit> {
     let mut writer = LogWriter::open(log).await?;
     let mut process = sim.runtime.spawn(&key.namespace, &key.name, spec)?;
@@ -451,6 +455,12 @@ async fn start(
     });
     sim.runtime
         .register_main(&key.namespace, &key.name, name, main.clone());
+    if let Some((kind, status)) = announce {
+        let _ = sim.store.modify(key, |p| {
+            set_status(p, kind, status);
+            true
+        });
+    }
     // Both output streams go through one channel to the log, in order.
     let (log_tx, mut log_rx) = mpsc::channel::<(Stream, Bytes)>(8);
     let mut readers = Vec::new();

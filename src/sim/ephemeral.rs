@@ -505,16 +505,8 @@ fn start(sim: Arc<Sim>, key: Key, spec: Value) {
             rand::random::<u64>(),
             rand::random::<u64>()
         );
-        let Ok(_) = sim.store.modify(&key, |pod| {
-            set_ephemeral_status(
-                pod,
-                container::running_status(&spec, Kind::Ephemeral, &id, 0, None),
-            );
-            true
-        }) else {
-            return;
-        };
-        container::run(sim, key, spec, Kind::Ephemeral, id, 0);
+        let running = container::running_status(&spec, Kind::Ephemeral, &id, 0, None);
+        container::run(sim, key, spec, Kind::Ephemeral, id, 0, Some(running));
     });
 }
 

@@ -331,8 +331,17 @@ impl Runtime {
 /// SIGINT and SIGQUIT ignored, and Ctrl-C would not stop `sleep` in a
 /// container. (Caught signals reset themselves at exec; ignored ones and
 /// the mask do not.)
+///
+/// It also asks for SIGKILL when the simulator goes (`PR_SET_PDEATHSIG`):
+/// a node's containers do not outlive the node, and a stopped simulator
+/// must not leave its containers' `sleep`s and loops behind on this
+/// machine.
 fn default_signals() -> std::io::Result<()> {
     use nix::libc;
+    // SAFETY: prctl(2) with PR_SET_PDEATHSIG is async-signal-safe.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     // Linux numbers signals 1..=64; SIGKILL and SIGSTOP cannot be changed,
     // and glibc reserves 32 and 33 (EINVAL, harmless).
     for signal in 1..=64 {
