@@ -262,7 +262,15 @@ pub fn start_all(sim: &Arc<Sim>, key: &Key) {
             .unwrap_or_default()
             .to_string();
         // start_pod posted Running already, for every container at once.
-        run(sim.clone(), key.clone(), spec.clone(), Kind::Regular, id, 0, None);
+        run(
+            sim.clone(),
+            key.clone(),
+            spec.clone(),
+            Kind::Regular,
+            id,
+            0,
+            None,
+        );
     }
 }
 
