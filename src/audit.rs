@@ -33,6 +33,9 @@ pub struct AuditConfig {
     /// Refuse a session whose recording cannot be opened, instead of
     /// running it unrecorded: a bastion that must fail closed.
     pub require_recording: bool,
+    /// The most one session's recording may hold, in bytes; a recording
+    /// stops there (and with `require_recording`, its session ends).
+    pub recording_max_bytes: u64,
     /// Audit events waiting for the writer, in bytes, beyond which new
     /// sessions wait (or are refused with `fail_closed`).
     pub queue_bytes: usize,
@@ -50,11 +53,16 @@ impl Default for AuditConfig {
             record_input: false,
             record_exec: false,
             require_recording: false,
+            recording_max_bytes: DEFAULT_RECORDING_MAX_BYTES,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             fail_closed: false,
         }
     }
 }
+
+/// 1 GiB per recording: hours of busy terminal, and a bound on one
+/// session's share of the recordings volume.
+const DEFAULT_RECORDING_MAX_BYTES: u64 = 1 << 30;
 
 /// 16 MiB of events (about 40,000 session starts) before new sessions wait.
 const DEFAULT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
@@ -121,7 +129,6 @@ pub enum Event {
         target: String,
         #[serde(flatten)]
         kind: SessionKind,
-        recording: Option<String>,
     },
     SessionEnd {
         session: String,
@@ -134,6 +141,9 @@ pub enum Event {
         bytes_out: u64,
         duration_ms: u64,
         reason: String,
+        /// The session's recording, once it is complete (none when there
+        /// is none, or nothing was recorded).
+        recording: Option<String>,
     },
     Refusal {
         source: String,
@@ -299,6 +309,7 @@ mod tests {
             bytes_out: 2,
             duration_ms: 5,
             reason: "exited".into(),
+            recording: None,
         };
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["event"], "session_end");

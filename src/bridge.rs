@@ -18,11 +18,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use futures::SinkExt;
-use kube::api::TerminalSize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
-use crate::exec::{Ended, Streams};
+use crate::exec::{Ended, Streams, stream};
 use crate::flow::{Backlog, Flow};
 use crate::session::io::{ClientEvent, ClientInput, ClientOutput, while_draining};
 use crate::session::{Outcome, Pty, Report};
@@ -54,7 +52,7 @@ struct Counters {
 }
 
 /// Why the bridge stopped carrying data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Ending {
     /// The process's output ended: it exited.
     OutputDone,
@@ -64,12 +62,16 @@ enum Ending {
     /// Input the target did not take outgrew a backlog bound.
     Backlog,
     Revoked,
+    /// A required recording stopped (the line the person read).
+    RecordingStopped(String),
 }
 
 /// What the input side sends to the process, in order.
 enum Input {
     Data(bytes::Bytes),
     Eof,
+    /// A new terminal size (columns, rows).
+    Resize(u16, u16),
 }
 
 fn clamp(value: u32) -> u16 {
@@ -116,96 +118,58 @@ async fn run_counted(
         pty.as_ref().map(|p| p.term.as_str()),
         script.as_deref(),
     );
-    let mut process = match crate::exec::start(&target, argv, Streams::session(tty), api_wait).await
-    {
-        Ok(process) => process,
-        Err(error) => {
-            let message = error
-                .explain(&target, user, context.stream_verb)
-                .to_string();
-            crate::session::io::refuse(output, &message, tty).await;
-            return Outcome::Failed(message);
-        }
-    };
-    let mut resize = process.terminal_size();
-    if let (Some(sender), Some(pty)) = (resize.as_mut(), &pty) {
-        // kube sends no initial size; the first prompt must see the real one.
-        let _ = sender
-            .send(TerminalSize {
-                width: clamp(pty.width),
-                height: clamp(pty.height),
-            })
-            .await;
-    }
-    let status = process.take_status();
+    let (sender, mut receiver) =
+        match stream::open(&target, argv, Streams::session(tty), api_wait).await {
+            Ok(opened) => opened,
+            Err(error) => {
+                let message = error
+                    .explain(&target, user, context.stream_verb)
+                    .to_string();
+                crate::session::io::refuse(output, &message, tty).await;
+                return Outcome::Failed(message);
+            }
+        };
     let flow = Arc::new(Flow::new(context.backlogs.clone()));
     // Unbounded in type only: `Flow` bounds what is queued.
-    let (input_tx, mut input_rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
-    let stdin_task = {
-        let flow = flow.clone();
-        let mut stdin = process.stdin();
-        tokio::spawn(async move {
-            while let Some(input) = input_rx.recv().await {
-                match input {
-                    Input::Data(data) => {
-                        // After the process stops reading, input is dropped
-                        // (as a pipe to an exited process would).
-                        if let Some(writer) = stdin.as_mut()
-                            && writer.write_all(&data).await.is_err()
-                        {
-                            stdin = None;
-                        }
-                        flow.consumed(data.len());
-                    }
-                    Input::Eof => {
-                        // Shutting down kube's stdin sends the v5 close
-                        // signal; the output keeps flowing.
-                        if let Some(mut writer) = stdin.take() {
-                            let _ = writer.shutdown().await;
-                        }
-                    }
-                }
-            }
-        })
-    };
-    let copy_out = |reader: Option<tokio::io::ReadHalf<tokio::io::SimplexStream>>,
-                    mut writer: crate::session::io::Writer| {
+    let (input_tx, input_rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
+    if let Some(pty) = &pty {
+        // The first prompt must see the real size: sent before any input.
+        let _ = input_tx.send(Input::Resize(clamp(pty.width), clamp(pty.height)));
+    }
+    let sender_task = tokio::spawn(send_input(sender, input_rx, flow.clone()));
+    // The process's output, in order, to the client's writers, which wait
+    // for the client (its SSH window): a client that stops reading stops
+    // this reading, and with it the process's writes.
+    let receiver_task = {
         let flow = flow.clone();
         let counters = counters.clone();
         let recorder = context.recorder.clone();
+        let (mut stdout, mut stderr) = (output.stdout(), output.stderr());
         tokio::spawn(async move {
-            let Some(reader) = reader else { return };
-            let mut reader = BufReader::with_capacity(32 * 1024, reader);
-            // The channel writer waits for the client's window: a client
-            // that stops reading stops us reading, and the pod's writer.
-            loop {
-                let chunk = match reader.fill_buf().await {
-                    Ok([]) | Err(_) => break,
-                    Ok(chunk) => chunk,
+            let status = loop {
+                let (writer, data) = match receiver.next().await {
+                    Some(stream::Output::Stdout(data)) => (&mut stdout, data),
+                    Some(stream::Output::Stderr(data)) => (&mut stderr, data),
+                    Some(stream::Output::Status(status)) => break Some(status),
+                    None => break None,
                 };
-                let n = chunk.len();
                 if let Some(recorder) = &recorder {
-                    recorder.output(chunk).await;
+                    recorder.output(&data).await;
                 }
-                counters.bytes_out.fetch_add(n as u64, SeqCst);
+                counters.bytes_out.fetch_add(data.len() as u64, SeqCst);
                 flow.set_output_waiting(true);
-                let written = writer.write_all(chunk).await;
+                let written = writer.write_all(&data).await;
                 flow.set_output_waiting(false);
                 if written.is_err() {
-                    break;
+                    break None;
                 }
-                reader.consume(n);
-            }
-            let _ = writer.flush().await;
+            };
+            let _ = stdout.flush().await;
+            let _ = stderr.flush().await;
+            status
         })
     };
-    let stdout = copy_out(process.stdout(), output.stdout());
-    let stderr = copy_out(process.stderr(), output.stderr());
-    let output_done = async {
-        let _ = stdout.await;
-        let _ = stderr.await;
-    };
-    tokio::pin!(output_done);
+    let mut receiver_task = AbortOnDrop(receiver_task);
     let mut notice = context.control.notice.clone();
     let mut revoked = context.control.revoked.clone();
     // Idle sessions are found by a tick that compares the byte counters:
@@ -216,11 +180,14 @@ async fn run_counted(
     // Set at end of input on a v4-only cluster: the stream is closing and
     // gets a bounded time to deliver what is left, never a hang.
     let mut closing_by: Option<tokio::time::Instant> = None;
+    let mut status = None;
     let ending = loop {
         tokio::select! {
-            _ = &mut output_done => break Ending::OutputDone,
+            ended = &mut receiver_task.0 => {
+                status = ended.ok().flatten();
+                break Ending::OutputDone;
+            }
             () = async { tokio::time::sleep_until(closing_by.unwrap_or_else(tokio::time::Instant::now)).await }, if closing_by.is_some() => {
-                process.abort();
                 break Ending::OutputDone;
             }
             _ = idle_tick.tick(), if context.control.idle.is_some() => {
@@ -232,6 +199,10 @@ async fn run_counted(
                     output.tell(&message, tty).await;
                     break Ending::Idle;
                 }
+            }
+            message = context.control.recording_stopped() => {
+                output.tell(&message, tty).await;
+                break Ending::RecordingStopped(message);
             }
             () = context.control.stop.cancelled() => {
                 output.tell(crate::session::STOPPED, tty).await;
@@ -274,12 +245,12 @@ async fn run_counted(
                     }
                     let _ = input_tx.send(Input::Eof);
                 }
-                ClientEvent::Resize { cols: col_width, rows: row_height } => {
+                ClientEvent::Resize { cols, rows } => {
                     if let Some(recorder) = &context.recorder {
-                        recorder.resize(col_width, row_height).await;
+                        recorder.resize(cols, rows).await;
                     }
-                    if let Some(sender) = resize.as_mut() {
-                        let _ = sender.send(TerminalSize { width: clamp(col_width), height: clamp(row_height) }).await;
+                    if tty {
+                        let _ = input_tx.send(Input::Resize(clamp(cols), clamp(rows)));
                     }
                 }
                 ClientEvent::Gone => break Ending::ClientGone,
@@ -287,23 +258,25 @@ async fn run_counted(
         }
     };
     drop(input_tx);
-    stdin_task.abort();
+    // Dropping both halves closes the exec stream.
+    sender_task.abort();
+    drop(receiver_task);
     // What the client still sends is read and dropped until the session is
     // over (`while_draining`).
     let end = async {
         if ending != Ending::OutputDone {
-            process.abort();
-            let outcome = match ending {
+            let outcome = match ending.clone() {
                 Ending::Idle => Outcome::Idle,
                 Ending::Stopped => Outcome::Stopped,
                 Ending::Backlog => Outcome::Failed("input backlog bound".into()),
+                Ending::RecordingStopped(message) => Outcome::Failed(message),
                 Ending::Revoked => {
                     Outcome::Revoked(context.control.revoked.borrow().clone().unwrap_or_default())
                 }
                 Ending::ClientGone | Ending::OutputDone => Outcome::ClientGone,
             };
             if outcome != Outcome::ClientGone {
-                // The user has been told why; the channel closes now, not after
+                // The user has been told why; the session closes now, not after
                 // the clean-up below (which takes a second or more), so the
                 // connection's own inactivity timer cannot overtake it.
                 output.close().await;
@@ -311,7 +284,14 @@ async fn run_counted(
             crate::exec::end_session_processes(&target, session_id, api_wait).await;
             return outcome;
         }
-        let outcome = match crate::exec::ended(status).await {
+        let ended = match status {
+            Some(status) => match crate::exec::exit_code(&status) {
+                Ok(code) => Ended::Exited(code),
+                Err(message) => Ended::Failed(message),
+            },
+            None => Ended::Lost,
+        };
+        let outcome = match ended {
             Ended::Exited(code) => Outcome::Exited(code),
             Ended::Failed(message) => {
                 let message = format!(
@@ -336,4 +316,66 @@ async fn run_counted(
         outcome
     };
     while_draining(input, end).await
+}
+
+/// Aborts the task when the session ends, whichever way.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often an idle exec stream is pinged, as kube does, so that proxies
+/// on the way keep it open.
+const PING_EVERY: Duration = Duration::from_secs(60);
+
+/// Sends the client's input to the process, in order, one frame per chunk;
+/// `flow` learns what the target has taken.
+async fn send_input(
+    mut sender: stream::ExecSender,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Input>,
+    flow: Arc<Flow>,
+) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    // After the process stops reading (or input ended), input is dropped,
+    // as a pipe to an exited process would.
+    let mut open = true;
+    loop {
+        let input = tokio::select! {
+            input = queue.recv() => match input {
+                Some(input) => input,
+                None => return,
+            },
+            _ = ping.tick() => {
+                if sender.ping().await.is_err() {
+                    open = false;
+                }
+                continue;
+            }
+        };
+        match input {
+            Input::Data(data) => {
+                if open && sender.stdin(&data).await.is_err() {
+                    open = false;
+                }
+                flow.consumed(data.len());
+            }
+            Input::Resize(width, height) => {
+                if open && sender.resize(width, height).await.is_err() {
+                    open = false;
+                }
+            }
+            Input::Eof => {
+                // v5: the close signal, and the output keeps flowing.
+                if open {
+                    let _ = sender.close_stdin().await;
+                }
+                if !sender.has_close_signal() {
+                    open = false;
+                }
+            }
+        }
+    }
 }

@@ -28,6 +28,21 @@ pub struct Cluster {
     config: Config,
     own: Client,
     impersonating: Mutex<HashMap<Identity, Client>>,
+    /// The bastion's own client, naming the person it acts for.
+    acting_for: Mutex<HashMap<String, Client>>,
+}
+
+/// The User-Agent of the bastion's requests, as the API server's audit
+/// log shows it.
+const USER_AGENT: &str = concat!("kbastion/", env!("CARGO_PKG_VERSION"));
+
+/// Sets the User-Agent of a client's requests.
+fn with_user_agent(config: &Config, agent: &str) -> Result<Config, ClusterError> {
+    let mut config = config.clone();
+    let value = http::HeaderValue::from_str(agent)
+        .map_err(|e| ClusterError::Client(kube::Error::HttpError(http::Error::from(e))))?;
+    config.headers.push((http::header::USER_AGENT, value));
+    Ok(config)
 }
 
 impl Cluster {
@@ -59,11 +74,12 @@ impl Cluster {
         // Exec streams are long-lived: no read timeout on the connection;
         // API calls are bounded one by one instead.
         config.read_timeout = None;
-        let own = Client::try_from(config.clone())?;
+        let own = Client::try_from(with_user_agent(&config, USER_AGENT)?)?;
         Ok(Arc::new(Cluster {
             config,
             own,
             impersonating: Mutex::default(),
+            acting_for: Mutex::default(),
         }))
     }
 
@@ -79,12 +95,26 @@ impl Cluster {
         if let Some(client) = clients.get(identity) {
             return Ok(client.clone());
         }
-        let mut config = self.config.clone();
+        let mut config = with_user_agent(&self.config, USER_AGENT)?;
         config.auth_info.impersonate = Some(identity.user.clone());
         config.auth_info.impersonate_groups =
             (!identity.groups.is_empty()).then(|| identity.groups.clone());
         let client = Client::try_from(config)?;
         clients.insert(identity.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// The bastion's own client for what it does on a person's behalf with
+    /// its own rights (node-shell pods and their execs): the User-Agent
+    /// names the person, so the API server's audit log does too.
+    pub fn acting_for(&self, person: &str) -> Result<Client, ClusterError> {
+        let mut clients = self.acting_for.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(person) {
+            return Ok(client.clone());
+        }
+        let agent = format!("{USER_AGENT} (for {person})");
+        let client = Client::try_from(with_user_agent(&self.config, &agent)?)?;
+        clients.insert(person.to_string(), client.clone());
         Ok(client)
     }
 }

@@ -431,8 +431,7 @@ impl NodeShells {
 
     /// Adds or renews this replica's hold, creating the pod if there is
     /// none. Conflicts (another replica wrote first) are retried.
-    async fn hold(&self, node: &str) -> Result<Pod, TargetError> {
-        let pods = self.pods();
+    async fn hold(&self, node: &str, pods: &Api<Pod>) -> Result<Pod, TargetError> {
         let name = pod_name(node);
         for _ in 0..10 {
             match bounded(self.api_wait, pods.get_opt(&name))
@@ -552,12 +551,15 @@ impl NodeShells {
     }
 
     /// Opens a node shell target for `identity`: authorized, node Ready,
-    /// pod held and running.
+    /// pod held and running. The pod's creation and the session's execs
+    /// go through `acting` (the bastion's rights, naming the person).
     pub async fn acquire(
         self: &Arc<Self>,
         identity: &Identity,
         node: &str,
+        acting: Client,
     ) -> Result<(ExecTarget, NodeHold), TargetError> {
+        let acting: Api<Pod> = Api::namespaced(acting, &self.namespace);
         self.authorize(identity, node).await?;
         self.check_node(node).await?;
         {
@@ -571,7 +573,7 @@ impl NodeShells {
             shells: self.clone(),
             node: node.to_string(),
         };
-        self.hold(node).await?;
+        self.hold(node, &acting).await?;
         if let Err(error) = self.wait_running(node).await {
             if matches!(error, TargetError::ForeignNodePod { .. }) {
                 // Not ours to delete.
@@ -587,7 +589,7 @@ impl NodeShells {
             return Err(error);
         }
         let target = ExecTarget {
-            pods: self.pods(),
+            pods: acting,
             namespace: self.namespace.clone(),
             pod: pod_name(node),
             container: CONTAINER.into(),
@@ -703,7 +705,7 @@ impl NodeShells {
                 tokio::time::sleep(period).await;
                 let held_nodes: Vec<String> = shells.state().keys().cloned().collect();
                 for node in held_nodes {
-                    if let Err(error) = shells.hold(&node).await {
+                    if let Err(error) = shells.hold(&node, &shells.pods()).await {
                         tracing::warn!(%node, %error, "could not renew the node-shell hold");
                     }
                 }

@@ -274,11 +274,12 @@ pub async fn resolve_container(
 /// or a node through its held node-shell pod.
 pub async fn resolve(
     shared: &Shared,
+    person: &str,
     identity: &Identity,
     target: &Target,
     subresource: &str,
 ) -> Result<(ExecTarget, Option<NodeHold>), TargetError> {
-    let resolved = resolve_uncounted(shared, identity, target, subresource).await;
+    let resolved = resolve_uncounted(shared, person, identity, target, subresource).await;
     if let Err(error) = &resolved
         && error.is_cluster_failure()
     {
@@ -289,6 +290,7 @@ pub async fn resolve(
 
 async fn resolve_uncounted(
     shared: &Shared,
+    person: &str,
     identity: &Identity,
     target: &Target,
     subresource: &str,
@@ -335,7 +337,11 @@ async fn resolve_uncounted(
             Ok((resolved, None))
         }
         Target::Node { node } => {
-            let (resolved, hold) = shared.node_shells.acquire(identity, node).await?;
+            let acting = shared
+                .cluster
+                .acting_for(person)
+                .map_err(|e| TargetError::Api(e.to_string()))?;
+            let (resolved, hold) = shared.node_shells.acquire(identity, node, acting).await?;
             Ok((resolved, Some(hold)))
         }
     }

@@ -74,6 +74,23 @@ fn node_shell_runs_on_the_node_through_one_shared_pod_deleted_after_the_linger()
         pod["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "kbastion"
     );
+    // The bastion creates the pod and execs in it with its own rights;
+    // the API server's audit log names the person in the User-Agent.
+    let events = sim.api_audit();
+    let on_behalf = |verb: &str, uri: &str| {
+        events.iter().any(|e| {
+            e["verb"] == verb
+                && e["requestURI"].as_str().is_some_and(|u| u.starts_with(uri))
+                && e["userAgent"] == "kbastion/0.1.0 (for alice)"
+                && e["impersonatedUser"].is_null()
+        })
+    };
+    let pods = "/api/v1/namespaces/kbastion-node-shells/pods";
+    assert!(on_behalf("create", pods), "{events:#?}");
+    assert!(
+        on_behalf("get", &format!("{pods}/kbastion-node-node-1/exec?")),
+        "{events:#?}"
+    );
     // A second session within the linger reuses the same pod.
     let out = bastion.ssh("alice@node-1", &["echo again"], b"");
     assert_eq!(text(&out.stdout), "again\n");

@@ -135,8 +135,9 @@ fn interactive_sessions_are_recorded_in_asciicast_v2() {
     tmux.resize(100, 30);
     tmux.send(&["exit", "Enter"]);
     let mut cast = None;
+    // Written as the session goes: the resize may land after the output.
     wait_for(
-        "the recording to hold the output",
+        "the recording to hold the output and the resize",
         Duration::from_secs(10),
         || {
             cast = std::fs::read_dir(&recordings)
@@ -145,9 +146,8 @@ fn interactive_sessions_are_recorded_in_asciicast_v2() {
                 .and_then(|e| e.ok())
                 .map(|e| e.path());
             cast.as_ref().is_some_and(|p| {
-                std::fs::read_to_string(p)
-                    .unwrap_or_default()
-                    .contains("recorded-42")
+                let written = std::fs::read_to_string(p).unwrap_or_default();
+                written.contains("recorded-42") && written.contains("\"100x30\"")
             })
         },
     );

@@ -4,7 +4,7 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -772,4 +772,107 @@ fn channels_per_connection_are_capped_and_given_back() {
     wait_for("the sleeps to be ended", Duration::from_secs(20), || {
         !process_running("sleep 1020[01]")
     });
+}
+
+/// A recording holds at most `audit.recording_max_bytes`: past it the
+/// recording stops. With `require_recording` the session ends at once with
+/// one line saying why; without, it runs on unrecorded. A session that
+/// recorded nothing leaves no recording, and its end names none.
+#[test]
+fn recordings_are_capped_and_a_required_one_that_stops_ends_its_session() {
+    let sim = Sim::start();
+    let recordings = tempfile::tempdir().unwrap();
+    let audit = recordings.path().join("audit.jsonl");
+    let casts = recordings.path().join("casts");
+    let config = |required: bool| {
+        format!(
+            "[audit]\nfile = \"{}\"\nrecordings_dir = \"{}\"\nrecording_max_bytes = 20000\nrequire_recording = {required}\n",
+            audit.display(),
+            casts.display()
+        )
+    };
+    // 100,000 bytes of output, then a long sleep that the cap must cut.
+    let noisy = "head -c 100000 /dev/zero | tr '\\0' a; echo; sleep 104242; echo finished";
+    let strict = Bastion::start(&sim, &config(true));
+    let mut ssh = strict.ssh_command("ssh");
+    ssh.args(["-tt", "alice@default/web-0@127.0.0.1", noisy]);
+    let started = Instant::now();
+    let out = run_with_input_within(ssh, b"", Duration::from_secs(60));
+    let stderr = text(&out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "ended after {:?}",
+        started.elapsed()
+    );
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(!text(&out.stdout).contains("finished"));
+    assert!(
+        stderr.contains("kbastion: this session's recording stopped (it reached its size limit of 20000 bytes (audit.recording_max_bytes)) and recording is required: the session has ended"),
+        "{stderr:?}"
+    );
+    wait_for("the sleep to be ended", Duration::from_secs(30), || {
+        !process_running("sleep 104242")
+    });
+    let sizes: Vec<u64> = std::fs::read_dir(&casts)
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    assert!(
+        sizes.len() == 1 && sizes[0] <= 20000,
+        "recordings of {sizes:?} bytes"
+    );
+    let session_ends = || {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "session_end")
+            .collect::<Vec<_>>()
+    };
+    wait_for("the session's end", Duration::from_secs(10), || {
+        session_ends().len() == 1
+    });
+    drop(strict);
+
+    // Not required: the session runs to its end, its recording capped.
+    std::fs::remove_dir_all(&casts).unwrap();
+    let lenient = Bastion::start(&sim, &config(false));
+    let mut ssh = lenient.ssh_command("ssh");
+    ssh.args([
+        "-tt",
+        "alice@default/web-0@127.0.0.1",
+        "head -c 100000 /dev/zero | tr '\\0' a; echo; echo finished-$((1 + 1))",
+    ]);
+    let out = run_with_input(ssh, b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("finished-2"));
+    let sizes: Vec<u64> = std::fs::read_dir(&casts)
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    assert!(
+        sizes.len() == 1 && sizes[0] <= 20000,
+        "recordings of {sizes:?} bytes"
+    );
+
+    // A session that printed nothing: no recording, none announced.
+    std::fs::remove_dir_all(&casts).unwrap();
+    let mut ssh = lenient.ssh_command("ssh");
+    ssh.args(["-tt", "alice@default/web-0@127.0.0.1", "true"]);
+    let out = run_with_input(ssh, b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut ends = Vec::new();
+    wait_for("three session ends", Duration::from_secs(10), || {
+        ends = session_ends();
+        ends.len() == 3
+    });
+    assert!(ends[1]["recording"].is_string(), "{:?}", ends[1]);
+    assert_eq!(ends[2]["command"], "true");
+    assert!(ends[2]["recording"].is_null(), "{:?}", ends[2]);
+    let left: Vec<_> = std::fs::read_dir(&casts)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
 }

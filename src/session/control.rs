@@ -33,6 +33,27 @@ pub struct Control {
     /// Set (to the reason) when the connection's credential no longer
     /// holds: the session ends at once with a notice.
     pub revoked: tokio::sync::watch::Receiver<Option<String>>,
+    /// A recording the session may not run without
+    /// (`audit.require_recording`): when it stops, the session ends.
+    pub required_recording: Option<crate::recording::Recorder>,
+}
+
+impl Control {
+    /// Resolves with the line for the person when a required recording
+    /// has stopped; never otherwise.
+    pub async fn recording_stopped(&self) -> String {
+        match &self.required_recording {
+            Some(recorder) => recording_stopped_message(&recorder.failed().await),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// What the user reads when a required recording stops.
+pub fn recording_stopped_message(reason: &str) -> String {
+    format!(
+        "this session's recording stopped ({reason}) and recording is required: the session has ended"
+    )
 }
 
 /// What the user reads when the drain deadline ends a session.
@@ -78,6 +99,8 @@ pub enum Interrupted {
     Idle,
     /// The connection's credential no longer holds (the reason).
     Revoked(String),
+    /// A required recording stopped (the line the person read).
+    RecordingStopped(String),
 }
 
 /// What the user reads when a revocation ends a session.
@@ -117,6 +140,7 @@ pub async fn supervise<T>(
                     break (Interrupted::Idle, idle_message(idle));
                 }
             }
+            message = control.recording_stopped() => break (Interrupted::RecordingStopped(message.clone()), message),
             Ok(()) = revoked.changed() => {
                 let reason = revoked.borrow_and_update().clone();
                 if let Some(reason) = reason {

@@ -147,6 +147,7 @@ impl Outcome {
             Interrupted::Stopped => Outcome::Stopped,
             Interrupted::Idle => Outcome::Idle,
             Interrupted::Revoked(reason) => Outcome::Revoked(reason),
+            Interrupted::RecordingStopped(message) => Outcome::Failed(message),
         }
     }
 }
@@ -210,7 +211,6 @@ impl Opening<'_> {
             kubernetes_groups: self.identity.groups.clone(),
             target: self.target.clone(),
             kind: self.kind.clone(),
-            recording: recorder.as_ref().map(|r| r.path.display().to_string()),
         });
         Ok(Session {
             shared: shared.clone(),
@@ -221,6 +221,7 @@ impl Opening<'_> {
             kind: self.kind,
             started: Instant::now(),
             recorder,
+            require_recording: shared.config.audit.require_recording,
         })
     }
 }
@@ -236,9 +237,19 @@ pub struct Session {
     kind: SessionKind,
     started: Instant,
     pub recorder: Option<crate::recording::Recorder>,
+    require_recording: bool,
 }
 
 impl Session {
+    /// The session's rules: the bastion's (`control`), and its recording
+    /// when the session may not run without it.
+    pub fn rules(&self, mut control: Control) -> Control {
+        if self.require_recording {
+            control.required_recording = self.recorder.clone();
+        }
+        control
+    }
+
     /// Records the end: log line, metrics and audit event.
     pub fn end(self, report: &Report) {
         let (exit_status, reason, label) = match &report.outcome {
@@ -261,6 +272,18 @@ impl Session {
             report.bytes_out,
         );
         let duration_ms = self.started.elapsed().as_millis() as u64;
+        // A recording of nothing (a command that could not start) is not
+        // kept or announced.
+        let recording = match &self.recorder {
+            Some(recorder) if recorder.is_empty() => {
+                if let Err(error) = std::fs::remove_file(&recorder.path) {
+                    tracing::warn!(%error, path = %recorder.path.display(), "cannot remove an empty recording");
+                }
+                None
+            }
+            Some(recorder) => Some(recorder.path.display().to_string()),
+            None => None,
+        };
         tracing::info!(source = %self.source, session = %self.id, person = %self.person, target = %self.target, kind = ?self.kind, ?exit_status, %reason, bytes_in = report.bytes_in, bytes_out = report.bytes_out, duration_ms, "session ended");
         self.shared.audit.record(Event::SessionEnd {
             session: self.id,
@@ -272,6 +295,7 @@ impl Session {
             bytes_out: report.bytes_out,
             duration_ms,
             reason,
+            recording,
         });
     }
 }
@@ -298,15 +322,13 @@ fn recorder_for(
     if !wanted {
         return Ok(None);
     }
-    let (width, height, term) =
-        pty.map_or((80, 24, "dumb"), |p| (p.width, p.height, p.term.as_str()));
+    let terminal = pty.map_or((80, 24, "dumb"), |p| (p.width, p.height, p.term.as_str()));
     match crate::recording::Recorder::create(
         dir,
         session_id,
-        width,
-        height,
-        term,
+        terminal,
         audit.record_input,
+        audit.recording_max_bytes,
     ) {
         Ok(recorder) => Ok(Some(recorder)),
         Err(error) => {

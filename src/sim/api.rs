@@ -36,10 +36,17 @@ pub struct Target {
 pub async fn handle(sim: Arc<Sim>, request: Request<Incoming>) -> Response<Body> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let seen = sim
+        .audit_log
+        .as_ref()
+        .map(|_| super::audit_log::Seen::of(&request));
     let response = match handle_request(&sim, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
+    if let (Some(log), Some(seen)) = (&sim.audit_log, &seen) {
+        log.record(&sim, seen, response.status().as_u16());
+    }
     tracing::debug!(%method, %path, status = response.status().as_u16(), "api request");
     response
 }

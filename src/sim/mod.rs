@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod attach;
+mod audit_log;
 mod body;
 pub mod cluster;
 pub mod container;
@@ -68,6 +69,10 @@ pub struct SimArgs {
     /// temporary directory).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Write an audit log as the API server's `--audit-log-path` does at
+    /// level Metadata: one audit.k8s.io/v1 Event per request (JSON lines).
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Everything a request handler needs.
@@ -85,6 +90,8 @@ pub struct Sim {
     /// listener closes (connections are refused), open connections drop,
     /// and the API comes back with its state after the given time.
     pub stop: tokio::sync::broadcast::Sender<std::time::Duration>,
+    /// The audit log, when asked for.
+    pub audit_log: Option<audit_log::AuditLog>,
 }
 
 impl Sim {
@@ -209,6 +216,13 @@ pub async fn run(
         scenario,
         cut: Mutex::default(),
         stop,
+        audit_log: match &args.audit_log {
+            Some(path) => Some(
+                audit_log::AuditLog::open(path)
+                    .with_context(|| format!("cannot open the audit log {}", path.display()))?,
+            ),
+            None => None,
+        },
     });
     cluster::load(&sim).context("cannot load the scenario")?;
     tracing::info!(%address, version = %format!("1.{minor}"), kubeconfig = %args.kubeconfig_out.display(), "simulator ready");

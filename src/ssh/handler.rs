@@ -1,23 +1,29 @@
-//! One SSH connection: authentication against the configured keys, and a
-//! task per session channel that collects its requests (pty, shell, exec)
-//! and hands the channel to the bridge. Requests are answered here
-//! (`channel_success`/`channel_failure`); the channel's own event queue,
-//! which russh fills in parallel, is read by that task.
+//! One SSH connection, as russh drives it: authentication (`auth`),
+//! admission of each channel within the limits, and a task per channel
+//! that turns its requests (pty, shell, exec, subsystem) into a
+//! `Requested` and hands it to the session layer, or carries a forward.
+//! Requests are answered here (`channel_success`/`channel_failure`); the
+//! channel's own event queue, which russh fills in parallel, is read by
+//! that task.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use russh::keys::{Certificate, HashAlg, PublicKey};
+use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
+
+mod auth;
+
+use auth::{unix_now, watch_credential};
 
 use super::Shared;
 use super::channel::{SshInput, SshOutput};
 use crate::audit::{Event, SessionKind};
 use crate::bridge;
 use crate::cluster::Identity;
-use crate::login::{self, LoginError, LoginName, Target};
+use crate::login::{self, LoginError, Target};
 use crate::revocation::Credential;
 use crate::session::io::{ClientOutput, refuse};
 use crate::session::{Opening, Outcome, Pty, Report, Requested, Service, Transport};
@@ -29,10 +35,6 @@ const REMOTE_FORWARD_REFUSED: &str =
 const AGENT_FORWARD_REFUSED: &str =
     "agent forwarding (-A) is refused: kbastion never lets your keys reach the cluster";
 const X11_REFUSED: &str = "X11 forwarding is refused: containers and nodes have no display for it";
-
-/// Authentication methods, as the audit log names them.
-const PUBLIC_KEY: &str = "publickey";
-const CERTIFICATE: &str = "openssh-certificate";
 
 /// Who logged in and what they asked for. The target is checked when the
 /// name is parsed; a bad one is reported on the first session channel
@@ -181,91 +183,6 @@ impl Connection {
             reason: reason.to_string(),
         });
     }
-
-    /// Logs, audits and, past the source's grace, slows down a failed
-    /// attempt. The name is shown cut and escaped (`login::for_log`); only
-    /// a configured person is counted by name.
-    async fn auth_failed(
-        &self,
-        login: &str,
-        method: &str,
-        fingerprint: Option<String>,
-        reason: &str,
-    ) {
-        let shown = login::for_log(login);
-        let person = login::person_of(login).filter(|p| self.shared.user(p).is_some());
-        tracing::info!(peer = %self.peer, login = %shown, %method, fingerprint = ?fingerprint, %reason, "authentication failed");
-        self.shared.audit.record(Event::Auth {
-            source: self.peer.to_string(),
-            login: shown,
-            method: method.into(),
-            fingerprint,
-            success: false,
-            reason: Some(reason.into()),
-        });
-        let label = if person.is_none() {
-            "unknown_user"
-        } else if method == CERTIFICATE {
-            "certificate_refused"
-        } else {
-            "key_not_authorized"
-        };
-        self.shared.metrics.auth_failed(label);
-        tokio::time::sleep(self.shared.auth_failures.failed(self.peer.ip(), person)).await;
-    }
-
-    /// The configured person a login name starts with, if its key matches
-    /// and they may connect from here.
-    fn key_accepted(&self, raw_login: &str, key: &PublicKey) -> bool {
-        let Some(person) = login::person_of(raw_login) else {
-            return false;
-        };
-        let access = self.shared.access();
-        !access.revoked.key_revoked(key.key_data())
-            && self.shared.user(person).is_some_and(|user| {
-                user.allowed_from(self.peer.ip())
-                    && user.keys.iter().any(|k| k.key_data() == key.key_data())
-            })
-    }
-
-    /// Records a successful login and what it may reach.
-    fn logged_in(
-        &mut self,
-        user: &str,
-        method: &str,
-        fingerprint: String,
-        grant: crate::certificates::Grant,
-        credential: Credential,
-    ) -> Auth {
-        let Some(configured) = login::person_of(user).and_then(|p| self.shared.user(p)) else {
-            return Auth::reject();
-        };
-        let person = configured.name.clone();
-        let identity = Identity {
-            user: configured.kubernetes_user().to_string(),
-            groups: configured.kubernetes_groups.clone(),
-        };
-        let target = LoginName::parse(user).map(|name| name.target);
-        tracing::info!(peer = %self.peer, %person, %method, %fingerprint, kubernetes_user = %identity.user, target = ?target.as_ref().ok().and_then(|t| t.as_ref()).map(ToString::to_string), "authenticated");
-        self.shared.auth_failures.succeeded(self.peer.ip());
-        self.shared.audit.record(Event::Auth {
-            source: self.peer.to_string(),
-            login: login::for_log(user),
-            method: method.into(),
-            fingerprint: Some(fingerprint),
-            success: true,
-            reason: None,
-        });
-        self.login = Some(Login {
-            person,
-            identity,
-            target,
-            grant,
-            credential,
-        });
-        let _ = self.authenticated.send(true);
-        Auth::Accept
-    }
 }
 
 impl russh::server::Handler for Connection {
@@ -292,33 +209,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if let Some(reason) = super::refused_signature(offer.algorithm) {
-            let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
-            self.auth_failed(user, PUBLIC_KEY, Some(fingerprint), reason)
-                .await;
-            return Ok(Auth::reject());
-        }
-        // A right key is answered at once, whatever failed before.
-        if self.key_accepted(user, offer.public_key) {
-            return Ok(Auth::Accept);
-        }
-        // russh offers a certificate's key here too, without saying it is
-        // one: with user CAs configured, every probe is let through (for
-        // any name, so the answer does not tell which people exist), and
-        // the signed request is checked in full by `auth_publickey` or
-        // `auth_openssh_certificate`.
-        if !self.shared.access().ca_fingerprints.is_empty() {
-            return Ok(Auth::Accept);
-        }
-        let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
-        self.auth_failed(
-            user,
-            PUBLIC_KEY,
-            Some(fingerprint),
-            "key not authorized for this user",
-        )
-        .await;
-        Ok(Auth::reject())
+        Ok(self.offered(user, offer).await)
     }
 
     async fn auth_publickey(
@@ -326,43 +217,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
-        // Also refused when offered; checked again on the signature itself.
-        if let Some(reason) = super::refused_signature(key.algorithm) {
-            self.auth_failed(user, PUBLIC_KEY, Some(fingerprint), reason)
-                .await;
-            return Ok(Auth::reject());
-        }
-        // A FIDO key's presence flag is inside the signature, which russh
-        // keeps to itself: without it, only `no-touch-required` (a
-        // certificate extension here; key options are not read) allows one.
-        if crate::certificates::is_fido(key.public_key.algorithm()) {
-            let reason = crate::certificates::CertificateError::TouchRequired.to_string();
-            self.auth_failed(user, PUBLIC_KEY, Some(fingerprint), &reason)
-                .await;
-            return Ok(Auth::reject());
-        }
-        if !self.key_accepted(user, key.public_key) {
-            self.auth_failed(
-                user,
-                PUBLIC_KEY,
-                Some(fingerprint),
-                "key not authorized for this user",
-            )
-            .await;
-            return Ok(Auth::reject());
-        }
-        let credential = Credential::Key {
-            person: login::person_of(user).unwrap_or_default().to_string(),
-            key: key.public_key.key_data().clone(),
-        };
-        Ok(self.logged_in(
-            user,
-            PUBLIC_KEY,
-            fingerprint,
-            crate::certificates::Grant::unrestricted(),
-            credential,
-        ))
+        Ok(self.signed(user, key).await)
     }
 
     async fn auth_openssh_certificate(
@@ -370,65 +225,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
-        let fingerprint = certificate
-            .public_key()
-            .fingerprint(HashAlg::Sha256)
-            .to_string();
-        let Some(configured) = login::person_of(user)
-            .and_then(|person| self.shared.user(person))
-            .filter(|u| u.allowed_from(self.peer.ip()))
-        else {
-            self.auth_failed(
-                user,
-                CERTIFICATE,
-                Some(fingerprint),
-                "unknown user, or not allowed from this address",
-            )
-            .await;
-            return Ok(Auth::reject());
-        };
-        let access = self.shared.access();
-        let checked = crate::certificates::check(
-            certificate,
-            &configured.name,
-            self.peer.ip(),
-            &access.ca_fingerprints,
-            unix_now(),
-        )
-        .map_err(|e| e.to_string())
-        .and_then(|grant| {
-            match access.revoked.certificate_revoked(
-                certificate.public_key(),
-                certificate.serial(),
-                certificate.key_id(),
-            ) {
-                Some(why) => Err(format!("the certificate is revoked: {why}")),
-                None => Ok(grant),
-            }
-        });
-        match checked {
-            Ok(grant) => {
-                let described = format!(
-                    "{fingerprint} (certificate {:?}, serial {})",
-                    login::for_log(certificate.key_id()),
-                    certificate.serial()
-                );
-                let credential = Credential::Certificate {
-                    person: configured.name.clone(),
-                    key: certificate.public_key().clone(),
-                    serial: certificate.serial(),
-                    key_id: certificate.key_id().to_string(),
-                    valid_before: certificate.valid_before(),
-                    ca: certificate.signature_key().fingerprint(HashAlg::Sha256),
-                };
-                Ok(self.logged_in(user, CERTIFICATE, described, grant, credential))
-            }
-            Err(error) => {
-                self.auth_failed(user, CERTIFICATE, Some(fingerprint), &error)
-                    .await;
-                Ok(Auth::reject())
-            }
-        }
+        Ok(self.certified(user, certificate).await)
     }
 
     async fn channel_open_session(
@@ -799,7 +596,7 @@ async fn session_channel(
             ));
             (debug, None)
         }),
-        _ => crate::target::resolve(&shared, &login.identity, &target, "exec").await,
+        _ => crate::target::resolve(&shared, &login.person, &login.identity, &target, "exec").await,
     };
     // The hold keeps a node's pod while the session runs.
     let (exec_target, _node_hold) = match resolved {
@@ -826,7 +623,7 @@ async fn session_channel(
         user: login.identity.user.clone(),
         api_wait,
         recorder: session.recorder.clone(),
-        control: shared.control(revoked.subscribe()),
+        control: session.rules(shared.control(revoked.subscribe())),
         stdin_eof: shared.stdin_eof,
         stream_verb: shared.stream_verb,
         backlogs,
@@ -885,11 +682,18 @@ async fn forward_channel(
             .reject(refuse(format!("port {port} is out of range"), 2))
             .await;
     };
-    let (resolved, _hold) =
-        match crate::target::resolve(&shared, &login.identity, &target, "portforward").await {
-            Ok(resolved) => resolved,
-            Err(error) => return reply.reject(refuse(error.to_string(), 1)).await,
-        };
+    let (resolved, _hold) = match crate::target::resolve(
+        &shared,
+        &login.person,
+        &login.identity,
+        &target,
+        "portforward",
+    )
+    .await
+    {
+        Ok(resolved) => resolved,
+        Err(error) => return reply.reject(refuse(error.to_string(), 1)).await,
+    };
     if !crate::forward::destination_allowed(&resolved, &host) {
         return reply
             .reject(refuse(crate::forward::refusal(&resolved, &host), 1))
@@ -930,69 +734,4 @@ async fn forward_channel(
             .bytes_out
             .load(std::sync::atomic::Ordering::Relaxed),
     });
-}
-
-/// Unix seconds now.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
-
-/// How long a revoked connection's sessions have to show their notice
-/// before the connection itself is closed (which ends forwards and file
-/// transfers too).
-const REVOKED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Checks a logged-in connection's credential again on every reload and
-/// when a certificate expires; once it no longer holds, tells the
-/// sessions (`revoked`) and then closes the connection with the reason.
-async fn watch_credential(
-    shared: Arc<Shared>,
-    credential: Credential,
-    peer: SocketAddr,
-    revoked: Arc<tokio::sync::watch::Sender<Option<String>>>,
-    handle: russh::server::Handle,
-    ended: tokio_util::sync::CancellationToken,
-) {
-    let mut reloads = shared.reloads.subscribe();
-    // A year: far enough for "never", near enough for tokio's clock.
-    let horizon = std::time::Duration::from_secs(365 * 24 * 3600);
-    let reason = loop {
-        let until_expiry = credential
-            .expires()
-            .map(|at| std::time::Duration::from_secs(at.saturating_sub(unix_now())).min(horizon))
-            .unwrap_or(horizon);
-        tokio::select! {
-            () = ended.cancelled() => return,
-            changed = reloads.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(until_expiry) => {}
-        }
-        if let Err(reason) = credential.check(&shared.access().lists(), peer.ip(), unix_now()) {
-            break reason;
-        }
-    };
-    tracing::info!(%peer, %reason, "access revoked: ending the connection");
-    shared.audit.record(Event::Revocation {
-        source: peer.to_string(),
-        person: match &credential {
-            Credential::Key { person, .. } | Credential::Certificate { person, .. } => {
-                person.clone()
-            }
-        },
-        reason: reason.clone(),
-    });
-    revoked.send_replace(Some(reason.clone()));
-    tokio::select! {
-        () = ended.cancelled() => return,
-        () = tokio::time::sleep(REVOKED_GRACE) => {}
-    }
-    let _ = handle
-        .disconnect(
-            russh::Disconnect::ByApplication,
-            format!("access revoked: {reason}"),
-            "en".into(),
-        )
-        .await;
 }

@@ -175,6 +175,7 @@ impl Shared {
             stop: self.stop.clone(),
             idle: self.config.timeouts.idle(),
             revoked,
+            required_recording: None,
         }
     }
 

@@ -63,6 +63,8 @@ impl Sim {
             .arg(&scenario_path)
             .arg("--state-dir")
             .arg(dir.path().join("state"))
+            .arg("--audit-log")
+            .arg(dir.path().join("api-audit.jsonl"))
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.path().join("sim.log")).expect("log file"),
@@ -96,6 +98,15 @@ impl Sim {
     /// simulator with the given context, and fails the test when kubectl
     /// fails: an API error or a dead simulator must never read as "nothing
     /// there". Use `kubectl_unchecked` where the failure is what is tested.
+    /// The API server's audit events so far (`kbastion sim --audit-log`).
+    pub fn api_audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("api-audit.jsonl"))
+            .expect("the simulator's audit log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an audit event"))
+            .collect()
+    }
+
     pub fn kubectl(&self, binary: &str, context: &str, args: &[&str]) -> Output {
         let out = self.kubectl_unchecked(binary, context, args);
         assert!(

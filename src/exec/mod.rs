@@ -6,6 +6,8 @@
 //! Sessions (`bridge`) and the file services (`remote_fs`) both start
 //! their execs here.
 
+pub mod stream;
+
 use std::future::Future;
 use std::time::Duration;
 

@@ -1,0 +1,310 @@
+//! Authentication: which keys and certificates let whom in; failures'
+//! log lines, audit events and delays, and the watch that ends a
+//! connection once its credential no longer holds (reload, revocation,
+//! expiry).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use russh::keys::{Certificate, HashAlg, PublicKey};
+use russh::server::{Auth, PublicKeyOffer, VerifiedPublicKey};
+
+use super::{Connection, Login};
+use crate::audit::Event;
+use crate::cluster::Identity;
+use crate::login::{self, LoginName};
+use crate::revocation::Credential;
+use crate::ssh::Shared;
+
+/// Authentication methods, as the audit log names them.
+const PUBLIC_KEY: &str = "publickey";
+const CERTIFICATE: &str = "openssh-certificate";
+
+impl Connection {
+    /// Logs, audits and, past the source's grace, slows down a failed
+    /// attempt. The name is shown cut and escaped (`login::for_log`); only
+    /// a configured person is counted by name.
+    async fn auth_failed(
+        &self,
+        login: &str,
+        method: &str,
+        fingerprint: Option<String>,
+        reason: &str,
+    ) {
+        let shown = login::for_log(login);
+        let person = login::person_of(login).filter(|p| self.shared.user(p).is_some());
+        tracing::info!(peer = %self.peer, login = %shown, %method, fingerprint = ?fingerprint, %reason, "authentication failed");
+        self.shared.audit.record(Event::Auth {
+            source: self.peer.to_string(),
+            login: shown,
+            method: method.into(),
+            fingerprint,
+            success: false,
+            reason: Some(reason.into()),
+        });
+        let label = if person.is_none() {
+            "unknown_user"
+        } else if method == CERTIFICATE {
+            "certificate_refused"
+        } else {
+            "key_not_authorized"
+        };
+        self.shared.metrics.auth_failed(label);
+        tokio::time::sleep(self.shared.auth_failures.failed(self.peer.ip(), person)).await;
+    }
+
+    /// The configured person a login name starts with, if its key matches
+    /// and they may connect from here.
+    fn key_accepted(&self, raw_login: &str, key: &PublicKey) -> bool {
+        let Some(person) = login::person_of(raw_login) else {
+            return false;
+        };
+        let access = self.shared.access();
+        !access.revoked.key_revoked(key.key_data())
+            && self.shared.user(person).is_some_and(|user| {
+                user.allowed_from(self.peer.ip())
+                    && user.keys.iter().any(|k| k.key_data() == key.key_data())
+            })
+    }
+
+    /// Records a successful login and what it may reach.
+    fn logged_in(
+        &mut self,
+        user: &str,
+        method: &str,
+        fingerprint: String,
+        grant: crate::certificates::Grant,
+        credential: Credential,
+    ) -> Auth {
+        let Some(configured) = login::person_of(user).and_then(|p| self.shared.user(p)) else {
+            return Auth::reject();
+        };
+        let person = configured.name.clone();
+        let identity = Identity {
+            user: configured.kubernetes_user().to_string(),
+            groups: configured.kubernetes_groups.clone(),
+        };
+        let target = LoginName::parse(user).map(|name| name.target);
+        tracing::info!(peer = %self.peer, %person, %method, %fingerprint, kubernetes_user = %identity.user, target = ?target.as_ref().ok().and_then(|t| t.as_ref()).map(ToString::to_string), "authenticated");
+        self.shared.auth_failures.succeeded(self.peer.ip());
+        self.shared.audit.record(Event::Auth {
+            source: self.peer.to_string(),
+            login: login::for_log(user),
+            method: method.into(),
+            fingerprint: Some(fingerprint),
+            success: true,
+            reason: None,
+        });
+        self.login = Some(Login {
+            person,
+            identity,
+            target,
+            grant,
+            credential,
+        });
+        let _ = self.authenticated.send(true);
+        Auth::Accept
+    }
+
+    /// A key offered without a signature (a probe): accepted when it would
+    /// log in, refused otherwise.
+    pub(super) async fn offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Auth {
+        if let Some(reason) = crate::ssh::refused_signature(offer.algorithm) {
+            let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+            self.auth_failed(user, PUBLIC_KEY, Some(fingerprint), reason)
+                .await;
+            return Auth::reject();
+        }
+        // A right key is answered at once, whatever failed before.
+        if self.key_accepted(user, offer.public_key) {
+            return Auth::Accept;
+        }
+        // russh offers a certificate's key here too, without saying it is
+        // one: with user CAs configured, every probe is let through (for
+        // any name, so the answer does not tell which people exist), and
+        // the signed request is checked in full by `auth_publickey` or
+        // `auth_openssh_certificate`.
+        if !self.shared.access().ca_fingerprints.is_empty() {
+            return Auth::Accept;
+        }
+        let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+        self.auth_failed(
+            user,
+            PUBLIC_KEY,
+            Some(fingerprint),
+            "key not authorized for this user",
+        )
+        .await;
+        Auth::reject()
+    }
+
+    /// A signed request with a plain key.
+    pub(super) async fn signed(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Auth {
+        let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+        // Also refused when offered; checked again on the signature itself.
+        if let Some(reason) = crate::ssh::refused_signature(key.algorithm) {
+            self.auth_failed(user, PUBLIC_KEY, Some(fingerprint), reason)
+                .await;
+            return Auth::reject();
+        }
+        // A FIDO key's presence flag is inside the signature, which russh
+        // keeps to itself: without it, only `no-touch-required` (a
+        // certificate extension here; key options are not read) allows one.
+        if crate::certificates::is_fido(key.public_key.algorithm()) {
+            let reason = crate::certificates::CertificateError::TouchRequired.to_string();
+            self.auth_failed(user, PUBLIC_KEY, Some(fingerprint), &reason)
+                .await;
+            return Auth::reject();
+        }
+        if !self.key_accepted(user, key.public_key) {
+            self.auth_failed(
+                user,
+                PUBLIC_KEY,
+                Some(fingerprint),
+                "key not authorized for this user",
+            )
+            .await;
+            return Auth::reject();
+        }
+        let credential = Credential::Key {
+            person: login::person_of(user).unwrap_or_default().to_string(),
+            key: key.public_key.key_data().clone(),
+        };
+        self.logged_in(
+            user,
+            PUBLIC_KEY,
+            fingerprint,
+            crate::certificates::Grant::unrestricted(),
+            credential,
+        )
+    }
+
+    /// A signed request with an OpenSSH certificate: checked against the
+    /// user CAs, its restrictions kept as the login's grant.
+    pub(super) async fn certified(&mut self, user: &str, certificate: &Certificate) -> Auth {
+        let fingerprint = certificate
+            .public_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string();
+        let Some(configured) = login::person_of(user)
+            .and_then(|person| self.shared.user(person))
+            .filter(|u| u.allowed_from(self.peer.ip()))
+        else {
+            self.auth_failed(
+                user,
+                CERTIFICATE,
+                Some(fingerprint),
+                "unknown user, or not allowed from this address",
+            )
+            .await;
+            return Auth::reject();
+        };
+        let access = self.shared.access();
+        let checked = crate::certificates::check(
+            certificate,
+            &configured.name,
+            self.peer.ip(),
+            &access.ca_fingerprints,
+            unix_now(),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|grant| {
+            match access.revoked.certificate_revoked(
+                certificate.public_key(),
+                certificate.serial(),
+                certificate.key_id(),
+            ) {
+                Some(why) => Err(format!("the certificate is revoked: {why}")),
+                None => Ok(grant),
+            }
+        });
+        match checked {
+            Ok(grant) => {
+                let described = format!(
+                    "{fingerprint} (certificate {:?}, serial {})",
+                    login::for_log(certificate.key_id()),
+                    certificate.serial()
+                );
+                let credential = Credential::Certificate {
+                    person: configured.name.clone(),
+                    key: certificate.public_key().clone(),
+                    serial: certificate.serial(),
+                    key_id: certificate.key_id().to_string(),
+                    valid_before: certificate.valid_before(),
+                    ca: certificate.signature_key().fingerprint(HashAlg::Sha256),
+                };
+                self.logged_in(user, CERTIFICATE, described, grant, credential)
+            }
+            Err(error) => {
+                self.auth_failed(user, CERTIFICATE, Some(fingerprint), &error)
+                    .await;
+                Auth::reject()
+            }
+        }
+    }
+}
+
+/// Unix seconds now.
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// How long a revoked connection's sessions have to show their notice
+/// before the connection itself is closed (which ends forwards and file
+/// transfers too).
+const REVOKED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Checks a logged-in connection's credential again on every reload and
+/// when a certificate expires; once it no longer holds, tells the
+/// sessions (`revoked`) and then closes the connection with the reason.
+pub(super) async fn watch_credential(
+    shared: Arc<Shared>,
+    credential: Credential,
+    peer: SocketAddr,
+    revoked: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    handle: russh::server::Handle,
+    ended: tokio_util::sync::CancellationToken,
+) {
+    let mut reloads = shared.reloads.subscribe();
+    // A year: far enough for "never", near enough for tokio's clock.
+    let horizon = std::time::Duration::from_secs(365 * 24 * 3600);
+    let reason = loop {
+        let until_expiry = credential
+            .expires()
+            .map(|at| std::time::Duration::from_secs(at.saturating_sub(unix_now())).min(horizon))
+            .unwrap_or(horizon);
+        tokio::select! {
+            () = ended.cancelled() => return,
+            changed = reloads.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(until_expiry) => {}
+        }
+        if let Err(reason) = credential.check(&shared.access().lists(), peer.ip(), unix_now()) {
+            break reason;
+        }
+    };
+    tracing::info!(%peer, %reason, "access revoked: ending the connection");
+    shared.audit.record(Event::Revocation {
+        source: peer.to_string(),
+        person: match &credential {
+            Credential::Key { person, .. } | Credential::Certificate { person, .. } => {
+                person.clone()
+            }
+        },
+        reason: reason.clone(),
+    });
+    revoked.send_replace(Some(reason.clone()));
+    tokio::select! {
+        () = ended.cancelled() => return,
+        () = tokio::time::sleep(REVOKED_GRACE) => {}
+    }
+    let _ = handle
+        .disconnect(
+            russh::Disconnect::ByApplication,
+            format!("access revoked: {reason}"),
+            "en".into(),
+        )
+        .await;
+}
