@@ -294,7 +294,10 @@ async fn run_counted(
         let outcome = match ended {
             Ended::Exited(code) => Outcome::Exited(code),
             Ended::Failed(message) => {
-                let message = format!("the command could not run: {message}");
+                let message = format!(
+                    "the command could not run: {message}{}",
+                    crate::exec::no_shell_hint(&message, &target)
+                );
                 output.tell(&message, tty).await;
                 Outcome::Exited(126)
             }

@@ -56,6 +56,9 @@ pub struct Config {
     /// Node shells (`user@NODE`).
     #[serde(default)]
     pub node_shell: crate::node_shell::NodeShellConfig,
+    /// Debug containers (`USER@NS/POD/CONTAINER.debug`).
+    #[serde(default)]
+    pub debug: crate::debug::DebugConfig,
     /// Metrics and health endpoints.
     #[serde(default)]
     pub metrics: crate::metrics::MetricsConfig,
@@ -344,6 +347,11 @@ impl Config {
         if shell.start_timeout_secs == 0 || shell.hold_secs < 3 {
             return Err(
                 "node_shell: start_timeout_secs must be at least 1 and hold_secs at least 3".into(),
+            );
+        }
+        if config.debug.image.trim().is_empty() || config.debug.start_timeout_secs == 0 {
+            return Err(
+                "debug: image must not be empty and start_timeout_secs must be at least 1".into(),
             );
         }
         for (i, line) in config.user_ca_keys.iter().enumerate() {

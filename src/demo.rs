@@ -263,6 +263,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          \n  A shell in a container:      ssh{p}{i} alice@default/web-0@{host}\
          \n  A named container:           ssh{p}{i} alice@default/web-0/sidecar@{host}\
          \n  A command:                   ssh{p}{i} alice@default/web-0@{host} 'hostname; echo $ROLE'\
+         \n  No shell in the image:       ssh{p}{i} alice@default/api-0/app.debug@{host}\
+         \n  A container's log:           ssh{p}{i} alice@default/ticker/app.logs@{host} -- --tail=5\
          \n  A root shell on a node:      ssh{p}{i} alice@node-1@{host}\
          \n  A NotReady node:             ssh{p}{i} alice@edge-1@{host}\
          \n  Copy a file in (scp):        scp{cp}{i} README.md alice@default+web-0@{host}:\

@@ -12,6 +12,7 @@ pub mod bridge;
 pub mod certificates;
 pub mod cluster;
 pub mod config;
+pub mod debug;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod exec;
@@ -20,6 +21,7 @@ pub mod forward;
 pub mod impersonation;
 pub mod limits;
 pub mod login;
+pub mod logs;
 pub mod metrics;
 pub mod node_shell;
 pub mod proxy_protocol;

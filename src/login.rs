@@ -9,6 +9,12 @@
 //! | `alice@node-1`             | root shell on node `node-1`              |
 //! | `alice@shop/web-0`         | pod `web-0` in `shop`, default container |
 //! | `alice@shop/web-0/sidecar` | that container                           |
+//! | `alice@shop/web-0/app.debug` | a debug container beside `app`         |
+//! | `alice@shop/web-0/app.logs`  | `app`'s log                            |
+//!
+//! The container part may end in `.debug` or `.logs` (`/.debug` and
+//! `/.logs` name the default container): container names are DNS-1123
+//! labels and cannot hold a dot, so the suffix is unambiguous.
 //!
 //! `+` may stand for `/` (`alice@shop+web-0+sidecar`): scp and sftp take an
 //! argument with `/` before `:` for a local path, and `+` cannot occur in
@@ -19,8 +25,7 @@
 use std::fmt;
 
 /// The syntax, as shown to a user who got it wrong.
-pub const SYNTAX: &str =
-    "log in as USER@NODE, USER@NAMESPACE/POD[/CONTAINER] or USER@NAMESPACE+POD[+CONTAINER]";
+pub const SYNTAX: &str = "log in as USER@NODE, USER@NAMESPACE/POD[/CONTAINER] or USER@NAMESPACE+POD[+CONTAINER]; CONTAINER.debug for a debug container beside it, CONTAINER.logs for its log (.debug and .logs alone: the default container)";
 
 /// The longest user name accepted; Kubernetes names are at most 253
 /// characters, and a name this long is an attack, not a typo.
@@ -66,7 +71,31 @@ pub enum Target {
         namespace: String,
         pod: String,
         container: Option<String>,
+        view: View,
     },
+}
+
+/// What a container target opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum View {
+    /// The container itself.
+    #[default]
+    Container,
+    /// A debug (ephemeral) container targeting it: `CONTAINER.debug`.
+    Debug,
+    /// Its log, as `kubectl logs` shows it: `CONTAINER.logs`.
+    Logs,
+}
+
+impl View {
+    /// The login-name suffix that selects this view.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            View::Container => "",
+            View::Debug => ".debug",
+            View::Logs => ".logs",
+        }
+    }
 }
 
 impl fmt::Display for Target {
@@ -76,13 +105,20 @@ impl fmt::Display for Target {
             Target::Container {
                 namespace,
                 pod,
-                container: None,
-            } => write!(f, "{namespace}/{pod}"),
-            Target::Container {
-                namespace,
-                pod,
-                container: Some(c),
-            } => write!(f, "{namespace}/{pod}/{c}"),
+                container,
+                view,
+            } => {
+                write!(f, "{namespace}/{pod}")?;
+                match (container, view) {
+                    (None, View::Container) => Ok(()),
+                    (container, view) => write!(
+                        f,
+                        "/{}{}",
+                        container.as_deref().unwrap_or(""),
+                        view.suffix()
+                    ),
+                }
+            }
         }
     }
 }
@@ -204,13 +240,26 @@ impl LoginName {
             [namespace, pod, container @ ..] if container.len() <= 1 => {
                 part("namespace", namespace, 63)?;
                 part("pod", pod, 253)?;
-                if let Some(container) = container.first() {
-                    part("container", container, 63)?;
-                }
+                let (container, view) = match container.first() {
+                    None => (None, View::Container),
+                    Some(last) => {
+                        let (name, view) = [View::Debug, View::Logs]
+                            .into_iter()
+                            .find_map(|v| last.strip_suffix(v.suffix()).map(|n| (n, v)))
+                            .unwrap_or((last, View::Container));
+                        if name.is_empty() && view != View::Container {
+                            (None, view)
+                        } else {
+                            part("container", name, 63)?;
+                            (Some(name.to_string()), view)
+                        }
+                    }
+                };
                 Target::Container {
                     namespace: namespace.to_string(),
                     pod: pod.to_string(),
-                    container: container.first().map(|c| c.to_string()),
+                    container,
+                    view,
                 }
             }
             _ => return Err(LoginError::TooManyParts(rest.into())),
@@ -227,11 +276,63 @@ mod tests {
     use super::*;
 
     fn container(ns: &str, pod: &str, c: Option<&str>) -> Option<Target> {
+        viewed(ns, pod, c, View::Container)
+    }
+
+    fn viewed(ns: &str, pod: &str, c: Option<&str>, view: View) -> Option<Target> {
         Some(Target::Container {
             namespace: ns.into(),
             pod: pod.into(),
             container: c.map(Into::into),
+            view,
         })
+    }
+
+    #[test]
+    fn debug_and_logs_suffixes_select_a_view_of_the_container() {
+        for (raw, expected, shown) in [
+            (
+                "alice@shop/api-0/app.debug",
+                viewed("shop", "api-0", Some("app"), View::Debug),
+                "shop/api-0/app.debug",
+            ),
+            (
+                "alice@shop+api-0+app.debug",
+                viewed("shop", "api-0", Some("app"), View::Debug),
+                "shop/api-0/app.debug",
+            ),
+            (
+                "alice@shop/api-0/.debug",
+                viewed("shop", "api-0", None, View::Debug),
+                "shop/api-0/.debug",
+            ),
+            (
+                "alice@shop/web-0/app.logs",
+                viewed("shop", "web-0", Some("app"), View::Logs),
+                "shop/web-0/app.logs",
+            ),
+            (
+                "alice@shop+web-0+.logs",
+                viewed("shop", "web-0", None, View::Logs),
+                "shop/web-0/.logs",
+            ),
+        ] {
+            let target = LoginName::parse(raw).unwrap().target;
+            assert_eq!(target, expected, "{raw}");
+            assert_eq!(target.unwrap().to_string(), shown, "{raw}");
+        }
+        for bad in [
+            "alice@shop/api-0/app.shell",
+            "alice@shop/api-0/app.debug.logs",
+            "alice@shop/api-0/app.logs.debug",
+            "alice@shop/api-0/.",
+            "alice@shop/api-0/app.",
+            "alice@shop/api-0/-.debug",
+            "alice@shop/api-0/.debug/x",
+        ] {
+            let error = LoginName::parse(bad).expect_err(bad).to_string();
+            assert!(error.contains("log in as USER@NODE"), "{bad}: {error}");
+        }
     }
 
     #[test]
@@ -349,10 +450,20 @@ mod tests {
                 }
             }
 
-            /// Both spellings of a container target name the same target.
+            /// Both spellings of a container target name the same target,
+            /// with or without a view suffix, and it reads back as written.
             #[test]
-            fn slash_and_plus_spellings_agree(namespace in label(), pod in label(), container in proptest::option::of(label())) {
-                let suffix = |separator: char| match &container {
+            fn slash_and_plus_spellings_agree(
+                namespace in label(),
+                pod in label(),
+                container in proptest::option::of(label()),
+                view in proptest::sample::select(vec![View::Container, View::Debug, View::Logs]),
+            ) {
+                let last = match (&container, view) {
+                    (None, View::Container) => None,
+                    (container, view) => Some(format!("{}{}", container.as_deref().unwrap_or(""), view.suffix())),
+                };
+                let suffix = |separator: char| match &last {
                     Some(c) => format!("{namespace}{separator}{pod}{separator}{c}"),
                     None => format!("{namespace}{separator}{pod}"),
                 };

@@ -91,6 +91,17 @@ pub enum TargetError {
         "namespace {0} belongs to the bastion and its node shells and is not a target; for a node shell use: ssh PERSON@NODE@bastion"
     )]
     BastionNamespace(String),
+    #[error("debug container {container} in pod {namespace}/{pod}: {reason}")]
+    DebugContainer {
+        namespace: String,
+        pod: String,
+        container: String,
+        reason: String,
+    },
+    #[error(
+        "{0}.logs is a container's log and carries no connections; forward ports through the pod itself (drop the .logs)"
+    )]
+    LogsForward(String),
     #[error(
         "pod {pod} is not node {node}'s node-shell pod (it is pinned to {pinned_to}); refusing it, an administrator should delete it"
     )]
@@ -287,9 +298,19 @@ async fn resolve_uncounted(
     let wait = shared.config.timeouts.api();
     match target {
         Target::Container {
+            view: login::View::Logs,
             namespace,
             pod,
             container,
+        } => Err(TargetError::LogsForward(format!(
+            "{namespace}/{pod}/{}",
+            container.as_deref().unwrap_or_default()
+        ))),
+        Target::Container {
+            namespace,
+            pod,
+            container,
+            ..
         } => {
             // Its pods are the bastion's replicas (their token can
             // impersonate anyone) and node shells (root on a node): an

@@ -321,6 +321,7 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
         for line in stdout.lines().map_while(Result::ok) {
             for label in [
                 "A shell in a container:",
+                "No shell in the image:",
                 "Audit log (JSON lines):",
                 "Replay the newest one:",
                 "Sign in as alice:",
@@ -338,26 +339,38 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
             .expect("the demo prints its commands and where its audit trail goes");
         printed.insert(label, value);
     }
+    // A printed command, with options that keep the test off the
+    // machine's own SSH setup, running `remote`.
+    let run = |printed: &str, remote: &str| {
+        let mut words = printed.split_whitespace();
+        assert_eq!(words.next(), Some("ssh"));
+        let mut ssh = Command::new("ssh");
+        ssh.args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+            .args(["-o", "StrictHostKeyChecking=accept-new"])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                home.path().join("known_hosts").display()
+            ))
+            .args(words)
+            .arg(remote);
+        run_with_input(ssh, b"")
+    };
     let shell = printed["A shell in a container:"].clone();
-    // The printed command, with options that keep the test off the
-    // machine's own SSH setup.
-    let mut words = shell.split_whitespace();
-    assert_eq!(words.next(), Some("ssh"));
-    let mut ssh = Command::new("ssh");
-    ssh.args(["-F", "/dev/null", "-o", "BatchMode=yes"])
-        .args(["-o", "StrictHostKeyChecking=accept-new"])
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            home.path().join("known_hosts").display()
-        ))
-        .args(words)
-        .arg("echo $HOSTNAME");
-    let out = run_with_input(ssh, b"");
+    let out = run(&shell, "echo $HOSTNAME");
     assert_eq!(
         text(&out.stdout),
         "web-0\n",
         "{shell}: {}",
+        text(&out.stderr)
+    );
+    // The distroless pod's debug container.
+    let debug = printed["No shell in the image:"].clone();
+    let out = run(&debug, "echo root=$TARGET_ROOT");
+    assert_eq!(
+        text(&out.stdout),
+        "root=/proc/1/root\n",
+        "{debug}: {}",
         text(&out.stderr)
     );
     assert!(

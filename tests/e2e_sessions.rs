@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const SYNTAX: &str =
-    "log in as USER@NODE, USER@NAMESPACE/POD[/CONTAINER] or USER@NAMESPACE+POD[+CONTAINER]";
+const SYNTAX: &str = "log in as USER@NODE, USER@NAMESPACE/POD[/CONTAINER] or USER@NAMESPACE+POD[+CONTAINER]; CONTAINER.debug for a debug container beside it, CONTAINER.logs for its log (.debug and .logs alone: the default container)";
 
 #[test]
 fn command_keeps_stdout_stderr_and_exit_status_apart() {

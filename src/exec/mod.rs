@@ -78,6 +78,21 @@ pub fn script_argv(prefix: &[String], script: &str, args: &[&str]) -> Vec<String
     argv
 }
 
+/// For an exec that failed because the container has no `sh` (the
+/// runtime's "executable file not found" for it): where a shell is to be
+/// had instead, a debug container beside it; else nothing.
+pub fn no_shell_hint(message: &str, target: &ExecTarget) -> String {
+    let no_shell = message.contains("exec: \"sh\": executable file not found")
+        || message.contains("exec: \"env\": executable file not found");
+    if !no_shell || !target.prefix.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; this container has no shell: use USER@{}/{}/{}.debug for a shell in a debug container beside it",
+        target.namespace, target.pod, target.container
+    )
+}
+
 /// Which streams an exec has.
 #[derive(Debug, Clone, Copy)]
 pub struct Streams {

@@ -188,6 +188,15 @@ async fn handle_request(
         "portforward" if target.resource.name == "pods" => {
             return super::portforward::handle(sim.clone(), &user, &target, request).await;
         }
+        "attach" if target.resource.name == "pods" => {
+            return super::attach::handle(sim.clone(), &user, &target, request).await;
+        }
+        "log" if target.resource.name == "pods" => {
+            return super::logs::handle(sim.clone(), &user, &target, request).await;
+        }
+        "ephemeralcontainers" if target.resource.name == "pods" => {
+            return super::ephemeral::handle(sim, &user, &target, request).await;
+        }
         "" | "status" => {}
         other => {
             return Err(ApiError::new(
@@ -410,7 +419,7 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
         .to_bytes())
 }
 
-async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
+pub async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
     let bytes = read_body(request).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
@@ -419,7 +428,7 @@ async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
     })
 }
 
-fn key(target: &Target) -> Key {
+pub fn key(target: &Target) -> Key {
     Key::new(target.resource.name, &target.namespace, &target.name)
 }
 
@@ -450,7 +459,7 @@ pub fn get(sim: &Sim, target: &Target) -> Result<Value, ApiError> {
     })
 }
 
-fn with_type(resource: &Resource, mut object: Value) -> Value {
+pub fn with_type(resource: &Resource, mut object: Value) -> Value {
     if let Some(map) = object.as_object_mut() {
         map.insert("apiVersion".into(), json!(resource.api_version()));
         map.insert("kind".into(), json!(resource.kind));
@@ -667,6 +676,21 @@ pub fn create(sim: &Arc<Sim>, target: &Target, body: Value) -> Result<Value, Api
 
 fn patch(sim: &Sim, target: &Target, content_type: &str, body: Value) -> Result<Value, ApiError> {
     let key = key(target);
+    let patched = apply_patch(sim, target, content_type, body)?;
+    sim.store
+        .update(&key, with_type(target.resource, patched))
+        .map_err(|e| store_error(e, target))
+}
+
+/// The object as a patch request would leave it (not stored): the patch
+/// applied to the current object; a `resourceVersion` left in it is the
+/// patch's precondition.
+pub fn apply_patch(
+    sim: &Sim,
+    target: &Target,
+    content_type: &str,
+    body: Value,
+) -> Result<Value, ApiError> {
     let current = get(sim, target)?;
     let mut patched = current.clone();
     let media = content_type.split(';').next().unwrap_or("").trim();
@@ -707,9 +731,7 @@ fn patch(sim: &Sim, target: &Target, content_type: &str, body: Value) -> Result<
     {
         meta.remove("resourceVersion");
     }
-    sim.store
-        .update(&key, with_type(target.resource, patched))
-        .map_err(|e| store_error(e, target))
+    Ok(patched)
 }
 
 fn access_review(

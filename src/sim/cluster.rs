@@ -75,6 +75,10 @@ pub fn default_pod(pod: &mut Value) -> Result<(), String> {
         .or_insert(json!("default-scheduler"));
     spec.entry("terminationGracePeriodSeconds")
         .or_insert(json!(30));
+    // SetDefaults_PodSpec: a pod always has a security context, empty at
+    // least (kubectl debug dereferences it without a nil check).
+    spec.entry("securityContext").or_insert(json!({}));
+    spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
     pod["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
     Ok(())
 }
@@ -97,6 +101,9 @@ fn pod_json(spec: &PodSpec) -> Value {
                 .collect();
             let mut container =
                 json!({"name": c.name, "image": c.image, "env": env, "ports": ports});
+            if !c.command.is_empty() {
+                container["command"] = json!(c.command);
+            }
             if spec.privileged && i == 0 {
                 container["securityContext"] = json!({"privileged": true});
             }
@@ -566,6 +573,7 @@ pub fn start_pod(sim: Arc<Sim>, key: Key) {
             }
             true
         });
+        super::container::start_all(&sim, &key);
     });
 }
 

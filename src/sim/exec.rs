@@ -181,32 +181,8 @@ fn plan(
             "you must specify at least 1 of stdin, stdout, stderr",
         )));
     }
-    let containers: Vec<&Value> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map(|c| c.iter().collect())
-        .unwrap_or_default();
-    let names: Vec<&str> = containers
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
-    let container = match param(params, "container").filter(|c| !c.is_empty()) {
-        Some(name) if names.contains(&name) => name.to_string(),
-        Some(name) => {
-            return Err(error(ApiError::bad_request(format!(
-                "container {name} is not valid for pod {}",
-                target.name
-            ))));
-        }
-        None if names.len() == 1 => names[0].to_string(),
-        None => {
-            return Err(error(ApiError::bad_request(format!(
-                "a container name must be specified for pod {}, choose one of: [{}]",
-                target.name,
-                names.join(" ")
-            ))));
-        }
-    };
+    let container =
+        choose_container(&pod, param(params, "container"), &target.name).map_err(error)?;
     let node = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
@@ -231,13 +207,7 @@ fn plan(
             ),
         )));
     }
-    let running = pod
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .any(|s| s["name"] == container && s.pointer("/state/running").is_some());
-    if !running {
+    if !container_running(&pod, &container) {
         return Err(Box::new(plain_response(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("container not found (\"{container}\")"),
@@ -251,16 +221,9 @@ fn plan(
     if argv.is_empty() {
         return Err(error(ApiError::bad_request("you must specify a command")));
     }
-    let spec_container = containers
-        .iter()
-        .find(|c| c["name"] == container)
-        .copied()
-        .cloned()
-        .unwrap_or(json!({}));
+    let spec_container = container_spec(&pod, &container).unwrap_or(json!({}));
     let privileged = spec_container.pointer("/securityContext/privileged") == Some(&json!(true));
     let host_pid = pod.pointer("/spec/hostPID") == Some(&json!(true));
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-    let mut env: Vec<(String, String)> = vec![("PATH".into(), path)];
     // `nsenter --target 1 ... -- CMD` in a privileged hostPID pod enters the
     // node: the simulator runs CMD as the node's host shell.
     let host_command = (privileged && host_pid && argv[0].rsplit('/').next() == Some("nsenter"))
@@ -271,25 +234,31 @@ fn plan(
         })
         .flatten()
         .filter(|rest| !rest.is_empty());
-    let (argv, cwd) = match host_command {
+    let (argv, mut env, cwd, executables) = match host_command {
         Some(rest) => {
-            env.push(("HOSTNAME".into(), node.to_string()));
             let dir = sim.runtime.node_dir(node);
-            env.push(("HOME".into(), dir.display().to_string()));
-            (rest, dir)
+            let env = vec![
+                ("PATH".into(), host_path()),
+                ("HOSTNAME".into(), node.to_string()),
+                ("HOME".into(), dir.display().to_string()),
+            ];
+            (rest, env, dir, None)
         }
         None => {
-            for var in spec_container["env"].as_array().into_iter().flatten() {
-                if let (Some(k), Some(v)) = (var["name"].as_str(), var["value"].as_str()) {
-                    env.push((k.into(), v.into()));
-                }
-            }
-            env.push(("HOSTNAME".into(), target.name.clone()));
-            let dir = sim
-                .runtime
-                .container_dir(&target.namespace, &target.name, &container);
-            env.push(("HOME".into(), dir.display().to_string()));
-            (argv, dir)
+            let image = spec_container["image"].as_str().unwrap_or_default();
+            (
+                argv,
+                container_env(
+                    sim,
+                    &target.namespace,
+                    &target.name,
+                    &container,
+                    &spec_container,
+                ),
+                sim.runtime
+                    .container_dir(&target.namespace, &target.name, &container),
+                sim.scenario.image(image).executables,
+            )
         }
     };
     if tty {
@@ -305,10 +274,109 @@ fn plan(
             stdin,
             stdout,
             stderr: stderr && !tty,
+            executables,
         },
         namespace: target.namespace.clone(),
         pod: target.name.clone(),
     })
+}
+
+/// `$PATH` for processes: this machine's.
+pub fn host_path() -> String {
+    std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+}
+
+/// A container's environment as the kubelet sets it: `PATH`, the spec's
+/// `env`, `HOSTNAME` (the pod's name) and `HOME` (here the container's
+/// working directory).
+pub fn container_env(
+    sim: &Sim,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    spec: &Value,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![("PATH".into(), host_path())];
+    for var in spec["env"].as_array().into_iter().flatten() {
+        if let (Some(k), Some(v)) = (var["name"].as_str(), var["value"].as_str()) {
+            env.push((k.into(), v.into()));
+        }
+    }
+    env.push(("HOSTNAME".into(), pod.to_string()));
+    let dir = sim.runtime.container_dir(namespace, pod, container);
+    env.push(("HOME".into(), dir.display().to_string()));
+    env
+}
+
+/// Every container of a pod in the API server's order (init, regular,
+/// ephemeral), as `podutil.VisitContainers` walks them.
+pub fn all_containers(pod: &Value) -> Vec<&Value> {
+    ["initContainers", "containers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|list| pod["spec"][list].as_array().into_iter().flatten())
+        .collect()
+}
+
+/// A container's spec by name, ephemeral containers included.
+pub fn container_spec(pod: &Value, name: &str) -> Option<Value> {
+    all_containers(pod)
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+}
+
+/// The API server's `validateContainer` for exec, attach and logs: the
+/// named container must be one of the pod's (any kind); without a name, a
+/// pod with one container means that one.
+pub fn choose_container(
+    pod: &Value,
+    requested: Option<&str>,
+    pod_name: &str,
+) -> Result<String, ApiError> {
+    let names: Vec<&str> = all_containers(pod)
+        .into_iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    match requested.filter(|c| !c.is_empty()) {
+        Some(name) if names.contains(&name) => Ok(name.to_string()),
+        Some(name) => Err(ApiError::bad_request(format!(
+            "container {name} is not valid for pod {pod_name}"
+        ))),
+        None => {
+            let regular = pod["spec"]["containers"].as_array().map_or(0, Vec::len);
+            match regular {
+                1 => Ok(pod["spec"]["containers"][0]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()),
+                0 => Err(ApiError::bad_request(format!(
+                    "pod {pod_name} does not have a container"
+                ))),
+                _ => Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {pod_name}, choose one of: [{}]",
+                    names.join(" ")
+                ))),
+            }
+        }
+    }
+}
+
+/// A container's status by name, from whichever list holds it.
+pub fn container_status(pod: &Value, name: &str) -> Option<Value> {
+    [
+        "initContainerStatuses",
+        "containerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .flat_map(|list| pod["status"][list].as_array().into_iter().flatten())
+    .find(|s| s["name"] == name)
+    .cloned()
+}
+
+/// Whether the kubelet has the container running.
+pub fn container_running(pod: &Value, name: &str) -> bool {
+    container_status(pod, name).is_some_and(|s| s.pointer("/state/running").is_some())
 }
 
 pub async fn handle(

@@ -11,10 +11,14 @@
 //! `strategic` (strategic merge patch).
 
 pub mod api;
+pub mod attach;
 mod audit_log;
 mod body;
 pub mod cluster;
+pub mod container;
+pub mod ephemeral;
 pub mod exec;
+pub mod logs;
 pub mod portforward;
 pub mod protobuf;
 pub mod rbac;
@@ -23,7 +27,7 @@ pub mod runtime;
 pub mod scenario;
 pub mod selector;
 pub mod spdy;
-mod spdy_exec;
+pub mod spdy_exec;
 mod spdy_portforward;
 pub mod status;
 pub mod store;

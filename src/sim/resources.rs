@@ -119,11 +119,23 @@ pub const RESOURCES: &[Resource] = &[
     },
 ];
 
-/// Subresources of pods served by the simulator.
-pub const POD_SUBRESOURCES: &[(&str, &[&str])] = &[
-    ("pods/exec", &["create", "get"]),
-    ("pods/portforward", &["create", "get"]),
-    ("pods/status", &["get", "patch", "update"]),
+/// Subresources of pods served by the simulator, with the kind and verbs
+/// the API server's discovery gives them.
+pub const POD_SUBRESOURCES: &[(&str, &str, &[&str])] = &[
+    ("pods/attach", "PodAttachOptions", &["create", "get"]),
+    (
+        "pods/ephemeralcontainers",
+        "Pod",
+        &["get", "patch", "update"],
+    ),
+    ("pods/exec", "PodExecOptions", &["create", "get"]),
+    ("pods/log", "Pod", &["get"]),
+    (
+        "pods/portforward",
+        "PodPortForwardOptions",
+        &["create", "get"],
+    ),
+    ("pods/status", "Pod", &["get", "patch", "update"]),
 ];
 
 pub fn find(group: &str, version: &str, name: &str) -> Option<&'static Resource> {
@@ -216,12 +228,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "shortNames": r.short_names,
         }));
         if r.name == "pods" {
-            for (sub, verbs) in POD_SUBRESOURCES {
-                let kind = if sub.ends_with("status") {
-                    "Pod"
-                } else {
-                    "PodExecOptions"
-                };
+            for (sub, kind, verbs) in POD_SUBRESOURCES {
                 resources.push(json!({
                     "name": sub, "singularName": "", "namespaced": true, "kind": kind, "verbs": verbs,
                 }));

@@ -34,6 +34,33 @@ pub struct ProcessSpec {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
+    /// The programs the container's image has (`None`: all of this
+    /// machine's), checked before anything starts as containerd resolves
+    /// the command in the container's file system.
+    pub executables: Option<Vec<String>>,
+}
+
+/// Resolves `program` among an image's programs as runc does: a name with
+/// a slash is a path that must exist, a bare name is looked up in `$PATH`.
+/// The errors are containerd's wording after `exec: "PROGRAM": `.
+fn resolve_in_image(program: &str, executables: &[String]) -> std::io::Result<()> {
+    let found = if program.contains('/') {
+        executables.iter().any(|e| e == program)
+    } else {
+        executables
+            .iter()
+            .any(|e| e.rsplit('/').next() == Some(program))
+    };
+    match (found, program.contains('/')) {
+        (true, _) => Ok(()),
+        (false, false) => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "executable file not found in $PATH",
+        )),
+        (false, true) => Err(std::io::Error::other(format!(
+            "stat {program}: no such file or directory"
+        ))),
+    }
 }
 
 /// A started process and its streams (absent where not requested; with a
@@ -91,9 +118,14 @@ impl AsyncRead for PtyReader {
 /// Which pod a process belongs to, so deleting the pod can end it.
 type PodKey = (String, String);
 
+/// A container of a pod: namespace, pod, container.
+type ContainerKey = (String, String, String);
+
 #[derive(Default)]
 pub struct Runtime {
     processes: Mutex<HashMap<PodKey, Vec<i32>>>,
+    /// The containers' running main processes, for attach.
+    mains: Mutex<HashMap<ContainerKey, Arc<super::container::MainProcess>>>,
     state_dir: PathBuf,
 }
 
@@ -101,8 +133,48 @@ impl Runtime {
     pub fn new(state_dir: &Path) -> Self {
         Runtime {
             processes: Mutex::default(),
+            mains: Mutex::default(),
             state_dir: state_dir.to_path_buf(),
         }
+    }
+
+    /// Where container logs are kept (the kubelet's `/var/log/pods`).
+    pub fn log_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+
+    fn mains(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ContainerKey, Arc<super::container::MainProcess>>> {
+        self.mains.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn register_main(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        main: Arc<super::container::MainProcess>,
+    ) {
+        self.mains()
+            .insert((namespace.into(), pod.into(), container.into()), main);
+    }
+
+    pub fn unregister_main(&self, namespace: &str, pod: &str, container: &str) {
+        self.mains()
+            .remove(&(namespace.into(), pod.into(), container.into()));
+    }
+
+    /// A container's running main process, if it has one.
+    pub fn main_process(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Option<Arc<super::container::MainProcess>> {
+        self.mains()
+            .get(&(namespace.into(), pod.into(), container.into()))
+            .cloned()
     }
 
     pub fn container_dir(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
@@ -132,6 +204,16 @@ impl Runtime {
         let program = spec.argv.first().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command")
         })?;
+        if let Some(executables) = &spec.executables {
+            resolve_in_image(program, executables)?;
+        }
+        // The image's program runs as this machine's program of that name.
+        let program = &program.rsplit('/').next().unwrap_or(program).to_string();
+        let program = if spec.executables.is_some() {
+            program
+        } else {
+            spec.argv.first().expect("checked above")
+        };
         std::fs::create_dir_all(&spec.cwd)?;
         let mut process = if spec.tty {
             let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
@@ -229,6 +311,8 @@ impl Runtime {
 
     /// Kills every process group a pod started (pod deletion).
     pub fn kill_pod(&self, namespace: &str, pod: &str) {
+        self.mains()
+            .retain(|(ns, p, _), _| !(ns == namespace && p == pod));
         let pids = self
             .table()
             .remove(&(namespace.to_string(), pod.to_string()))
@@ -247,8 +331,17 @@ impl Runtime {
 /// SIGINT and SIGQUIT ignored, and Ctrl-C would not stop `sleep` in a
 /// container. (Caught signals reset themselves at exec; ignored ones and
 /// the mask do not.)
+///
+/// It also asks for SIGKILL when the simulator goes (`PR_SET_PDEATHSIG`):
+/// a node's containers do not outlive the node, and a stopped simulator
+/// must not leave its containers' `sleep`s and loops behind on this
+/// machine.
 fn default_signals() -> std::io::Result<()> {
     use nix::libc;
+    // SAFETY: prctl(2) with PR_SET_PDEATHSIG is async-signal-safe.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     // Linux numbers signals 1..=64; SIGKILL and SIGSTOP cannot be changed,
     // and glibc reserves 32 and 33 (EINVAL, harmless).
     for signal in 1..=64 {

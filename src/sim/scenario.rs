@@ -35,6 +35,14 @@ pub struct Scenario {
     /// Images that cannot be pulled: pods using them end in ImagePullBackOff.
     #[serde(default)]
     pub missing_images: Vec<String>,
+    /// What the simulator knows of particular images (their programs, their
+    /// entrypoint); an image not listed has every program of this machine.
+    #[serde(default)]
+    pub images: Vec<ImageSpec>,
+    /// How long the kubelet waits before restarting a container whose main
+    /// process ended (its crash-loop back-off starts at 10 s).
+    #[serde(default = "default_restart_backoff")]
+    pub restart_backoff_ms: u64,
     #[serde(default)]
     pub users: Vec<UserSpec>,
     #[serde(default)]
@@ -104,6 +112,27 @@ pub struct ContainerSpec {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// The container's main process (`command` in the pod spec). Without
+    /// it (and without an entrypoint for the image) the container runs no
+    /// process and its log stays empty.
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+/// An image as far as the simulator needs to know it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// The image reference as pods name it (`gcr.io/distroless/static:nonroot`).
+    pub name: String,
+    /// The only programs in the image (absolute paths), for distroless and
+    /// scratch images: an exec of anything else fails as containerd fails
+    /// it. Absent: every program of this machine is there.
+    #[serde(default)]
+    pub executables: Option<Vec<String>>,
+    /// The image's ENTRYPOINT/CMD, run when a container names no command.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
 }
 
 /// Faults injected from the start; the admin endpoint can change them later.
@@ -137,6 +166,9 @@ fn default_version() -> String {
 fn default_start_delay() -> u64 {
     300
 }
+fn default_restart_backoff() -> u64 {
+    10_000
+}
 fn default_image() -> String {
     "busybox:1.36".into()
 }
@@ -161,6 +193,25 @@ impl Scenario {
         scenario.minor()?;
         scenario.faults.check()?;
         Ok(scenario)
+    }
+
+    /// What the scenario says of `image`: its programs and entrypoint.
+    /// Busybox images (not listed) have busybox's CMD, `sh`.
+    pub fn image(&self, image: &str) -> ImageSpec {
+        if let Some(known) = self.images.iter().find(|i| i.name == image) {
+            return known.clone();
+        }
+        let repository = image.split([':', '@']).next().unwrap_or(image);
+        let entrypoint = if repository.rsplit('/').next() == Some("busybox") {
+            vec!["sh".to_string()]
+        } else {
+            Vec::new()
+        };
+        ImageSpec {
+            name: image.to_string(),
+            executables: None,
+            entrypoint,
+        }
     }
 
     /// The emulated minor version (33 for "1.33").

@@ -92,45 +92,49 @@ pub fn accept(
     Ok(response)
 }
 
+/// The streams a client opened, by their `streamType`.
 #[derive(Default)]
-struct Streams {
-    error: Option<Stream>,
-    stdin: Option<Stream>,
-    stdout: Option<Stream>,
-    stderr: Option<Stream>,
-    resize: Option<Stream>,
+pub struct Streams {
+    pub error: Option<Stream>,
+    pub stdin: Option<Stream>,
+    pub stdout: Option<Stream>,
+    pub stderr: Option<Stream>,
+    pub resize: Option<Stream>,
+}
+
+/// Which streams the request's query asked for (the kubelet waits for
+/// exactly these).
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
 }
 
 impl Streams {
-    fn complete(&self, spec: &ProcessSpec) -> bool {
+    fn complete(&self, wanted: Wanted) -> bool {
         self.error.is_some()
-            && (!spec.stdin || self.stdin.is_some())
-            && (!spec.stdout || self.stdout.is_some())
-            && (!spec.stderr || self.stderr.is_some())
-            && (!spec.tty || self.resize.is_some())
+            && (!wanted.stdin || self.stdin.is_some())
+            && (!wanted.stdout || self.stdout.is_some())
+            && (!wanted.stderr || self.stderr.is_some())
+            && (!wanted.tty || self.resize.is_some())
     }
 }
 
-async fn run(
-    sim: Arc<Sim>,
-    mut connection: Connection,
-    spec: ProcessSpec,
-    namespace: String,
-    pod: String,
-) {
+/// Waits for the client to open the streams it asked for, as the kubelet
+/// does for `streamCreationTimeout`; `None` (the connection shut down) when
+/// they do not all come.
+pub async fn collect(connection: &mut Connection, wanted: Wanted) -> Option<Streams> {
     let mut streams = Streams::default();
     let deadline = tokio::time::sleep(STREAM_CREATION_TIMEOUT);
     tokio::pin!(deadline);
-    while !streams.complete(&spec) {
+    while !streams.complete(wanted) {
         let stream = tokio::select! {
             stream = connection.incoming.recv() => stream,
             _ = &mut deadline => None,
         };
-        let Some(stream) = stream else {
-            tracing::debug!("SPDY exec: the client did not create its streams");
-            connection.shutdown().await;
-            return;
-        };
+        let stream = stream?;
         let slot = match stream.headers.get("streamtype") {
             Some("error") => &mut streams.error,
             Some("stdin") => &mut streams.stdin,
@@ -141,6 +145,49 @@ async fn run(
         };
         *slot = Some(stream);
     }
+    Some(streams)
+}
+
+/// Reads a resize stream (JSON objects back to back, as Go's json.Decoder
+/// reads them) and resizes `terminal`.
+pub fn resize_task(
+    mut stream: Stream,
+    terminal: Option<super::runtime::Terminal>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(data) = stream.data.recv().await {
+            pending.extend_from_slice(&data);
+            let mut values =
+                serde_json::Deserializer::from_slice(&pending).into_iter::<serde_json::Value>();
+            let mut used = 0;
+            while let Some(Ok(value)) = values.next() {
+                used = values.byte_offset();
+                resize(terminal.as_ref(), value.to_string().as_bytes());
+            }
+            pending.drain(..used);
+        }
+    })
+}
+
+async fn run(
+    sim: Arc<Sim>,
+    mut connection: Connection,
+    spec: ProcessSpec,
+    namespace: String,
+    pod: String,
+) {
+    let wanted = Wanted {
+        stdin: spec.stdin,
+        stdout: spec.stdout,
+        stderr: spec.stderr,
+        tty: spec.tty,
+    };
+    let Some(mut streams) = collect(&mut connection, wanted).await else {
+        tracing::debug!("SPDY exec: the client did not create its streams");
+        connection.shutdown().await;
+        return;
+    };
     let error = streams
         .error
         .take()
@@ -171,24 +218,10 @@ async fn run(
             }
         })
     });
-    // resize: a stream of JSON objects, as Go's json.Decoder reads it.
-    let resize_task = streams.resize.take().map(|mut stream| {
-        let terminal = process.terminal.clone();
-        tokio::spawn(async move {
-            let mut pending: Vec<u8> = Vec::new();
-            while let Some(data) = stream.data.recv().await {
-                pending.extend_from_slice(&data);
-                let mut values =
-                    serde_json::Deserializer::from_slice(&pending).into_iter::<serde_json::Value>();
-                let mut used = 0;
-                while let Some(Ok(value)) = values.next() {
-                    used = values.byte_offset();
-                    resize(terminal.as_ref(), value.to_string().as_bytes());
-                }
-                pending.drain(..used);
-            }
-        })
-    });
+    let resize_task = streams
+        .resize
+        .take()
+        .map(|stream| resize_task(stream, process.terminal.clone()));
     // Output: pumps feed a router that writes each channel to its stream.
     let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(8);
     let stdout_writer = streams.stdout.as_ref().map(|s| s.writer.clone());

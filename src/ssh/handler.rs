@@ -553,16 +553,72 @@ async fn session_channel(
         }
         Ok(Some(target)) => target.clone(),
     };
-    // The hold keeps a node's pod while the session runs.
-    let (exec_target, _node_hold) = match crate::target::resolve(
-        &shared,
-        &login.person,
-        &login.identity,
-        &target,
-        "exec",
-    )
-    .await
+    if let Target::Container {
+        namespace,
+        pod,
+        container,
+        view: login::View::Logs,
+    } = &target
     {
+        let prepared = crate::logs::prepare(
+            &shared,
+            &login.identity,
+            namespace,
+            pod,
+            container.as_deref(),
+            &requested,
+        )
+        .await;
+        let log = match prepared {
+            Ok(log) => log,
+            Err(reason) => {
+                opening.refused(&reason);
+                refuse(&output, &reason, tty).await;
+                return;
+            }
+        };
+        let session = match opening.start(pty.as_ref()).await {
+            Ok(session) => session,
+            Err(reason) => {
+                refuse(&output, &reason, tty).await;
+                return;
+            }
+        };
+        let report = log
+            .run(SshInput(read), &output, tty, shared.config.timeouts.api())
+            .await;
+        session.end(&report);
+        return;
+    }
+    // A debug session runs in the debug container beside the target; its
+    // shell says so in one line.
+    let mut debug_note = None;
+    let resolved = match &target {
+        Target::Container {
+            namespace,
+            pod,
+            container,
+            view: login::View::Debug,
+        } => crate::debug::resolve(
+            &shared,
+            &login.identity,
+            namespace,
+            pod,
+            container.as_deref(),
+        )
+        .await
+        .map(|(debug, beside)| {
+            debug_note = Some(format!(
+                "debug container {} beside {beside}; its files are under $TARGET_ROOT ({})",
+                debug.container,
+                crate::debug::TARGET_ROOT
+            ));
+            (debug, None)
+        }),
+        _ => crate::target::resolve(&shared, &login.person, &login.identity, &target, "exec").await,
+    };
+    // The hold keeps a node's pod while the session runs.
+    let (exec_target, _node_hold) = match resolved {
         Ok(resolved) => resolved,
         Err(error) => {
             opening.refused(&error.to_string());
@@ -591,6 +647,9 @@ async fn session_channel(
         stream_verb: shared.stream_verb,
         backlogs,
     };
+    if let (Some(note), Service::Shell) = (&debug_note, &service) {
+        output.tell(note, tty).await;
+    }
     let report =
         crate::session::serve(service, exec_target, pty, SshInput(read), output, context).await;
     session.end(&report);

@@ -1,0 +1,422 @@
+//! `USER@NAMESPACE/POD/CONTAINER.logs`: a container's log, as `kubectl
+//! logs` shows it, through `pods/log` as the person (their RBAC's `get` on
+//! `pods/log` decides, asked first with a SubjectAccessReview for a clear
+//! refusal).
+//!
+//! A shell follows the log until Ctrl-C; a command picks options the way
+//! kubectl names them (`--since=1h`, `--since-time=…`, `--timestamps`,
+//! `--previous`, `--tail=200`, `--limit-bytes=…`, `--no-follow`); anything
+//! else is refused in one line. This module must not run anything in the
+//! container: the log is the kubelet's, not a file inside it.
+
+use std::time::Duration;
+
+use futures::AsyncReadExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::LogParams;
+use tokio::io::AsyncWriteExt;
+
+use crate::authz::Permission;
+use crate::cluster::Identity;
+use crate::session::io::{ClientEvent, ClientInput, ClientOutput};
+use crate::session::{Outcome, Report, Requested};
+use crate::ssh::Shared;
+use crate::target::{TargetError, api_error, bounded, pick_container};
+
+/// The options of a log session, as `kubectl logs` takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogOptions {
+    pub follow: bool,
+    pub previous: bool,
+    pub timestamps: bool,
+    pub tail_lines: Option<i64>,
+    pub since_seconds: Option<i64>,
+    pub since_time: Option<jiff::Timestamp>,
+    pub limit_bytes: Option<i64>,
+}
+
+impl Default for LogOptions {
+    /// Follow from the start, as a person at a log wants it.
+    fn default() -> Self {
+        LogOptions {
+            follow: true,
+            previous: false,
+            timestamps: false,
+            tail_lines: None,
+            since_seconds: None,
+            since_time: None,
+            limit_bytes: None,
+        }
+    }
+}
+
+/// The options a log session takes, for the refusal line.
+const KNOWN: &str = "--follow, --no-follow, --previous, --timestamps, --tail=N, --since=DURATION, --since-time=RFC3339, --limit-bytes=N";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    #[error("{0:?} is not a log option; a log session takes {KNOWN}")]
+    Unknown(String),
+    #[error("{option}: {value:?} is not {wanted}")]
+    BadValue {
+        option: &'static str,
+        value: String,
+        wanted: &'static str,
+    },
+    #[error("--since and --since-time exclude each other; give one")]
+    BothSince,
+}
+
+/// Parses a command line of kubectl-style log options.
+pub fn parse_options(command: &str) -> Result<LogOptions, OptionsError> {
+    let mut options = LogOptions::default();
+    for word in command.split_whitespace() {
+        let (name, value) = match word.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (word, None),
+        };
+        let flag = |name: &'static str| -> Result<bool, OptionsError> {
+            match value {
+                None | Some("true") => Ok(true),
+                Some("false") => Ok(false),
+                Some(other) => Err(OptionsError::BadValue {
+                    option: name,
+                    value: other.into(),
+                    wanted: "true or false",
+                }),
+            }
+        };
+        let number = |name: &'static str, min: i64| -> Result<i64, OptionsError> {
+            value
+                .and_then(|v| v.parse::<i64>().ok())
+                .filter(|n| *n >= min)
+                .ok_or_else(|| OptionsError::BadValue {
+                    option: name,
+                    value: value.unwrap_or_default().into(),
+                    wanted: if min == 0 {
+                        "a number of 0 or more"
+                    } else {
+                        "a number of 1 or more"
+                    },
+                })
+        };
+        match name {
+            "-f" | "--follow" => options.follow = flag("--follow")?,
+            "--no-follow" => options.follow = !flag("--no-follow")?,
+            "-p" | "--previous" => options.previous = flag("--previous")?,
+            "--timestamps" => options.timestamps = flag("--timestamps")?,
+            // kubectl's -1 means "all lines".
+            "--tail" if value == Some("-1") => options.tail_lines = None,
+            "--tail" => options.tail_lines = Some(number("--tail", 0)?),
+            "--limit-bytes" => options.limit_bytes = Some(number("--limit-bytes", 1)?),
+            "--since" => {
+                let text = value.unwrap_or_default();
+                let seconds = parse_duration(text).ok_or_else(|| OptionsError::BadValue {
+                    option: "--since",
+                    value: text.into(),
+                    wanted: "a duration such as 30s, 5m or 1h30m",
+                })?;
+                options.since_seconds = Some(seconds);
+            }
+            "--since-time" => {
+                let text = value.unwrap_or_default();
+                let time = text
+                    .parse::<jiff::Timestamp>()
+                    .map_err(|_| OptionsError::BadValue {
+                        option: "--since-time",
+                        value: text.into(),
+                        wanted: "an RFC 3339 time such as 2026-01-02T15:04:05Z",
+                    })?;
+                options.since_time = Some(time);
+            }
+            _ => return Err(OptionsError::Unknown(word.into())),
+        }
+    }
+    if options.since_seconds.is_some() && options.since_time.is_some() {
+        return Err(OptionsError::BothSince);
+    }
+    Ok(options)
+}
+
+/// A Go duration (`1h30m`, `90s`, `1.5h`, `250ms`) in whole seconds,
+/// rounded up as kubectl rounds `--since`; None if it is not one or is not
+/// positive.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            "ns" => 0.000_000_001,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * scale;
+    }
+    (total > 0.0 && total < 1e12).then(|| total.ceil() as i64)
+}
+
+/// A log session ready to run: the person may read this container's log.
+pub struct LogSession {
+    pods: Api<Pod>,
+    pod: String,
+    params: LogParams,
+}
+
+/// Everything checked before the session starts: the options, the pod and
+/// container (kubectl's default-container choice), and the person's
+/// `get` on `pods/log`.
+pub async fn prepare(
+    shared: &Shared,
+    identity: &Identity,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    requested: &Requested,
+) -> Result<LogSession, String> {
+    let not_served = || {
+        "a log is read with ssh (ssh USER@NAMESPACE/POD/CONTAINER.logs@BASTION -- [OPTIONS]); SFTP and scp on .logs are not served".to_string()
+    };
+    let options = match requested {
+        Requested::Shell => LogOptions::default(),
+        // What scp runs on the far side (`scp -O`).
+        Requested::Exec(command) if crate::scp::parse(command).is_some() => {
+            return Err(not_served());
+        }
+        Requested::Exec(command) => parse_options(command).map_err(|e| e.to_string())?,
+        Requested::Sftp => return Err(not_served()),
+    };
+    if shared.protected_namespaces().contains(&namespace) {
+        return Err(TargetError::BastionNamespace(namespace.into()).to_string());
+    }
+    let wait = shared.config.timeouts.api();
+    let client = shared
+        .cluster
+        .as_user(identity)
+        .map_err(|e| e.to_string())?;
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    let found = bounded(wait, pods.get(pod))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| {
+            api_error(e, || TargetError::PodNotFound {
+                namespace: namespace.into(),
+                pod: pod.into(),
+            })
+            .to_string()
+        })?;
+    let container = pick_container(&found, container).map_err(|available| {
+        TargetError::ContainerNotFound {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            container: container.unwrap_or_default().into(),
+            available: available.join(", "),
+        }
+        .to_string()
+    })?;
+    let permission = Permission {
+        verb: "get",
+        resource: "pods",
+        subresource: "log",
+        namespace: Some(namespace),
+        name: Some(pod),
+    };
+    crate::authz::require(&shared.cluster.own(), identity, &permission, wait)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(LogSession {
+        pods,
+        pod: pod.into(),
+        params: LogParams {
+            container: Some(container),
+            follow: options.follow,
+            limit_bytes: options.limit_bytes,
+            previous: options.previous,
+            since_seconds: options.since_seconds,
+            since_time: options.since_time,
+            tail_lines: options.tail_lines,
+            timestamps: options.timestamps,
+            ..LogParams::default()
+        },
+    })
+}
+
+/// Ctrl-C as a terminal sends it.
+const INTERRUPT: u8 = 0x03;
+
+/// The exit status after Ctrl-C, as a shell reports a command ended by
+/// SIGINT.
+const INTERRUPTED: u32 = 130;
+
+impl LogSession {
+    /// Streams the log to the client until it ends (no follow, or the
+    /// container stopped), the person presses Ctrl-C (exit 130) or leaves.
+    /// With a terminal, line ends become CRLF, as a pty would make them.
+    pub async fn run(
+        self,
+        mut input: impl ClientInput,
+        output: &impl ClientOutput,
+        tty: bool,
+        api_wait: Duration,
+    ) -> Report {
+        let mut bytes_out = 0u64;
+        let stream = match bounded(api_wait, self.pods.log_stream(&self.pod, &self.params)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return failed(output, &log_error(error), tty).await,
+            Err(timeout) => return failed(output, &timeout.to_string(), tty).await,
+        };
+        let mut stream = Box::pin(stream);
+        let mut stdout = output.stdout();
+        let mut input_open = true;
+        // One API chunk at a time; the client's window paces the reads.
+        let mut buffer = vec![0u8; 32 * 1024];
+        let outcome = loop {
+            tokio::select! {
+                read = stream.read(&mut buffer) => match read {
+                    Ok(0) => break Outcome::Exited(0),
+                    Ok(n) => {
+                        let chunk = &buffer[..n];
+                        let bytes = if tty { crlf(chunk) } else { chunk.to_vec() };
+                        bytes_out += bytes.len() as u64;
+                        if stdout.write_all(&bytes).await.is_err() {
+                            break Outcome::ClientGone;
+                        }
+                    }
+                    Err(error) => {
+                        break Outcome::Failed(format!("the log stream broke: {error}"));
+                    }
+                },
+                event = input.next(), if input_open => match event {
+                    ClientEvent::Data(data) if tty && data.contains(&INTERRUPT) => {
+                        break Outcome::Exited(INTERRUPTED);
+                    }
+                    ClientEvent::Data(_) | ClientEvent::Resize { .. } => {}
+                    // A client with nothing to send keeps reading.
+                    ClientEvent::Eof => input_open = false,
+                    ClientEvent::Gone => break Outcome::ClientGone,
+                },
+            }
+        };
+        let _ = stdout.flush().await;
+        match &outcome {
+            Outcome::Exited(code) => output.finish(*code).await,
+            Outcome::Failed(why) => {
+                output.tell(why, tty).await;
+                output.finish(1).await;
+            }
+            _ => output.close().await,
+        }
+        Report {
+            outcome,
+            bytes_in: 0,
+            bytes_out,
+        }
+    }
+}
+
+/// Line ends as a terminal needs them in raw mode: LF becomes CRLF (a
+/// CR already before it stays single).
+fn crlf(chunk: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunk.len() + chunk.len() / 16);
+    for (i, byte) in chunk.iter().enumerate() {
+        if *byte == b'\n' && (i == 0 || chunk[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(*byte);
+    }
+    out
+}
+
+/// The API's own first line for a refused log request (`previous
+/// terminated container "app" in pod "web-0" not found`), as kubectl shows
+/// it.
+fn log_error(error: kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => status
+            .message
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        other => format!("the Kubernetes API server is unreachable ({other}); try again later"),
+    }
+}
+
+async fn failed(output: &impl ClientOutput, why: &str, tty: bool) -> Report {
+    output.tell(why, tty).await;
+    output.finish(1).await;
+    Report {
+        outcome: Outcome::Failed(why.to_string()),
+        bytes_in: 0,
+        bytes_out: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubectl_style_options_parse_and_others_are_refused() {
+        let options = parse_options("--since=1h --timestamps --tail=200 --no-follow").unwrap();
+        assert_eq!(
+            options,
+            LogOptions {
+                follow: false,
+                timestamps: true,
+                tail_lines: Some(200),
+                since_seconds: Some(3600),
+                ..LogOptions::default()
+            }
+        );
+        assert!(parse_options("--previous").unwrap().previous);
+        assert!(parse_options("").unwrap().follow);
+        assert_eq!(
+            parse_options("--since-time=2026-01-02T15:04:05Z")
+                .unwrap()
+                .since_time,
+            Some("2026-01-02T15:04:05Z".parse().unwrap())
+        );
+        assert_eq!(
+            parse_options("cat /etc/passwd").unwrap_err().to_string(),
+            format!("\"cat\" is not a log option; a log session takes {KNOWN}")
+        );
+        assert_eq!(
+            parse_options("--tail=-5").unwrap_err().to_string(),
+            "--tail: \"-5\" is not a number of 0 or more"
+        );
+        assert_eq!(
+            parse_options("--since=1h --since-time=2026-01-02T15:04:05Z")
+                .unwrap_err()
+                .to_string(),
+            "--since and --since-time exclude each other; give one"
+        );
+    }
+
+    #[test]
+    fn durations_are_gos_rounded_up_to_seconds() {
+        assert_eq!(parse_duration("1h30m"), Some(5400));
+        assert_eq!(parse_duration("1.5h"), Some(5400));
+        assert_eq!(parse_duration("250ms"), Some(1));
+        assert_eq!(parse_duration("10s"), Some(10));
+        for bad in ["", "10", "1d", "h", "-1s", "0s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+}

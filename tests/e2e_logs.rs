@@ -1,0 +1,196 @@
+//! `USER@NAMESPACE/POD/CONTAINER.logs` with the real OpenSSH client: the
+//! container's log as `kubectl logs` prints it against the same simulator,
+//! followed until Ctrl-C, options as kubectl names them, and one-line
+//! refusals. OpenSSH reads options after the destination too, so log
+//! options follow a `--`: `ssh alice@ns/pod/app.logs@bastion -- --tail=5`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// A shell command line for tmux that runs `command` and reports its exit.
+fn tmux_line(command: &std::process::Command) -> String {
+    let words: Vec<String> = std::iter::once(command.get_program().to_string_lossy().into_owned())
+        .chain(
+            command
+                .get_args()
+                .map(|a| format!("'{}'", a.to_string_lossy())),
+        )
+        .collect();
+    format!(
+        "env -u TMUX TERM=screen {}; echo ssh exited with $?; sleep 60",
+        words.join(" ")
+    )
+}
+
+#[test]
+fn logs_print_what_kubectl_logs_prints_with_the_same_options() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    wait_for("crasher restarted", Duration::from_secs(20), || {
+        let out = sim.kubectl(
+            "kubectl",
+            "admin",
+            &[
+                "get",
+                "pod",
+                "crasher",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].restartCount}",
+            ],
+        );
+        text(&out.stdout).parse::<u64>().unwrap_or(0) >= 1
+    });
+    // The previous instance's log is fixed: byte for byte what kubectl
+    // prints.
+    let kubectl = sim.kubectl("kubectl", "alice", &["logs", "crasher", "--previous"]);
+    let out = bastion.ssh("alice@default/crasher/app.logs", &["--", "--previous"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "started\nto-stderr\n");
+    assert_eq!(out.stdout, kubectl.stdout);
+    // --tail and --timestamps, without following.
+    let out = bastion.ssh(
+        "alice@default+logger+app.logs",
+        &["--", "--tail=2", "--timestamps", "--no-follow"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for line in &lines {
+        let (time, rest) = line.split_once(' ').expect("a timestamp");
+        assert_eq!(time.len(), "2026-11-26T03:04:05.123456789Z".len(), "{line}");
+        assert!(rest.starts_with("line "), "{line}");
+    }
+    // --since: only the last second's lines (five a second are written).
+    std::thread::sleep(Duration::from_secs(2));
+    let out = bastion.ssh(
+        "alice@default/logger/.logs",
+        &["--", "--since=1s", "--no-follow"],
+        b"",
+    );
+    let count = text(&out.stdout).lines().count();
+    assert!((3..=7).contains(&count), "{count}: {}", text(&out.stdout));
+    // A followed log that ends (here at --limit-bytes) ends the session
+    // with exit status 0.
+    let out = bastion.ssh(
+        "alice@default/logger/app.logs",
+        &["--", "--limit-bytes=100"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 100);
+    assert!(text(&out.stdout).starts_with("line 1\nline 2\n"));
+}
+
+#[test]
+fn logs_follow_new_lines_until_ctrl_c() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    sim.wait_running("default", "logger");
+    let mut command = bastion.ssh_command("ssh");
+    command
+        .arg("-tt")
+        .arg("alice@default/logger/app.logs@127.0.0.1");
+    let tmux = Tmux::start(&tmux_line(&command), 100, 30);
+    tmux.wait_for_text("line 3");
+    // Lines keep coming while the session follows.
+    let seen = |screen: &str| {
+        screen
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("line ")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let before = seen(&tmux.screen());
+    wait_for("newer lines", Duration::from_secs(10), || {
+        seen(&tmux.screen()) >= before + 3
+    });
+    tmux.send(&["C-c"]);
+    tmux.wait_for_text("ssh exited with 130");
+    let after = seen(&tmux.screen());
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(seen(&tmux.screen()), after, "lines after Ctrl-C");
+}
+
+#[test]
+fn logs_refusals_are_one_line() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    sim.wait_running("default", "logger");
+    for (login, args, message) in [
+        (
+            "bob@default/logger/app.logs",
+            &[][..],
+            "kbastion: access denied by Kubernetes RBAC: User \"bob\" may not get pods/log \"logger\" in namespace \"default\"\n",
+        ),
+        (
+            "alice@default/logger/app.logs",
+            &["cat", "/etc/passwd"][..],
+            "kbastion: \"cat\" is not a log option; a log session takes --follow, --no-follow, --previous, --timestamps, --tail=N, --since=DURATION, --since-time=RFC3339, --limit-bytes=N\n",
+        ),
+        (
+            "alice@default/logger/app.logs",
+            &["--", "--previous"][..],
+            "kbastion: previous terminated container \"app\" in pod \"logger\" not found\n",
+        ),
+        (
+            "alice@default/logger/nope.logs",
+            &[][..],
+            "kbastion: container nope not found in pod default/logger; it has: app\n",
+        ),
+    ] {
+        let out = bastion.ssh(login, args, b"");
+        assert_eq!(out.status.code(), Some(1), "{login} {args:?}");
+        assert_eq!(text(&out.stderr), message, "{login} {args:?}");
+        assert!(out.stdout.is_empty(), "{login} {args:?}");
+    }
+    // Copying a log is not served (yet): one line for scp and sftp alike.
+    for (program, args) in [
+        (
+            "scp",
+            &[
+                "-O",
+                "alice@default+logger+app.logs@127.0.0.1:current",
+                "/dev/null",
+            ][..],
+        ),
+        (
+            "scp",
+            &[
+                "alice@default+logger+app.logs@127.0.0.1:current",
+                "/dev/null",
+            ][..],
+        ),
+    ] {
+        let mut command = bastion.ssh_command(program);
+        command.args(args);
+        let out = run_with_input(command, b"");
+        assert_ne!(out.status.code(), Some(0), "{program} {args:?}");
+        assert!(
+            text(&out.stderr).contains("SFTP and scp on .logs are not served"),
+            "{program} {args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // A log carries no connections.
+    let mut command = bastion.ssh_command_logging("ssh", "INFO");
+    command.args([
+        "-N",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-W",
+        "localhost:80",
+        "alice@default/logger/app.logs@127.0.0.1",
+    ]);
+    let out = run_with_input(command, b"");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr)
+            .contains("default/logger/app.logs is a container's log and carries no connections"),
+        "{}",
+        text(&out.stderr)
+    );
+}
