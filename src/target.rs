@@ -297,6 +297,18 @@ async fn resolve_uncounted(
 ) -> Result<(ExecTarget, Option<NodeHold>), TargetError> {
     let wait = shared.config.timeouts.api();
     match target {
+        // A session in a debug container beside the target (forwards reach
+        // the pod itself, below: they need no debug container).
+        Target::Container {
+            view: login::View::Debug,
+            namespace,
+            pod,
+            container,
+        } if subresource == "exec" => {
+            crate::debug::resolve(shared, identity, namespace, pod, container.as_deref())
+                .await
+                .map(|(debug, _beside)| (debug, None))
+        }
         Target::Container {
             view: login::View::Logs,
             namespace,

@@ -459,7 +459,8 @@ mod tests {
             Ok(Target::Container {
                 namespace: "shop".into(),
                 pod: "web-0".into(),
-                container: Some("app".into())
+                container: Some("app".into()),
+                view: crate::login::View::Container,
             })
         );
         assert_eq!(

@@ -174,6 +174,15 @@ pub async fn serve<S>(
         opening.refused(&reason);
         return refuse(socket, &reason).await;
     };
+    if let Target::Container {
+        view: crate::login::View::Logs,
+        ..
+    } = &target
+    {
+        let reason = "the web terminal does not show container logs yet; use ssh PERSON@NS/POD/CONTAINER.logs@bastion";
+        opening.refused(reason);
+        return refuse(socket, reason).await;
+    }
     let (exec_target, hold) = match crate::target::resolve(
         &shared,
         &grant.person,
