@@ -333,7 +333,7 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
         }
     });
     let mut printed = std::collections::HashMap::new();
-    while printed.len() < 4 {
+    while printed.len() < 5 {
         let (label, value) = printed_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the demo prints its commands and where its audit trail goes");
