@@ -274,6 +274,7 @@ impl LogSession {
         output: &impl ClientOutput,
         tty: bool,
         api_wait: Duration,
+        activity: &crate::session::Activity,
     ) -> Report {
         let mut bytes_out = 0u64;
         let stream = match bounded(api_wait, self.pods.log_stream(&self.pod, &self.params)).await {
@@ -282,7 +283,8 @@ impl LogSession {
             Err(timeout) => return failed(output, &timeout.to_string(), tty).await,
         };
         let mut stream = Box::pin(stream);
-        let mut stdout = output.stdout();
+        // Counted, so that the session's idle rule sees a log that flows.
+        let mut stdout = crate::session::Counted::new(output.stdout(), activity);
         let mut input_open = true;
         // One API chunk at a time; the client's window paces the reads.
         let mut buffer = vec![0u8; 32 * 1024];

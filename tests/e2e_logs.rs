@@ -194,3 +194,26 @@ fn logs_refusals_are_one_line() {
         text(&out.stderr)
     );
 }
+
+/// A log session follows the session rules as every other: a log with
+/// nothing new for the idle timeout is closed with the one-line reason
+/// (web-0's container prints nothing), while a busy one is not.
+#[test]
+fn a_quiet_log_is_closed_at_the_idle_timeout() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "[timeouts]\nidle_secs = 2\n");
+    let mut ssh = bastion.ssh_command("ssh");
+    ssh.arg("alice@default/web-0/app.logs@127.0.0.1");
+    let started = std::time::Instant::now();
+    let out = run_with_input_within(ssh, b"", Duration::from_secs(60));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "ended after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "kbastion: the session was idle for 2 s and has been closed\n"
+    );
+    assert_ne!(out.status.code(), Some(0));
+}

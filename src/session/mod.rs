@@ -257,13 +257,29 @@ pub struct Session {
 }
 
 impl Session {
-    /// The session's rules: the bastion's (`control`), and its recording
-    /// when the session may not run without it.
-    pub fn rules(&self, mut control: Control) -> Control {
+    /// What the bridge and the services run this session with: its id and
+    /// recording, the bastion's rules (`control`) plus its recording when
+    /// the session may not run without it, and the input backlogs it
+    /// shares (`flow`). `user` is the Kubernetes user, for messages.
+    pub fn context(
+        &self,
+        user: &str,
+        mut control: Control,
+        backlogs: Vec<Arc<crate::flow::Backlog>>,
+    ) -> crate::bridge::SessionContext {
         if self.require_recording {
             control.required_recording = self.recorder.clone();
         }
-        control
+        crate::bridge::SessionContext {
+            session_id: self.id.clone(),
+            user: user.to_string(),
+            api_wait: self.shared.config.timeouts.api(),
+            recorder: self.recorder.clone(),
+            control,
+            stdin_eof: self.shared.stdin_eof,
+            stream_verb: self.shared.stream_verb,
+            backlogs,
+        }
     }
 
     /// Records the end: log line, metrics and audit event.
@@ -379,7 +395,8 @@ where
 {
     let fs = || RemoteFs::new(target.clone(), context.api_wait);
     let activity = Activity::default();
-    let builtin = match service {
+    // What the exec runs by `sh -c` (None: the login shell).
+    let script = match service {
         Service::Shell => None,
         Service::Exec(command) => Some(command),
         Service::TargetSftp => Some(crate::exec::SFTP_SERVER.to_string()),
@@ -400,7 +417,7 @@ where
             return supervised(&context.control, &activity, &output, work).await;
         }
     };
-    crate::bridge::run(target, builtin, pty, input, output, context).await
+    crate::bridge::run(target, script, pty, input, output, context).await
 }
 
 /// A built-in service, ended with its exit status, or by `supervise`.

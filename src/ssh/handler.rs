@@ -21,7 +21,6 @@ use auth::{unix_now, watch_credential};
 use super::Shared;
 use super::channel::{SshInput, SshOutput};
 use crate::audit::{Event, SessionKind};
-use crate::bridge;
 use crate::cluster::Identity;
 use crate::login::{self, LoginError, Target};
 use crate::revocation::Credential;
@@ -584,9 +583,33 @@ async fn session_channel(
                 return;
             }
         };
-        let report = log
-            .run(SshInput(read), &output, tty, shared.config.timeouts.api())
-            .await;
+        // Under the session's rules (idle, drain, revocation) as any other.
+        let activity = crate::session::Activity::default();
+        let control = session
+            .context(
+                &login.identity.user,
+                shared.control(revoked.subscribe()),
+                Vec::new(),
+            )
+            .control;
+        let work = log.run(
+            SshInput(read),
+            &output,
+            tty,
+            shared.config.timeouts.api(),
+            &activity,
+        );
+        let report = match crate::session::supervise(&control, &activity, &output, true, work).await
+        {
+            Ok(report) => report,
+            Err(interrupted) => Report {
+                outcome: Outcome::of(interrupted),
+                bytes_in: 0,
+                bytes_out: activity
+                    .bytes_out
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            },
+        };
         session.end(&report);
         return;
     }
@@ -637,16 +660,11 @@ async fn session_channel(
             return;
         }
     };
-    let context = bridge::SessionContext {
-        session_id: session.id.clone(),
-        user: login.identity.user.clone(),
-        api_wait,
-        recorder: session.recorder.clone(),
-        control: session.rules(shared.control(revoked.subscribe())),
-        stdin_eof: shared.stdin_eof,
-        stream_verb: shared.stream_verb,
+    let context = session.context(
+        &login.identity.user,
+        shared.control(revoked.subscribe()),
         backlogs,
-    };
+    );
     if let (Some(note), Service::Shell) = (&debug_note, &service) {
         output.tell(note, tty).await;
     }

@@ -231,16 +231,11 @@ pub async fn serve<S>(
         client.source.ip(),
         revoked_tx,
     ));
-    let context = crate::bridge::SessionContext {
-        session_id: session.id.clone(),
-        user: grant.identity.user.clone(),
-        api_wait: shared.config.timeouts.api(),
-        recorder: session.recorder.clone(),
-        control: shared.control(revoked),
-        stdin_eof: shared.stdin_eof,
-        stream_verb: shared.stream_verb,
-        backlogs: vec![shared.person_backlog(&grant.person)],
-    };
+    let context = session.context(
+        &grant.identity.user,
+        shared.control(revoked),
+        vec![shared.person_backlog(&grant.person)],
+    );
     let runner = {
         let (web, terminal) = (web.clone(), terminal.clone());
         tokio::spawn(async move {
