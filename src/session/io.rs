@@ -80,8 +80,10 @@ pub fn reader<I: ClientInput + 'static>(input: I) -> impl AsyncRead + Send + Unp
             }
         }
     });
+    // Fused: a reader read again after its end reads the end again (a
+    // stream promises nothing once it has ended).
     let events: Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>> =
-        Box::pin(events);
+        Box::pin(futures::StreamExt::fuse(events));
     tokio_util::io::StreamReader::new(events)
 }
 
@@ -102,6 +104,35 @@ pub async fn while_draining<T>(input: &mut impl ClientInput, work: impl Future<O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that sends two chunks, a size change, then its end.
+    struct Script(Vec<ClientEvent>);
+
+    impl ClientInput for Script {
+        async fn next(&mut self) -> ClientEvent {
+            if self.0.is_empty() {
+                ClientEvent::Gone
+            } else {
+                self.0.remove(0)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_byte_stream_is_the_data_without_size_changes_and_ends_at_eof() {
+        use tokio::io::AsyncReadExt;
+        let mut reader = reader(Script(vec![
+            ClientEvent::Data(Bytes::from_static(b"ab")),
+            ClientEvent::Resize { cols: 80, rows: 24 },
+            ClientEvent::Data(Bytes::from_static(b"c")),
+            ClientEvent::Eof,
+        ]));
+        let mut all = Vec::new();
+        reader.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all, b"abc");
+        assert_eq!(reader.read(&mut [0u8; 4]).await.unwrap(), 0);
+        assert!(reader.read_u32().await.is_err());
+    }
 
     #[test]
     fn lines_end_as_the_terminal_expects() {
