@@ -25,21 +25,6 @@ fn ephemeral_names(sim: &Sim, pod: &str) -> Vec<String> {
     text(&out.stdout).lines().map(String::from).collect()
 }
 
-/// A shell command line for tmux that runs `command` and reports its exit.
-fn tmux_line(command: &std::process::Command) -> String {
-    let words: Vec<String> = std::iter::once(command.get_program().to_string_lossy().into_owned())
-        .chain(
-            command
-                .get_args()
-                .map(|a| format!("'{}'", a.to_string_lossy())),
-        )
-        .collect();
-    format!(
-        "env -u TMUX TERM=screen {}; echo ssh exited with $?; sleep 60",
-        words.join(" ")
-    )
-}
-
 #[test]
 fn a_plain_session_into_a_shell_less_container_points_at_debug() {
     let sim = Sim::start();

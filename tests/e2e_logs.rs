@@ -10,21 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// A shell command line for tmux that runs `command` and reports its exit.
-fn tmux_line(command: &std::process::Command) -> String {
-    let words: Vec<String> = std::iter::once(command.get_program().to_string_lossy().into_owned())
-        .chain(
-            command
-                .get_args()
-                .map(|a| format!("'{}'", a.to_string_lossy())),
-        )
-        .collect();
-    format!(
-        "env -u TMUX TERM=screen {}; echo ssh exited with $?; sleep 60",
-        words.join(" ")
-    )
-}
-
 #[test]
 fn logs_print_what_kubectl_logs_prints_with_the_same_options() {
     let sim = Sim::start();

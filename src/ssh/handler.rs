@@ -51,6 +51,26 @@ struct Login {
 }
 
 impl Login {
+    /// A session of this login, about to start now.
+    fn opening<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        peer: SocketAddr,
+        kind: SessionKind,
+    ) -> Opening<'a> {
+        Opening {
+            shared,
+            transport: Transport::Ssh,
+            source: peer.to_string(),
+            user_agent: None,
+            person: &self.person,
+            identity: &self.identity,
+            target: self.target_name(),
+            kind,
+            setup_started: Instant::now(),
+        }
+    }
+
     /// The target as named, for logs and audit (empty when none was).
     fn target_name(&self) -> String {
         self.target
@@ -509,17 +529,7 @@ async fn session_channel(
             output.tell(note, tty).await;
         }
     }
-    let opening = Opening {
-        shared: &shared,
-        transport: Transport::Ssh,
-        source: peer.to_string(),
-        user_agent: None,
-        person: &login.person,
-        identity: &login.identity,
-        target: login.target_name(),
-        kind: requested.kind(),
-        setup_started: Instant::now(),
-    };
+    let opening = login.opening(&shared, peer, requested.kind());
     let target = match &login.target {
         Err(error) => {
             opening.refused(&error.to_string());
@@ -686,19 +696,10 @@ async fn forward_channel(
     flow: Arc<crate::flow::Flow>,
     control: crate::session::Control,
 ) {
-    let opening = Opening {
-        shared: &shared,
-        transport: Transport::Ssh,
-        source: peer.to_string(),
-        user_agent: None,
-        person: &login.person,
-        identity: &login.identity,
-        target: login.target_name(),
-        kind: SessionKind::Forward {
-            destination: format!("{host}:{port}"),
-        },
-        setup_started: Instant::now(),
+    let kind = SessionKind::Forward {
+        destination: format!("{host}:{port}"),
     };
+    let opening = login.opening(&shared, peer, kind);
     let refuse = |reason: String, code: u32| {
         opening.refused(&reason);
         ChannelOpenFailure::Other { code, reason }

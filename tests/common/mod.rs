@@ -674,3 +674,18 @@ impl Drop for Tmux {
             .status();
     }
 }
+
+/// A shell command line for tmux that runs `command` and reports its exit.
+pub fn tmux_line(command: &std::process::Command) -> String {
+    let words: Vec<String> = std::iter::once(command.get_program().to_string_lossy().into_owned())
+        .chain(
+            command
+                .get_args()
+                .map(|a| format!("'{}'", a.to_string_lossy())),
+        )
+        .collect();
+    format!(
+        "env -u TMUX TERM=screen {}; echo ssh exited with $?; sleep 60",
+        words.join(" ")
+    )
+}
