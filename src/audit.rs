@@ -76,6 +76,10 @@ pub enum SessionKind {
         command: String,
     },
     Sftp,
+    /// A container's log (`CONTAINER.logs`), with the options given.
+    Logs {
+        options: String,
+    },
     Forward {
         destination: String,
     },
@@ -99,6 +103,7 @@ impl SessionKind {
             SessionKind::Shell => "shell",
             SessionKind::Exec { .. } => "exec",
             SessionKind::Sftp => "sftp",
+            SessionKind::Logs { .. } => "logs",
             SessionKind::Forward { .. } => "forward",
             SessionKind::RemoteForward { .. } => "remote_forward",
             SessionKind::AgentForward => "agent_forward",

@@ -186,7 +186,14 @@ fn logs_refusals_are_one_line() {
 #[test]
 fn a_quiet_log_is_closed_at_the_idle_timeout() {
     let sim = Sim::start();
-    let bastion = Bastion::start(&sim, "[timeouts]\nidle_secs = 2\n");
+    let audit = sim.dir.path().join("bastion-audit.jsonl");
+    let bastion = Bastion::start(
+        &sim,
+        &format!(
+            "[timeouts]\nidle_secs = 2\n[audit]\nfile = \"{}\"\n",
+            audit.display()
+        ),
+    );
     let mut ssh = bastion.ssh_command("ssh");
     ssh.arg("alice@default/web-0/app.logs@127.0.0.1");
     let started = std::time::Instant::now();
@@ -201,4 +208,17 @@ fn a_quiet_log_is_closed_at_the_idle_timeout() {
         "kbastion: the session was idle for 2 s and has been closed\n"
     );
     assert_ne!(out.status.code(), Some(0));
+    // Audited as what it was: a log, ended by the idle timeout.
+    let mut end = serde_json::Value::Null;
+    wait_for("the session's end", Duration::from_secs(10), || {
+        end = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "session_end")
+            .unwrap_or_default();
+        !end.is_null()
+    });
+    assert_eq!(end["kind"], "logs", "{end}");
+    assert_eq!(end["reason"], "idle timeout", "{end}");
 }

@@ -569,6 +569,15 @@ async fn session_channel(
         view: login::View::Logs,
     } = &target
     {
+        let opening = Opening {
+            kind: SessionKind::Logs {
+                options: match &requested {
+                    Requested::Exec(options) => options.clone(),
+                    _ => String::new(),
+                },
+            },
+            ..opening
+        };
         let prepared = crate::logs::prepare(
             &shared,
             &login.identity,
