@@ -444,6 +444,15 @@ fn certificate_extensions_and_critical_options_are_honoured() {
     let mut ssh = bastion.client_command("ssh", "ERROR", &clear);
     ssh.args(["-T", "alice@default/web-0@127.0.0.1", "tty"]);
     assert_eq!(text(&run_with_input(ssh, b"").stdout), "not a tty\n");
+    // Nor does it get a web terminal (a terminal for any target).
+    let mut ssh = bastion.client_command("ssh", "ERROR", &clear);
+    ssh.args(["-T", "alice@127.0.0.1", "web"]);
+    let out = run_with_input(ssh, b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "kbastion: no web terminal for this login: the certificate has no permit-pty extension\n"
+    );
     let out = forward(&clear);
     assert_eq!(text(&out.stdout), "");
     assert!(
@@ -464,6 +473,15 @@ fn certificate_extensions_and_critical_options_are_honoured() {
 
     let forced = user("forced", &["-O", "force-command=echo forced"]);
     assert_eq!(text(&sftp_subsystem(&forced).stdout), "forced\n");
+    // Even a force-command of "web" mints no link.
+    let forced_web = user("forced-web", &["-O", "force-command=web"]);
+    let mut ssh = bastion.client_command("ssh", "ERROR", &forced_web);
+    ssh.args(["-T", "alice@127.0.0.1"]);
+    let out = run_with_input(ssh, b"");
+    assert_eq!(
+        text(&out.stderr),
+        "kbastion: no web terminal for this login: the certificate's force-command permits only its command\n"
+    );
     let out = forward(&forced);
     assert_eq!(text(&out.stdout), "");
     assert!(

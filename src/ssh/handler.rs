@@ -537,6 +537,24 @@ async fn session_channel(
             return;
         }
         Ok(None) if requested == Requested::Exec(crate::web::SIGN_IN_COMMAND.into()) => {
+            // A browser session is a terminal for any target: a credential
+            // that may not have one (no permit-pty, a force-command) gets
+            // no link, or the web would be a way around its restrictions.
+            let restricted = login
+                .grant
+                .pty_refusal()
+                .map(|_| "the certificate has no permit-pty extension")
+                .or(login
+                    .grant
+                    .force_command
+                    .as_ref()
+                    .map(|_| "the certificate's force-command permits only its command"));
+            if let Some(why) = restricted {
+                let reason = format!("no web terminal for this login: {why}");
+                opening.refused(&reason);
+                refuse(&output, &reason, tty).await;
+                return;
+            }
             let grant = crate::web::links::Grant {
                 person: login.person.clone(),
                 identity: login.identity.clone(),
