@@ -25,8 +25,8 @@ use super::api::{Target, param};
 use super::body::Body;
 use super::container::{Attachment, Stream};
 use super::exec::{
-    Transport, authorize, channel, choose_container, container_running, normal_close,
-    offered_protocols, resize, transport, websocket, websocket_accept,
+    Transport, authorize, channel, choose_container, container_running, normal_close, resize,
+    transport, websocket, websocket_accept,
 };
 use super::rbac::UserInfo;
 use super::spdy::Connection;
@@ -64,22 +64,7 @@ pub async fn handle(
     };
     match transport {
         Transport::WebSocket => {
-            let offered = offered_protocols(&request);
-            let supported: &[&str] = if sim.minor >= 30 {
-                &["v5.channel.k8s.io", "v4.channel.k8s.io"]
-            } else {
-                &["v4.channel.k8s.io"]
-            };
-            let Some(protocol) = offered
-                .iter()
-                .find(|p| supported.contains(&p.as_str()))
-                .cloned()
-            else {
-                return Err(ApiError::bad_request(format!(
-                    "unable to upgrade: requested protocol(s) are not supported: {offered:?}; supports [{}]",
-                    supported.join(" ")
-                )));
-            };
+            let protocol = super::exec::channel_protocol(&sim, &request)?;
             let response = websocket_accept(&request, Some(&protocol))?;
             let cut = sim.cut_signal();
             tokio::spawn(async move {

@@ -33,6 +33,30 @@ use super::{Sim, until_cut};
 /// bulk transfers cost one WebSocket message per 64 KiB.
 pub const CHUNK: usize = 64 * 1024;
 
+/// The WebSocket channel protocol served for an exec or attach: the
+/// client's first offer this API server speaks. v5 (with the stdin close
+/// signal) is served from 1.30, when the API server's
+/// TranslateStreamCloseWebsocketRequests went beta and on by default
+/// (KEP-4006); before, v4 is the newest.
+pub fn channel_protocol(sim: &Sim, request: &Request<Incoming>) -> Result<String, ApiError> {
+    let offered = offered_protocols(request);
+    let supported: &[&str] = if sim.minor >= 30 {
+        &["v5.channel.k8s.io", "v4.channel.k8s.io"]
+    } else {
+        &["v4.channel.k8s.io"]
+    };
+    offered
+        .iter()
+        .find(|p| supported.contains(&p.as_str()))
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unable to upgrade: requested protocol(s) are not supported: {offered:?}; supports [{}]",
+                supported.join(" ")
+            ))
+        })
+}
+
 /// Stream channels of the Kubernetes remotecommand protocol.
 pub mod channel {
     pub const STDIN: u8 = 0;
@@ -399,25 +423,7 @@ pub async fn handle(
     };
     match transport {
         Transport::WebSocket => {
-            let offered = offered_protocols(&request);
-            // v5 (with the stdin close signal) is served from 1.30, when the
-            // API server's TranslateStreamCloseWebsocketRequests went beta
-            // and on by default (KEP-4006); before, v4 is the newest.
-            let supported: &[&str] = if sim.minor >= 30 {
-                &["v5.channel.k8s.io", "v4.channel.k8s.io"]
-            } else {
-                &["v4.channel.k8s.io"]
-            };
-            let Some(protocol) = offered
-                .iter()
-                .find(|p| supported.contains(&p.as_str()))
-                .cloned()
-            else {
-                return Err(ApiError::bad_request(format!(
-                    "unable to upgrade: requested protocol(s) are not supported: {offered:?}; supports [{}]",
-                    supported.join(" ")
-                )));
-            };
+            let protocol = channel_protocol(&sim, &request)?;
             let response = websocket_accept(&request, Some(&protocol))?;
             let cut = sim.cut_signal();
             tokio::spawn(async move {
