@@ -83,6 +83,14 @@ pub enum SessionKind {
     Forward {
         destination: String,
     },
+    /// A file of the target downloaded from the web terminal's page.
+    Download {
+        path: String,
+    },
+    /// A file uploaded into the target from the web terminal's page.
+    Upload {
+        path: String,
+    },
     /// `ssh -R`: always refused.
     RemoteForward {
         listen: String,
@@ -105,6 +113,8 @@ impl SessionKind {
             SessionKind::Sftp => "sftp",
             SessionKind::Logs { .. } => "logs",
             SessionKind::Forward { .. } => "forward",
+            SessionKind::Download { .. } => "download",
+            SessionKind::Upload { .. } => "upload",
             SessionKind::RemoteForward { .. } => "remote_forward",
             SessionKind::AgentForward => "agent_forward",
             SessionKind::X11 => "x11",

@@ -200,10 +200,13 @@ impl Metrics {
     }
 
     pub fn active_sessions(&self) -> i64 {
-        ["shell", "exec", "sftp", "forward"]
-            .iter()
-            .map(|k| self.sessions_active.get_or_create(&label("kind", k)).get())
-            .sum()
+        // Every kind that starts sessions (`SessionKind::label`).
+        [
+            "shell", "exec", "sftp", "logs", "forward", "download", "upload",
+        ]
+        .iter()
+        .map(|k| self.sessions_active.get_or_create(&label("kind", k)).get())
+        .sum()
     }
 
     pub fn render(&self) -> String {

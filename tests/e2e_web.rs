@@ -326,3 +326,155 @@ fn a_closed_tab_leaves_no_process_in_the_target_after_the_grace() {
     web.bastion
         .wait_for_log_line(&["session ended", "client gone"], Duration::from_secs(10));
 }
+
+#[test]
+fn files_download_and_upload_through_the_page_byte_exact_and_audited() {
+    let sim = Sim::start();
+    sim.wait_running("default", "web-0");
+    let web = Web::start(&sim, "");
+    // The container's working directory, where the files go.
+    let out = web.bastion.ssh("alice@default/web-0", &["pwd"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let home = text(&out.stdout).trim().to_string();
+    let local = tempfile::tempdir().expect("temp dir");
+    // 3 MiB + 17 bytes of random data in the container, to download.
+    let payload = format!("{home}/payload.bin");
+    let out = web.bastion.ssh(
+        "alice@default/web-0",
+        &["head -c 3145745 /dev/urandom > payload.bin && sha256sum payload.bin"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let remote_sum = text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    // 5 MiB + 3 bytes to upload.
+    let upload = local.path().join("upload.bin");
+    let data: Vec<u8> = (0..5 * 1024 * 1024 + 3)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&upload, &data).expect("write the upload");
+    let upload_dir = format!("{home}/incoming");
+    std::fs::create_dir_all(&upload_dir).expect("the upload directory");
+    let saved = local.path().join("saved.bin");
+    let seen = browser(
+        "files",
+        serde_json::json!({
+            "base": web.base,
+            "link": web.link("alice"),
+            "target": "default/web-0",
+            "download": payload,
+            "save_to": saved,
+            "upload": upload,
+            "upload_dir": upload_dir,
+            "dropped_text": "dropped é漢🙂\n",
+        }),
+    );
+    assert_eq!(seen["downloaded_name"], "payload.bin");
+    assert_eq!(seen["downloaded_sha256"], remote_sum, "{seen}");
+    assert_eq!(
+        seen["download_line"],
+        format!("downloaded {payload} (3145745 bytes)")
+    );
+    assert_eq!(
+        seen["missing_line"],
+        format!("{payload}.missing: No such file or directory")
+    );
+    assert_eq!(
+        seen["upload_line"],
+        format!("uploaded 5242883 bytes to {upload_dir}/upload.bin")
+    );
+    assert_eq!(
+        seen["drop_line"],
+        format!("uploaded 18 bytes to {upload_dir}/dropped.txt")
+    );
+    assert_eq!(
+        seen["foreign_upload"],
+        serde_json::json!([
+            403,
+            format!(
+                "cross-origin upload refused: the Origin must be {}\n",
+                web.base
+            )
+        ])
+    );
+    // In the container, byte for byte (checked there, through ssh).
+    let out = web.bastion.ssh(
+        "alice@default/web-0",
+        &["sha256sum incoming/upload.bin; cat incoming/dropped.txt; ls incoming"],
+        b"",
+    );
+    let listing = text(&out.stdout);
+    assert_eq!(
+        listing,
+        format!(
+            "{}  incoming/upload.bin\ndropped é漢🙂\ndropped.txt\nupload.bin\n",
+            sha256(&upload)
+        )
+    );
+    // Each transfer is a web session of its own, audited with its path.
+    let audit = web.audit();
+    let transfers: Vec<(String, String, String)> = audit
+        .iter()
+        .filter(|e| e["event"] == "session_start" && e["transport"] == "web")
+        .filter(|e| e["kind"] == "download" || e["kind"] == "upload")
+        .map(|e| {
+            let field = |name: &str| e[name].as_str().unwrap_or_default().to_string();
+            (field("kind"), field("path"), field("target"))
+        })
+        .collect();
+    let target = "default/web-0".to_string();
+    assert_eq!(
+        transfers,
+        vec![
+            ("download".into(), payload.clone(), target.clone()),
+            (
+                "download".into(),
+                format!("{payload}.missing"),
+                target.clone()
+            ),
+            (
+                "upload".into(),
+                format!("{upload_dir}/upload.bin"),
+                target.clone()
+            ),
+            ("upload".into(), format!("{upload_dir}/dropped.txt"), target),
+        ],
+        "{audit:?}"
+    );
+    let ends: Vec<&serde_json::Value> = audit
+        .iter()
+        .filter(|e| {
+            e["event"] == "session_end" && (e["kind"] == "download" || e["kind"] == "upload")
+        })
+        .collect();
+    assert!(
+        ends.iter()
+            .any(|e| e["bytes_out"] == 3145745 && e["exit_status"] == 0),
+        "{ends:?}"
+    );
+    assert!(
+        ends.iter()
+            .any(|e| e["bytes_in"] == 5242883 && e["exit_status"] == 0),
+        "{ends:?}"
+    );
+}
+
+#[test]
+fn bob_cannot_download_from_a_pod_he_may_not_reach() {
+    let sim = Sim::start();
+    let web = Web::start(&sim, "");
+    let seen = browser(
+        "fetch",
+        serde_json::json!({"base": web.base, "link": web.link("bob"), "path": "/files/prod/db-0?path=/etc/hostname"}),
+    );
+    assert_eq!(
+        seen,
+        serde_json::json!([
+            403,
+            "access denied by Kubernetes RBAC: pods \"db-0\" is forbidden: User \"bob\" cannot get resource \"pods\" in API group \"\" in the namespace \"prod\"\n"
+        ])
+    );
+}

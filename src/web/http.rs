@@ -5,7 +5,8 @@
 //! Routes: `/login/TOKEN` (a one-time link: sets the cookie, goes to `/`),
 //! `/` (the targets the person may reach), `/t/TARGET` (a terminal page;
 //! TARGET as in login names: `NAMESPACE/POD[/CONTAINER]` or `NODE`),
-//! `/ws/TARGET` (its WebSocket), `/assets/NAME`, `POST /logout`.
+//! `/ws/TARGET` (its WebSocket), `/files/TARGET?path=P` (GET downloads the
+//! file P, PUT uploads it: `files`), `/assets/NAME`, `POST /logout`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -44,7 +45,8 @@ pub struct Web {
     pub terminals: super::terminal::Terminals,
 }
 
-type Body = Full<Bytes>;
+/// Every answer's body: whole (pages, lines) or streamed (downloads).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 /// Serves HTTPS on `listener` until the process stops.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, web: Arc<Web>) {
@@ -85,16 +87,27 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, web: A
 }
 
 /// A response with the headers every answer carries.
-fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+pub(super) fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let full = Full::new(body.into()).map_err(|never| match never {});
+    let mut response = Response::new(full.boxed());
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    let set = |headers: &mut http::HeaderMap, name, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    secure_headers(response.headers_mut());
+    response
+}
+
+/// The headers every answer carries: no script but ours, no framing, no
+/// sniffing, no referrer, HTTPS only, no caching.
+pub(super) fn secure_headers(headers: &mut http::HeaderMap) {
+    let set = |headers: &mut http::HeaderMap, name, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
     };
-    set(headers, header::CONTENT_TYPE, content_type);
     set(
         headers,
         header::CONTENT_SECURITY_POLICY,
@@ -110,11 +123,10 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
         "max-age=31536000",
     );
     set(headers, header::CACHE_CONTROL, "no-store");
-    response
 }
 
 /// A plain-text answer: one line saying what went wrong and what to do.
-fn plain(status: StatusCode, line: &str) -> Response<Body> {
+pub(super) fn plain(status: StatusCode, line: &str) -> Response<Body> {
     respond(status, "text/plain; charset=utf-8", format!("{line}\n"))
 }
 
@@ -225,6 +237,10 @@ async fn handle(web: &Arc<Web>, peer: SocketAddr, request: Request<Incoming>) ->
     }
     if path.starts_with("/ws/") {
         return websocket(web, peer, request).await;
+    }
+    if let Some(target) = path.strip_prefix("/files/") {
+        let target = target.to_string();
+        return files(web, peer, request, &target).await;
     }
     if method != Method::GET && method != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET");
@@ -361,6 +377,86 @@ fn reattach(request: &Request<Incoming>) -> Option<(String, u64)> {
     id.map(|id| (id, offset))
 }
 
+/// Refuses a request that a page of another origin could have made: the
+/// Origin header, which browsers set and pages cannot forge, must be
+/// exactly this bastion's.
+fn same_origin(
+    web: &Web,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+    what: &str,
+) -> Result<(), Box<Response<Body>>> {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if origin == Some(web.origin.as_str()) {
+        return Ok(());
+    }
+    tracing::info!(%peer, origin = ?origin, path = %request.uri().path(), "web: refused: not from this bastion's pages");
+    Err(Box::new(plain(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "cross-origin {what} refused: the Origin must be {}",
+            web.origin
+        ),
+    )))
+}
+
+/// Who made a request, for the audit trail.
+fn client_of(web: &Web, peer: SocketAddr, request: &Request<Incoming>) -> super::admission::Client {
+    let user_agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(256).collect::<String>());
+    super::admission::Client {
+        source: SocketAddr::new(client(web, peer, request), peer.port()),
+        user_agent,
+    }
+}
+
+/// A download (GET) or an upload (PUT, only from our pages) of one of the
+/// target's files (`files`).
+async fn files(
+    web: &Arc<Web>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    target: &str,
+) -> Response<Body> {
+    let method = request.method().clone();
+    if method != Method::GET && method != Method::PUT {
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET to download, PUT to upload",
+        );
+    }
+    if method == Method::PUT
+        && let Err(response) = same_origin(web, peer, &request, "upload")
+    {
+        return *response;
+    }
+    let grant = match signed_in(web, peer, &request) {
+        Ok(grant) => grant,
+        Err(response) => return *response,
+    };
+    let target = match parse_target(&grant.person, target) {
+        Ok(target) => target,
+        Err(error) => return plain(StatusCode::BAD_REQUEST, &error),
+    };
+    let path = match super::files::file_path(request.uri().query()) {
+        Ok(path) => path,
+        Err(error) => return plain(StatusCode::BAD_REQUEST, &error),
+    };
+    let client = client_of(web, peer, &request);
+    if method == Method::GET {
+        super::files::download(&web.shared, &grant, &target, path, &client).await
+    } else {
+        let body = request.into_body();
+        super::files::upload(&web.shared, &grant, &target, path, &client, body).await
+    }
+}
+
 /// The WebSocket handshake (RFC 6455 §4.2): only from a page of ours (the
 /// Origin header, which browsers set and pages cannot forge, must be
 /// exactly the configured origin) and only with a live session cookie.
@@ -369,19 +465,8 @@ async fn websocket(
     peer: SocketAddr,
     mut request: Request<Incoming>,
 ) -> Response<Body> {
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
-    if origin != Some(web.origin.as_str()) {
-        tracing::info!(%peer, origin = ?origin, "web: WebSocket refused: not from this bastion's pages");
-        return plain(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "cross-origin WebSocket refused: the Origin must be {}",
-                web.origin
-            ),
-        );
+    if let Err(response) = same_origin(web, peer, &request, "WebSocket") {
+        return *response;
     }
     let grant = match signed_in(web, peer, &request) {
         Ok(grant) => grant,
@@ -410,11 +495,7 @@ async fn websocket(
         );
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(256).collect::<String>());
-    let source = client(web, peer, &request);
+    let client = client_of(web, peer, &request);
     let attach = reattach(&request);
     let upgraded = hyper::upgrade::on(&mut request);
     let web = web.clone();
@@ -432,10 +513,6 @@ async fn websocket(
             Some(super::terminal::websocket_config()),
         )
         .await;
-        let client = super::terminal::Client {
-            source: SocketAddr::new(source, peer.port()),
-            user_agent,
-        };
         super::terminal::serve(web, grant, target, attach, client, socket).await;
     });
     let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, "text/plain", "");

@@ -12,7 +12,9 @@
 //! target goes through `ssh::Shared`'s resolution, authorization, audit
 //! and the bridge.
 
+pub mod admission;
 pub mod assets;
+pub mod files;
 pub mod http;
 pub mod links;
 pub mod screen;

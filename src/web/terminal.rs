@@ -12,7 +12,6 @@
 //! processes exactly as for a vanished SSH client.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,12 +24,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
+pub use super::admission::Client;
 use super::http::Web;
 use super::links::Grant;
 use super::screen::{Next, Screen};
 use super::wire::{ClientMessage, MAX_CLIENT_MESSAGE, ServerMessage, WireError};
 use crate::login::Target;
-use crate::session::{ClientEvent, ClientInput, ClientOutput, Opening, Pty, Transport};
+use crate::session::{ClientEvent, ClientInput, ClientOutput, Pty};
 
 /// The TERM a web terminal's shell gets: xterm.js emulates xterm.
 const TERM: &str = "xterm-256color";
@@ -47,13 +47,6 @@ const FIRST_SIZE_WAIT: Duration = Duration::from_secs(30);
 /// `MAX_CLIENT_MESSAGE`, so at most 2 MiB wait; past that the socket is
 /// not read, and TCP slows the page.
 const INPUT_QUEUE: usize = 32;
-
-/// Who opened a terminal's socket, for the audit trail.
-#[derive(Debug, Clone)]
-pub struct Client {
-    pub source: SocketAddr,
-    pub user_agent: Option<String>,
-}
 
 /// tungstenite's own bounds, above ours (`MAX_CLIENT_MESSAGE`, which is
 /// answered with a close frame and its reason) so that ours decides.
@@ -147,65 +140,23 @@ pub async fn serve<S>(
         height: u32::from(rows),
     };
     let shared = web.shared.clone();
-    let opening = Opening {
-        shared: &shared,
-        transport: Transport::Web,
-        source: client.source.to_string(),
-        user_agent: client.user_agent.clone(),
-        person: &grant.person,
-        identity: &grant.identity,
-        target: target.to_string(),
-        kind: crate::audit::SessionKind::Shell,
-        setup_started,
-    };
-    // The same admission as an SSH channel's: the drain, the per-person
-    // session limit, the target and the person's right to it.
-    if shared.notice.borrow().is_some() {
-        let reason = "the bastion is restarting; reconnect to reach another replica";
-        opening.refused(reason);
-        return refuse(socket, reason).await;
-    }
-    let limits = &shared.config.limits;
-    let Some(slot) = shared.sessions_per_user.take(grant.person.clone()) else {
-        let reason = format!(
-            "too many sessions for {} (limit {})",
-            grant.person, limits.max_sessions_per_user
-        );
-        opening.refused(&reason);
-        return refuse(socket, &reason).await;
-    };
-    if let Target::Container {
-        view: crate::login::View::Logs,
-        ..
-    } = &target
-    {
-        let reason = "the web terminal does not show container logs yet; use ssh PERSON@NS/POD/CONTAINER.logs@bastion";
-        opening.refused(reason);
-        return refuse(socket, reason).await;
-    }
-    let (exec_target, hold) = match crate::target::resolve(
+    let admitted = match super::admission::admit(
         &shared,
-        &grant.person,
-        &grant.identity,
+        &grant,
         &target,
-        "exec",
+        &client,
+        crate::audit::SessionKind::Shell,
+        Some(&pty),
+        setup_started,
     )
     .await
     {
-        Ok(resolved) => resolved,
-        Err(error) => {
-            let reason = error.to_string();
-            opening.refused(&reason);
-            return refuse(socket, &reason).await;
-        }
-    };
-    let session = match opening.start(Some(&pty)).await {
-        Ok(session) => session,
-        Err(reason) => return refuse(socket, &reason).await,
+        Ok(admitted) => admitted,
+        Err(refused) => return refuse(socket, &refused.reason).await,
     };
     let (events, events_rx) = mpsc::channel(INPUT_QUEUE);
     let terminal = Arc::new(Terminal {
-        id: session.id.clone(),
+        id: admitted.ending.session.id.clone(),
         person: grant.person.clone(),
         target: target.clone(),
         screen: Arc::new(Screen::default()),
@@ -224,35 +175,26 @@ pub async fn serve<S>(
     let output = WebOutput {
         terminal: terminal.clone(),
     };
-    let (revoked_tx, revoked) = watch::channel(None);
-    let watcher = tokio::spawn(watch_credential(
-        shared.clone(),
-        grant.clone(),
-        client.source.ip(),
-        revoked_tx,
-    ));
-    let context = session.context(
-        &grant.identity.user,
-        shared.control(revoked),
-        vec![shared.person_backlog(&grant.person)],
-    );
     let runner = {
         let (web, terminal) = (web.clone(), terminal.clone());
         tokio::spawn(async move {
+            let super::admission::Admitted {
+                target,
+                context,
+                ending,
+            } = admitted;
             let report = crate::session::serve(
                 crate::session::Service::Shell,
-                Arc::new(exec_target),
+                Arc::new(target),
                 Some(pty),
                 input,
                 output,
                 context,
             )
             .await;
-            session.end(&report);
-            watcher.abort();
+            ending.end(&report);
             terminal.screen.close();
             web.terminals.remove(&terminal.id);
-            drop((hold, slot));
         })
     };
     pump(&web, &terminal, 0, socket).await;
@@ -472,38 +414,5 @@ impl ClientOutput for WebOutput {
 
     async fn close(&self) {
         self.terminal.screen.close();
-    }
-}
-
-/// Checks the credential behind a terminal again on every reload and when
-/// a certificate expires; once it no longer holds, the session is told
-/// through `revoked` and ends, as an SSH connection's would.
-async fn watch_credential(
-    shared: Arc<crate::ssh::Shared>,
-    grant: Grant,
-    source: std::net::IpAddr,
-    revoked: watch::Sender<Option<String>>,
-) {
-    let Some(credential) = grant.credential else {
-        return;
-    };
-    let mut reloads = shared.reloads.subscribe();
-    // A year: far enough for "never", near enough for tokio's clock.
-    let horizon = Duration::from_secs(365 * 24 * 3600);
-    loop {
-        let now = super::unix_now();
-        if let Err(reason) = credential.check(&shared.access().lists(), source, now) {
-            tracing::info!(%source, person = %grant.person, %reason, "web: access revoked: ending the terminal");
-            revoked.send_replace(Some(reason));
-            return;
-        }
-        let until_expiry = credential
-            .expires()
-            .map(|at| Duration::from_secs(at.saturating_sub(now)).min(horizon))
-            .unwrap_or(horizon);
-        tokio::select! {
-            changed = reloads.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(until_expiry) => {}
-        }
     }
 }

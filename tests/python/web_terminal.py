@@ -98,11 +98,11 @@ def sign_in(browser, base, link, viewport=None):
     return context, page, response
 
 
-def raw_request(base, path, headers):
+def raw_request(base, path, headers, method="GET", body=None):
     """An HTTPS request outside the browser: (status, body)."""
     host = base.removeprefix("https://")
     connection = http.client.HTTPSConnection(host, context=ssl._create_unverified_context(), timeout=WAIT)
-    connection.request("GET", path, headers=headers)
+    connection.request(method, path, body=body, headers=headers)
     response = connection.getresponse()
     return response.status, response.read().decode()
 
@@ -259,6 +259,82 @@ def scenario_abandon(browser, args):
     terminal.page.close()
     context.close()
     print(json.dumps({"closed": True}))
+
+
+def sha256(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def transfer_line(page, prefix):
+    """Waits for the files bar to say `prefix`... and returns that line."""
+    line = lambda: page.inner_text("#transfer")
+    return wait(f"the files bar to say {prefix!r}", lambda: line().startswith(prefix) and line(), 60, line)
+
+
+def scenario_files(browser, args):
+    """Downloads a file of the target and uploads files into it (the
+    picker and a drop), through the terminal page's files bar."""
+    context, _, _ = sign_in(browser, args["base"], args["link"])
+    terminal = open_terminal(context, args["base"], args["target"])
+    page = terminal.page
+    result = {}
+    step("download")
+    page.fill("#file-path", args["download"])
+    with page.expect_download(timeout=60000) as info:
+        page.click("#download")
+    saved = args["save_to"]
+    info.value.save_as(saved)
+    result["downloaded_name"] = info.value.suggested_filename
+    result["downloaded_sha256"] = sha256(saved)
+    result["download_line"] = transfer_line(page, "downloaded")
+    step("a missing file")
+    page.fill("#file-path", args["download"] + ".missing")
+    page.click("#download")
+    result["missing_line"] = wait("the missing file's line", lambda: "No such" in page.inner_text("#transfer")
+                                  and page.inner_text("#transfer"), 30, lambda: page.inner_text("#transfer"))
+    step("upload with the picker")
+    page.fill("#file-path", args["upload_dir"] + "/")
+    page.set_input_files("#upload-input", args["upload"])
+    result["upload_line"] = transfer_line(page, "uploaded")
+    step("upload by dropping a file on the terminal")
+    page.evaluate(
+        """([name, text]) => {
+          const data = new DataTransfer();
+          data.items.add(new File([text], name));
+          const target = document.getElementById('terminal');
+          target.dispatchEvent(new DragEvent('dragover', {dataTransfer: data, bubbles: true}));
+          target.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true}));
+        }""",
+        ["dropped.txt", args["dropped_text"]],
+    )
+    wait("the drop's upload", lambda: "dropped.txt" in page.inner_text("#transfer")
+         and page.inner_text("#transfer").startswith("uploaded"), 30, lambda: page.inner_text("#transfer"))
+    result["drop_line"] = page.inner_text("#transfer")
+    step("an upload from another origin")
+    cookie = next(c for c in context.cookies() if c["name"] == "__Host-kbastion")
+    headers = {"Cookie": f"__Host-kbastion={cookie['value']}", "Origin": "https://evil.example"}
+    result["foreign_upload"] = raw_request(
+        args["base"], f"/files/{args['target']}?path={args['upload_dir']}/evil", headers, "PUT", b"x")
+    print(json.dumps(result))
+
+
+def scenario_fetch(browser, args):
+    """Signs in and fetches one address from a page of ours: [status, body]."""
+    context, page, _ = sign_in(browser, args["base"], args["link"])
+    seen = page.evaluate(
+        """async (path) => {
+          const response = await fetch(path);
+          return [response.status, await response.text()];
+        }""",
+        args["path"],
+    )
+    print(json.dumps(seen))
 
 
 def main():

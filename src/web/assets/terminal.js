@@ -225,5 +225,104 @@ setInterval(() => {
   }
 }, 1000);
 setInterval(() => send(KEEPALIVE, new Uint8Array(0)), KEEPALIVE_MS);
+// Files: a download streams the target's file through kbastion
+// (GET /files/TARGET?path=P), an upload sends one (PUT, the body is the
+// file); both show their progress and kbastion's one-line answer here.
+const filePath = document.getElementById('file-path');
+const transfer = document.getElementById('transfer');
+const filesUrl = (path) => '/files/' + encodeURI(target) + '?path=' + encodeURIComponent(path);
+
+function say(line) {
+  transfer.textContent = line;
+}
+
+function percent(done, total) {
+  return total ? Math.floor((100 * done) / total) + '%' : done + ' bytes';
+}
+
+async function download(path) {
+  say('downloading ' + path + '…');
+  const response = await fetch(filesUrl(path));
+  if (!response.ok) {
+    say((await response.text()).trim());
+    return;
+  }
+  const total = Number(response.headers.get('content-length')) || 0;
+  const reader = response.body.getReader();
+  const chunks = [];
+  let done = 0;
+  for (;;) {
+    let next;
+    try {
+      next = await reader.read();
+    } catch (e) {
+      say('the download of ' + path + ' was cut short');
+      return;
+    }
+    if (next.done) break;
+    chunks.push(next.value);
+    done += next.value.length;
+    say('downloading ' + path + ': ' + percent(done, total));
+  }
+  if (done !== total) {
+    say('the download of ' + path + ' was cut short (' + done + ' of ' + total + ' bytes)');
+    return;
+  }
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(new Blob(chunks));
+  link.download = path.replace(/\/+$/, '').split('/').pop() || 'download';
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+  say('downloaded ' + path + ' (' + done + ' bytes)');
+}
+
+function uploadOne(file, path) {
+  return new Promise((resolve) => {
+    const request = new XMLHttpRequest();
+    request.open('PUT', filesUrl(path));
+    request.upload.onprogress = (event) => say('uploading ' + path + ': ' + percent(event.loaded, file.size));
+    request.onload = () => resolve(request.status === 200 ? null : request.responseText.trim());
+    request.onerror = () => resolve('the upload of ' + path + ' was cut short');
+    request.send(file);
+  });
+}
+
+async function upload(files) {
+  const field = filePath.value.trim();
+  for (const file of files) {
+    const path = field.endsWith('/') ? field + file.name
+      : files.length === 1 ? field : field + '/' + file.name;
+    const failed = await uploadOne(file, path);
+    if (failed) {
+      say(failed);
+      return;
+    }
+    say('uploaded ' + file.size + ' bytes to ' + path);
+  }
+}
+
+document.getElementById('files').addEventListener('submit', (event) => {
+  event.preventDefault();
+  download(filePath.value.trim());
+});
+const picker = document.getElementById('upload-input');
+document.getElementById('upload').addEventListener('click', () => picker.click());
+picker.addEventListener('change', () => {
+  upload([...picker.files]);
+  picker.value = '';
+});
+document.addEventListener('dragover', (event) => {
+  event.preventDefault();
+  document.body.classList.add('dropping');
+});
+document.addEventListener('dragleave', () => document.body.classList.remove('dropping'));
+document.addEventListener('drop', (event) => {
+  event.preventDefault();
+  document.body.classList.remove('dropping');
+  if (event.dataTransfer && event.dataTransfer.files.length) upload([...event.dataTransfer.files]);
+});
+
 term.focus();
 connect();

@@ -1,0 +1,192 @@
+//! What every web session passes before it starts, as an SSH channel
+//! does: the drain, the per-person session limit, the target and the
+//! person's right to it (resolution, with its SubjectAccessReview), then
+//! `Opening::start` (audit, recording). A terminal and a file transfer
+//! from the page are both admitted here, and both end through `end`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::links::Grant;
+use crate::audit::SessionKind;
+use crate::login::{Target, View};
+use crate::node_shell::NodeHold;
+use crate::session::{Opening, Pty, Report, Session, Transport};
+use crate::ssh::Shared;
+use crate::target::{ExecTarget, TargetError};
+
+/// Who opened a web session, for the audit trail.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub source: SocketAddr,
+    pub user_agent: Option<String>,
+}
+
+/// A started web session: what it runs on and with, and its `Ending`.
+pub struct Admitted {
+    pub target: ExecTarget,
+    /// What the bridge and the services run it with (its rules, with the
+    /// revocation of the credential behind the browser session).
+    pub context: crate::bridge::SessionContext,
+    pub ending: Ending,
+}
+
+/// What a started web session holds until it ends.
+pub struct Ending {
+    pub session: Session,
+    hold: Option<NodeHold>,
+    slot: crate::limits::Slot<String>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Ending {
+    /// Records the end and gives back the session's places.
+    pub fn end(self, report: &Report) {
+        self.session.end(report);
+        self.watcher.abort();
+        drop((self.hold, self.slot));
+    }
+}
+
+/// Why a web session was not admitted: the one line for the person, and
+/// the HTTP status that says the same (for requests answered in HTTP).
+#[derive(Debug)]
+pub struct Refused {
+    pub status: http::StatusCode,
+    pub reason: String,
+}
+
+/// The HTTP status of a target that cannot be reached.
+fn status_of(error: &TargetError) -> http::StatusCode {
+    use http::StatusCode;
+    match error {
+        TargetError::PodNotFound { .. }
+        | TargetError::ContainerNotFound { .. }
+        | TargetError::NodeNotFound(_) => StatusCode::NOT_FOUND,
+        TargetError::Forbidden(_) | TargetError::BastionNamespace(_) => StatusCode::FORBIDDEN,
+        TargetError::PodNotRunning { .. }
+        | TargetError::ContainerNotRunning { .. }
+        | TargetError::NodeNotReady { .. } => StatusCode::CONFLICT,
+        TargetError::LogsForward(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// Admits a session of `kind` to `target` for the signed-in person, or
+/// says why not in one line (also audited as a refusal).
+pub async fn admit(
+    shared: &Arc<Shared>,
+    grant: &Grant,
+    target: &Target,
+    client: &Client,
+    kind: SessionKind,
+    pty: Option<&Pty>,
+    setup_started: Instant,
+) -> Result<Admitted, Refused> {
+    use http::StatusCode;
+    let opening = Opening {
+        shared,
+        transport: Transport::Web,
+        source: client.source.to_string(),
+        user_agent: client.user_agent.clone(),
+        person: &grant.person,
+        identity: &grant.identity,
+        target: target.to_string(),
+        kind,
+        setup_started,
+    };
+    let refused = |status: StatusCode, reason: String| {
+        opening.refused(&reason);
+        Refused { status, reason }
+    };
+    if shared.notice.borrow().is_some() {
+        return Err(refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the bastion is restarting; reconnect to reach another replica".into(),
+        ));
+    }
+    let Some(slot) = shared.sessions_per_user.take(grant.person.clone()) else {
+        return Err(refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many sessions for {} (limit {})",
+                grant.person, shared.config.limits.max_sessions_per_user
+            ),
+        ));
+    };
+    if let Target::Container {
+        view: View::Logs, ..
+    } = target
+    {
+        return Err(refused(
+            StatusCode::BAD_REQUEST,
+            "the web terminal does not show container logs yet; use ssh PERSON@NS/POD/CONTAINER.logs@bastion".into(),
+        ));
+    }
+    let (exec_target, hold) =
+        crate::target::resolve(shared, &grant.person, &grant.identity, target, "exec")
+            .await
+            .map_err(|error| refused(status_of(&error), error.to_string()))?;
+    let session = opening.start(pty).await.map_err(|reason| Refused {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        reason,
+    })?;
+    let (revoked_tx, revoked) = watch::channel(None);
+    let watcher = tokio::spawn(watch_credential(
+        shared.clone(),
+        grant.clone(),
+        client.source.ip(),
+        revoked_tx,
+    ));
+    let context = session.context(
+        &grant.identity.user,
+        shared.control(revoked),
+        vec![shared.person_backlog(&grant.person)],
+    );
+    Ok(Admitted {
+        target: exec_target,
+        context,
+        ending: Ending {
+            session,
+            hold,
+            slot,
+            watcher,
+        },
+    })
+}
+
+/// Checks the credential behind a web session again on every reload and
+/// when a certificate expires; once it no longer holds, the session is
+/// told through `revoked` and ends, as an SSH connection's would.
+async fn watch_credential(
+    shared: Arc<Shared>,
+    grant: Grant,
+    source: std::net::IpAddr,
+    revoked: watch::Sender<Option<String>>,
+) {
+    let Some(credential) = grant.credential else {
+        return;
+    };
+    let mut reloads = shared.reloads.subscribe();
+    // A year: far enough for "never", near enough for tokio's clock.
+    let horizon = std::time::Duration::from_secs(365 * 24 * 3600);
+    loop {
+        let now = super::unix_now();
+        if let Err(reason) = credential.check(&shared.access().lists(), source, now) {
+            tracing::info!(%source, person = %grant.person, %reason, "web: access revoked: ending the session");
+            revoked.send_replace(Some(reason));
+            return;
+        }
+        let until_expiry = credential
+            .expires()
+            .map(|at| std::time::Duration::from_secs(at.saturating_sub(now)).min(horizon))
+            .unwrap_or(horizon);
+        tokio::select! {
+            changed = reloads.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(until_expiry) => {}
+        }
+    }
+}

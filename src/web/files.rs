@@ -1,0 +1,337 @@
+//! Files from the page: `GET /files/TARGET?path=P` downloads the target's
+//! file P, `PUT /files/TARGET?path=P` (the request's body is the file)
+//! writes one. Both go through `remote_fs`, the remote file code of
+//! kbastion's SFTP and scp, and each is a session of its own: admitted as
+//! a terminal is (`admission`: drain, limits, resolution and RBAC),
+//! audited as a download or an upload with its path, and run under the
+//! same idle, drain and revocation rules (`supervise`). Data streams both
+//! ways with bounded buffers: a slow browser slows the read in the target,
+//! a slow target slows the upload, and neither grows kbastion's memory.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
+use tokio::sync::mpsc;
+
+use super::admission::{Admitted, Client, Ending, admit};
+use super::http::{Body, plain};
+use super::links::Grant;
+use crate::audit::SessionKind;
+use crate::login::Target;
+use crate::remote_fs::{FsError, RemoteFs, WriteOpen};
+use crate::session::{
+    Activity, ClientOutput, Outcome, Report, STOPPED, revoked_message, supervise,
+};
+
+/// Bytes read from the target per chunk of a download.
+const CHUNK: usize = 64 * 1024;
+
+/// Chunks of a download waiting for the browser: with `CHUNK`, at most
+/// 256 KiB per download are held.
+const QUEUE: usize = 4;
+
+/// The path of a file request (`?path=/abs/file`), which must be absolute:
+/// there is no current directory to be relative to.
+pub fn file_path(query: Option<&str>) -> Result<String, String> {
+    let path = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(name, _)| name == "path")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    if !path.starts_with('/') {
+        return Err(format!(
+            "the file's path must be absolute (/dir/file), not {path:?}"
+        ));
+    }
+    if path.contains('\0') {
+        return Err("a file's path cannot contain a NUL byte".into());
+    }
+    Ok(path)
+}
+
+/// A download's outcome as the audit records it.
+fn outcome(result: Result<(), FsError>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Exited(0),
+        Err(error) => Outcome::Failed(error.to_string()),
+    }
+}
+
+/// The file's name for the browser's download (`Content-Disposition`,
+/// RFC 6266 with RFC 8187's UTF-8 form).
+fn disposition(path: &str) -> String {
+    let name = path.rsplit('/').next().filter(|n| !n.is_empty());
+    let name = name.unwrap_or("download");
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>();
+    // form encoding writes a space as '+'; RFC 8187 wants %20.
+    let encoded = encoded.replace('+', "%20");
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+/// A file service's client side for `supervise`: an HTTP exchange shows
+/// no lines; ending the service ends (and so aborts) the response.
+struct Exchange;
+
+impl ClientOutput for Exchange {
+    fn stdout(&self) -> crate::session::io::Writer {
+        Box::new(tokio::io::sink())
+    }
+
+    fn stderr(&self) -> crate::session::io::Writer {
+        Box::new(tokio::io::sink())
+    }
+
+    async fn tell(&self, _line: &str, _tty: bool) {}
+
+    async fn finish(&self, _code: u32) {}
+
+    async fn close(&self) {}
+}
+
+/// Runs a file service under the session's rules and ends the session.
+async fn run_session(
+    context: crate::bridge::SessionContext,
+    ending: Ending,
+    activity: Activity,
+    work: impl Future<Output = Outcome>,
+) -> Outcome {
+    let outcome = match supervise(&context.control, &activity, &Exchange, false, work).await {
+        Ok(outcome) => outcome,
+        Err(interrupted) => Outcome::of(interrupted),
+    };
+    ending.end(&Report {
+        outcome: outcome.clone(),
+        bytes_in: activity.bytes_in.load(Ordering::Relaxed),
+        bytes_out: activity.bytes_out.load(Ordering::Relaxed),
+    });
+    outcome
+}
+
+/// The one line for a file that cannot be read or written, with the
+/// HTTP status that says the same.
+fn fs_refusal(line: &str) -> Response<Body> {
+    let status = if line.contains("No such file") {
+        StatusCode::NOT_FOUND
+    } else if line.contains("Permission denied") {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    plain(status, line)
+}
+
+/// Streams the target's file `path` to the browser.
+pub async fn download(
+    shared: &Arc<crate::ssh::Shared>,
+    grant: &Grant,
+    target: &Target,
+    path: String,
+    client: &Client,
+) -> Response<Body> {
+    let kind = SessionKind::Download { path: path.clone() };
+    let Admitted {
+        target,
+        context,
+        ending,
+    } = match admit(shared, grant, target, client, kind, None, Instant::now()).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return plain(refused.status, &refused.reason),
+    };
+    let fs = RemoteFs::new(Arc::new(target), context.api_wait);
+    let opened = async {
+        let metadata = fs.check_readable(&path).await?;
+        let reader = fs.reader(&path, 0).await?;
+        Ok::<_, FsError>((metadata, reader))
+    };
+    let (metadata, mut reader) = match opened.await {
+        Ok(opened) => opened,
+        Err(error) => {
+            let line = error.to_string();
+            run_session(context, ending, Activity::default(), async {
+                outcome(Err(error))
+            })
+            .await;
+            return fs_refusal(&line);
+        }
+    };
+    let size = metadata.size;
+    let (chunks, body) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(QUEUE);
+    let activity = Activity::default();
+    let work = {
+        let (activity, path) = (activity.clone(), path.clone());
+        async move {
+            // The size the response announced, and not a byte more: a file
+            // that grew meanwhile is cut there, one that shrank fails the
+            // download (the browser sees it end early).
+            let mut left = size;
+            while left > 0 {
+                let mut buffer = vec![0; CHUNK.min(left as usize)];
+                let read = match reader.read_full(&mut buffer).await {
+                    Ok(read) => read,
+                    Err(error) => return outcome(Err(error)),
+                };
+                if read == 0 {
+                    let error = FsError::Failure(format!("{path}: shorter than its {size} bytes"));
+                    let _ = chunks
+                        .send(Err(std::io::Error::other(error.to_string())))
+                        .await;
+                    return outcome(Err(error));
+                }
+                buffer.truncate(read);
+                left -= read as u64;
+                activity.bytes_out.fetch_add(read as u64, Ordering::Relaxed);
+                if chunks
+                    .send(Ok(Frame::data(Bytes::from(buffer))))
+                    .await
+                    .is_err()
+                {
+                    return Outcome::ClientGone;
+                }
+            }
+            drop(reader);
+            Outcome::Exited(0)
+        }
+    };
+    tokio::spawn(run_session(context, ending, activity, work));
+    let stream = futures::stream::unfold(body, |mut body| async move {
+        body.recv().await.map(|chunk| (chunk, body))
+    });
+    let mut response = Response::new(http_body_util::StreamBody::new(stream).boxed());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(value) = HeaderValue::from_str(&disposition(&path)) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    super::http::secure_headers(headers);
+    response
+}
+
+/// Writes the request's body into the target's file `path` (created or
+/// truncated), and answers with one line: what was written, or why not.
+pub async fn upload(
+    shared: &Arc<crate::ssh::Shared>,
+    grant: &Grant,
+    target: &Target,
+    path: String,
+    client: &Client,
+    body: Incoming,
+) -> Response<Body> {
+    let kind = SessionKind::Upload { path: path.clone() };
+    let Admitted {
+        target,
+        context,
+        ending,
+    } = match admit(shared, grant, target, client, kind, None, Instant::now()).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return plain(refused.status, &refused.reason),
+    };
+    let fs = RemoteFs::new(Arc::new(target), context.api_wait);
+    let activity = Activity::default();
+    let work = {
+        let (activity, path) = (activity.clone(), path.clone());
+        async move {
+            match write(&fs, &path, body, &activity).await {
+                Ok(()) => Outcome::Exited(0),
+                Err(Upload::ClientGone) => Outcome::ClientGone,
+                Err(Upload::Fs(error)) => Outcome::Failed(error.to_string()),
+            }
+        }
+    };
+    let counted = activity.clone();
+    match run_session(context, ending, activity, work).await {
+        Outcome::Exited(_) => {
+            let written = counted.bytes_in.load(Ordering::Relaxed);
+            plain(
+                StatusCode::OK,
+                &format!("uploaded {written} bytes to {path}"),
+            )
+        }
+        Outcome::Failed(line) => fs_refusal(&line),
+        Outcome::ClientGone => plain(StatusCode::BAD_REQUEST, "the upload was cut short"),
+        Outcome::Idle => plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "the upload carried no data for the idle timeout and was ended",
+        ),
+        Outcome::Revoked(reason) => plain(StatusCode::FORBIDDEN, &revoked_message(&reason)),
+        _ => plain(StatusCode::SERVICE_UNAVAILABLE, STOPPED),
+    }
+}
+
+/// Why an upload stopped.
+enum Upload {
+    ClientGone,
+    Fs(FsError),
+}
+
+async fn write(
+    fs: &RemoteFs,
+    path: &str,
+    mut body: Incoming,
+    activity: &Activity,
+) -> Result<(), Upload> {
+    let open = WriteOpen {
+        create: true,
+        truncate: true,
+        exclusive: false,
+        mode: None,
+    };
+    fs.prepare_write(path, open).await.map_err(Upload::Fs)?;
+    let mut writer = fs.writer(path, 0, false).await.map_err(Upload::Fs)?;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Upload::ClientGone)?;
+        if let Ok(data) = frame.into_data() {
+            activity
+                .bytes_in
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            writer.write_all(&data).await.map_err(Upload::Fs)?;
+        }
+    }
+    writer.finish().await.map_err(Upload::Fs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_must_be_absolute() {
+        assert_eq!(
+            file_path(Some("path=%2Fetc%2Fhosts")),
+            Ok("/etc/hosts".into())
+        );
+        assert_eq!(file_path(Some("path=/a%20b/c")), Ok("/a b/c".into()));
+        assert!(file_path(Some("path=etc/hosts")).is_err());
+        assert!(file_path(None).is_err());
+        assert!(file_path(Some("path=/a%00b")).is_err());
+    }
+
+    #[test]
+    fn downloads_are_named_after_the_file() {
+        assert_eq!(
+            disposition("/var/log/app.log"),
+            "attachment; filename=\"app.log\"; filename*=UTF-8''app.log"
+        );
+        assert_eq!(
+            disposition("/tmp/é x\"y"),
+            "attachment; filename=\"__x_y\"; filename*=UTF-8''%C3%A9%20x%22y"
+        );
+    }
+}
