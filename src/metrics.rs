@@ -1,6 +1,7 @@
 //! Operational metrics (Prometheus text format) and health endpoints on a
 //! separate HTTP listener: `/metrics`, `/healthz` (the process serves) and
-//! `/readyz` (host keys loaded and the cluster API answering).
+//! `/readyz` (host keys loaded, the cluster API answering, and the web
+//! terminal's listener serving where one is configured).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -54,6 +55,10 @@ pub struct Metrics {
     pub keys_loaded: AtomicBool,
     /// Whether the last probe of the cluster API succeeded.
     pub api_ready: AtomicBool,
+    /// Set when the configured web terminal listener has stopped serving.
+    pub web_down: AtomicBool,
+    /// Web terminal requests answered, by status code.
+    web_requests: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -70,6 +75,7 @@ impl Default for Metrics {
         let node_shell_pods_held = Gauge::default();
         let node_shell_pods_created = Counter::default();
         let connections_rate_limited = Counter::default();
+        let web_requests = Family::<Labels, Counter>::default();
         // 5 ms to ~40 s: set-up is an exec upgrade, or a node-shell pod start.
         let setup_seconds = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 14),
@@ -126,6 +132,11 @@ impl Default for Metrics {
             connections_rate_limited.clone(),
         );
         registry.register(
+            "web_requests",
+            "Web terminal HTTPS requests answered, by status code",
+            web_requests.clone(),
+        );
+        registry.register(
             "session_setup_seconds",
             "Time from request to a running session",
             setup_seconds.clone(),
@@ -146,6 +157,8 @@ impl Default for Metrics {
             setup_seconds,
             keys_loaded: AtomicBool::new(false),
             api_ready: AtomicBool::new(false),
+            web_down: AtomicBool::new(false),
+            web_requests,
         }
     }
 }
@@ -216,8 +229,33 @@ impl Metrics {
         text
     }
 
-    fn ready(&self) -> bool {
-        self.keys_loaded.load(Ordering::Relaxed) && self.api_ready.load(Ordering::Relaxed)
+    /// What keeps this replica from taking sessions, if anything.
+    fn unready(&self) -> Option<String> {
+        let missing: Vec<&str> = [
+            (
+                !self.keys_loaded.load(Ordering::Relaxed),
+                "host keys not loaded",
+            ),
+            (
+                !self.api_ready.load(Ordering::Relaxed),
+                "cluster API not answering",
+            ),
+            (
+                self.web_down.load(Ordering::Relaxed),
+                "web terminal listener stopped",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(missing, what)| missing.then_some(what))
+        .collect();
+        (!missing.is_empty()).then(|| missing.join(", "))
+    }
+
+    /// Counts a web terminal request's answer.
+    pub fn web_request(&self, status: u16) {
+        self.web_requests
+            .get_or_create(&label("code", &status.to_string()))
+            .inc();
     }
 }
 
@@ -237,12 +275,14 @@ fn route(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>
             metrics.render(),
         ),
         "/healthz" | "/livez" => answer(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" if metrics.ready() => answer(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" => answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not ready: host keys or cluster API\n".into(),
-        ),
+        "/readyz" => match metrics.unready() {
+            None => answer(StatusCode::OK, "text/plain", "ok\n".into()),
+            Some(missing) => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {missing}\n"),
+            ),
+        },
         _ => answer(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }
@@ -263,5 +303,27 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_names_what_is_missing() {
+        let metrics = Metrics::default();
+        assert_eq!(
+            metrics.unready().as_deref(),
+            Some("host keys not loaded, cluster API not answering")
+        );
+        metrics.keys_loaded.store(true, Ordering::Relaxed);
+        metrics.api_ready.store(true, Ordering::Relaxed);
+        assert_eq!(metrics.unready(), None);
+        metrics.web_down.store(true, Ordering::Relaxed);
+        assert_eq!(
+            metrics.unready().as_deref(),
+            Some("web terminal listener stopped")
+        );
     }
 }

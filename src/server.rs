@@ -39,6 +39,7 @@ pub async fn run(
     };
     let probe = {
         let shared = shared.clone();
+        let web = web.as_ref().map(|web| web.abort_handle());
         tokio::spawn(async move {
             let wait = shared.config.timeouts.api();
             loop {
@@ -50,6 +51,10 @@ pub async fn run(
                     shared.metrics.api_errors.inc();
                 }
                 shared.metrics.api_ready.store(ok, Ordering::Relaxed);
+                if web.as_ref().is_some_and(|web| web.is_finished()) {
+                    tracing::error!("the web terminal listener stopped serving");
+                    shared.metrics.web_down.store(true, Ordering::Relaxed);
+                }
                 tokio::time::sleep(READINESS_PROBE).await;
             }
         })

@@ -178,6 +178,11 @@ fn a_link_signs_in_once_until_it_expires_and_only_our_pages_open_terminals() {
         seen["oversized"],
         "1009 message too big (70000 bytes; the limit is 65536)"
     );
+    assert_eq!(
+        seen["signed_out"],
+        "signed out; run ssh PERSON@BASTION web to sign in again\n"
+    );
+    assert_eq!(seen["after_sign_out"], 401);
     let audit = web.audit();
     assert!(
         audit
@@ -279,8 +284,13 @@ fn a_terminal_in_a_container_has_the_page_size_whole_characters_ctrl_c_and_the_e
             let metrics = text(&run_with_input(curl, b"").stdout);
             metrics.contains("kbastion_sessions_started_by_transport_total{transport=\"web\"} 1")
                 && metrics.contains("kbastion_sessions_active_by_transport{transport=\"web\"} 0")
+                && metrics.contains("kbastion_web_requests_total{code=\"101\"} 1")
         },
     );
+    // Ready, with the web listener serving.
+    let mut curl = Command::new("curl");
+    curl.args(["-s", &format!("http://127.0.0.1:{metrics_port}/readyz")]);
+    assert_eq!(text(&run_with_input(curl, b"").stdout), "ok\n");
 }
 
 #[test]

@@ -74,7 +74,11 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, web: A
                 };
             let service = hyper::service::service_fn(move |request| {
                 let web = web.clone();
-                async move { Ok::<_, Infallible>(handle(&web, peer, request).await) }
+                async move {
+                    let response = handle(&web, peer, request).await;
+                    web.shared.metrics.web_request(response.status().as_u16());
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .header_read_timeout(HANDSHAKE_TIMEOUT)
@@ -227,7 +231,10 @@ async fn handle(web: &Arc<Web>, peer: SocketAddr, request: Request<Incoming>) ->
         if let Some(token) = cookie(&request) {
             web.shared.web_logins.end(&token);
         }
-        let mut response = plain(StatusCode::OK, "signed out");
+        let mut response = plain(
+            StatusCode::OK,
+            "signed out; run ssh PERSON@BASTION web to sign in again",
+        );
         if let Ok(value) = HeaderValue::from_str(&format!(
             "{COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict"
         )) {
@@ -353,7 +360,8 @@ async fn targets_page(web: &Web, grant: &Grant) -> Response<Body> {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>kbastion: {person}</title><link rel=\"stylesheet\" href=\"/assets/page.css\"></head>\
-         <body class=\"list\"><h1>Targets for {person}</h1>\
+         <body class=\"list\"><form class=\"signout\" method=\"post\" action=\"/logout\">\
+         <button type=\"submit\">Sign out</button></form><h1>Targets for {person}</h1>\
          <p class=\"note\">Each opens a terminal in a new tab. A container: /t/NAMESPACE/POD[/CONTAINER]; a node: /t/NODE.</p>\
          <h2>Pods</h2>{pods}<h2>Nodes</h2>{nodes}</body></html>\n",
         pods = list(&reachable.pods),

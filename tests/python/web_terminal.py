@@ -159,6 +159,11 @@ def scenario_login(browser, args):
         })""",
         base.replace("https://", "wss://") + "/ws/default/solo",
     )
+    step("sign out")
+    page.goto(base + "/")
+    page.click("text=Sign out")
+    result["signed_out"] = page.inner_text("body")
+    result["after_sign_out"] = page.goto(base + "/").status
     # A link that has expired.
     if "expired_link" in args:
         time.sleep(max(0, args["expires_at"] + 0.5 - time.time()))
