@@ -20,6 +20,7 @@ pub mod flow;
 pub mod forward;
 pub mod impersonation;
 pub mod limits;
+pub mod log_files;
 pub mod login;
 pub mod logs;
 pub mod metrics;

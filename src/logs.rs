@@ -172,36 +172,51 @@ pub fn parse_duration(text: &str) -> Option<i64> {
     (total > 0.0 && total < 1e12).then(|| total.ceil() as i64)
 }
 
-/// A log session ready to run: the person may read this container's log.
-pub struct LogSession {
+/// A container's log that the person may read (`get` on `pods/log`
+/// checked): what a log session streams and `LogFiles` serves as files.
+pub struct LogSource {
     pods: Api<Pod>,
     pod: String,
+    container: String,
+}
+
+impl LogSource {
+    /// The log as it is now, of the container's current or previous
+    /// instance, as a stream; the API server's error in one line if not.
+    pub async fn read(
+        &self,
+        previous: bool,
+        api_wait: Duration,
+    ) -> Result<impl futures::AsyncBufRead + Send + use<>, String> {
+        let params = LogParams {
+            container: Some(self.container.clone()),
+            previous,
+            ..LogParams::default()
+        };
+        match bounded(api_wait, self.pods.log_stream(&self.pod, &params)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(error)) => Err(log_error(error)),
+            Err(timeout) => Err(timeout.to_string()),
+        }
+    }
+}
+
+/// A log session ready to run: the person may read this container's log.
+pub struct LogSession {
+    source: LogSource,
     params: LogParams,
 }
 
-/// Everything checked before the session starts: the options, the pod and
-/// container (kubectl's default-container choice), and the person's
-/// `get` on `pods/log`.
-pub async fn prepare(
+/// Checks that the person may read the log of the container (kubectl's
+/// default-container choice when none is named): the pod and container
+/// exist, and their `get` on `pods/log`.
+pub async fn authorize(
     shared: &Shared,
     identity: &Identity,
     namespace: &str,
     pod: &str,
     container: Option<&str>,
-    requested: &Requested,
-) -> Result<LogSession, String> {
-    let not_served = || {
-        "a log is read with ssh (ssh USER@NAMESPACE/POD/CONTAINER.logs@BASTION -- [OPTIONS]); SFTP and scp on .logs are not served".to_string()
-    };
-    let options = match requested {
-        Requested::Shell => LogOptions::default(),
-        // What scp runs on the far side (`scp -O`).
-        Requested::Exec(command) if crate::scp::parse(command).is_some() => {
-            return Err(not_served());
-        }
-        Requested::Exec(command) => parse_options(command).map_err(|e| e.to_string())?,
-        Requested::Sftp => return Err(not_served()),
-    };
+) -> Result<LogSource, String> {
     if shared.protected_namespaces().contains(&namespace) {
         return Err(TargetError::BastionNamespace(namespace.into()).to_string());
     }
@@ -240,11 +255,27 @@ pub async fn prepare(
     crate::authz::require(&shared.cluster.own(), identity, &permission, wait)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(LogSession {
+    Ok(LogSource {
         pods,
         pod: pod.into(),
+        container,
+    })
+}
+
+/// A log session with the options a shell (none: follow) or a command
+/// (kubectl's log options) gives.
+pub fn session(source: LogSource, requested: &Requested) -> Result<LogSession, String> {
+    let options = match requested {
+        Requested::Shell => LogOptions::default(),
+        Requested::Exec(command) => parse_options(command).map_err(|e| e.to_string())?,
+        // Served as files (`LogFiles`), not as a stream.
+        Requested::Sftp => {
+            return Err("SFTP on a log is served by kbastion's own SFTP server".into());
+        }
+    };
+    Ok(LogSession {
         params: LogParams {
-            container: Some(container),
+            container: Some(source.container.clone()),
             follow: options.follow,
             limit_bytes: options.limit_bytes,
             previous: options.previous,
@@ -254,6 +285,7 @@ pub async fn prepare(
             timestamps: options.timestamps,
             ..LogParams::default()
         },
+        source,
     })
 }
 
@@ -277,7 +309,12 @@ impl LogSession {
         activity: &crate::session::Activity,
     ) -> Report {
         let mut bytes_out = 0u64;
-        let stream = match bounded(api_wait, self.pods.log_stream(&self.pod, &self.params)).await {
+        let stream = match bounded(
+            api_wait,
+            self.source.pods.log_stream(&self.source.pod, &self.params),
+        )
+        .await
+        {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return failed(output, &log_error(error), tty).await,
             Err(timeout) => return failed(output, &timeout.to_string(), tty).await,

@@ -1,6 +1,7 @@
 //! The target's file system, reached through exec: what kbastion's own
 //! SFTP server and legacy-scp emulation stand on when the target has no
-//! `sftp-server` or `scp` of its own.
+//! `sftp-server` or `scp` of its own. For `CONTAINER.logs` it is the
+//! container's log as two read-only files instead (`log_files`).
 //!
 //! Every operation is one exec of a short POSIX `sh` script using only
 //! what coreutils and busybox both have (`stat -c`, `tail -c`, `dd`,
@@ -19,6 +20,7 @@ use kube::api::AttachedProcess;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::exec::Ended;
+use crate::log_files::LogFiles;
 use crate::target::ExecTarget;
 
 /// The most a metadata exec may print (a directory listing): a bound on
@@ -39,6 +41,9 @@ pub enum FsError {
     NotFound(String),
     #[error("{0}: Permission denied")]
     PermissionDenied(String),
+    /// A change to files that cannot change (a container's log).
+    #[error("{0}: read-only: a container's log is the files current and previous, to read")]
+    ReadOnly(String),
     #[error("{0}")]
     Failure(String),
 }
@@ -153,13 +158,41 @@ struct Output {
 /// The target's file system, for one session.
 #[derive(Clone)]
 pub struct RemoteFs {
-    target: Arc<ExecTarget>,
+    backend: Backend,
     api_wait: Duration,
+}
+
+/// What the files are.
+#[derive(Clone)]
+enum Backend {
+    /// The target's own, through execs.
+    Exec(Arc<ExecTarget>),
+    /// A container's log (`CONTAINER.logs`), read-only.
+    Log(Arc<LogFiles>),
 }
 
 impl RemoteFs {
     pub fn new(target: Arc<ExecTarget>, api_wait: Duration) -> Self {
-        RemoteFs { target, api_wait }
+        RemoteFs {
+            backend: Backend::Exec(target),
+            api_wait,
+        }
+    }
+
+    /// A container's log as files (`log_files`).
+    pub fn log(files: LogFiles, api_wait: Duration) -> Self {
+        RemoteFs {
+            backend: Backend::Log(Arc::new(files)),
+            api_wait,
+        }
+    }
+
+    /// Refuses a change where the files are read-only.
+    fn writable(&self, path: &str) -> Result<(), FsError> {
+        match &self.backend {
+            Backend::Exec(_) => Ok(()),
+            Backend::Log(_) => Err(crate::log_files::read_only(path)),
+        }
     }
 
     /// Starts `sh -c SCRIPT sh ARGS…` in the target (after its prefix:
@@ -170,19 +203,24 @@ impl RemoteFs {
         args: &[&str],
         stdin: bool,
     ) -> Result<AttachedProcess, FsError> {
-        let argv = crate::exec::script_argv(&self.target.prefix, script, args);
+        let Backend::Exec(target) = &self.backend else {
+            return Err(FsError::Failure(
+                "a container's log runs no commands".into(),
+            ));
+        };
+        let argv = crate::exec::script_argv(&target.prefix, script, args);
         let streams = crate::exec::Streams {
             stdin,
             tty: false,
             stderr_buffer: MAX_STDERR,
         };
-        crate::exec::start(&self.target, argv, streams, self.api_wait)
+        crate::exec::start(target, argv, streams, self.api_wait)
             .await
             .map_err(|error| {
                 FsError::Failure(format!(
                     "exec into {}/{} failed: {}",
-                    self.target.namespace,
-                    self.target.pod,
+                    target.namespace,
+                    target.pod,
                     error.to_string().lines().next().unwrap_or_default()
                 ))
             })
@@ -220,6 +258,10 @@ impl RemoteFs {
     /// would (globs, quotes, variables): for legacy scp, whose command the
     /// user sends to be run in their own target.
     pub async fn expand_words(&self, words: &str) -> Result<Vec<String>, FsError> {
+        if let Backend::Log(_) = &self.backend {
+            // No shell: the names as given.
+            return Ok(words.split_whitespace().map(str::to_string).collect());
+        }
         let script = format!("set -- {words}\n[ $# -eq 0 ] || printf '%s\\0' \"$@\"");
         let output = self.run(&script, &[]).await?;
         if output.code != 0 {
@@ -236,12 +278,18 @@ impl RemoteFs {
     /// Whether the target has an `sftp-server` that `exec::SFTP_SERVER`
     /// finds.
     pub async fn has_sftp_server(&self) -> Result<bool, FsError> {
+        if let Backend::Log(_) = &self.backend {
+            return Ok(false);
+        }
         let script = format!("{{ {}; }} >/dev/null 2>&1", crate::exec::SFTP_SERVER_FOUND);
         Ok(self.run(&script, &[]).await?.code == 0)
     }
 
     /// `stat` (following symlinks) or `lstat`.
     pub async fn stat(&self, path: &str, follow: bool) -> Result<Metadata, FsError> {
+        if let Backend::Log(log) = &self.backend {
+            return log.stat(path).await;
+        }
         let script = if follow {
             "exec stat -L -c \"$1\" -- \"$2\""
         } else {
@@ -263,6 +311,9 @@ impl RemoteFs {
     /// holding a newline cannot be told apart in `stat` output and are
     /// left out.
     pub async fn list(&self, dir: &str) -> Result<Vec<(String, Metadata)>, FsError> {
+        if let Backend::Log(log) = &self.backend {
+            return log.list(dir).await;
+        }
         // Globs that match nothing stay literal and fail `stat` quietly.
         let script =
             "cd -- \"$2\" || exit 1; stat -c \"$1\" -- . .. * .[!.]* ..?* 2>/dev/null; exit 0";
@@ -281,6 +332,9 @@ impl RemoteFs {
     /// The absolute, symlink-free form of `path`; its last part need not
     /// exist (as OpenSSH's sftp-server allows, for uploads).
     pub async fn realpath(&self, path: &str) -> Result<String, FsError> {
+        if let Backend::Log(_) = &self.backend {
+            return Ok(crate::log_files::normalize(path));
+        }
         let path = if path.is_empty() { "." } else { path };
         let script = "if [ -d \"$1\" ]; then cd -- \"$1\" && pwd -P; \
              else d=$(dirname -- \"$1\"); b=$(basename -- \"$1\"); cd -- \"$d\" || exit 1; \
@@ -294,6 +348,7 @@ impl RemoteFs {
     }
 
     pub async fn mkdir(&self, path: &str, mode: Option<u32>) -> Result<(), FsError> {
+        self.writable(path)?;
         let mode = mode
             .map(|m| format!("{:o}", m & 0o7777))
             .unwrap_or_default();
@@ -306,27 +361,34 @@ impl RemoteFs {
     }
 
     pub async fn rmdir(&self, path: &str) -> Result<(), FsError> {
+        self.writable(path)?;
         self.run_quiet(path, "exec rmdir -- \"$1\"", &[path]).await
     }
 
     /// Removes a file (not a directory: `rm` without `-r` refuses those).
     pub async fn remove(&self, path: &str) -> Result<(), FsError> {
+        self.writable(path)?;
         self.run_quiet(path, "exec rm -- \"$1\"", &[path]).await
     }
 
     /// Renames; like OpenSSH's sftp-server, refuses to replace a file.
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        self.writable(from)?;
         let script = "if [ -e \"$2\" ] || [ -L \"$2\" ]; then echo \"$2: File exists\" >&2; exit 1; fi; exec mv -- \"$1\" \"$2\"";
         self.run_quiet(from, script, &[from, to]).await
     }
 
     /// Creates `link` pointing at `target`.
     pub async fn symlink(&self, target: &str, link: &str) -> Result<(), FsError> {
+        self.writable(link)?;
         self.run_quiet(link, "exec ln -s -- \"$1\" \"$2\"", &[target, link])
             .await
     }
 
     pub async fn readlink(&self, path: &str) -> Result<String, FsError> {
+        if let Backend::Log(_) = &self.backend {
+            return Err(FsError::Failure(format!("{path}: not a symbolic link")));
+        }
         let output = self.run("exec readlink -- \"$1\"", &[path]).await?;
         if output.code != 0 {
             return Err(FsError::from_stderr(path, &output.stderr, output.code));
@@ -340,6 +402,7 @@ impl RemoteFs {
         path: &str,
         attributes: SetAttributes,
     ) -> Result<(), FsError> {
+        self.writable(path)?;
         let words = [
             attributes
                 .permissions
@@ -370,6 +433,9 @@ impl RemoteFs {
         if metadata.is_dir() {
             return Err(FsError::Failure(format!("{path}: Is a directory")));
         }
+        if let Backend::Log(_) = &self.backend {
+            return Ok(metadata);
+        }
         let script = "[ -r \"$1\" ] || { echo \"$1: Permission denied\" >&2; exit 1; }";
         self.run_quiet(path, script, &[path]).await?;
         Ok(metadata)
@@ -377,6 +443,7 @@ impl RemoteFs {
 
     /// Creates, truncates or checks `path` for writing, as `open` asks.
     pub async fn prepare_write(&self, path: &str, open: WriteOpen) -> Result<(), FsError> {
+        self.writable(path)?;
         let flag = |b: bool| if b { "1" } else { "" };
         let mode = open
             .mode
@@ -409,14 +476,22 @@ impl RemoteFs {
 
     /// Streams the file from `offset` to its current end.
     pub async fn reader(&self, path: &str, offset: u64) -> Result<FileReader, FsError> {
+        if let Backend::Log(log) = &self.backend {
+            return Ok(FileReader {
+                stdout: log.reader(path, offset).await?,
+                path: path.to_string(),
+                streaming: None,
+            });
+        }
         let start = (offset + 1).to_string();
         let mut process = self
             .spawn("exec tail -c \"+$1\" -- \"$2\"", &[&start, path], false)
             .await?;
         let stdout = process.stdout().ok_or_else(|| no_pipe("stdout"))?;
         Ok(FileReader {
-            stdout,
-            streaming: Streaming::new(path, process),
+            stdout: Box::new(stdout),
+            path: path.to_string(),
+            streaming: Some(Streaming::new(path, process)),
         })
     }
 
@@ -428,6 +503,7 @@ impl RemoteFs {
         offset: u64,
         append: bool,
     ) -> Result<FileWriter, FsError> {
+        self.writable(path)?;
         /// dd seeks in whole blocks: 64 KiB blocks where the offset allows
         /// (always true at 0), single bytes otherwise (a resumed upload).
         const BLOCK: u64 = 64 * 1024;
@@ -557,8 +633,10 @@ impl Drop for Streaming {
 
 /// One file being read from some offset.
 pub struct FileReader {
-    stdout: tokio::io::ReadHalf<tokio::io::SimplexStream>,
-    streaming: Streaming,
+    stdout: Box<dyn AsyncRead + Send + Unpin>,
+    path: String,
+    /// The exec that streams it (none for a log).
+    streaming: Option<Streaming>,
 }
 
 impl FileReader {
@@ -570,7 +648,7 @@ impl FileReader {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) => {
-                    return Err(FsError::Failure(format!("{}: {e}", self.streaming.path)));
+                    return Err(FsError::Failure(format!("{}: {e}", self.path)));
                 }
             }
         }
@@ -579,8 +657,11 @@ impl FileReader {
 
     /// After the end: whether the read succeeded (`tail` may have failed
     /// to open the file).
-    pub async fn finish(mut self) -> Result<(), FsError> {
-        self.streaming.outcome().await
+    pub async fn finish(self) -> Result<(), FsError> {
+        match self.streaming {
+            Some(mut streaming) => streaming.outcome().await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -73,7 +73,7 @@ impl From<FsError> for Refusal {
     fn from(error: FsError) -> Self {
         let code = match error {
             FsError::NotFound(_) => StatusCode::NoSuchFile,
-            FsError::PermissionDenied(_) => StatusCode::PermissionDenied,
+            FsError::PermissionDenied(_) | FsError::ReadOnly(_) => StatusCode::PermissionDenied,
             FsError::Failure(_) => StatusCode::Failure,
         };
         Refusal(code, error.to_string())

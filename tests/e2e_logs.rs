@@ -132,34 +132,6 @@ fn logs_refusals_are_one_line() {
         assert_eq!(text(&out.stderr), message, "{login} {args:?}");
         assert!(out.stdout.is_empty(), "{login} {args:?}");
     }
-    // Copying a log is not served (yet): one line for scp and sftp alike.
-    for (program, args) in [
-        (
-            "scp",
-            &[
-                "-O",
-                "alice@default+logger+app.logs@127.0.0.1:current",
-                "/dev/null",
-            ][..],
-        ),
-        (
-            "scp",
-            &[
-                "alice@default+logger+app.logs@127.0.0.1:current",
-                "/dev/null",
-            ][..],
-        ),
-    ] {
-        let mut command = bastion.ssh_command(program);
-        command.args(args);
-        let out = run_with_input(command, b"");
-        assert_ne!(out.status.code(), Some(0), "{program} {args:?}");
-        assert!(
-            text(&out.stderr).contains("SFTP and scp on .logs are not served"),
-            "{program} {args:?}: {}",
-            text(&out.stderr)
-        );
-    }
     // A log carries no connections.
     let mut command = bastion.ssh_command_logging("ssh", "INFO");
     command.args([
@@ -178,6 +150,105 @@ fn logs_refusals_are_one_line() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// A log as files: `current` and `previous` in a read-only directory,
+/// copied with scp (SFTP and legacy) and sftp, byte for byte what
+/// `kubectl logs` prints against the same simulator.
+#[test]
+fn logs_copy_as_files_with_scp_and_sftp_byte_exact() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    sim.wait_running("default", "logger");
+    wait_for("crasher restarted", Duration::from_secs(20), || {
+        let out = sim.kubectl(
+            "kubectl",
+            "admin",
+            &[
+                "get",
+                "pod",
+                "crasher",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].restartCount}",
+            ],
+        );
+        text(&out.stdout).parse::<u64>().unwrap_or(0) >= 1
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let previous = sim.kubectl("kubectl", "alice", &["logs", "crasher", "--previous"]);
+    assert_eq!(text(&previous.stdout), "started\nto-stderr\n");
+    // The previous instance's log, fixed: scp (SFTP), scp -O and sftp.
+    for (name, legacy) in [("sftp-mode", false), ("legacy", true)] {
+        let local = dir.path().join(name);
+        let mut scp = bastion.ssh_command("scp");
+        if legacy {
+            scp.arg("-O");
+        }
+        scp.arg("alice@default+crasher+app.logs@127.0.0.1:previous")
+            .arg(&local);
+        let out = run_with_input(scp, b"");
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+        assert_eq!(
+            std::fs::read(&local).expect("copied"),
+            previous.stdout,
+            "{name}"
+        );
+    }
+    // The current log of a container that writes on: what scp copied is
+    // the start of what kubectl prints a moment later, whole lines.
+    let local = dir.path().join("current");
+    let mut scp = bastion.ssh_command("scp");
+    scp.arg("alice@default+logger+app.logs@127.0.0.1:current")
+        .arg(&local);
+    let out = run_with_input(scp, b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let copied = std::fs::read(&local).expect("copied");
+    let later = sim.kubectl("kubectl", "alice", &["logs", "logger"]).stdout;
+    assert!(copied.starts_with(b"line 1\nline 2\n"), "{}", text(&copied));
+    assert!(copied.ends_with(b"\n"));
+    assert!(later.starts_with(&copied), "not a prefix of kubectl logs");
+    // sftp: the directory, a download, and no change.
+    let mut sftp = bastion.ssh_command("sftp");
+    sftp.args(["-b", "-", "alice@default+crasher+app.logs@127.0.0.1"]);
+    let batch = format!(
+        "ls -1\nget previous {}\n-put /etc/hostname notes\n-rm current\n",
+        dir.path().join("via-sftp").display()
+    );
+    let out = run_with_input(sftp, batch.as_bytes());
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("\ncurrent\nprevious\n"), "{stdout}");
+    assert_eq!(
+        std::fs::read(dir.path().join("via-sftp")).expect("copied"),
+        previous.stdout
+    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    // scp -O into a log: refused in its one line.
+    let mut scp = bastion.ssh_command("scp");
+    scp.args(["-O", "/etc/hostname"])
+        .arg("alice@default+crasher+app.logs@127.0.0.1:notes");
+    let out = run_with_input(scp, b"");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains(
+            "notes: read-only: a container's log is the files current and previous, to read"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    // bob, without pods/log: refused before anything is read.
+    let mut scp = bastion.ssh_command("scp");
+    scp.arg("bob@default+logger+app.logs@127.0.0.1:current")
+        .arg(dir.path().join("bob"));
+    let out = run_with_input(scp, b"");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("User \"bob\" may not get pods/log \"logger\""),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.path().join("bob").exists());
 }
 
 /// A log session follows the session rules as every other: a log with

@@ -88,10 +88,30 @@ pub enum Service {
     Exec(String),
     /// The target's own `sftp-server`, through an exec.
     TargetSftp,
-    /// kbastion's SFTP server, on the target's files through execs.
-    BuiltinSftp,
+    /// kbastion's own SFTP server or legacy scp, on the target's files.
+    Builtin(FileService),
+}
+
+/// kbastion's own file services, on a `RemoteFs`: the target's files
+/// through execs, or a container's log as files.
+#[derive(Debug)]
+pub enum FileService {
+    /// kbastion's SFTP server.
+    Sftp,
     /// kbastion's legacy-scp (`scp -O`) emulation.
-    BuiltinScp(ScpCommand),
+    Scp(ScpCommand),
+}
+
+impl FileService {
+    /// The file service a request asks for, if it asks for one: SFTP, or
+    /// a command that is what scp runs on the far side.
+    pub fn requested(requested: &Requested) -> Option<FileService> {
+        match requested {
+            Requested::Sftp => Some(FileService::Sftp),
+            Requested::Exec(command) => crate::scp::parse(command).map(FileService::Scp),
+            Requested::Shell => None,
+        }
+    }
 }
 
 impl Service {
@@ -105,7 +125,7 @@ impl Service {
                     .then(|| crate::scp::parse(&command))
                     .flatten();
                 match scp {
-                    Some(scp) => Service::BuiltinScp(scp),
+                    Some(scp) => Service::Builtin(FileService::Scp(scp)),
                     None => Service::Exec(command),
                 }
             }
@@ -117,7 +137,7 @@ impl Service {
                     SftpServer::Auto => matches!(fs.has_sftp_server().await, Ok(false)),
                 };
                 if builtin {
-                    Service::BuiltinSftp
+                    Service::Builtin(FileService::Sftp)
                 } else {
                     Service::TargetSftp
                 }
@@ -393,31 +413,50 @@ where
     I: ClientInput + 'static,
     O: ClientOutput,
 {
-    let fs = || RemoteFs::new(target.clone(), context.api_wait);
-    let activity = Activity::default();
     // What the exec runs by `sh -c` (None: the login shell).
     let script = match service {
         Service::Shell => None,
         Service::Exec(command) => Some(command),
         Service::TargetSftp => Some(crate::exec::SFTP_SERVER.to_string()),
-        Service::BuiltinSftp => {
-            let work =
-                crate::sftp::serve(fs(), io::reader(input), output.stdout(), activity.clone());
-            return supervised(&context.control, &activity, &output, work).await;
+        Service::Builtin(service) => {
+            let fs = RemoteFs::new(target, context.api_wait);
+            return serve_files(service, fs, input, output, context).await;
         }
-        Service::BuiltinScp(command) => {
+    };
+    crate::bridge::run(target, script, pty, input, output, context).await
+}
+
+/// Runs one of kbastion's own file services on `fs` to its end, under the
+/// session's drain, idle and revocation rules (`supervise`).
+pub async fn serve_files<I, O>(
+    service: FileService,
+    fs: RemoteFs,
+    input: I,
+    output: O,
+    context: crate::bridge::SessionContext,
+) -> Report
+where
+    I: ClientInput + 'static,
+    O: ClientOutput,
+{
+    let activity = Activity::default();
+    match service {
+        FileService::Sftp => {
+            let work = crate::sftp::serve(fs, io::reader(input), output.stdout(), activity.clone());
+            supervised(&context.control, &activity, &output, work).await
+        }
+        FileService::Scp(command) => {
             let work = crate::scp::serve(
-                fs(),
+                fs,
                 command,
                 io::reader(input),
                 output.stdout(),
                 activity.clone(),
                 context.recorder.clone(),
             );
-            return supervised(&context.control, &activity, &output, work).await;
+            supervised(&context.control, &activity, &output, work).await
         }
-    };
-    crate::bridge::run(target, script, pty, input, output, context).await
+    }
 }
 
 /// A built-in service, ended with its exit status, or by `supervise`.

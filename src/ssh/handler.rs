@@ -587,25 +587,60 @@ async fn session_channel(
         view: login::View::Logs,
     } = &target
     {
-        let opening = Opening {
-            kind: SessionKind::Logs {
-                options: match &requested {
-                    Requested::Exec(options) => options.clone(),
-                    _ => String::new(),
+        // SFTP and scp see the log as files; anything else streams it.
+        let files = crate::session::FileService::requested(&requested);
+        let opening = match files {
+            Some(_) => opening,
+            None => Opening {
+                kind: SessionKind::Logs {
+                    options: match &requested {
+                        Requested::Exec(options) => options.clone(),
+                        _ => String::new(),
+                    },
                 },
+                ..opening
             },
-            ..opening
         };
-        let prepared = crate::logs::prepare(
+        let authorized = crate::logs::authorize(
             &shared,
             &login.identity,
             namespace,
             pod,
             container.as_deref(),
-            &requested,
         )
         .await;
-        let log = match prepared {
+        let source = match authorized {
+            Ok(source) => source,
+            Err(reason) => {
+                opening.refused(&reason);
+                refuse(&output, &reason, tty).await;
+                return;
+            }
+        };
+        if let Some(service) = files {
+            let session = match opening.start(None).await {
+                Ok(session) => session,
+                Err(reason) => {
+                    refuse(&output, &reason, tty).await;
+                    return;
+                }
+            };
+            let api_wait = shared.config.timeouts.api();
+            let fs = crate::remote_fs::RemoteFs::log(
+                crate::log_files::LogFiles::new(source, api_wait),
+                api_wait,
+            );
+            let context = session.context(
+                &login.identity.user,
+                shared.control(revoked.subscribe()),
+                Vec::new(),
+            );
+            let report =
+                crate::session::serve_files(service, fs, SshInput(read), output, context).await;
+            session.end(&report);
+            return;
+        }
+        let log = match crate::logs::session(source, &requested) {
             Ok(log) => log,
             Err(reason) => {
                 opening.refused(&reason);
