@@ -216,35 +216,29 @@ pub async fn authorize(
     namespace: &str,
     pod: &str,
     container: Option<&str>,
-) -> Result<LogSource, String> {
+) -> Result<LogSource, TargetError> {
     if shared.protected_namespaces().contains(&namespace) {
-        return Err(TargetError::BastionNamespace(namespace.into()).to_string());
+        return Err(TargetError::BastionNamespace(namespace.into()));
     }
     let wait = shared.config.timeouts.api();
     let client = shared
         .cluster
         .as_user(identity)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| TargetError::Api(e.to_string()))?;
     let pods: Api<Pod> = Api::namespaced(client, namespace);
-    let found = bounded(wait, pods.get(pod))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| {
-            api_error(e, || TargetError::PodNotFound {
-                namespace: namespace.into(),
-                pod: pod.into(),
-            })
-            .to_string()
-        })?;
-    let container = pick_container(&found, container).map_err(|available| {
-        TargetError::ContainerNotFound {
+    let found = bounded(wait, pods.get(pod)).await?.map_err(|e| {
+        api_error(e, || TargetError::PodNotFound {
+            namespace: namespace.into(),
+            pod: pod.into(),
+        })
+    })?;
+    let container =
+        pick_container(&found, container).map_err(|available| TargetError::ContainerNotFound {
             namespace: namespace.into(),
             pod: pod.into(),
             container: container.unwrap_or_default().into(),
             available: available.join(", "),
-        }
-        .to_string()
-    })?;
+        })?;
     let permission = Permission {
         verb: "get",
         resource: "pods",
@@ -252,9 +246,7 @@ pub async fn authorize(
         namespace: Some(namespace),
         name: Some(pod),
     };
-    crate::authz::require(&shared.cluster.own(), identity, &permission, wait)
-        .await
-        .map_err(|e| e.to_string())?;
+    crate::authz::require(&shared.cluster.own(), identity, &permission, wait).await?;
     Ok(LogSource {
         pods,
         pod: pod.into(),
@@ -262,11 +254,23 @@ pub async fn authorize(
     })
 }
 
+/// A log session that follows the log from its start, as a shell does.
+pub fn follow(source: LogSource) -> LogSession {
+    LogSession {
+        params: LogParams {
+            container: Some(source.container.clone()),
+            follow: true,
+            ..LogParams::default()
+        },
+        source,
+    }
+}
+
 /// A log session with the options a shell (none: follow) or a command
 /// (kubectl's log options) gives.
 pub fn session(source: LogSource, requested: &Requested) -> Result<LogSession, String> {
     let options = match requested {
-        Requested::Shell => LogOptions::default(),
+        Requested::Shell => return Ok(follow(source)),
         Requested::Exec(command) => parse_options(command).map_err(|e| e.to_string())?,
         // Served as files (`LogFiles`), not as a stream.
         Requested::Sftp => {
@@ -297,10 +301,33 @@ const INTERRUPT: u8 = 0x03;
 const INTERRUPTED: u32 = 130;
 
 impl LogSession {
+    /// Runs the session under its rules (idle, drain, revocation) as any
+    /// other kind, to its report.
+    pub async fn serve(
+        self,
+        input: impl ClientInput,
+        output: &impl ClientOutput,
+        tty: bool,
+        context: &crate::bridge::SessionContext,
+    ) -> Report {
+        let activity = crate::session::Activity::default();
+        let work = self.run(input, output, tty, context.api_wait, &activity);
+        match crate::session::supervise(&context.control, &activity, output, true, work).await {
+            Ok(report) => report,
+            Err(interrupted) => Report {
+                outcome: Outcome::of(interrupted),
+                bytes_in: 0,
+                bytes_out: activity
+                    .bytes_out
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            },
+        }
+    }
+
     /// Streams the log to the client until it ends (no follow, or the
     /// container stopped), the person presses Ctrl-C (exit 130) or leaves.
     /// With a terminal, line ends become CRLF, as a pty would make them.
-    pub async fn run(
+    async fn run(
         self,
         mut input: impl ClientInput,
         output: &impl ClientOutput,

@@ -3,6 +3,7 @@
 //! nodes. The answer to `ssh PERSON@bastion` without a target and the web
 //! terminal's target page; a hint, not an inventory, so it is bounded.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -20,6 +21,26 @@ const MAX_TARGETS_LISTED: usize = 100;
 pub struct Reachable {
     pub pods: Vec<String>,
     pub nodes: Vec<String>,
+    /// Each listed pod's containers that have started at least once (and
+    /// so have a log), by `NAMESPACE/POD`.
+    pub containers: BTreeMap<String, Vec<String>>,
+}
+
+/// The containers of `pod` that have run (running now, or ended).
+fn started_containers(pod: &Pod) -> Vec<String> {
+    let statuses = pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten());
+    statuses
+        .filter(|s| {
+            let ran = |state: Option<&k8s_openapi::api::core::v1::ContainerState>| {
+                state.is_some_and(|st| st.running.is_some() || st.terminated.is_some())
+            };
+            ran(s.state.as_ref()) || ran(s.last_state.as_ref())
+        })
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 /// The pods and nodes `identity` may list, each call bounded by `wait`.
@@ -35,8 +56,8 @@ pub async fn reachable(cluster: &Cluster, identity: &Identity, wait: Duration) -
         )
     };
     let all: Api<Pod> = Api::all(client.clone());
-    let mut pods: Vec<String> = match bounded(wait, all.list(&ListParams::default())).await {
-        Ok(Ok(list)) => list.items.iter().map(name_of).collect(),
+    let mut listed: Vec<Pod> = match bounded(wait, all.list(&ListParams::default())).await {
+        Ok(Ok(list)) => list.items,
         // Not allowed cluster-wide: ask namespace by namespace (the
         // bastion may list namespaces; the person's RBAC decides the pods).
         _ => {
@@ -51,14 +72,19 @@ pub async fn reachable(cluster: &Cluster, identity: &Identity, wait: Duration) -
                 {
                     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
                     if let Ok(Ok(list)) = bounded(wait, pods.list(&ListParams::default())).await {
-                        names.extend(list.items.iter().map(name_of));
+                        names.extend(list.items);
                     }
                 }
             }
             names
         }
     };
-    pods.truncate(MAX_TARGETS_LISTED);
+    listed.truncate(MAX_TARGETS_LISTED);
+    let pods = listed.iter().map(name_of).collect();
+    let containers = listed
+        .iter()
+        .map(|p| (name_of(p), started_containers(p)))
+        .collect();
     let nodes: Api<Node> = Api::all(client);
     let nodes = match bounded(wait, nodes.list(&ListParams::default())).await {
         Ok(Ok(list)) => list
@@ -69,5 +95,9 @@ pub async fn reachable(cluster: &Cluster, identity: &Identity, wait: Duration) -
             .collect(),
         _ => Vec::new(),
     };
-    Reachable { pods, nodes }
+    Reachable {
+        pods,
+        nodes,
+        containers,
+    }
 }

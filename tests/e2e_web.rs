@@ -488,3 +488,69 @@ fn bob_cannot_download_from_a_pod_he_may_not_reach() {
         ])
     );
 }
+
+#[test]
+fn the_targets_page_offers_each_containers_log_followed_in_a_tab_or_downloaded() {
+    let sim = Sim::start();
+    sim.wait_running("default", "logger");
+    let web = Web::start(&sim, "");
+    wait_for("crasher restarted", Duration::from_secs(20), || {
+        let out = sim.kubectl(
+            "kubectl",
+            "admin",
+            &[
+                "get",
+                "pod",
+                "crasher",
+                "-o",
+                "jsonpath={.status.containerStatuses[0].restartCount}",
+            ],
+        );
+        text(&out.stdout).parse::<u64>().unwrap_or(0) >= 1
+    });
+    let previous = sim.kubectl("kubectl", "alice", &["logs", "crasher", "--previous"]);
+    let local = tempfile::tempdir().expect("temp dir");
+    let saved = local.path().join("previous");
+    let seen = browser(
+        "logs",
+        serde_json::json!({
+            "base": web.base,
+            "link": web.link("alice"),
+            "follow": "default/logger/app.logs",
+            "download_from": "default/crasher/app.logs",
+            "save_to": saved,
+        }),
+    );
+    let links: Vec<&str> = seen["log_links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    assert!(links.contains(&"/t/default/logger/app.logs"), "{links:?}");
+    assert!(links.contains(&"/t/default/web-0/app.logs"), "{links:?}");
+    assert_eq!(seen["followed"], true);
+    assert_eq!(seen["first_line"], "line 1");
+    assert_eq!(seen["exit"], "130");
+    assert_eq!(
+        std::fs::read(&saved).expect("downloaded"),
+        previous.stdout,
+        "{seen}"
+    );
+    // Audited as a log session and a download, both over the web.
+    let audit = web.audit();
+    assert!(
+        audit.iter().any(|e| e["event"] == "session_start"
+            && e["kind"] == "logs"
+            && e["transport"] == "web"
+            && e["target"] == "default/logger/app.logs"),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|e| e["event"] == "session_start"
+            && e["kind"] == "download"
+            && e["path"] == "/previous"
+            && e["target"] == "default/crasher/app.logs"),
+        "{audit:?}"
+    );
+}

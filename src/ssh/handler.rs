@@ -611,7 +611,8 @@ async fn session_channel(
         .await;
         let source = match authorized {
             Ok(source) => source,
-            Err(reason) => {
+            Err(error) => {
+                let reason = error.to_string();
                 opening.refused(&reason);
                 refuse(&output, &reason, tty).await;
                 return;
@@ -655,33 +656,12 @@ async fn session_channel(
                 return;
             }
         };
-        // Under the session's rules (idle, drain, revocation) as any other.
-        let activity = crate::session::Activity::default();
-        let control = session
-            .context(
-                &login.identity.user,
-                shared.control(revoked.subscribe()),
-                Vec::new(),
-            )
-            .control;
-        let work = log.run(
-            SshInput(read),
-            &output,
-            tty,
-            shared.config.timeouts.api(),
-            &activity,
+        let context = session.context(
+            &login.identity.user,
+            shared.control(revoked.subscribe()),
+            Vec::new(),
         );
-        let report = match crate::session::supervise(&control, &activity, &output, true, work).await
-        {
-            Ok(report) => report,
-            Err(interrupted) => Report {
-                outcome: Outcome::of(interrupted),
-                bytes_in: 0,
-                bytes_out: activity
-                    .bytes_out
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            },
-        };
+        let report = log.serve(SshInput(read), &output, tty, &context).await;
         session.end(&report);
         return;
     }

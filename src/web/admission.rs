@@ -25,9 +25,31 @@ pub struct Client {
     pub user_agent: Option<String>,
 }
 
+/// What a web session reaches.
+pub enum Reaches {
+    /// A container or a node, through execs.
+    Exec(ExecTarget),
+    /// A container's log (`CONTAINER.logs`), through `pods/log`.
+    Log(crate::logs::LogSource),
+}
+
+impl Reaches {
+    /// Its files, for a transfer from the page: the target's, or a log's
+    /// `current` and `previous`.
+    pub fn files(self, api_wait: std::time::Duration) -> crate::remote_fs::RemoteFs {
+        use crate::remote_fs::RemoteFs;
+        match self {
+            Reaches::Exec(target) => RemoteFs::new(Arc::new(target), api_wait),
+            Reaches::Log(source) => {
+                RemoteFs::log(crate::log_files::LogFiles::new(source, api_wait), api_wait)
+            }
+        }
+    }
+}
+
 /// A started web session: what it runs on and with, and its `Ending`.
 pub struct Admitted {
-    pub target: ExecTarget,
+    pub reaches: Reaches,
     /// What the bridge and the services run it with (its rules, with the
     /// revocation of the credential behind the browser session).
     pub context: crate::bridge::SessionContext,
@@ -117,19 +139,27 @@ pub async fn admit(
             ),
         ));
     };
-    if let Target::Container {
-        view: View::Logs, ..
-    } = target
-    {
-        return Err(refused(
-            StatusCode::BAD_REQUEST,
-            "the web terminal does not show container logs yet; use ssh PERSON@NS/POD/CONTAINER.logs@bastion".into(),
-        ));
-    }
-    let (exec_target, hold) =
-        crate::target::resolve(shared, &grant.person, &grant.identity, target, "exec")
+    let resolved = match target {
+        Target::Container {
+            namespace,
+            pod,
+            container,
+            view: View::Logs,
+        } => crate::logs::authorize(
+            shared,
+            &grant.identity,
+            namespace,
+            pod,
+            container.as_deref(),
+        )
+        .await
+        .map(|source| (Reaches::Log(source), None)),
+        _ => crate::target::resolve(shared, &grant.person, &grant.identity, target, "exec")
             .await
-            .map_err(|error| refused(status_of(&error), error.to_string()))?;
+            .map(|(exec, hold)| (Reaches::Exec(exec), hold)),
+    };
+    let (reaches, hold) =
+        resolved.map_err(|error| refused(status_of(&error), error.to_string()))?;
     let session = opening.start(pty).await.map_err(|reason| Refused {
         status: StatusCode::SERVICE_UNAVAILABLE,
         reason,
@@ -147,7 +177,7 @@ pub async fn admit(
         vec![shared.person_backlog(&grant.person)],
     );
     Ok(Admitted {
-        target: exec_target,
+        reaches,
         context,
         ending: Ending {
             session,

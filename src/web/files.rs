@@ -144,14 +144,14 @@ pub async fn download(
 ) -> Response<Body> {
     let kind = SessionKind::Download { path: path.clone() };
     let Admitted {
-        target,
+        reaches,
         context,
         ending,
     } = match admit(shared, grant, target, client, kind, None, Instant::now()).await {
         Ok(admitted) => admitted,
         Err(refused) => return plain(refused.status, &refused.reason),
     };
-    let fs = RemoteFs::new(Arc::new(target), context.api_wait);
+    let fs = reaches.files(context.api_wait);
     let opened = async {
         let metadata = fs.check_readable(&path).await?;
         let reader = fs.reader(&path, 0).await?;
@@ -236,14 +236,14 @@ pub async fn upload(
 ) -> Response<Body> {
     let kind = SessionKind::Upload { path: path.clone() };
     let Admitted {
-        target,
+        reaches,
         context,
         ending,
     } = match admit(shared, grant, target, client, kind, None, Instant::now()).await {
         Ok(admitted) => admitted,
         Err(refused) => return plain(refused.status, &refused.reason),
     };
-    let fs = RemoteFs::new(Arc::new(target), context.api_wait);
+    let fs = reaches.files(context.api_wait);
     let activity = Activity::default();
     let work = {
         let (activity, path) = (activity.clone(), path.clone());

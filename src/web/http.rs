@@ -342,6 +342,10 @@ async fn targets_page(web: &Web, grant: &Grant) -> Response<Body> {
         web.shared.config.timeouts.api(),
     )
     .await;
+    let link = |name: &str, text: &str, class: &str| {
+        let (name, text) = (escape(name), escape(text));
+        format!("<a class=\"{class}\" href=\"/t/{name}\" target=\"_blank\">{text}</a>")
+    };
     let list = |names: &[String]| {
         if names.is_empty() {
             return "<p class=\"note\">none</p>".to_string();
@@ -349,8 +353,22 @@ async fn targets_page(web: &Web, grant: &Grant) -> Response<Body> {
         let items: String = names
             .iter()
             .map(|name| {
-                let name = escape(name);
-                format!("<li><a href=\"/t/{name}\" target=\"_blank\">{name}</a></li>")
+                // A pod's containers that have run: a terminal in each, and
+                // its log.
+                let containers: String = reachable
+                    .containers
+                    .get(name)
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        format!(
+                            " <span class=\"container\">{} {}</span>",
+                            link(&format!("{name}/{c}"), c, "shell"),
+                            link(&format!("{name}/{c}.logs"), "logs", "logs"),
+                        )
+                    })
+                    .collect();
+                format!("<li>{}{containers}</li>", link(name, name, "target"))
             })
             .collect();
         format!("<ul class=\"targets\">{items}</ul>")
@@ -362,7 +380,7 @@ async fn targets_page(web: &Web, grant: &Grant) -> Response<Body> {
          <title>kbastion: {person}</title><link rel=\"stylesheet\" href=\"/assets/page.css\"></head>\
          <body class=\"list\"><form class=\"signout\" method=\"post\" action=\"/logout\">\
          <button type=\"submit\">Sign out</button></form><h1>Targets for {person}</h1>\
-         <p class=\"note\">Each opens a terminal in a new tab. A container: /t/NAMESPACE/POD[/CONTAINER]; a node: /t/NODE.</p>\
+         <p class=\"note\">Each opens a terminal in a new tab. A container: /t/NAMESPACE/POD[/CONTAINER]; its log: /t/NAMESPACE/POD/CONTAINER.logs; a node: /t/NODE.</p>\
          <h2>Pods</h2>{pods}<h2>Nodes</h2>{nodes}</body></html>\n",
         pods = list(&reachable.pods),
         nodes = list(&reachable.nodes),

@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 pub use super::admission::Client;
+use super::admission::Reaches;
 use super::http::Web;
 use super::links::Grant;
 use super::screen::{Next, Screen};
@@ -140,12 +141,22 @@ pub async fn serve<S>(
         height: u32::from(rows),
     };
     let shared = web.shared.clone();
+    // A log is followed (no options from a page), anything else a shell.
+    let kind = match &target {
+        Target::Container {
+            view: crate::login::View::Logs,
+            ..
+        } => crate::audit::SessionKind::Logs {
+            options: String::new(),
+        },
+        _ => crate::audit::SessionKind::Shell,
+    };
     let admitted = match super::admission::admit(
         &shared,
         &grant,
         &target,
         &client,
-        crate::audit::SessionKind::Shell,
+        kind,
         Some(&pty),
         setup_started,
     )
@@ -179,19 +190,28 @@ pub async fn serve<S>(
         let (web, terminal) = (web.clone(), terminal.clone());
         tokio::spawn(async move {
             let super::admission::Admitted {
-                target,
+                reaches,
                 context,
                 ending,
             } = admitted;
-            let report = crate::session::serve(
-                crate::session::Service::Shell,
-                Arc::new(target),
-                Some(pty),
-                input,
-                output,
-                context,
-            )
-            .await;
+            let report = match reaches {
+                Reaches::Exec(target) => {
+                    crate::session::serve(
+                        crate::session::Service::Shell,
+                        Arc::new(target),
+                        Some(pty),
+                        input,
+                        output,
+                        context,
+                    )
+                    .await
+                }
+                // A log followed on the screen until Ctrl-C, as over SSH.
+                Reaches::Log(source) => {
+                    let log = crate::logs::follow(source);
+                    log.serve(input, &output, true, &context).await
+                }
+            };
             ending.end(&report);
             terminal.screen.close();
             web.terminals.remove(&terminal.id);

@@ -329,6 +329,38 @@ def scenario_files(browser, args):
     print(json.dumps(result))
 
 
+def scenario_logs(browser, args):
+    """The targets page's log links; a log followed in a tab until Ctrl-C;
+    a log downloaded from the files bar."""
+    context, page, _ = sign_in(browser, args["base"], args["link"])
+    result = {"log_links": page.eval_on_selector_all("a.logs", "links => links.map(a => a.getAttribute('href'))")}
+    step("follow a log")
+    log = context.new_page()
+    log.goto(f"{args['base']}/t/{args['follow']}")
+    log.wait_for_function("() => window.kbastionTerminal !== undefined", timeout=WAIT * 1000)
+    terminal = Terminal(log)
+    lines = lambda: [l for l in terminal.screen().splitlines() if l.startswith("line ")]
+    wait("log lines", lambda: len(lines()) >= 3, describe=terminal.screen)
+    first = len(lines())
+    wait("new log lines", lambda: len(lines()) >= first + 3, describe=terminal.screen)
+    result["followed"] = len(lines()) > first
+    result["first_line"] = lines()[0]
+    log.keyboard.press("Control+C")
+    log.wait_for_function("() => document.body.dataset.exit !== undefined", timeout=WAIT * 1000)
+    result["exit"] = log.evaluate("() => document.body.dataset.exit")
+    step("download a previous log")
+    page = context.new_page()
+    page.goto(f"{args['base']}/t/{args['download_from']}")
+    page.wait_for_function("() => window.kbastionTerminal !== undefined", timeout=WAIT * 1000)
+    page.fill("#file-path", "/previous")
+    with page.expect_download(timeout=60000) as info:
+        page.click("#download")
+    info.value.save_as(args["save_to"])
+    result["downloaded_sha256"] = sha256(args["save_to"])
+    result["download_line"] = transfer_line(page, "downloaded")
+    print(json.dumps(result))
+
+
 def scenario_fetch(browser, args):
     """Signs in and fetches one address from a page of ours: [status, body]."""
     context, page, _ = sign_in(browser, args["base"], args["link"])
