@@ -180,6 +180,8 @@ pub async fn resolve(
         prefix: ["env", &format!("TARGET_ROOT={TARGET_ROOT}")]
             .map(String::from)
             .to_vec(),
+        // SFTP and scp act on the target's files, not the debug image's.
+        files_root: Some(TARGET_ROOT.into()),
         local_names: local_names(target.local_names.iter().skip(3).cloned()),
     };
     Ok((debug, target.container))

@@ -40,23 +40,8 @@ pub struct LogFiles {
     api_wait: Duration,
 }
 
-/// `path` made absolute against `/` with `.` and `..` resolved.
-pub fn normalize(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            part => parts.push(part),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
 fn entry(path: &str) -> Result<Entry, FsError> {
-    match normalize(path).as_str() {
+    match crate::remote_fs::normalize(path).as_str() {
         "/" => Ok(Entry::Directory),
         "/current" => Ok(Entry::Log(false)),
         "/previous" => Ok(Entry::Log(true)),
@@ -178,11 +163,6 @@ mod tests {
 
     #[test]
     fn paths_resolve_against_the_log_directory() {
-        assert_eq!(normalize(""), "/");
-        assert_eq!(normalize("."), "/");
-        assert_eq!(normalize("./current"), "/current");
-        assert_eq!(normalize("/a/../previous/"), "/previous");
-        assert_eq!(normalize("../.."), "/");
         assert_eq!(entry("current"), Ok(Entry::Log(false)));
         assert_eq!(entry("/previous"), Ok(Entry::Log(true)));
         assert_eq!(entry("/"), Ok(Entry::Directory));

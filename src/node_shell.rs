@@ -594,6 +594,7 @@ impl NodeShells {
             pod: pod_name(node),
             container: CONTAINER.into(),
             prefix: self.config.nsenter.clone(),
+            files_root: None,
             // The pod shares the node's network: its loopback is the node's.
             local_names: crate::target::local_names([node.to_string()]),
         };

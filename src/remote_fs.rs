@@ -74,6 +74,22 @@ impl FsError {
     }
 }
 
+/// `path` made absolute against `/` with `.` and `..` resolved, without
+/// looking at the files (symbolic links are not followed).
+pub fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 /// What `stat` says of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Metadata {
@@ -159,6 +175,9 @@ struct Output {
 #[derive(Clone)]
 pub struct RemoteFs {
     backend: Backend,
+    /// Where the client's paths lead (`ExecTarget::files_root`): absolute
+    /// paths go under it, relative ones start at it.
+    root: Option<String>,
     api_wait: Duration,
 }
 
@@ -174,14 +193,31 @@ enum Backend {
 impl RemoteFs {
     pub fn new(target: Arc<ExecTarget>, api_wait: Duration) -> Self {
         RemoteFs {
+            root: target.files_root.clone(),
             backend: Backend::Exec(target),
             api_wait,
+        }
+    }
+
+    /// Whether the files are not the exec container's own (a debug
+    /// container's target's, a log): kbastion's own SFTP and scp serve
+    /// them, as the container's `sftp-server` or `scp` would serve its own.
+    pub fn needs_builtin(&self) -> bool {
+        self.root.is_some() || matches!(self.backend, Backend::Log(_))
+    }
+
+    /// The client's `path` as the exec reaches it.
+    fn at(&self, path: &str) -> String {
+        match &self.root {
+            None => path.to_string(),
+            Some(root) => format!("{root}{}", normalize(path)),
         }
     }
 
     /// A container's log as files (`log_files`).
     pub fn log(files: LogFiles, api_wait: Duration) -> Self {
         RemoteFs {
+            root: None,
             backend: Backend::Log(Arc::new(files)),
             api_wait,
         }
@@ -262,7 +298,10 @@ impl RemoteFs {
             // No shell: the names as given.
             return Ok(words.split_whitespace().map(str::to_string).collect());
         }
-        let script = format!("set -- {words}\n[ $# -eq 0 ] || printf '%s\\0' \"$@\"");
+        // Globs would match the exec container's files, not those under
+        // the root: there, only quotes and variables are expanded.
+        let no_glob = if self.root.is_some() { "set -f\n" } else { "" };
+        let script = format!("{no_glob}set -- {words}\n[ $# -eq 0 ] || printf '%s\\0' \"$@\"");
         let output = self.run(&script, &[]).await?;
         if output.code != 0 {
             return Err(FsError::from_stderr(words, &output.stderr, output.code));
@@ -295,7 +334,7 @@ impl RemoteFs {
         } else {
             "exec stat -c \"$1\" -- \"$2\""
         };
-        let output = self.run(script, &[STAT_FORMAT, path]).await?;
+        let output = self.run(script, &[STAT_FORMAT, &self.at(path)]).await?;
         if output.code != 0 {
             return Err(FsError::from_stderr(path, &output.stderr, output.code));
         }
@@ -317,7 +356,7 @@ impl RemoteFs {
         // Globs that match nothing stay literal and fail `stat` quietly.
         let script =
             "cd -- \"$2\" || exit 1; stat -c \"$1\" -- . .. * .[!.]* ..?* 2>/dev/null; exit 0";
-        let output = self.run(script, &[STAT_FORMAT, dir]).await?;
+        let output = self.run(script, &[STAT_FORMAT, &self.at(dir)]).await?;
         if output.code != 0 {
             return Err(FsError::from_stderr(dir, &output.stderr, output.code));
         }
@@ -332,8 +371,10 @@ impl RemoteFs {
     /// The absolute, symlink-free form of `path`; its last part need not
     /// exist (as OpenSSH's sftp-server allows, for uploads).
     pub async fn realpath(&self, path: &str) -> Result<String, FsError> {
-        if let Backend::Log(_) = &self.backend {
-            return Ok(crate::log_files::normalize(path));
+        // A log, or files under a root whose physical paths mean nothing
+        // to the client: resolved by the path alone.
+        if self.root.is_some() || matches!(self.backend, Backend::Log(_)) {
+            return Ok(normalize(path));
         }
         let path = if path.is_empty() { "." } else { path };
         let script = "if [ -d \"$1\" ]; then cd -- \"$1\" && pwd -P; \
@@ -355,41 +396,51 @@ impl RemoteFs {
         self.run_quiet(
             path,
             "mkdir -- \"$1\" || exit 1; [ -z \"$2\" ] || chmod \"$2\" -- \"$1\"",
-            &[path, &mode],
+            &[&self.at(path), &mode],
         )
         .await
     }
 
     pub async fn rmdir(&self, path: &str) -> Result<(), FsError> {
         self.writable(path)?;
-        self.run_quiet(path, "exec rmdir -- \"$1\"", &[path]).await
+        self.run_quiet(path, "exec rmdir -- \"$1\"", &[&self.at(path)])
+            .await
     }
 
     /// Removes a file (not a directory: `rm` without `-r` refuses those).
     pub async fn remove(&self, path: &str) -> Result<(), FsError> {
         self.writable(path)?;
-        self.run_quiet(path, "exec rm -- \"$1\"", &[path]).await
+        self.run_quiet(path, "exec rm -- \"$1\"", &[&self.at(path)])
+            .await
     }
 
     /// Renames; like OpenSSH's sftp-server, refuses to replace a file.
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
         self.writable(from)?;
         let script = "if [ -e \"$2\" ] || [ -L \"$2\" ]; then echo \"$2: File exists\" >&2; exit 1; fi; exec mv -- \"$1\" \"$2\"";
-        self.run_quiet(from, script, &[from, to]).await
+        self.run_quiet(from, script, &[&self.at(from), &self.at(to)])
+            .await
     }
 
     /// Creates `link` pointing at `target`.
     pub async fn symlink(&self, target: &str, link: &str) -> Result<(), FsError> {
         self.writable(link)?;
-        self.run_quiet(link, "exec ln -s -- \"$1\" \"$2\"", &[target, link])
-            .await
+        // The link's text is kept as given: it is read in the target.
+        self.run_quiet(
+            link,
+            "exec ln -s -- \"$1\" \"$2\"",
+            &[target, &self.at(link)],
+        )
+        .await
     }
 
     pub async fn readlink(&self, path: &str) -> Result<String, FsError> {
         if let Backend::Log(_) = &self.backend {
             return Err(FsError::Failure(format!("{path}: not a symbolic link")));
         }
-        let output = self.run("exec readlink -- \"$1\"", &[path]).await?;
+        let output = self
+            .run("exec readlink -- \"$1\"", &[&self.at(path)])
+            .await?;
         if output.code != 0 {
             return Err(FsError::from_stderr(path, &output.stderr, output.code));
         }
@@ -422,7 +473,8 @@ impl RemoteFs {
              [ -z \"$4\" ] || touch -c -a -d \"@$4\" -- \"$p\" || exit 1; \
              [ -z \"$5\" ] || touch -c -m -d \"@$5\" -- \"$p\" || exit 1; \
              [ -z \"$6\" ] || truncate -s \"$6\" -- \"$p\" || exit 1";
-        let mut args = vec![path];
+        let at = self.at(path);
+        let mut args = vec![at.as_str()];
         args.extend(words.iter().map(String::as_str));
         self.run_quiet(path, script, &args).await
     }
@@ -437,7 +489,7 @@ impl RemoteFs {
             return Ok(metadata);
         }
         let script = "[ -r \"$1\" ] || { echo \"$1: Permission denied\" >&2; exit 1; }";
-        self.run_quiet(path, script, &[path]).await?;
+        self.run_quiet(path, script, &[&self.at(path)]).await?;
         Ok(metadata)
     }
 
@@ -464,7 +516,7 @@ impl RemoteFs {
             path,
             script,
             &[
-                path,
+                &self.at(path),
                 flag(open.exclusive),
                 flag(open.truncate),
                 flag(open.create),
@@ -485,7 +537,11 @@ impl RemoteFs {
         }
         let start = (offset + 1).to_string();
         let mut process = self
-            .spawn("exec tail -c \"+$1\" -- \"$2\"", &[&start, path], false)
+            .spawn(
+                "exec tail -c \"+$1\" -- \"$2\"",
+                &[&start, &self.at(path)],
+                false,
+            )
             .await?;
         let stdout = process.stdout().ok_or_else(|| no_pipe("stdout"))?;
         Ok(FileReader {
@@ -520,7 +576,8 @@ impl RemoteFs {
                 vec![offset.to_string()],
             )
         };
-        let mut args = vec![path];
+        let at = self.at(path);
+        let mut args = vec![at.as_str()];
         args.extend(words.iter().map(String::as_str));
         let mut process = self.spawn(script, &args, true).await?;
         let stdin = process.stdin().ok_or_else(|| no_pipe("stdin"))?;
@@ -695,6 +752,16 @@ impl FileWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_normalize_without_the_files() {
+        assert_eq!(normalize(""), "/");
+        assert_eq!(normalize("."), "/");
+        assert_eq!(normalize("./current"), "/current");
+        assert_eq!(normalize("/a/../previous/"), "/previous");
+        assert_eq!(normalize("../.."), "/");
+        assert_eq!(normalize("etc//app/./x.yaml"), "/etc/app/x.yaml");
+    }
 
     #[test]
     fn stat_lines_parse_with_spaces_in_names() {

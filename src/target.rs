@@ -24,6 +24,9 @@ pub struct ExecTarget {
     pub pod: String,
     pub container: String,
     pub prefix: Vec<String>,
+    /// Where file transfers' paths lead when not to the container's own
+    /// root: a debug container's target's root file system.
+    pub files_root: Option<String>,
     /// Host names that mean "the target itself" for port forwarding:
     /// loopback, the pod's name and IP (or the node's name).
     pub local_names: Vec<String>,
@@ -264,6 +267,7 @@ pub async fn resolve_container(
         pod: pod_name.into(),
         container,
         prefix: Vec::new(),
+        files_root: None,
         local_names: local_names(
             std::iter::once(pod_name.to_string()).chain(status.pod_ip.clone()),
         ),

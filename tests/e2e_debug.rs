@@ -128,3 +128,89 @@ fn debug_without_the_right_to_add_containers_is_refused_before_anything_is_added
     );
     assert!(ephemeral_names(&sim, "api-0").is_empty());
 }
+
+/// The target's own files from a `.debug` session: under `$TARGET_ROOT`
+/// in a shell, and what SFTP, scp and `scp -O` act on, both ways, byte
+/// for byte (the distroless container's root is its own, as the
+/// simulator isolates containers of described images).
+#[test]
+fn the_targets_files_are_reached_from_debug_with_a_shell_scp_and_sftp() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    sim.wait_running("default", "api-0");
+    let config = "listen: 8080\nlog_level: info\n";
+    let out = bastion.ssh(
+        "alice@default/api-0/app.debug",
+        &["ls $TARGET_ROOT/ $TARGET_ROOT/etc/app; cat $TARGET_ROOT/etc/app/config.yaml"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    assert!(
+        listing.starts_with("/proc/1/root/:\netc\nlib"),
+        "not the target's root: {listing}"
+    );
+    assert!(listing.contains("usr\n"), "{listing}");
+    assert!(
+        listing.ends_with(&format!("/proc/1/root/etc/app:\nconfig.yaml\n{config}")),
+        "{listing}"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let remote = "alice@default+api-0+app.debug@127.0.0.1";
+    // Downloads: scp (SFTP), scp -O.
+    for (name, legacy) in [("sftp-mode", false), ("legacy", true)] {
+        let local = dir.path().join(name);
+        let mut scp = bastion.ssh_command("scp");
+        if legacy {
+            scp.arg("-O");
+        }
+        scp.arg(format!("{remote}:/etc/app/config.yaml"))
+            .arg(&local);
+        let out = run_with_input(scp, b"");
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+        assert_eq!(
+            std::fs::read_to_string(&local).expect("copied"),
+            config,
+            "{name}"
+        );
+    }
+    // Uploads: scp, scp -O and sftp put, each a different 1 MiB + odd.
+    let mut expected = Vec::new();
+    for (i, how) in ["scp", "scp-O", "sftp"].iter().enumerate() {
+        let local = dir.path().join(format!("{how}.bin"));
+        let data: Vec<u8> = (0..(1 << 20) + 7 * (i as u32 + 1))
+            .map(|n| (n.wrapping_mul(2654435761).wrapping_add(i as u32) >> 11) as u8)
+            .collect();
+        std::fs::write(&local, &data).expect("write");
+        let destination = format!("/etc/app/{how}.bin");
+        let out = match *how {
+            "sftp" => {
+                let mut sftp = bastion.ssh_command("sftp");
+                sftp.args(["-b", "-", remote]);
+                let batch = format!("put {} {destination}\nls -l /etc/app\n", local.display());
+                run_with_input(sftp, batch.as_bytes())
+            }
+            _ => {
+                let mut scp = bastion.ssh_command("scp");
+                if *how == "scp-O" {
+                    scp.arg("-O");
+                }
+                scp.arg(&local).arg(format!("{remote}:{destination}"));
+                run_with_input(scp, b"")
+            }
+        };
+        assert_eq!(out.status.code(), Some(0), "{how}: {}", text(&out.stderr));
+        expected.push(format!("{}  /proc/1/root{destination}", sha256(&local)));
+    }
+    // In the target's root, as the debug container sees it.
+    let out = bastion.ssh(
+        "alice@default/api-0/app.debug",
+        &["cd / && sha256sum /proc/1/root/etc/app/scp.bin /proc/1/root/etc/app/scp-O.bin /proc/1/root/etc/app/sftp.bin"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), expected.join("\n") + "\n");
+    // And not in the debug container's own /etc.
+    let out = bastion.ssh("alice@default/api-0/app.debug", &["ls /etc/app"], b"");
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}

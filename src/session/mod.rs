@@ -118,10 +118,13 @@ impl Service {
     /// kbastion's own scp or SFTP where configured (or, for SFTP, where
     /// the target has no `sftp-server`), else an exec of the request.
     pub async fn choose(requested: Requested, tty: bool, files: &Files, fs: &RemoteFs) -> Service {
+        // Files that are not the exec container's own (a debug container's
+        // target's) only kbastion's own servers reach.
+        let builtin = fs.needs_builtin();
         match requested {
             Requested::Shell => Service::Shell,
             Requested::Exec(command) => {
-                let scp = (files.scp == ScpServer::Builtin && !tty)
+                let scp = ((files.scp == ScpServer::Builtin || builtin) && !tty)
                     .then(|| crate::scp::parse(&command))
                     .flatten();
                 match scp {
@@ -130,12 +133,13 @@ impl Service {
                 }
             }
             Requested::Sftp => {
-                let builtin = match files.sftp {
-                    SftpServer::Builtin => true,
-                    SftpServer::Target => false,
-                    // A failed probe goes to the exec, which reports it.
-                    SftpServer::Auto => matches!(fs.has_sftp_server().await, Ok(false)),
-                };
+                let builtin = builtin
+                    || match files.sftp {
+                        SftpServer::Builtin => true,
+                        SftpServer::Target => false,
+                        // A failed probe goes to the exec, which reports it.
+                        SftpServer::Auto => matches!(fs.has_sftp_server().await, Ok(false)),
+                    };
                 if builtin {
                     Service::Builtin(FileService::Sftp)
                 } else {

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::Sim;
-use super::runtime::{ProcessSpec, Terminal, exit_code};
+use super::runtime::{Isolation, ProcessSpec, Terminal, exit_code};
 use super::store::{self, Key};
 
 /// Output chunks kept for an attached client that reads slowly; a client
@@ -50,6 +50,9 @@ impl Stream {
 /// A running main process and what attached clients share of it.
 pub struct MainProcess {
     pub tty: bool,
+    /// The process on this machine whose namespaces are the container's,
+    /// for an isolated container (`runtime::Isolation`).
+    pub namespaces: Option<i32>,
     pub terminal: Option<Terminal>,
     stdin: Option<mpsc::Sender<Bytes>>,
     output: broadcast::Sender<(Stream, Bytes)>,
@@ -193,6 +196,19 @@ pub fn argv(sim: &Sim, spec: &Value, kind: Kind) -> Vec<String> {
     argv
 }
 
+/// The isolation of an ephemeral container's processes: in its target's
+/// namespaces where the target is isolated, else none.
+pub fn join_target(sim: &Sim, namespace: &str, pod: &str, spec: &Value) -> Isolation {
+    let namespaces = spec["targetContainerName"]
+        .as_str()
+        .and_then(|target| sim.runtime.main_process(namespace, pod, target))
+        .and_then(|main| main.namespaces);
+    match namespaces {
+        Some(pid) => Isolation::Join { pid },
+        None => Isolation::None,
+    }
+}
+
 fn new_container_id() -> String {
     format!(
         "containerd://{:016x}{:016x}",
@@ -307,6 +323,9 @@ pub fn run(
         let started_at = store::now();
         let log = log_path(&sim, &pod, &name, restart_count);
         let tty = spec["tty"] == json!(true);
+        let image = sim
+            .scenario
+            .image(spec["image"].as_str().unwrap_or_default());
         let process_spec = ProcessSpec {
             argv: argv.clone(),
             env: {
@@ -322,10 +341,14 @@ pub fn run(
             stdin: spec["stdin"] == json!(true),
             stdout: true,
             stderr: !tty,
-            executables: sim
-                .scenario
-                .image(spec["image"].as_str().unwrap_or_default())
-                .executables,
+            executables: image.executables.clone(),
+            isolation: match kind {
+                Kind::Ephemeral => join_target(&sim, &key.namespace, &key.name, &spec),
+                _ if image.executables.is_some() => Isolation::Own {
+                    files: image.files.clone(),
+                },
+                _ => Isolation::None,
+            },
         };
         let announce = announce.map(|status| (kind, status));
         let exit = match start(&sim, &key, &name, &process_spec, &log, announce).await {
@@ -456,6 +479,7 @@ async fn start(
     });
     let main = Arc::new(MainProcess {
         tty: spec.tty,
+        namespaces: process.namespaces,
         terminal: process.terminal.clone(),
         stdin,
         output: output.clone(),

@@ -258,6 +258,9 @@ fn plan(
         })
         .flatten()
         .filter(|rest| !rest.is_empty());
+    // An ephemeral container's processes share its target's namespaces.
+    let isolation =
+        super::container::join_target(sim, &target.namespace, &target.name, &spec_container);
     let (argv, mut env, cwd, executables) = match host_command {
         Some(rest) => {
             let dir = sim.runtime.node_dir(node);
@@ -299,6 +302,7 @@ fn plan(
             stdout,
             stderr: stderr && !tty,
             executables,
+            isolation,
         },
         namespace: target.namespace.clone(),
         pod: target.name.clone(),

@@ -11,7 +11,7 @@
 //! read and discarded until the process exits by itself. Deleting the pod
 //! kills every process group it started.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
@@ -38,6 +38,143 @@ pub struct ProcessSpec {
     /// machine's), checked before anything starts as containerd resolves
     /// the command in the container's file system.
     pub executables: Option<Vec<String>>,
+    /// How far the process is kept apart from this machine.
+    pub isolation: Isolation,
+}
+
+/// How far a process is kept apart from this machine. Containers of
+/// images the scenario does not describe run as this machine's processes
+/// (every program is in them). A container of an image the scenario
+/// describes (`[[images]]`: distroless, scratch) gets its own root file
+/// system and PID namespace, as a real one has, so that an ephemeral
+/// container targeting it finds its files under `/proc/1/root`. Both need
+/// root; without it the simulator says so once and runs the container as
+/// this machine's process.
+#[derive(Debug, Clone, Default)]
+pub enum Isolation {
+    #[default]
+    None,
+    /// The container's main process: its root file system is `cwd`, which
+    /// gets the image's programs (with their libraries) and files, and it
+    /// is PID 1 of a PID namespace of its own.
+    Own { files: BTreeMap<String, String> },
+    /// A process of an ephemeral container that targets an isolated
+    /// container whose namespaces `pid` (on this machine) holds: it joins
+    /// that PID namespace and its mount namespace (whose `/proc` is that
+    /// namespace's), as containerd shares the target's PID namespace; its
+    /// own root file system stays this machine's.
+    Join { pid: i32 },
+}
+
+/// Whether the simulator may isolate containers (it runs as root).
+fn can_isolate() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| {
+        let root = nix::unistd::geteuid().is_root();
+        if !root {
+            tracing::warn!("not root: containers of described images run unisolated (no own root file system or PID namespace)");
+        }
+        root
+    })
+}
+
+/// Fills an isolated container's root file system: the image's programs,
+/// copied from this machine with the shared libraries `ldd` names, and the
+/// image's files.
+fn populate_root(
+    root: &Path,
+    executables: &[String],
+    files: &BTreeMap<String, String>,
+) -> std::io::Result<()> {
+    let copy = |from: &Path, inside: &str| -> std::io::Result<()> {
+        let to = root.join(inside.trim_start_matches('/'));
+        if to.exists() {
+            return Ok(());
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(from, &to).map(|_| ())
+    };
+    for program in executables {
+        let name = program.rsplit('/').next().unwrap_or(program);
+        let host = which_host(name).ok_or_else(|| {
+            std::io::Error::other(format!(
+                "{name}: not on this machine, cannot be in an image"
+            ))
+        })?;
+        copy(&host, program)?;
+        let ldd = std::process::Command::new("ldd").arg(&host).output()?;
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or
+            // "/lib64/ld-linux-x86-64.so.2 (0x…)".
+            let path = line
+                .split("=>")
+                .last()
+                .and_then(|rest| rest.split_whitespace().next())
+                .filter(|p| p.starts_with('/'));
+            if let Some(path) = path {
+                copy(Path::new(path), path)?;
+            }
+        }
+    }
+    for (path, content) in files {
+        let to = root.join(path.trim_start_matches('/'));
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(to, content)?;
+    }
+    Ok(())
+}
+
+/// `program` as found in this machine's `$PATH`.
+fn which_host(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The namespaces a `Join` process enters, opened before the fork (the
+/// child may only make async-signal-safe calls).
+struct Namespaces {
+    mount: std::fs::File,
+    pid: std::fs::File,
+    cwd: std::ffi::CString,
+}
+
+impl Namespaces {
+    fn open(pid: i32, cwd: &Path) -> std::io::Result<Namespaces> {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(Namespaces {
+            mount: std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?,
+            pid: std::fs::File::open(format!("/proc/{pid}/ns/pid_for_children"))?,
+            cwd: std::ffi::CString::new(cwd.as_os_str().as_bytes())
+                .map_err(std::io::Error::other)?,
+        })
+    }
+
+    /// In the child: enters the mount namespace (which moves the root and
+    /// the working directory to its root: the working directory is set
+    /// again) and the PID namespace, for the children it starts.
+    fn enter(&self) -> std::io::Result<()> {
+        use nix::libc;
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) and chdir(2) are async-signal-safe; the fds and
+        // the path outlive the call.
+        unsafe {
+            if libc::setns(self.mount.as_raw_fd(), libc::CLONE_NEWNS) != 0
+                || libc::setns(self.pid.as_raw_fd(), libc::CLONE_NEWPID) != 0
+                || libc::chdir(self.cwd.as_ptr()) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Resolves `program` among an image's programs as runc does: a name with
@@ -72,6 +209,9 @@ pub struct Process {
     pub terminal: Option<Terminal>,
     pub child: tokio::process::Child,
     pub pid: i32,
+    /// For an isolated main process: the process on this machine whose
+    /// namespaces are the container's (`Isolation::Join` takes it).
+    pub namespaces: Option<i32>,
 }
 
 /// Resizes the process's terminal through its own handle on the pty
@@ -215,17 +355,56 @@ impl Runtime {
             spec.argv.first().expect("checked above")
         };
         std::fs::create_dir_all(&spec.cwd)?;
+        let isolation = match &spec.isolation {
+            Isolation::None => Isolation::None,
+            _ if !can_isolate() => Isolation::None,
+            other => other.clone(),
+        };
+        // An isolated main process: `unshare` makes the PID and mount
+        // namespaces (its child is PID 1, with that namespace's /proc),
+        // then `chroot` enters the root file system, where the image's
+        // program is.
+        let wrapped: Vec<String>;
+        let (program, args) = match (&isolation, &spec.executables) {
+            (Isolation::Own { files }, Some(executables)) => {
+                populate_root(&spec.cwd, executables, files)?;
+                let inside = executables
+                    .iter()
+                    .find(|e| *e == &spec.argv[0] || e.rsplit('/').next() == Some(program))
+                    .cloned()
+                    .unwrap_or_else(|| spec.argv[0].clone());
+                wrapped = ["--pid", "--fork", "--mount-proc", "--kill-child", "chroot"]
+                    .into_iter()
+                    .map(str::to_string)
+                    .chain([spec.cwd.display().to_string(), inside])
+                    .chain(spec.argv[1..].iter().cloned())
+                    .collect();
+                ("unshare", &wrapped[..])
+            }
+            _ => (program.as_str(), &spec.argv[1..]),
+        };
+        let namespaces = match isolation {
+            Isolation::Join { pid } => Some(Arc::new(Namespaces::open(pid, &spec.cwd)?)),
+            _ => None,
+        };
+        let prepare = move || {
+            default_signals()?;
+            match &namespaces {
+                Some(namespaces) => namespaces.enter(),
+                None => Ok(()),
+            }
+        };
         let mut process = if spec.tty {
             let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
             pty.resize(pty_process::Size::new(24, 80))
                 .map_err(std::io::Error::other)?;
             let command = pty_process::Command::new(program)
-                .args(&spec.argv[1..])
+                .args(args)
                 .env_clear()
                 .envs(spec.env.iter().map(|(k, v)| (k, v)))
                 .current_dir(&spec.cwd);
-            // SAFETY: `default_signals` makes only async-signal-safe calls.
-            let command = unsafe { command.pre_exec(default_signals) };
+            // SAFETY: `prepare` makes only async-signal-safe calls.
+            let command = unsafe { command.pre_exec(prepare) };
             let child = command.spawn(pts).map_err(std::io::Error::other)?;
             let terminal = {
                 use std::os::fd::AsFd;
@@ -239,6 +418,7 @@ impl Runtime {
                 stderr: None,
                 terminal: Some(terminal),
                 child,
+                namespaces: None,
             }
         } else {
             let pipe_or_null = |wanted: bool| {
@@ -250,7 +430,7 @@ impl Runtime {
             };
             let mut command = tokio::process::Command::new(program);
             command
-                .args(&spec.argv[1..])
+                .args(args)
                 .env_clear()
                 .envs(spec.env.iter().map(|(k, v)| (k, v)))
                 .current_dir(&spec.cwd)
@@ -258,8 +438,8 @@ impl Runtime {
                 .stdout(pipe_or_null(spec.stdout))
                 .stderr(pipe_or_null(spec.stderr))
                 .process_group(0);
-            // SAFETY: `default_signals` makes only async-signal-safe calls.
-            unsafe { command.pre_exec(default_signals) };
+            // SAFETY: `prepare` makes only async-signal-safe calls.
+            unsafe { command.pre_exec(prepare) };
             let mut child = command.spawn()?;
             Process {
                 pid: child.id().map_or(0, |p| p as i32),
@@ -268,8 +448,12 @@ impl Runtime {
                 stderr: child.stderr.take().map(|s| Box::pin(s) as Reader),
                 terminal: None,
                 child,
+                namespaces: None,
             }
         };
+        if program == "unshare" {
+            process.namespaces = Some(process.pid);
+        }
         if !spec.stdin {
             process.stdin = None;
         }

@@ -133,6 +133,10 @@ pub struct ImageSpec {
     /// The image's ENTRYPOINT/CMD, run when a container names no command.
     #[serde(default)]
     pub entrypoint: Vec<String>,
+    /// Files in the image besides its programs (path: content), for an
+    /// image with `executables` (its own root file system).
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
 }
 
 /// Faults injected from the start; the admin endpoint can change them later.
@@ -211,6 +215,7 @@ impl Scenario {
             name: image.to_string(),
             executables: None,
             entrypoint,
+            files: BTreeMap::new(),
         }
     }
 
