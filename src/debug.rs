@@ -8,7 +8,7 @@
 //! before anything is added) kbastion adds an ephemeral container that
 //! targets the container (sharing its process namespace, so the target's
 //! files are under `/proc/1/root`: the target's main process is PID 1
-//! there), runs a long-lived `sleep` and has the capability the `general`
+//! there, unless the pod shares one process namespace, see `target_root`), runs a long-lived `sleep` and has the capability the `general`
 //! profile of `kubectl debug` gives (`SYS_PTRACE`). Ephemeral containers
 //! cannot be removed, so its name is derived from the target container and
 //! the image, and a running one is reused: a pod gets one per target and
@@ -73,6 +73,21 @@ pub fn container_name(target: &str, image: &str, generation: u32) -> String {
     let name: String = target.chars().take(63 - 15 - 1 - 8).collect();
     let name = name.trim_end_matches('-');
     format!("kbastion-debug-{name}-{hash}")
+}
+
+/// Where the target's files are seen from a debug container, when kbastion
+/// can tell: with the pod's processes apart (the default), the debug
+/// container shares the target's PID namespace, whose PID 1 is the
+/// target's main process. In a pod that shares one process namespace
+/// (`shareProcessNamespace`), PID 1 is the pod's pause process and the
+/// target's processes are among the others: None.
+pub fn target_root(pod: &Pod) -> Option<&'static str> {
+    let shared = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.share_process_namespace)
+        .unwrap_or(false);
+    (!shared).then_some(TARGET_ROOT)
 }
 
 /// What the person's session runs in: the debug container of `container`
@@ -172,16 +187,18 @@ pub async fn resolve(
         wait,
     )
     .await?;
+    let root = target_root(&current);
     let debug = ExecTarget {
         pods,
         namespace: namespace.into(),
         pod: pod.into(),
         container: name.clone(),
-        prefix: ["env", &format!("TARGET_ROOT={TARGET_ROOT}")]
-            .map(String::from)
-            .to_vec(),
+        prefix: match root {
+            Some(root) => vec!["env".into(), format!("TARGET_ROOT={root}")],
+            None => Vec::new(),
+        },
         // SFTP and scp act on the target's files, not the debug image's.
-        files_root: Some(TARGET_ROOT.into()),
+        files_root: root.map(String::from),
         local_names: local_names(target.local_names.iter().skip(3).cloned()),
     };
     Ok((debug, target.container))
@@ -272,6 +289,16 @@ async fn wait_running(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_target_root_is_pid_1s_unless_the_pod_shares_its_process_namespace() {
+        let mut pod = Pod::default();
+        assert_eq!(target_root(&pod), Some("/proc/1/root"));
+        pod.spec = Some(Default::default());
+        assert_eq!(target_root(&pod), Some("/proc/1/root"));
+        pod.spec.as_mut().unwrap().share_process_namespace = Some(true);
+        assert_eq!(target_root(&pod), None);
+    }
 
     #[test]
     fn names_are_labels_derived_from_target_and_image() {

@@ -683,11 +683,16 @@ async fn session_channel(
         )
         .await
         .map(|(debug, beside)| {
-            debug_note = Some(format!(
-                "debug container {} beside {beside}; its files are under $TARGET_ROOT ({})",
-                debug.container,
-                crate::debug::TARGET_ROOT
-            ));
+            debug_note = Some(match &debug.files_root {
+                Some(root) => format!(
+                    "debug container {} beside {beside}; its files are under $TARGET_ROOT ({root})",
+                    debug.container
+                ),
+                None => format!(
+                    "debug container {} beside {beside}; this pod shares one process namespace: find {beside}'s processes with ps, its files are under /proc/PID/root (scp and sftp reach the debug container's own files)",
+                    debug.container
+                ),
+            });
             (debug, None)
         }),
         _ => crate::target::resolve(&shared, &login.person, &login.identity, &target, "exec").await,
