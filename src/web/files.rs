@@ -25,7 +25,7 @@ use crate::audit::SessionKind;
 use crate::login::Target;
 use crate::remote_fs::{FsError, RemoteFs, WriteOpen};
 use crate::session::{
-    Activity, ClientOutput, Outcome, Report, STOPPED, revoked_message, supervise,
+    Activity, ClientOutput, Interrupted, Outcome, Report, STOPPED, revoked_message, supervise,
 };
 
 /// Bytes read from the target per chunk of a download.
@@ -53,11 +53,19 @@ pub fn file_path(query: Option<&str>) -> Result<String, String> {
     Ok(path)
 }
 
-/// A download's outcome as the audit records it.
-fn outcome(result: Result<(), FsError>) -> Outcome {
-    match result {
-        Ok(()) => Outcome::Exited(0),
-        Err(error) => Outcome::Failed(error.to_string()),
+/// Why a transfer stopped before its end.
+enum Stop {
+    ClientGone,
+    Fs(FsError),
+}
+
+impl Stop {
+    /// As the audit records it.
+    fn outcome(&self) -> Outcome {
+        match self {
+            Stop::ClientGone => Outcome::ClientGone,
+            Stop::Fs(error) => Outcome::Failed(error.to_string()),
+        }
     }
 }
 
@@ -102,36 +110,50 @@ impl ClientOutput for Exchange {
     async fn close(&self) {}
 }
 
-/// Runs a file service under the session's rules and ends the session.
+/// Runs a transfer under the session's rules and ends the session with
+/// how it went (the bytes it carried are `activity`'s).
 async fn run_session(
     context: crate::bridge::SessionContext,
     ending: Ending,
     activity: Activity,
-    work: impl Future<Output = Outcome>,
-) -> Outcome {
-    let outcome = match supervise(&context.control, &activity, &Exchange, false, work).await {
-        Ok(outcome) => outcome,
-        Err(interrupted) => Outcome::of(interrupted),
+    work: impl Future<Output = Result<(), Stop>>,
+) -> Result<Result<(), Stop>, Interrupted> {
+    let result = supervise(&context.control, &activity, &Exchange, false, work).await;
+    let outcome = match &result {
+        Ok(Ok(())) => Outcome::Exited(0),
+        Ok(Err(stop)) => stop.outcome(),
+        Err(interrupted) => Outcome::of(interrupted.clone()),
     };
     ending.end(&Report {
-        outcome: outcome.clone(),
+        outcome,
         bytes_in: activity.bytes_in.load(Ordering::Relaxed),
         bytes_out: activity.bytes_out.load(Ordering::Relaxed),
     });
-    outcome
+    result
 }
 
 /// The one line for a file that cannot be read or written, with the
 /// HTTP status that says the same.
-fn fs_refusal(line: &str) -> Response<Body> {
-    let status = if line.contains("No such file") {
-        StatusCode::NOT_FOUND
-    } else if line.contains("Permission denied") {
-        StatusCode::FORBIDDEN
-    } else {
-        StatusCode::BAD_REQUEST
+fn fs_refusal(error: &FsError) -> Response<Body> {
+    let status = match error {
+        FsError::NotFound(_) => StatusCode::NOT_FOUND,
+        FsError::PermissionDenied(_) | FsError::ReadOnly(_) => StatusCode::FORBIDDEN,
+        FsError::Failure(_) => StatusCode::BAD_REQUEST,
     };
-    plain(status, line)
+    plain(status, &error.to_string())
+}
+
+/// The answer for a transfer the session's rules ended.
+fn interrupted(interrupted: Interrupted) -> Response<Body> {
+    match interrupted {
+        Interrupted::Idle => plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "the transfer carried no data for the idle timeout and was ended",
+        ),
+        Interrupted::Revoked(reason) => plain(StatusCode::FORBIDDEN, &revoked_message(&reason)),
+        Interrupted::RecordingStopped(line) => plain(StatusCode::SERVICE_UNAVAILABLE, &line),
+        Interrupted::Stopped => plain(StatusCode::SERVICE_UNAVAILABLE, STOPPED),
+    }
 }
 
 /// Streams the target's file `path` to the browser.
@@ -160,12 +182,10 @@ pub async fn download(
     let (metadata, mut reader) = match opened.await {
         Ok(opened) => opened,
         Err(error) => {
-            let line = error.to_string();
-            run_session(context, ending, Activity::default(), async {
-                outcome(Err(error))
-            })
-            .await;
-            return fs_refusal(&line);
+            let response = fs_refusal(&error);
+            let failed = async { Err(Stop::Fs(error)) };
+            let _ = run_session(context, ending, Activity::default(), failed).await;
+            return response;
         }
     };
     let size = metadata.size;
@@ -180,16 +200,13 @@ pub async fn download(
             let mut left = size;
             while left > 0 {
                 let mut buffer = vec![0; CHUNK.min(left as usize)];
-                let read = match reader.read_full(&mut buffer).await {
-                    Ok(read) => read,
-                    Err(error) => return outcome(Err(error)),
-                };
+                let read = reader.read_full(&mut buffer).await.map_err(Stop::Fs)?;
                 if read == 0 {
                     let error = FsError::Failure(format!("{path}: shorter than its {size} bytes"));
                     let _ = chunks
                         .send(Err(std::io::Error::other(error.to_string())))
                         .await;
-                    return outcome(Err(error));
+                    return Err(Stop::Fs(error));
                 }
                 buffer.truncate(read);
                 left -= read as u64;
@@ -199,13 +216,14 @@ pub async fn download(
                     .await
                     .is_err()
                 {
-                    return Outcome::ClientGone;
+                    return Err(Stop::ClientGone);
                 }
             }
-            drop(reader);
-            Outcome::Exited(0)
+            Ok(())
         }
     };
+    // The response streams what the session sends; how it ended is the
+    // audit's (the browser sees a download cut short).
     tokio::spawn(run_session(context, ending, activity, work));
     let stream = futures::stream::unfold(body, |mut body| async move {
         body.recv().await.map(|chunk| (chunk, body))
@@ -245,66 +263,47 @@ pub async fn upload(
     };
     let fs = reaches.files(context.api_wait);
     let activity = Activity::default();
-    let work = {
-        let (activity, path) = (activity.clone(), path.clone());
-        async move {
-            match write(&fs, &path, body, &activity).await {
-                Ok(()) => Outcome::Exited(0),
-                Err(Upload::ClientGone) => Outcome::ClientGone,
-                Err(Upload::Fs(error)) => Outcome::Failed(error.to_string()),
-            }
-        }
-    };
+    let work = write(fs, path.clone(), body, activity.clone());
     let counted = activity.clone();
     match run_session(context, ending, activity, work).await {
-        Outcome::Exited(_) => {
+        Ok(Ok(())) => {
             let written = counted.bytes_in.load(Ordering::Relaxed);
             plain(
                 StatusCode::OK,
                 &format!("uploaded {written} bytes to {path}"),
             )
         }
-        Outcome::Failed(line) => fs_refusal(&line),
-        Outcome::ClientGone => plain(StatusCode::BAD_REQUEST, "the upload was cut short"),
-        Outcome::Idle => plain(
-            StatusCode::REQUEST_TIMEOUT,
-            "the upload carried no data for the idle timeout and was ended",
-        ),
-        Outcome::Revoked(reason) => plain(StatusCode::FORBIDDEN, &revoked_message(&reason)),
-        _ => plain(StatusCode::SERVICE_UNAVAILABLE, STOPPED),
+        Ok(Err(Stop::Fs(error))) => fs_refusal(&error),
+        Ok(Err(Stop::ClientGone)) => plain(StatusCode::BAD_REQUEST, "the upload was cut short"),
+        Err(stopped) => interrupted(stopped),
     }
 }
 
-/// Why an upload stopped.
-enum Upload {
-    ClientGone,
-    Fs(FsError),
-}
-
+/// Writes the body into `path`, created or truncated.
 async fn write(
-    fs: &RemoteFs,
-    path: &str,
+    fs: RemoteFs,
+    path: String,
     mut body: Incoming,
-    activity: &Activity,
-) -> Result<(), Upload> {
+    activity: Activity,
+) -> Result<(), Stop> {
     let open = WriteOpen {
         create: true,
         truncate: true,
         exclusive: false,
         mode: None,
     };
-    fs.prepare_write(path, open).await.map_err(Upload::Fs)?;
-    let mut writer = fs.writer(path, 0, false).await.map_err(Upload::Fs)?;
+    fs.prepare_write(&path, open).await.map_err(Stop::Fs)?;
+    let mut writer = fs.writer(&path, 0, false).await.map_err(Stop::Fs)?;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| Upload::ClientGone)?;
+        let frame = frame.map_err(|_| Stop::ClientGone)?;
         if let Ok(data) = frame.into_data() {
             activity
                 .bytes_in
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
-            writer.write_all(&data).await.map_err(Upload::Fs)?;
+            writer.write_all(&data).await.map_err(Stop::Fs)?;
         }
     }
-    writer.finish().await.map_err(Upload::Fs)
+    writer.finish().await.map_err(Stop::Fs)
 }
 
 #[cfg(test)]
