@@ -270,6 +270,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          \n  Copy a file in (scp):        scp{cp}{i} README.md alice@default+web-0@{host}:\
          \n  Copy it back (legacy scp):   scp -O{cp}{i} alice@default+web-0@{host}:README.md /tmp/\
          \n  Browse with sftp:            sftp{cp}{i} alice@default+web-0@{host}\
+         \n  A shell-less pod's file:     scp{cp}{i} alice@default+api-0+app.debug@{host}:/etc/app/config.yaml /tmp/\
+         \n  A log as a file:             scp{cp}{i} alice@default+ticker+app.logs@{host}:current /tmp/ticker.log\
          \n  A pod's port on yours:       ssh{p}{i} -N -L 8080:localhost:8080 alice@default/web-0@{host}\
          \n  bob may only use 'default':  ssh{p}{i} bob@kube-system/coredns-0@{host}\
          \n  What can I reach?            ssh{p}{i} alice@{host}\

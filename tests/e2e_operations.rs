@@ -366,10 +366,13 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
     );
     // The distroless pod's debug container.
     let debug = printed["No shell in the image:"].clone();
-    let out = run(&debug, "echo root=$TARGET_ROOT");
+    let out = run(
+        &debug,
+        "echo root=$TARGET_ROOT; cat $TARGET_ROOT/etc/app/config.yaml",
+    );
     assert_eq!(
         text(&out.stdout),
-        "root=/proc/1/root\n",
+        "root=/proc/1/root\nlisten: 8080\nlog_level: info\n",
         "{debug}: {}",
         text(&out.stderr)
     );
