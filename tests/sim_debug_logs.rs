@@ -83,7 +83,9 @@ fn every_kubectl_version_debugs_a_shell_less_pod_through_an_ephemeral_container(
                     "--",
                     "sh",
                     "-c",
-                    "read line; echo \"got $line\"; exit 4",
+                    // The target's main process is PID 1 of the process
+                    // namespace the debug container shares: its files.
+                    "read line; echo \"got $line\"; cat /proc/1/root/etc/app/config.yaml; exit 4",
                 ]);
                 command
             },
@@ -97,7 +99,7 @@ fn every_kubectl_version_debugs_a_shell_less_pod_through_an_ephemeral_container(
         );
         assert_eq!(
             text(&out.stdout),
-            "Targeting container \"app\". If you don't see processes from this container it may be because the container runtime doesn't support this feature.\ngot hello\n",
+            "Targeting container \"app\". If you don't see processes from this container it may be because the container runtime doesn't support this feature.\ngot hello\nlisten: 8080\nlog_level: info\n",
             "kubectl {version}: {}",
             text(&out.stderr)
         );
