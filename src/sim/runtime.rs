@@ -365,6 +365,10 @@ impl Runtime {
         // then `chroot` enters the root file system, where the image's
         // program is.
         let wrapped: Vec<String>;
+        let wrapped_in_namespaces = matches!(
+            (&isolation, &spec.executables),
+            (Isolation::Own { .. }, Some(_))
+        );
         let (program, args) = match (&isolation, &spec.executables) {
             (Isolation::Own { files }, Some(executables)) => {
                 populate_root(&spec.cwd, executables, files)?;
@@ -451,7 +455,7 @@ impl Runtime {
                 namespaces: None,
             }
         };
-        if program == "unshare" {
+        if wrapped_in_namespaces {
             process.namespaces = Some(process.pid);
         }
         if !spec.stdin {
