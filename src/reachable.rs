@@ -61,7 +61,7 @@ pub async fn reachable(cluster: &Cluster, identity: &Identity, wait: Duration) -
         // Not allowed cluster-wide: ask namespace by namespace (the
         // bastion may list namespaces; the person's RBAC decides the pods).
         _ => {
-            let mut names = Vec::new();
+            let mut found = Vec::new();
             let namespaces: Api<Namespace> = Api::all(cluster.own());
             if let Ok(Ok(list)) = bounded(wait, namespaces.list(&ListParams::default())).await {
                 for namespace in list
@@ -72,11 +72,11 @@ pub async fn reachable(cluster: &Cluster, identity: &Identity, wait: Duration) -
                 {
                     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
                     if let Ok(Ok(list)) = bounded(wait, pods.list(&ListParams::default())).await {
-                        names.extend(list.items);
+                        found.extend(list.items);
                     }
                 }
             }
-            names
+            found
         }
     };
     listed.truncate(MAX_TARGETS_LISTED);

@@ -14,20 +14,7 @@ use common::*;
 fn logs_print_what_kubectl_logs_prints_with_the_same_options() {
     let sim = Sim::start();
     let bastion = Bastion::start(&sim, "");
-    wait_for("crasher restarted", Duration::from_secs(20), || {
-        let out = sim.kubectl(
-            "kubectl",
-            "admin",
-            &[
-                "get",
-                "pod",
-                "crasher",
-                "-o",
-                "jsonpath={.status.containerStatuses[0].restartCount}",
-            ],
-        );
-        text(&out.stdout).parse::<u64>().unwrap_or(0) >= 1
-    });
+    sim.wait_crasher_restarted();
     // The previous instance's log is fixed: byte for byte what kubectl
     // prints.
     let kubectl = sim.kubectl("kubectl", "alice", &["logs", "crasher", "--previous"]);
@@ -160,20 +147,7 @@ fn logs_copy_as_files_with_scp_and_sftp_byte_exact() {
     let sim = Sim::start();
     let bastion = Bastion::start(&sim, "");
     sim.wait_running("default", "logger");
-    wait_for("crasher restarted", Duration::from_secs(20), || {
-        let out = sim.kubectl(
-            "kubectl",
-            "admin",
-            &[
-                "get",
-                "pod",
-                "crasher",
-                "-o",
-                "jsonpath={.status.containerStatuses[0].restartCount}",
-            ],
-        );
-        text(&out.stdout).parse::<u64>().unwrap_or(0) >= 1
-    });
+    sim.wait_crasher_restarted();
     let dir = tempfile::tempdir().expect("temp dir");
     let previous = sim.kubectl("kubectl", "alice", &["logs", "crasher", "--previous"]);
     assert_eq!(text(&previous.stdout), "started\nto-stderr\n");

@@ -494,20 +494,7 @@ fn the_targets_page_offers_each_containers_log_followed_in_a_tab_or_downloaded()
     let sim = Sim::start();
     sim.wait_running("default", "logger");
     let web = Web::start(&sim, "");
-    wait_for("crasher restarted", Duration::from_secs(20), || {
-        let out = sim.kubectl(
-            "kubectl",
-            "admin",
-            &[
-                "get",
-                "pod",
-                "crasher",
-                "-o",
-                "jsonpath={.status.containerStatuses[0].restartCount}",
-            ],
-        );
-        text(&out.stdout).parse::<u64>().unwrap_or(0) >= 1
-    });
+    sim.wait_crasher_restarted();
     let previous = sim.kubectl("kubectl", "alice", &["logs", "crasher", "--previous"]);
     let local = tempfile::tempdir().expect("temp dir");
     let saved = local.path().join("previous");

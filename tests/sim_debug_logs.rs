@@ -309,20 +309,7 @@ fn kubectl_logs_options_read_what_the_container_wrote() {
 fn kubectl_logs_previous_and_its_errors_are_the_kubelets() {
     let sim = Sim::start();
     sim.wait_image_pull_backoff();
-    wait_for("crasher restarted", Duration::from_secs(20), || {
-        let out = sim.kubectl(
-            "kubectl",
-            "admin",
-            &[
-                "get",
-                "pod",
-                "crasher",
-                "-o",
-                "jsonpath={.status.containerStatuses[0].restartCount}",
-            ],
-        );
-        text(&out.stdout).parse::<u64>().unwrap_or(0) >= 1
-    });
+    sim.wait_crasher_restarted();
     let out = sim.kubectl("kubectl.1.33", "admin", &["logs", "crasher", "--previous"]);
     assert_eq!(text(&out.stdout), "started\nto-stderr\n");
     let out = sim.kubectl_unchecked("kubectl.1.33", "admin", &["logs", "logger", "--previous"]);

@@ -156,6 +156,25 @@ fn interrupted(interrupted: Interrupted) -> Response<Body> {
     }
 }
 
+/// Admits a transfer as a web session: its files, its rules and its end,
+/// or the refusal's answer.
+async fn admit_transfer(
+    shared: &Arc<crate::ssh::Shared>,
+    grant: &Grant,
+    target: &Target,
+    client: &Client,
+    kind: SessionKind,
+) -> Result<(RemoteFs, crate::bridge::SessionContext, Ending), Response<Body>> {
+    match admit(shared, grant, target, client, kind, None, Instant::now()).await {
+        Ok(Admitted {
+            reaches,
+            context,
+            ending,
+        }) => Ok((reaches.files(context.api_wait), context, ending)),
+        Err(refused) => Err(plain(refused.status, &refused.reason)),
+    }
+}
+
 /// Streams the target's file `path` to the browser.
 pub async fn download(
     shared: &Arc<crate::ssh::Shared>,
@@ -165,15 +184,10 @@ pub async fn download(
     client: &Client,
 ) -> Response<Body> {
     let kind = SessionKind::Download { path: path.clone() };
-    let Admitted {
-        reaches,
-        context,
-        ending,
-    } = match admit(shared, grant, target, client, kind, None, Instant::now()).await {
+    let (fs, context, ending) = match admit_transfer(shared, grant, target, client, kind).await {
         Ok(admitted) => admitted,
-        Err(refused) => return plain(refused.status, &refused.reason),
+        Err(refused) => return refused,
     };
-    let fs = reaches.files(context.api_wait);
     let opened = async {
         let metadata = fs.check_readable(&path).await?;
         let reader = fs.reader(&path, 0).await?;
@@ -253,15 +267,10 @@ pub async fn upload(
     body: Incoming,
 ) -> Response<Body> {
     let kind = SessionKind::Upload { path: path.clone() };
-    let Admitted {
-        reaches,
-        context,
-        ending,
-    } = match admit(shared, grant, target, client, kind, None, Instant::now()).await {
+    let (fs, context, ending) = match admit_transfer(shared, grant, target, client, kind).await {
         Ok(admitted) => admitted,
-        Err(refused) => return plain(refused.status, &refused.reason),
+        Err(refused) => return refused,
     };
-    let fs = reaches.files(context.api_wait);
     let activity = Activity::default();
     let work = write(fs, path.clone(), body, activity.clone());
     let counted = activity.clone();

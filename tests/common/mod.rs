@@ -162,6 +162,28 @@ impl Sim {
 }
 
 impl Sim {
+    /// Waits until pod `crasher` (in the default namespace; it exits 3
+    /// after two lines) has restarted once, so that it has a previous log.
+    pub fn wait_crasher_restarted(&self) {
+        wait_for("crasher restarted", Duration::from_secs(20), || {
+            let out = self.kubectl(
+                "kubectl",
+                "admin",
+                &[
+                    "get",
+                    "pod",
+                    "crasher",
+                    "-o",
+                    "jsonpath={.status.containerStatuses[0].restartCount}",
+                ],
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .parse::<u64>()
+                .unwrap_or(0)
+                >= 1
+        });
+    }
+
     /// Waits until pod `broken` (an image that cannot be pulled) shows
     /// `ImagePullBackOff`.
     pub fn wait_image_pull_backoff(&self) {
