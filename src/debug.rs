@@ -98,7 +98,7 @@ pub async fn resolve(
     namespace: &str,
     pod: &str,
     container: Option<&str>,
-) -> Result<(ExecTarget, String), TargetError> {
+) -> Result<ExecTarget, TargetError> {
     if shared.protected_namespaces().contains(&namespace) {
         return Err(TargetError::BastionNamespace(namespace.into()));
     }
@@ -199,9 +199,23 @@ pub async fn resolve(
         },
         // SFTP and scp act on the target's files, not the debug image's.
         files_root: root.map(String::from),
+        note: Some(note(&name, &target.container, root)),
         local_names: local_names(target.local_names.iter().skip(3).cloned()),
     };
-    Ok((debug, target.container))
+    Ok(debug)
+}
+
+/// What a debug container's shell says first: where the target's files
+/// are.
+fn note(debug: &str, beside: &str, root: Option<&str>) -> String {
+    match root {
+        Some(root) => format!(
+            "debug container {debug} beside {beside}; its files are under $TARGET_ROOT ({root})"
+        ),
+        None => format!(
+            "debug container {debug} beside {beside}; this pod shares one process namespace: find {beside}'s processes with ps, its files are under /proc/PID/root (scp and sftp reach the debug container's own files)"
+        ),
+    }
 }
 
 async fn get_pod(

@@ -595,6 +595,7 @@ impl NodeShells {
             container: CONTAINER.into(),
             prefix: self.config.nsenter.clone(),
             files_root: None,
+            note: None,
             // The pod shares the node's network: its loopback is the node's.
             local_names: crate::target::local_names([node.to_string()]),
         };

@@ -27,6 +27,9 @@ pub struct ExecTarget {
     /// Where file transfers' paths lead when not to the container's own
     /// root: a debug container's target's root file system.
     pub files_root: Option<String>,
+    /// A line for the person at the start of a shell (a debug container
+    /// says where the target's files are).
+    pub note: Option<String>,
     /// Host names that mean "the target itself" for port forwarding:
     /// loopback, the pod's name and IP (or the node's name).
     pub local_names: Vec<String>,
@@ -268,6 +271,7 @@ pub async fn resolve_container(
         container,
         prefix: Vec::new(),
         files_root: None,
+        note: None,
         local_names: local_names(
             std::iter::once(pod_name.to_string()).chain(status.pod_ip.clone()),
         ),
@@ -311,7 +315,7 @@ async fn resolve_uncounted(
         } if subresource == "exec" => {
             crate::debug::resolve(shared, identity, namespace, pod, container.as_deref())
                 .await
-                .map(|(debug, _beside)| (debug, None))
+                .map(|debug| (debug, None))
         }
         Target::Container {
             view: login::View::Logs,

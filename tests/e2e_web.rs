@@ -541,3 +541,21 @@ fn the_targets_page_offers_each_containers_log_followed_in_a_tab_or_downloaded()
         "{audit:?}"
     );
 }
+
+#[test]
+fn a_debug_terminal_says_where_the_targets_files_are_and_reaches_them() {
+    let sim = Sim::start();
+    sim.wait_running("default", "api-0");
+    let web = Web::start(&sim, "");
+    let seen = browser(
+        "debug",
+        serde_json::json!({"base": web.base, "link": web.link("alice"), "target": "default/api-0/app.debug"}),
+    );
+    let note = seen["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("kbastion: debug container kbastion-debug-app-")
+            && note.ends_with(" beside app; its files are under $TARGET_ROOT (/proc/1/root)"),
+        "{seen}"
+    );
+    assert_eq!(seen["config"], "listen: 8080");
+}

@@ -665,38 +665,8 @@ async fn session_channel(
         session.end(&report);
         return;
     }
-    // A debug session runs in the debug container beside the target; its
-    // shell says so in one line.
-    let mut debug_note = None;
-    let resolved = match &target {
-        Target::Container {
-            namespace,
-            pod,
-            container,
-            view: login::View::Debug,
-        } => crate::debug::resolve(
-            &shared,
-            &login.identity,
-            namespace,
-            pod,
-            container.as_deref(),
-        )
-        .await
-        .map(|(debug, beside)| {
-            debug_note = Some(match &debug.files_root {
-                Some(root) => format!(
-                    "debug container {} beside {beside}; its files are under $TARGET_ROOT ({root})",
-                    debug.container
-                ),
-                None => format!(
-                    "debug container {} beside {beside}; this pod shares one process namespace: find {beside}'s processes with ps, its files are under /proc/PID/root (scp and sftp reach the debug container's own files)",
-                    debug.container
-                ),
-            });
-            (debug, None)
-        }),
-        _ => crate::target::resolve(&shared, &login.person, &login.identity, &target, "exec").await,
-    };
+    let resolved =
+        crate::target::resolve(&shared, &login.person, &login.identity, &target, "exec").await;
     // The hold keeps a node's pod while the session runs.
     let (exec_target, _node_hold) = match resolved {
         Ok(resolved) => resolved,
@@ -722,7 +692,8 @@ async fn session_channel(
         shared.control(revoked.subscribe()),
         backlogs,
     );
-    if let (Some(note), Service::Shell) = (&debug_note, &service) {
+    // A debug container's shell says where the target's files are.
+    if let (Some(note), Service::Shell) = (&exec_target.note, &service) {
         output.tell(note, tty).await;
     }
     let report =

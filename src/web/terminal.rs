@@ -196,6 +196,11 @@ pub async fn serve<S>(
             } = admitted;
             let report = match reaches {
                 Reaches::Exec(target) => {
+                    // A debug container's shell says where the target's
+                    // files are, as over SSH.
+                    if let Some(note) = &target.note {
+                        output.tell(note, true).await;
+                    }
                     crate::session::serve(
                         crate::session::Service::Shell,
                         Arc::new(target),

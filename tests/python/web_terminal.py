@@ -361,6 +361,18 @@ def scenario_logs(browser, args):
     print(json.dumps(result))
 
 
+def scenario_debug(browser, args):
+    """A terminal in a debug container: its note, and the target's file."""
+    context, _, _ = sign_in(browser, args["base"], args["link"])
+    terminal = open_terminal(context, args["base"], args["target"])
+    note = [l for l in terminal.screen().splitlines() if l.startswith("kbastion: debug container")]
+    result = {
+        "note": note[0] if note else terminal.screen(),
+        "config": terminal.value("config", "head -n 1 $TARGET_ROOT/etc/app/config.yaml"),
+    }
+    print(json.dumps(result))
+
+
 def scenario_fetch(browser, args):
     """Signs in and fetches one address from a page of ours: [status, body]."""
     context, page, _ = sign_in(browser, args["base"], args["link"])
