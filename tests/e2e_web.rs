@@ -559,3 +559,22 @@ fn a_debug_terminal_says_where_the_targets_files_are_and_reaches_them() {
     );
     assert_eq!(seen["config"], "listen: 8080");
 }
+
+#[test]
+fn signing_out_ends_the_terminals_that_browser_session_opened() {
+    let sim = Sim::start();
+    sim.wait_running("default", "web-0");
+    let web = Web::start(&sim, "");
+    let seen = browser(
+        "signout",
+        serde_json::json!({"base": web.base, "link": web.link("alice"), "target": "default/web-0"}),
+    );
+    // After the prompt the shell had drawn.
+    let line = seen["line"].as_str().unwrap_or_default();
+    assert!(
+        line.ends_with("kbastion: access revoked (signed out): this session has ended"),
+        "{line}"
+    );
+    web.bastion
+        .wait_for_log_line(&["session ended", "signed out"], Duration::from_secs(10));
+}

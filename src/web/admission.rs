@@ -23,6 +23,8 @@ use crate::target::{ExecTarget, TargetError};
 pub struct Client {
     pub source: SocketAddr,
     pub user_agent: Option<String>,
+    /// The browser session (the cookie's token) the request came with.
+    pub browser_session: String,
 }
 
 /// What a web session reaches.
@@ -59,6 +61,9 @@ pub struct Admitted {
 /// What a started web session holds until it ends.
 pub struct Ending {
     pub session: Session,
+    /// Ends the session as a revocation does, with the reason (the
+    /// browser session that opened it was signed out).
+    pub revoke: watch::Sender<Option<String>>,
     hold: Option<NodeHold>,
     slot: crate::limits::Slot<String>,
     watcher: tokio::task::JoinHandle<()>,
@@ -165,6 +170,7 @@ pub async fn admit(
         reason,
     })?;
     let (revoked_tx, revoked) = watch::channel(None);
+    let revoke = revoked_tx.clone();
     let watcher = tokio::spawn(watch_credential(
         shared.clone(),
         grant.clone(),
@@ -181,6 +187,7 @@ pub async fn admit(
         context,
         ending: Ending {
             session,
+            revoke,
             hold,
             slot,
             watcher,

@@ -230,6 +230,8 @@ async fn handle(web: &Arc<Web>, peer: SocketAddr, request: Request<Incoming>) ->
         }
         if let Some(token) = cookie(&request) {
             web.shared.web_logins.end(&token);
+            // Its open terminals end too, as a revoked credential's do.
+            web.terminals.sign_out(&token);
         }
         let mut response = plain(
             StatusCode::OK,
@@ -439,6 +441,7 @@ fn client_of(web: &Web, peer: SocketAddr, request: &Request<Incoming>) -> super:
     super::admission::Client {
         source: SocketAddr::new(client(web, peer, request), peer.port()),
         user_agent,
+        browser_session: cookie(request).unwrap_or_default(),
     }
 }
 

@@ -373,6 +373,18 @@ def scenario_debug(browser, args):
     print(json.dumps(result))
 
 
+def scenario_signout(browser, args):
+    """Signing out in one tab ends the terminal open in another."""
+    context, page, _ = sign_in(browser, args["base"], args["link"])
+    terminal = open_terminal(context, args["base"], args["target"])
+    page.bring_to_front()
+    page.click("text=Sign out")
+    terminal.wait_for("signed out")
+    line = [l for l in terminal.screen().splitlines() if "signed out" in l]
+    terminal.page.wait_for_function("() => document.body.dataset.closed !== undefined", timeout=WAIT * 1000)
+    print(json.dumps({"line": line[0].strip()}))
+
+
 def scenario_fetch(browser, args):
     """Signs in and fetches one address from a page of ours: [status, body]."""
     context, page, _ = sign_in(browser, args["base"], args["link"])
