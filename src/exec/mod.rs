@@ -148,6 +148,19 @@ impl StartError {
     }
 }
 
+/// The exec request's streams for `target`'s container: stdout always,
+/// stderr apart unless a terminal merges it.
+pub fn attach_params(target: &ExecTarget, streams: &Streams) -> AttachParams {
+    AttachParams {
+        container: Some(target.container.clone()),
+        stdin: streams.stdin,
+        stdout: true,
+        stderr: !streams.tty,
+        tty: streams.tty,
+        ..AttachParams::default()
+    }
+}
+
 /// Starts `argv` in the target's container, within `api_wait`.
 pub async fn start(
     target: &ExecTarget,
@@ -156,14 +169,10 @@ pub async fn start(
     api_wait: Duration,
 ) -> Result<AttachedProcess, StartError> {
     let params = AttachParams {
-        container: Some(target.container.clone()),
-        stdin: streams.stdin,
-        stdout: true,
-        stderr: !streams.tty,
-        tty: streams.tty,
         max_stdin_buf_size: Some(PIPE_BUFFER),
         max_stdout_buf_size: Some(PIPE_BUFFER),
         max_stderr_buf_size: Some(streams.stderr_buffer),
+        ..attach_params(target, &streams)
     };
     match bounded(api_wait, target.pods.exec(&target.pod, argv, &params)).await {
         Ok(Ok(process)) => Ok(process),

@@ -16,7 +16,6 @@ use http::header::HeaderValue;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use kube::api::AttachParams;
 use kube::client::UpgradeConnectionError;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -60,14 +59,7 @@ async fn upgrade(
     argv: Vec<String>,
     streams: Streams,
 ) -> Result<(ExecSender, ExecReceiver), kube::Error> {
-    let params = AttachParams {
-        container: Some(target.container.clone()),
-        stdin: streams.stdin,
-        stdout: true,
-        stderr: !streams.tty,
-        tty: streams.tty,
-        ..AttachParams::default()
-    };
+    let params = super::attach_params(target, &streams);
     let request = kube::core::Request::new(target.pods.resource_url())
         .exec(&target.pod, argv, &params)
         .map_err(kube::Error::BuildRequest)?;
