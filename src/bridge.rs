@@ -21,8 +21,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use crate::exec::{Ended, Streams, stream};
-use crate::flow::{Backlog, Flow};
-use crate::session::io::{ClientEvent, ClientInput, ClientOutput, while_draining};
+use crate::session::io::{Chunk, ClientEvent, ClientInput, ClientOutput, while_draining};
 use crate::session::{Outcome, Pty, Report};
 use crate::target::ExecTarget;
 
@@ -41,8 +40,6 @@ pub struct SessionContext {
     pub stdin_eof: bool,
     /// The verb this cluster checks on `pods/exec` for a WebSocket exec.
     pub stream_verb: &'static str,
-    /// The connection's and the person's input backlogs (see `Flow`).
-    pub backlogs: Vec<Arc<Backlog>>,
 }
 
 #[derive(Default)]
@@ -59,8 +56,6 @@ enum Ending {
     ClientGone,
     Stopped,
     Idle,
-    /// Input the target did not take outgrew a backlog bound.
-    Backlog,
     Revoked,
     /// A required recording stopped (the line the person read).
     RecordingStopped(String),
@@ -68,7 +63,9 @@ enum Ending {
 
 /// What the input side sends to the process, in order.
 enum Input {
-    Data(bytes::Bytes),
+    /// Dropped once the exec stream has taken it: that gives the client
+    /// its room back (`Chunk`).
+    Data(Chunk),
     Eof,
     /// A new terminal size (columns, rows).
     Resize(u16, u16),
@@ -129,19 +126,20 @@ async fn run_counted(
                 return Outcome::Failed(message);
             }
         };
-    let flow = Arc::new(Flow::new(context.backlogs.clone()));
-    // Unbounded in type only: `Flow` bounds what is queued.
-    let (input_tx, input_rx) = tokio::sync::mpsc::unbounded_channel::<Input>();
+    // The client's input waits here for the exec stream. The client is
+    // read only while this queue has room, so a target that reads late or
+    // slowly holds back only this session's sender: its SSH window stays
+    // shut until the input is taken (`Chunk`), and nothing is dropped.
+    let (input_tx, input_rx) = tokio::sync::mpsc::channel::<Input>(INPUT_QUEUE);
     if let Some(pty) = &pty {
         // The first prompt must see the real size: sent before any input.
-        let _ = input_tx.send(Input::Resize(clamp(pty.width), clamp(pty.height)));
+        let _ = input_tx.try_send(Input::Resize(clamp(pty.width), clamp(pty.height)));
     }
-    let sender_task = tokio::spawn(send_input(sender, input_rx, flow.clone()));
+    let sender_task = tokio::spawn(send_input(sender, input_rx));
     // The process's output, in order, to the client's writers, which wait
     // for the client (its SSH window): a client that stops reading stops
     // this reading, and with it the process's writes.
     let receiver_task = {
-        let flow = flow.clone();
         let counters = counters.clone();
         let recorder = context.recorder.clone();
         let (mut stdout, mut stderr) = (output.stdout(), output.stderr());
@@ -157,10 +155,7 @@ async fn run_counted(
                     recorder.output(&data).await;
                 }
                 counters.bytes_out.fetch_add(data.len() as u64, SeqCst);
-                flow.set_output_waiting(true);
-                let written = writer.write_all(&data).await;
-                flow.set_output_waiting(false);
-                if written.is_err() {
+                if writer.write_all(&data).await.is_err() {
                     break None;
                 }
             };
@@ -181,8 +176,17 @@ async fn run_counted(
     // gets a bounded time to deliver what is left, never a hang.
     let mut closing_by: Option<tokio::time::Instant> = None;
     let mut status = None;
+    // A place in the input queue, taken before the client is read.
+    let mut room: Option<tokio::sync::mpsc::OwnedPermit<Input>> = None;
+    let mut departed = input.departed();
     let ending = loop {
         tokio::select! {
+            () = &mut departed => break Ending::ClientGone,
+            permit = input_tx.clone().reserve_owned(), if room.is_none() => match permit {
+                Ok(permit) => room = Some(permit),
+                // The input task ended: the stream is closing.
+                Err(_) => break Ending::OutputDone,
+            },
             ended = &mut receiver_task.0 => {
                 status = ended.ok().flatten();
                 break Ending::OutputDone;
@@ -222,18 +226,15 @@ async fn run_counted(
                     output.tell(&message, tty).await;
                 }
             }
-            event = input.next() => match event {
+            event = input.next(), if room.is_some() => match event {
                 ClientEvent::Data(data) => {
                     counters.bytes_in.fetch_add(data.len() as u64, SeqCst);
                     if let Some(recorder) = &context.recorder {
                         recorder.input(&data).await;
                     }
-                    if let Err(full) = flow.add(data.len()) {
-                        output.tell(&full.to_string(), tty).await;
-                        break Ending::Backlog;
+                    if let Some(room) = room.take() {
+                        room.send(Input::Data(data));
                     }
-                    let _ = input_tx.send(Input::Data(data));
-                    flow.wait_for_room().await;
                 }
                 ClientEvent::Eof => {
                     if !context.stdin_eof && !tty {
@@ -243,20 +244,23 @@ async fn run_counted(
                         output.tell(message, tty).await;
                         closing_by = Some(tokio::time::Instant::now() + api_wait);
                     }
-                    let _ = input_tx.send(Input::Eof);
+                    if let Some(room) = room.take() {
+                        room.send(Input::Eof);
+                    }
                 }
                 ClientEvent::Resize { cols, rows } => {
                     if let Some(recorder) = &context.recorder {
                         recorder.resize(cols, rows).await;
                     }
-                    if tty {
-                        let _ = input_tx.send(Input::Resize(clamp(cols), clamp(rows)));
+                    if let (true, Some(room)) = (tty, room.take()) {
+                        room.send(Input::Resize(clamp(cols), clamp(rows)));
                     }
                 }
                 ClientEvent::Gone => break Ending::ClientGone,
             }
         }
     };
+    drop(room);
     drop(input_tx);
     // Dropping both halves closes the exec stream.
     sender_task.abort();
@@ -268,7 +272,6 @@ async fn run_counted(
             let outcome = match ending.clone() {
                 Ending::Idle => Outcome::Idle,
                 Ending::Stopped => Outcome::Stopped,
-                Ending::Backlog => Outcome::Failed("input backlog bound".into()),
                 Ending::RecordingStopped(message) => Outcome::Failed(message),
                 Ending::Revoked => {
                     Outcome::Revoked(context.control.revoked.borrow().clone().unwrap_or_default())
@@ -331,13 +334,15 @@ impl<T> Drop for AbortOnDrop<T> {
 /// on the way keep it open.
 const PING_EVERY: Duration = Duration::from_secs(60);
 
-/// Sends the client's input to the process, in order, one frame per chunk;
-/// `flow` learns what the target has taken.
-async fn send_input(
-    mut sender: stream::ExecSender,
-    mut queue: tokio::sync::mpsc::UnboundedReceiver<Input>,
-    flow: Arc<Flow>,
-) {
+/// Messages of client input (each at most one SSH packet, or what russh
+/// coalesced while the session was busy: 64 KiB) waiting for the exec
+/// stream. Small: the client's window, not this queue, is what lets an
+/// upload run ahead of the target; this only keeps the stream busy.
+const INPUT_QUEUE: usize = 8;
+
+/// Sends the client's input to the process, in order, one frame per
+/// chunk; each chunk is dropped (its room given back) once sent.
+async fn send_input(mut sender: stream::ExecSender, mut queue: tokio::sync::mpsc::Receiver<Input>) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     // After the process stops reading (or input ended), input is dropped,
     // as a pipe to an exited process would.
@@ -360,7 +365,7 @@ async fn send_input(
                 if open && sender.stdin(&data).await.is_err() {
                     open = false;
                 }
-                flow.consumed(data.len());
+                drop(data);
             }
             Input::Resize(width, height) => {
                 if open && sender.resize(width, height).await.is_err() {

@@ -7,12 +7,11 @@
 //! the destination host must name the target (loopback, the pod's name or
 //! IP, the node's name); anything else is refused with that reason.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::flow::Flow;
+use crate::session::io::Chunk;
 use crate::session::{Activity, ClientEvent, ClientInput, ClientOutput, Counted};
 use crate::target::ExecTarget;
 
@@ -33,18 +32,21 @@ pub fn refusal(target: &ExecTarget, host: &str) -> String {
     )
 }
 
+/// Messages of client input waiting for the pod's socket: a few packets,
+/// to keep it busy. The client's window is what lets it run ahead; a pod
+/// that reads slowly holds back only this channel's sender.
+const TO_POD_QUEUE: usize = 8;
+
 /// Carries one forwarded connection until either side ends it, counting
 /// what it carries in `activity` (in: client to pod, out: pod to client).
-/// What the client sends waits for the pod in `flow`: the channel is never
-/// left unread for long (that would park the whole SSH connection), and a
-/// pod that stops reading ends only this forward, at a backlog bound.
+/// What the client sends is handed to the pod at the pod's pace: each
+/// chunk gives the client's window back once written (`Chunk`).
 pub async fn carry(
     target: &ExecTarget,
     port: u16,
     mut input: impl ClientInput,
     output: &impl ClientOutput,
     activity: &Activity,
-    flow: Arc<Flow>,
 ) -> Result<(), String> {
     let mut forwarder = target
         .pods
@@ -61,8 +63,7 @@ pub async fn carry(
         .ok_or("port-forward gave no stream")?;
     let error = forwarder.take_error(port);
     let (mut pod_read, mut pod_write) = tokio::io::split(stream);
-    // Unbounded in type only: `flow` bounds what is queued.
-    let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel::<bytes::Bytes>();
+    let (queue, mut queued) = tokio::sync::mpsc::channel::<Chunk>(TO_POD_QUEUE);
     // Client to pod. At the client's EOF the pod side is NOT shut down:
     // Kubernetes port-forward has no half-close and would drop the answer.
     let to_pod = async {
@@ -71,13 +72,14 @@ pub async fn carry(
             if pod_open && pod_write.write_all(&data).await.is_err() {
                 pod_open = false;
             }
-            flow.consumed(data.len());
         }
         // Only reached when the reader below has ended the forward.
         std::future::pending::<()>().await;
     };
     // When the client closes the channel (or its connection is gone), the
-    // whole forward ends, so a pod that never closes cannot keep it alive.
+    // whole forward ends, so a pod that never closes cannot keep it alive;
+    // `departed` tells even while input waits for a pod that reads slowly.
+    let departed = input.departed();
     let from_client = async {
         loop {
             match input.next().await {
@@ -85,9 +87,9 @@ pub async fn carry(
                     activity
                         .bytes_in
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    flow.add(data.len()).map_err(|full| full.to_string())?;
-                    let _ = queue.send(data);
-                    flow.wait_for_room().await;
+                    if queue.send(data).await.is_err() {
+                        return Ok::<(), String>(());
+                    }
                 }
                 ClientEvent::Gone => return Ok(()),
                 // Port-forward has no half-close (see `to_pod`).
@@ -104,12 +106,7 @@ pub async fn carry(
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            // While this write waits for the client's window, input is not
-            // paused: the window adjustment comes on the same connection.
-            flow.set_output_waiting(true);
-            let written = to_client.write_all(&buffer[..n]).await;
-            flow.set_output_waiting(false);
-            if written.is_err() {
+            if to_client.write_all(&buffer[..n]).await.is_err() {
                 break;
             }
         }
@@ -119,6 +116,7 @@ pub async fn carry(
         () = to_client => Ok(()),
         result = from_client => result,
         () = to_pod => Ok(()),
+        () = departed => Ok(()),
     };
     // Not read any more: dropped, so that russh never waits for room in it.
     drop(input);

@@ -16,7 +16,6 @@ pub mod debug;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod exec;
-pub mod flow;
 pub mod forward;
 pub mod impersonation;
 pub mod limits;

@@ -62,6 +62,9 @@ macro_rules! push_packet {
 mod channels;
 pub use channels::{Channel, ChannelMsg, ChannelReadHalf, ChannelStream, ChannelWriteHalf};
 
+mod window;
+pub use window::WindowReleaser;
+
 mod parsing;
 mod session;
 
@@ -90,6 +93,10 @@ pub enum Error {
     /// Unspecified problem with the beginning of key exchange.
     #[error("Key exchange init failed")]
     KexInit,
+
+    /// The peer sent more data than the channel's window allowed.
+    #[error("Channel data past the window")]
+    WindowExceeded,
 
     /// Unknown algorithm name.
     #[error("Unknown algorithm")]
@@ -512,6 +519,8 @@ pub(crate) struct ChannelParams {
     pending_data: std::collections::VecDeque<(bytes::Bytes, Option<u32>, usize)>,
     pending_eof: bool,
     pending_close: bool,
+    /// Set where the window is granted on consumption (`window.rs`).
+    pub(crate) consumption: Option<window::ConsumptionWindow>,
 }
 
 impl ChannelParams {

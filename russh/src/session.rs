@@ -335,6 +335,28 @@ impl Encrypted {
         Ok(false)
     }
 
+    /// The application consumed `bytes` of a channel whose window is
+    /// granted on consumption: grants them back once enough is released.
+    pub(crate) fn release_window(
+        &mut self,
+        channel: ChannelId,
+        bytes: usize,
+    ) -> Result<(), crate::Error> {
+        let Some(channel) = self.channels.get_mut(&channel) else {
+            // Closed meanwhile: nothing to grant.
+            return Ok(());
+        };
+        let Some(grant) = channel.consumption.as_mut().and_then(|w| w.release(bytes)) else {
+            return Ok(());
+        };
+        push_packet!(self.write, {
+            self.write.push(msg::CHANNEL_WINDOW_ADJUST);
+            channel.recipient_channel.encode(&mut self.write)?;
+            grant.encode(&mut self.write)?;
+        });
+        Ok(())
+    }
+
     fn flush_channel(
         write: &mut Vec<u8>,
         channel: &mut ChannelParams,
@@ -783,6 +805,7 @@ impl Encrypted {
                     pending_data: std::collections::VecDeque::new(),
                     pending_eof: false,
                     pending_close: false,
+                    consumption: None,
                 });
                 return ChannelId(self.last_channel_id.0);
             }
@@ -912,6 +935,7 @@ mod tests {
             pending_data: VecDeque::from([(Bytes::from_static(b"hello"), None, 0)]),
             pending_eof,
             pending_close,
+            consumption: None,
         }
     }
 
@@ -966,6 +990,7 @@ mod tests {
             pending_data: VecDeque::from([(Bytes::from_static(b"hello"), None, 0)]),
             pending_eof,
             pending_close,
+            consumption: None,
         }
     }
 

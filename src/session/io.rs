@@ -9,10 +9,83 @@ use std::pin::Pin;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// Gives a client's transport back the room that handed-on input took
+/// (SSH: the channel's window), so the client may send that much more.
+pub type Credit = std::sync::Arc<dyn Fn(usize) + Send + Sync>;
+
+/// A piece of client input. Dropping it tells the transport it was handed
+/// on (or dropped on purpose): a service drops it once the next hop's
+/// bounded writer has taken it, so what waits for a target never exceeds
+/// what the transport lets the client send ahead (SSH: one window).
+pub struct Chunk {
+    data: Bytes,
+    credit: Option<Credit>,
+}
+
+impl Chunk {
+    pub fn new(data: Bytes, credit: Option<Credit>) -> Chunk {
+        Chunk { data, credit }
+    }
+
+    /// Input whose transport has no credit to give back.
+    pub fn plain(data: impl Into<Bytes>) -> Chunk {
+        Chunk::new(data.into(), None)
+    }
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = Bytes;
+
+    fn deref(&self) -> &Bytes {
+        &self.data
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        if let Some(credit) = &self.credit {
+            credit(self.data.len());
+        }
+    }
+}
+
+impl std::fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.data.fmt(f)
+    }
+}
+
+impl PartialEq for Chunk {
+    fn eq(&self, other: &Chunk) -> bool {
+        self.data == other.data
+    }
+}
+
+impl Eq for Chunk {}
+
+/// A chunk read as a byte source (SFTP, scp): credit is given back as the
+/// protocol reader takes the bytes.
+impl bytes::Buf for Chunk {
+    fn remaining(&self) -> usize {
+        self.data.remaining()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.data.chunk()
+    }
+
+    fn advance(&mut self, count: usize) {
+        self.data.advance(count);
+        if let Some(credit) = &self.credit {
+            credit(count);
+        }
+    }
+}
+
 /// What the client sends, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum ClientEvent {
-    Data(Bytes),
+    Data(Chunk),
     /// End of input (the client will send no more data).
     Eof,
     /// The client's terminal has a new size (columns, rows).
@@ -24,10 +97,21 @@ pub enum ClientEvent {
     Gone,
 }
 
+/// Completes when the client has left (see `ClientInput::departed`).
+pub type Departure = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// The client's side of a session, read by one task.
 pub trait ClientInput: Send {
     /// The next event; `Gone` once the client has left, and after.
     fn next(&mut self) -> impl Future<Output = ClientEvent> + Send;
+
+    /// Completes when the client has left, even while input it sent
+    /// still waits, unread, ahead of its `Gone` (a target that does not
+    /// read holds the client's input back, not its departure). A
+    /// transport that cannot tell never completes it.
+    fn departed(&self) -> Departure {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// A writer for one of the client's output streams.
@@ -74,7 +158,7 @@ pub fn reader<I: ClientInput + 'static>(input: I) -> impl AsyncRead + Send + Unp
     let events = futures::stream::unfold(input, |mut input| async move {
         loop {
             match input.next().await {
-                ClientEvent::Data(data) => return Some((Ok::<_, std::io::Error>(data), input)),
+                ClientEvent::Data(chunk) => return Some((Ok::<_, std::io::Error>(chunk), input)),
                 ClientEvent::Resize { .. } => continue,
                 ClientEvent::Eof | ClientEvent::Gone => return None,
             }
@@ -82,7 +166,7 @@ pub fn reader<I: ClientInput + 'static>(input: I) -> impl AsyncRead + Send + Unp
     });
     // Fused: a reader read again after its end reads the end again (a
     // stream promises nothing once it has ended).
-    let events: Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>> =
+    let events: Pin<Box<dyn futures::Stream<Item = std::io::Result<Chunk>> + Send>> =
         Box::pin(futures::StreamExt::fuse(events));
     tokio_util::io::StreamReader::new(events)
 }
@@ -122,9 +206,9 @@ mod tests {
     async fn the_byte_stream_is_the_data_without_size_changes_and_ends_at_eof() {
         use tokio::io::AsyncReadExt;
         let mut reader = reader(Script(vec![
-            ClientEvent::Data(Bytes::from_static(b"ab")),
+            ClientEvent::Data(Chunk::plain(Bytes::from_static(b"ab"))),
             ClientEvent::Resize { cols: 80, rows: 24 },
-            ClientEvent::Data(Bytes::from_static(b"c")),
+            ClientEvent::Data(Chunk::plain(Bytes::from_static(b"c"))),
             ClientEvent::Eof,
         ]));
         let mut all = Vec::new();

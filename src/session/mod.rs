@@ -283,14 +283,9 @@ pub struct Session {
 impl Session {
     /// What the bridge and the services run this session with: its id and
     /// recording, the bastion's rules (`control`) plus its recording when
-    /// the session may not run without it, and the input backlogs it
-    /// shares (`flow`). `user` is the Kubernetes user, for messages.
-    pub fn context(
-        &self,
-        user: &str,
-        mut control: Control,
-        backlogs: Vec<Arc<crate::flow::Backlog>>,
-    ) -> crate::bridge::SessionContext {
+    /// the session may not run without it. `user` is the Kubernetes user,
+    /// for messages.
+    pub fn context(&self, user: &str, mut control: Control) -> crate::bridge::SessionContext {
         if self.require_recording {
             control.required_recording = self.recorder.clone();
         }
@@ -302,7 +297,6 @@ impl Session {
             control,
             stdin_eof: self.shared.stdin_eof,
             stream_verb: self.shared.stream_verb,
-            backlogs,
         }
     }
 

@@ -6,16 +6,49 @@
 use russh::server::Msg;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 
-use crate::session::io::{ClientEvent, ClientInput, ClientOutput, Writer, message_bytes};
+use crate::session::io::{
+    Chunk, ClientEvent, ClientInput, ClientOutput, Credit, Departure, Writer, message_bytes,
+};
 
-/// What the client sends on a session channel.
-pub struct SshInput(pub ChannelReadHalf);
+/// What the client sends on a channel. Each chunk of data gives its room
+/// back to the channel's window when the session has handed it on (the
+/// patched russh grants window on consumption, see `russh/PATCH.md`), so
+/// what waits for a slow target is bounded by one window and slows only
+/// this channel's sender.
+pub struct SshInput {
+    channel: ChannelReadHalf,
+    credit: Option<Credit>,
+}
+
+impl SshInput {
+    pub fn new(channel: ChannelReadHalf) -> SshInput {
+        let credit = channel.window_releaser().map(|releaser| {
+            let credit: Credit = std::sync::Arc::new(move |bytes| releaser.release(bytes));
+            credit
+        });
+        SshInput { channel, credit }
+    }
+}
 
 impl ClientInput for SshInput {
+    fn departed(&self) -> Departure {
+        match self.channel.closed_by_peer() {
+            Some(closed) => Box::pin(closed),
+            None => Box::pin(std::future::pending()),
+        }
+    }
+
     async fn next(&mut self) -> ClientEvent {
         loop {
-            match self.0.wait().await {
-                Some(ChannelMsg::Data { data }) => return ClientEvent::Data(data),
+            match self.channel.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    return ClientEvent::Data(Chunk::new(data, self.credit.clone()));
+                }
+                // Nothing reads a client's extended data: its room is
+                // given back at once, or the window would leak shut.
+                Some(ChannelMsg::ExtendedData { data, .. }) => {
+                    drop(Chunk::new(data, self.credit.clone()));
+                }
                 Some(ChannelMsg::Eof) => return ClientEvent::Eof,
                 Some(ChannelMsg::WindowChange {
                     col_width,
@@ -29,7 +62,7 @@ impl ClientInput for SshInput {
                 }
                 Some(ChannelMsg::Close) | None => return ClientEvent::Gone,
                 // Requests after the session started (a second exec, a
-                // signal) and extended data from the client change nothing.
+                // signal) change nothing.
                 Some(_) => {}
             }
         }

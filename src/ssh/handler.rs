@@ -91,8 +91,6 @@ pub struct Connection {
     /// Why `-R` was refused on this connection: told on its sessions'
     /// stderr, since a global request's failure carries no reason.
     refused_remote_forward: Arc<std::sync::Mutex<Option<String>>>,
-    /// Client input this connection's sessions hold for their targets.
-    backlog: Arc<crate::flow::Backlog>,
     /// Set to the reason once the credential no longer holds; every
     /// session of the connection watches it.
     revoked: Arc<tokio::sync::watch::Sender<Option<String>>>,
@@ -115,19 +113,9 @@ impl Connection {
             authenticated,
             open_channels,
             refused_remote_forward: Arc::default(),
-            backlog: crate::flow::Backlog::new(crate::flow::CONNECTION_BACKLOG, "connection"),
             revoked: Arc::new(tokio::sync::watch::channel(None).0),
             _watcher: None,
         }
-    }
-
-    /// The input backlogs a new channel of this connection shares: the
-    /// connection's and the person's (see `flow`).
-    fn backlogs(&self, login: &Login) -> Vec<Arc<crate::flow::Backlog>> {
-        vec![
-            self.backlog.clone(),
-            self.shared.person_backlog(&login.person),
-        ]
     }
 
     /// Admits a new channel within the per-connection and per-person
@@ -269,18 +257,8 @@ impl russh::server::Handler for Connection {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let backlogs = self.backlogs(&login);
         tokio::spawn(async move {
-            session_channel(
-                channel,
-                login,
-                shared,
-                peer,
-                remote_forward,
-                backlogs,
-                revoked,
-            )
-            .await;
+            session_channel(channel, login, shared, peer, remote_forward, revoked).await;
             drop(guard);
         });
         Ok(())
@@ -321,21 +299,10 @@ impl russh::server::Handler for Connection {
         };
         // Resolving takes API calls: never inside the connection's event loop.
         let (shared, peer, host) = (self.shared.clone(), self.peer, host_to_connect.to_string());
-        let flow = Arc::new(crate::flow::Flow::new(self.backlogs(&login)));
         let control = shared.control(self.revoked.subscribe());
         tokio::spawn(async move {
             let destination = (host, port_to_connect);
-            forward_channel(
-                channel,
-                reply,
-                destination,
-                login,
-                shared,
-                peer,
-                flow,
-                control,
-            )
-            .await;
+            forward_channel(channel, reply, destination, login, shared, peer, control).await;
             drop(guard);
         });
         Ok(())
@@ -464,7 +431,6 @@ async fn session_channel(
     shared: Arc<Shared>,
     peer: SocketAddr,
     remote_forward: Option<String>,
-    backlogs: Vec<Arc<crate::flow::Backlog>>,
     revoked: Arc<tokio::sync::watch::Sender<Option<String>>>,
 ) {
     let (mut read, write) = channel.split();
@@ -631,13 +597,11 @@ async fn session_channel(
                 crate::log_files::LogFiles::new(source, api_wait),
                 api_wait,
             );
-            let context = session.context(
-                &login.identity.user,
-                shared.control(revoked.subscribe()),
-                Vec::new(),
-            );
+            let context =
+                session.context(&login.identity.user, shared.control(revoked.subscribe()));
             let report =
-                crate::session::serve_files(service, fs, SshInput(read), output, context).await;
+                crate::session::serve_files(service, fs, SshInput::new(read), output, context)
+                    .await;
             session.end(&report);
             return;
         }
@@ -656,12 +620,8 @@ async fn session_channel(
                 return;
             }
         };
-        let context = session.context(
-            &login.identity.user,
-            shared.control(revoked.subscribe()),
-            Vec::new(),
-        );
-        let report = log.serve(SshInput(read), &output, tty, &context).await;
+        let context = session.context(&login.identity.user, shared.control(revoked.subscribe()));
+        let report = log.serve(SshInput::new(read), &output, tty, &context).await;
         session.end(&report);
         return;
     }
@@ -687,17 +647,20 @@ async fn session_channel(
             return;
         }
     };
-    let context = session.context(
-        &login.identity.user,
-        shared.control(revoked.subscribe()),
-        backlogs,
-    );
+    let context = session.context(&login.identity.user, shared.control(revoked.subscribe()));
     // A debug container's shell says where the target's files are.
     if let (Some(note), Service::Shell) = (&exec_target.note, &service) {
         output.tell(note, tty).await;
     }
-    let report =
-        crate::session::serve(service, exec_target, pty, SshInput(read), output, context).await;
+    let report = crate::session::serve(
+        service,
+        exec_target,
+        pty,
+        SshInput::new(read),
+        output,
+        context,
+    )
+    .await;
     session.end(&report);
 }
 
@@ -711,7 +674,6 @@ async fn forward_channel(
     login: Login,
     shared: Arc<Shared>,
     peer: SocketAddr,
-    flow: Arc<crate::flow::Flow>,
     control: crate::session::Control,
 ) {
     let kind = SessionKind::Forward {
@@ -776,7 +738,7 @@ async fn forward_channel(
         &activity,
         &output,
         false,
-        crate::forward::carry(&resolved, port, SshInput(read), &output, &activity, flow),
+        crate::forward::carry(&resolved, port, SshInput::new(read), &output, &activity),
     )
     .await;
     let outcome = match carried {

@@ -51,10 +51,6 @@ pub struct Shared {
     /// The web terminal's sign-in links and browser sessions (links are
     /// minted by `ssh PERSON@bastion web`).
     pub web_logins: crate::web::links::Logins,
-    /// Each person's input backlog over all their connections, while any
-    /// session of theirs holds it.
-    person_backlogs:
-        std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<crate::flow::Backlog>>>,
 }
 
 impl Shared {
@@ -109,7 +105,6 @@ impl Shared {
             reloads: tokio::sync::watch::channel(0).0,
             notice: tokio::sync::watch::channel(None).0,
             stop: tokio_util::sync::CancellationToken::new(),
-            person_backlogs: Default::default(),
             web_logins: crate::web::links::Logins::new(&config.web),
             config,
             cluster,
@@ -147,23 +142,6 @@ impl Access {
 }
 
 impl Shared {
-    /// The input backlog `person`'s sessions share (see `bridge::Flow`).
-    pub fn person_backlog(&self, person: &str) -> Arc<crate::flow::Backlog> {
-        let mut table = self
-            .person_backlogs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(backlog) = table.get(person).and_then(std::sync::Weak::upgrade) {
-            return backlog;
-        }
-        // Entries of people with no session left go as new ones come: the
-        // table holds at most the people with a session open.
-        table.retain(|_, backlog| backlog.strong_count() > 0);
-        let backlog = crate::flow::Backlog::new(crate::flow::PERSON_BACKLOG, "person");
-        table.insert(person.to_string(), Arc::downgrade(&backlog));
-        backlog
-    }
-
     /// The drain, idle and revocation rules a new session follows;
     /// `revoked` is its connection's (`handler::watch_credential`).
     pub fn control(
@@ -301,6 +279,11 @@ fn russh_config(config: &Config, keys: Vec<russh::keys::PrivateKey>) -> russh::s
         // 2 MiB windows and 32 KiB packets (OpenSSH's own sizes).
         window_size: 2 * 1024 * 1024,
         maximum_packet_size: 32 * 1024,
+        // Each channel's window is given back as its session hands the
+        // client's input on (`session::io::Chunk`): a slow target slows
+        // only that channel's sender, and what waits inside kbastion for
+        // one channel never exceeds its window (russh/PATCH.md).
+        window_on_consumption: true,
         preferred: algorithms(),
         ..Default::default()
     }

@@ -177,11 +177,7 @@ pub async fn admit(
         client.source.ip(),
         revoked_tx,
     ));
-    let context = session.context(
-        &grant.identity.user,
-        shared.control(revoked),
-        vec![shared.person_backlog(&grant.person)],
-    );
+    let context = session.context(&grant.identity.user, shared.control(revoked));
     Ok(Admitted {
         reaches,
         context,

@@ -31,6 +31,7 @@ use super::links::Grant;
 use super::screen::{Next, Screen};
 use super::wire::{ClientMessage, MAX_CLIENT_MESSAGE, ServerMessage, WireError};
 use crate::login::Target;
+use crate::session::io::Chunk;
 use crate::session::{ClientEvent, ClientInput, ClientOutput, Pty};
 
 /// The TERM a web terminal's shell gets: xterm.js emulates xterm.
@@ -357,7 +358,7 @@ where
                 };
                 match ClientMessage::decode(frame) {
                     Ok(ClientMessage::Input(data)) => {
-                        if terminal.events.send(ClientEvent::Data(data)).await.is_err() {
+                        if terminal.events.send(ClientEvent::Data(Chunk::plain(data))).await.is_err() {
                             break false;
                         }
                     }

@@ -11,6 +11,7 @@ pub mod io;
 
 mod channel_ref;
 pub use channel_ref::ChannelRef;
+pub(crate) use channel_ref::Inbox;
 
 mod channel_stream;
 pub use channel_stream::ChannelStream;
@@ -145,6 +146,13 @@ impl WindowSizeRef {
 /// Allows you to read from a channel without borrowing the session
 pub struct ChannelReadHalf {
     pub(crate) receiver: Receiver<ChannelMsg>,
+    /// Told after each message taken, where the session keeps an inbox
+    /// for this channel (its window is granted on consumption).
+    pub(crate) on_read: Option<Arc<Notify>>,
+    /// Gives window back as the application consumes data.
+    pub(crate) releaser: Option<crate::window::WindowReleaser>,
+    /// Becomes true when the peer closes the channel (with an inbox).
+    pub(crate) closed: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for ChannelReadHalf {
@@ -156,7 +164,37 @@ impl std::fmt::Debug for ChannelReadHalf {
 impl ChannelReadHalf {
     /// Awaits an incoming [`ChannelMsg`], this method returns [`None`] if the channel has been closed.
     pub async fn wait(&mut self) -> Option<ChannelMsg> {
-        self.receiver.recv().await
+        let msg = self.receiver.recv().await;
+        self.taken();
+        msg
+    }
+
+    /// Tells the session that the channel's queue has room.
+    pub(crate) fn taken(&self) {
+        if let Some(on_read) = &self.on_read {
+            on_read.notify_one();
+        }
+    }
+
+    /// Where the server's `window_on_consumption` is set: what gives this
+    /// channel's window back. The application must release every byte of
+    /// data and extended data it receives, once it has handed it on or
+    /// dropped it, or the peer's window closes for good.
+    pub fn window_releaser(&self) -> Option<crate::window::WindowReleaser> {
+        self.releaser.clone()
+    }
+
+    /// Where the server's `window_on_consumption` is set: a future that
+    /// completes when the peer closes the channel or the connection ends,
+    /// even while data the application has not read yet waits ahead of
+    /// the `Close` message.
+    pub fn closed_by_peer(
+        &self,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static + use<>> {
+        let mut closed = self.closed.clone()?;
+        Some(async move {
+            let _ = closed.wait_for(|closed| *closed).await;
+        })
     }
 
     /// Make a reader for the [`Channel`] to receive [`ChannelMsg::Data`]
@@ -470,7 +508,12 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
     ) -> (Self, ChannelRef) {
         let (tx, rx) = tokio::sync::mpsc::channel(channel_buffer_size);
         let window_size = WindowSizeRef::new(window_size);
-        let read_half = ChannelReadHalf { receiver: rx };
+        let read_half = ChannelReadHalf {
+            receiver: rx,
+            on_read: None,
+            releaser: None,
+            closed: None,
+        };
         let write_half = ChannelWriteHalf {
             id,
             sender,
@@ -486,6 +529,7 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
             ChannelRef {
                 sender: tx,
                 window_size,
+                inbox: None,
             },
         )
     }
@@ -656,6 +700,11 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
     /// Awaits an incoming [`ChannelMsg`], this method returns [`None`] if the channel has been closed.
     pub async fn wait(&mut self) -> Option<ChannelMsg> {
         self.read_half.wait().await
+    }
+
+    /// See [`ChannelReadHalf::window_releaser`].
+    pub fn window_releaser(&self) -> Option<crate::window::WindowReleaser> {
+        self.read_half.window_releaser()
     }
 
     /// Consume the [`Channel`] to produce a bidirectionnal stream,

@@ -855,6 +855,7 @@ impl Session {
                     pending_data: std::collections::VecDeque::new(),
                     pending_eof: false,
                     pending_close: false,
+                    consumption: None,
                 };
 
                 let (channel, channel_ref) = Channel::new(

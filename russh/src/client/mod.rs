@@ -759,7 +759,12 @@ impl<H: Handler> Handle<H> {
                             max_packet_size,
                             window_size: window_size_ref,
                         },
-                        read_half: ChannelReadHalf { receiver },
+                        read_half: ChannelReadHalf {
+                            receiver,
+                            on_read: None,
+                            releaser: None,
+                            closed: None,
+                        },
                     });
                 }
                 Some(ChannelMsg::OpenFailure(reason)) => {

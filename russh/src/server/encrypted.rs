@@ -859,6 +859,8 @@ mod tests {
             pending_reads: Vec::new(),
             pending_len: 0,
             channels: std::collections::HashMap::new(),
+            closed_inboxes: Vec::new(),
+            inbox_room: Arc::new(tokio::sync::Notify::new()),
             open_global_requests: std::collections::VecDeque::new(),
             kex: SessionKexState::Idle,
         }
@@ -1455,9 +1457,14 @@ impl Session {
                 // consumers waiting on `Channel::wait()` receive an explicit
                 // `ChannelMsg::Close` instead of just seeing `None`.
                 if let Some(chan) = self.channels.get(&channel_num) {
+                    chan.peer_closed();
                     chan.send(ChannelMsg::Close).await.unwrap_or(())
                 }
-                self.channels.remove(&channel_num);
+                if let Some(chan) = self.channels.remove(&channel_num) {
+                    if chan.flush_inbox() {
+                        self.closed_inboxes.push(chan);
+                    }
+                }
                 debug!("handler.channel_close {channel_num:?}");
                 handler.channel_close(channel_num, self).await
             }
@@ -1489,8 +1496,17 @@ impl Session {
                 map_err!(ensure_end(r))?;
                 let target = self.target_window_size;
 
-                #[allow(clippy::collapsible_if)]
-                if let Some(ref mut enc) = self.common.encrypted {
+                let consumption = self
+                    .common
+                    .encrypted
+                    .as_mut()
+                    .and_then(|enc| enc.channels.get_mut(&channel_num))
+                    .and_then(|channel| channel.consumption.as_mut());
+                if let Some(window) = consumption {
+                    window
+                        .receive(data.len())
+                        .map_err(|_| crate::Error::WindowExceeded)?;
+                } else if let Some(ref mut enc) = self.common.encrypted {
                     if enc.adjust_window_size(channel_num, &data, target)? {
                         let window = handler.adjust_window(channel_num, self.target_window_size);
                         if window > 0 {
@@ -2051,15 +2067,38 @@ impl Session {
             pending_data: std::collections::VecDeque::new(),
             pending_eof: false,
             pending_close: false,
+            consumption: self.common.config.window_on_consumption.then(|| {
+                crate::window::ConsumptionWindow::new(
+                    self.common.config.window_size,
+                    self.common.config.maximum_packet_size,
+                )
+            }),
         };
 
-        let (channel, channel_ref) = Channel::new(
+        let (mut channel, mut channel_ref) = Channel::new(
             sender_channel,
             self.sender.sender.clone(),
             channel_params.recipient_maximum_packet_size,
             channel_params.recipient_window_size,
             self.common.config.channel_buffer_size,
         );
+        if self.common.config.window_on_consumption {
+            // Releases take the unbounded priority queue: the session loop
+            // reads it even while output waits for the client's window,
+            // and a release must never wait behind that output.
+            let priority = self.sender.priority_sender.clone();
+            let releaser = crate::window::WindowReleaser(Arc::new(move |bytes| {
+                let _ = priority.send(Msg::ReleaseWindow {
+                    channel: sender_channel,
+                    bytes,
+                });
+            }));
+            let (inbox, closed) = crate::channels::Inbox::new(releaser.clone());
+            channel_ref.inbox = Some(inbox);
+            channel.read_half.closed = Some(closed);
+            channel.read_half.on_read = Some(self.inbox_room.clone());
+            channel.read_half.releaser = Some(releaser);
+        }
 
         let pending = PendingChannelOpen {
             recipient_channel: msg.recipient_channel,

@@ -99,6 +99,12 @@ pub struct Config {
     pub keepalive_max: usize,
     /// If active, invoke `set_nodelay(true)` on client sockets; disabled by default (i.e. Nagle's algorithm is active).
     pub nodelay: bool,
+    /// If active, the window of each channel the client opens is granted
+    /// back only as the application releases what it consumed
+    /// (`ChannelReadHalf::window_releaser`), data past the window is a
+    /// protocol error, and the session loop never waits for a full
+    /// channel queue (kbastion's patch, see `PATCH.md`). Off by default.
+    pub window_on_consumption: bool,
 }
 
 impl Default for Config {
@@ -126,6 +132,7 @@ impl Default for Config {
             keepalive_interval: None,
             keepalive_max: 3,
             nodelay: false,
+            window_on_consumption: false,
         }
     }
 }
@@ -1124,6 +1131,8 @@ where
         pending_reads: Vec::new(),
         pending_len: 0,
         channels: HashMap::new(),
+        closed_inboxes: Vec::new(),
+        inbox_room: Arc::new(tokio::sync::Notify::new()),
         open_global_requests: VecDeque::new(),
         kex: SessionKexState::Idle,
     };

@@ -27,6 +27,11 @@ pub struct Session {
     pub(crate) pending_reads: Vec<Vec<u8>>,
     pub(crate) pending_len: u32,
     pub(crate) channels: HashMap<ChannelId, ChannelRef>,
+    /// Closed channels whose inbox still holds messages (their Close last).
+    pub(crate) closed_inboxes: Vec<ChannelRef>,
+    /// Told when an application takes a message from a channel that has
+    /// an inbox (`Config::window_on_consumption`).
+    pub(crate) inbox_room: Arc<tokio::sync::Notify>,
     pub(crate) open_global_requests: VecDeque<GlobalRequestResponse>,
     pub(crate) kex: SessionKexState<ServerKex>,
 }
@@ -84,6 +89,12 @@ pub enum Msg {
         language_tag: String,
     },
     Channel(ChannelId, ChannelMsg),
+    /// The application consumed this much of a channel's data
+    /// (`Config::window_on_consumption`).
+    ReleaseWindow {
+        channel: ChannelId,
+        bytes: usize,
+    },
     ChannelOpenReply {
         pending: PendingChannelOpen,
         result: Result<(), ChannelOpenFailure>,
@@ -414,7 +425,12 @@ impl Handle {
                             max_packet_size,
                             window_size: window_size_ref,
                         },
-                        read_half: ChannelReadHalf { receiver },
+                        read_half: ChannelReadHalf {
+                            receiver,
+                            on_read: None,
+                            releaser: None,
+                            closed: None,
+                        },
                     });
                 }
                 Some(ChannelMsg::OpenFailure(reason)) => {
@@ -497,6 +513,11 @@ impl Session {
     /// pre-`select!` backlog drain so the two can't drift apart.
     fn dispatch_msg(&mut self, msg: Msg) -> Result<(), Error> {
         match msg {
+            Msg::ReleaseWindow { channel, bytes } => {
+                if let Some(enc) = self.common.encrypted.as_mut() {
+                    enc.release_window(channel, bytes)?;
+                }
+            }
             Msg::Channel(id, ChannelMsg::Data { data }) => {
                 self.data(id, data)?;
             }
@@ -711,6 +732,11 @@ impl Session {
                 }
             }
 
+            // Messages that waited in channel inboxes go to their queues
+            // as the applications make room (`window_on_consumption`).
+            let inboxes_waiting = self.flush_inboxes();
+            let inbox_room = self.inbox_room.clone();
+
             let rekey_timer = future_or_pending(self.rekey_time_remaining(), tokio::time::sleep);
             pin!(rekey_timer);
 
@@ -780,6 +806,7 @@ impl Session {
                     debug!("timeout");
                     return Err(crate::Error::InactivityTimeout.into());
                 }
+                () = inbox_room.notified(), if inboxes_waiting => {}
                 msg = self.priority_receiver.recv(), if !self.kex.active() => {
                     match msg {
                         Some(msg) => self.dispatch_msg(msg)?,
@@ -867,6 +894,16 @@ impl Session {
         }
 
         Ok(())
+    }
+
+    /// Moves waiting inbox messages on; returns whether any still wait.
+    fn flush_inboxes(&mut self) -> bool {
+        let mut waiting = false;
+        for channel in self.channels.values() {
+            waiting |= channel.flush_inbox();
+        }
+        self.closed_inboxes.retain(|channel| channel.flush_inbox());
+        waiting || !self.closed_inboxes.is_empty()
     }
 
     /// Get a handle to this session.
@@ -1670,6 +1707,8 @@ mod tests {
             pending_reads: Vec::new(),
             pending_len: 0,
             channels: HashMap::new(),
+            closed_inboxes: Vec::new(),
+            inbox_room: Arc::new(tokio::sync::Notify::new()),
             open_global_requests: VecDeque::new(),
             kex: SessionKexState::Idle,
         }
