@@ -711,3 +711,12 @@ pub fn tmux_line(command: &std::process::Command) -> String {
         words.join(" ")
     )
 }
+
+/// The SHA-256 of bytes in memory, hex, as `sha256` gives it for a file.
+pub fn sha256_bytes(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
