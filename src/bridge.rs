@@ -40,6 +40,8 @@ pub struct SessionContext {
     pub stdin_eof: bool,
     /// The verb this cluster checks on `pods/exec` for a WebSocket exec.
     pub stream_verb: &'static str,
+    /// What the client passes to the session's environment (its locale).
+    pub env: crate::session::environment::ClientEnv,
 }
 
 #[derive(Default)]
@@ -114,6 +116,7 @@ async fn run_counted(
         session_id,
         pty.as_ref().map(|p| p.term.as_str()),
         script.as_deref(),
+        &context.env,
     );
     let (sender, mut receiver) =
         match stream::open(&target, argv, Streams::session(tty), api_wait).await {

@@ -93,6 +93,12 @@ pub struct Config {
     /// no RBAC rule can restrict or audit as a role (default: refused).
     #[serde(default)]
     pub allow_cluster_admin: bool,
+    /// Environment variables a client may pass to its sessions (SSH `env`
+    /// requests, OpenSSH's `SendEnv`): names, or prefixes ending in `*`.
+    /// Default: `LANG` and `LC_*`, as Debian's and Ubuntu's sshd accept,
+    /// so a shell reads the letters people type in their own locale.
+    #[serde(default = "crate::session::environment::default_accept_env")]
+    pub accept_env: Vec<String>,
     /// People allowed in.
     #[serde(default)]
     pub users: Vec<User>,

@@ -37,6 +37,28 @@ pub struct DemoArgs {
     pub state_dir: Option<PathBuf>,
 }
 
+/// Runs in the simulator's child process before exec: it is killed when
+/// the demo goes, even by SIGKILL, which no clean-up in the demo can
+/// catch (and its containers go with it: they are tied to it the same
+/// way). The signal follows the *thread* that spawned the child: the demo
+/// spawns from `main`'s own thread (`#[tokio::main]` runs the demo future
+/// there), never from a blocking-pool thread that may exit while the demo
+/// runs. A demo that died before this ran is caught by the parent check.
+fn die_with(demo: u32) -> std::io::Result<()> {
+    use nix::libc;
+    // SAFETY: prctl(2) with PR_SET_PDEATHSIG is async-signal-safe.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: getppid(2) is async-signal-safe.
+    if unsafe { libc::getppid() } as u32 != demo {
+        return Err(std::io::Error::other(
+            "the demo ended before its simulator started",
+        ));
+    }
+    Ok(())
+}
+
 fn default_state_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir).join("kbastion/demo"));
@@ -149,7 +171,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let kubeconfig = state.join("kubeconfig");
     let _ = std::fs::remove_file(&kubeconfig);
     let exe = std::env::current_exe().context("cannot find the kbastion binary")?;
-    let mut simulator = tokio::process::Command::new(exe)
+    let mut simulator = tokio::process::Command::new(exe);
+    let demo = std::process::id();
+    // SAFETY: `die_with` makes only async-signal-safe calls.
+    unsafe { simulator.pre_exec(move || die_with(demo)) };
+    let mut simulator = simulator
         .arg("sim")
         .arg("--listen")
         .arg("127.0.0.1:0")

@@ -697,3 +697,97 @@ fn a_stalled_audit_writer_holds_new_sessions_and_loses_nothing() {
         }
     }
 }
+
+/// The process ids under `pid` (children, their children, …).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut parents = vec![pid];
+    while let Some(parent) = parents.pop() {
+        // Each thread's children are listed apart.
+        let threads = std::fs::read_dir(format!("/proc/{parent}/task"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        for thread in threads {
+            let children =
+                std::fs::read_to_string(thread.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                found.push(child);
+                parents.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// `kill -9` of the demo (a closed terminal, a script's hard stop): its
+/// simulator and every container process of it go too, and its API port
+/// is free again within 5 s.
+#[test]
+fn a_killed_demo_leaves_no_simulator_or_container_behind() {
+    use std::io::BufRead;
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state");
+    let mut demo = Process(
+        Command::new(BIN)
+            .args([
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--web-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--state-dir")
+            .arg(&state)
+            .env("HOME", home.path())
+            .env_remove("XDG_STATE_HOME")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = std::io::BufReader::new(demo.0.stdout.take().unwrap());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if line.contains("A shell in a container:") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the demo starts");
+    let kubeconfig: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("kubeconfig")).unwrap()).unwrap();
+    let server = kubeconfig["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .and_then(|url| url.strip_prefix("https://"))
+        .expect("the simulator's address in the demo's kubeconfig")
+        .to_string();
+    let left = descendants(demo.0.id());
+    assert!(
+        left.len() >= 3,
+        "the demo's simulator and its containers: {left:?}"
+    );
+    demo.0.kill().unwrap();
+    demo.0.wait().unwrap();
+    wait_for(
+        "the demo's simulator and containers to go",
+        Duration::from_secs(5),
+        || {
+            // Gone, or a zombie waiting for whoever adopted it.
+            left.iter().all(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+                    stat.rsplit(')')
+                        .next()
+                        .is_some_and(|s| s.trim_start().starts_with('Z'))
+                })
+            })
+        },
+    );
+    assert!(
+        std::net::TcpStream::connect(server.as_str()).is_err(),
+        "the simulator's port {server} still answers"
+    );
+}

@@ -1034,3 +1034,71 @@ fn recordings_are_capped_and_a_required_one_that_stops_ends_its_session() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Typing an accented letter, a CJK word and an emoji one key at a time
+/// (50 ms apart, as people type) in a shell through `ssh -t`, with the
+/// client's `LANG` passed as Debian's and Ubuntu's OpenSSH do (`SendEnv
+/// LANG LC_*`): the line runs as typed, and no history line is recalled
+/// (in the C locale readline reads ü's bytes as M-C, M-<). A locale the
+/// target lacks falls back to C.UTF-8 for characters.
+#[test]
+fn typed_utf8_letters_run_as_typed_in_the_clients_locale_or_a_fallback() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    for (round, lang) in ["C.UTF-8", "xx_XX.UTF-8"].into_iter().enumerate() {
+        let mut ssh = bastion.ssh_command("ssh");
+        ssh.args(["-o", "SendEnv=LANG", "-tt", "alice@default/web-0@127.0.0.1"]);
+        let line = tmux_line(&ssh).replacen(
+            "TERM=screen",
+            &format!("TERM=xterm-256color LANG={lang}"),
+            1,
+        );
+        let name = format!("kbutf8{}x{round}", std::process::id());
+        let started = std::process::Command::new("tmux")
+            .args([
+                "-u",
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "100",
+                "-y",
+                "30",
+            ])
+            .arg(&line)
+            .env("LANG", "C.UTF-8")
+            .status()
+            .expect("tmux");
+        assert!(started.success());
+        let tmux = Tmux { name };
+        // A marker line in the history: a recall would show it again.
+        tmux.send(&["echo marker-$((6*7))", "Enter"]);
+        tmux.wait_for_line_start("marker-42");
+        let file = format!("/tmp/kbastion-typed-{}-{round}", std::process::id());
+        for key in format!("echo aüb 漢字 🚀 > {file}").chars() {
+            tmux.send(&["-l", &key.to_string()]);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        tmux.send(&["Enter"]);
+        tmux.send(&["echo typed-$((6*7))", "Enter"]);
+        tmux.wait_for_line_start("typed-42");
+        let out = bastion.ssh(
+            "alice@default/web-0",
+            &[&format!("cat {file}; rm -f {file}")],
+            b"",
+        );
+        assert_eq!(
+            text(&out.stdout),
+            "aüb 漢字 🚀\n",
+            "{lang}: the screen shows:\n{}",
+            tmux.screen()
+        );
+        assert_eq!(
+            tmux.screen().matches("marker-42").count(),
+            1,
+            "{lang}: a history line was recalled:\n{}",
+            tmux.screen()
+        );
+    }
+}

@@ -229,6 +229,7 @@ fn terminal_checks(web: &Web, target: &str, screenshot: Option<&Path>) -> serde_
     assert_ne!(seen["xterm_resized"], seen["xterm_size"]);
     let [rows, cols] = [&seen["xterm_resized"][0], &seen["xterm_resized"][1]];
     assert_eq!(seen["stty_resized"], format!("{rows}x{cols}"), "{seen}");
+    assert_eq!(seen["typed"], "aüb 漢字 🚀", "{seen}");
     assert_eq!(seen["chars"], "chars:é漢🙂");
     assert_eq!(seen["after_interrupt"], "130");
     assert_eq!(seen["exit"], "3");

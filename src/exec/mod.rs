@@ -14,6 +14,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{AttachParams, AttachedProcess};
 
+use crate::session::environment::{ClientEnv, UTF8_FALLBACK};
 use crate::target::{ExecTarget, TargetError, bounded};
 
 /// Each exec pipe buffers at most this much between the client and the
@@ -50,14 +51,18 @@ fn sanitize_term(term: &str) -> &str {
 }
 
 /// A session's command line: the target's prefix (nsenter for node
-/// shells), then `env` to mark the session and set TERM, then `sh -c` with
-/// the script (the user's command as one argument, never re-split or
-/// quoted; None for the login shell).
+/// shells), then `env` to mark the session and set TERM and the client's
+/// variables (each one argument), then `sh -c` with the script (the
+/// user's command as one argument, never re-split or quoted; None for the
+/// login shell). A client that wants UTF-8 gets a UTF-8 character set
+/// even where the target lacks its locale (`UTF8_FALLBACK`, run first,
+/// with the script passed on as an argument).
 pub fn session_argv(
     prefix: &[String],
     session_id: &str,
     term: Option<&str>,
     script: Option<&str>,
+    env: &ClientEnv,
 ) -> Vec<String> {
     let mut argv: Vec<String> = prefix.to_vec();
     argv.push("env".into());
@@ -65,7 +70,20 @@ pub fn session_argv(
     if let Some(term) = term {
         argv.push(format!("TERM={}", sanitize_term(term)));
     }
-    argv.extend(["sh", "-c", script.unwrap_or(SHELL_SCRIPT)].map(String::from));
+    argv.extend(env.assignments());
+    let script = script.unwrap_or(SHELL_SCRIPT);
+    if env.wants_utf8() {
+        let checked = format!("{UTF8_FALLBACK}exec sh -c \"$1\"");
+        argv.extend([
+            "sh".into(),
+            "-c".into(),
+            checked,
+            "sh".into(),
+            script.into(),
+        ]);
+    } else {
+        argv.extend(["sh", "-c", script].map(String::from));
+    }
     argv
 }
 
@@ -281,12 +299,34 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{StatusCause, StatusDetails};
 
     #[test]
+    fn client_variables_are_arguments_and_utf8_is_checked_in_the_target() {
+        let mut env = ClientEnv::default();
+        env.accept(&["LANG".into()], "LANG", "en_US.UTF-8 $(id)")
+            .unwrap();
+        let argv = session_argv(&[], "abc", None, Some("echo hi"), &env);
+        assert_eq!(
+            argv,
+            [
+                "env",
+                "KBASTION_SESSION=abc",
+                "LANG=en_US.UTF-8 $(id)",
+                "sh",
+                "-c",
+                &format!("{UTF8_FALLBACK}exec sh -c \"$1\""),
+                "sh",
+                "echo hi"
+            ]
+        );
+    }
+
+    #[test]
     fn commands_are_one_argument_and_term_is_checked() {
         let argv = session_argv(
             &[],
             "abc",
             Some("xterm'; rm -rf /"),
             Some("echo 'a b'; exit 3"),
+            &ClientEnv::default(),
         );
         assert_eq!(
             argv,

@@ -10,6 +10,7 @@
 //! Forwards are sessions too (`Opening::start` with a forward's kind).
 
 pub mod control;
+pub mod environment;
 pub mod io;
 
 use std::sync::Arc;
@@ -297,6 +298,7 @@ impl Session {
             control,
             stdin_eof: self.shared.stdin_eof,
             stream_verb: self.shared.stream_verb,
+            env: Default::default(),
         }
     }
 

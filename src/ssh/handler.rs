@@ -369,8 +369,9 @@ impl russh::server::Handler for Connection {
         _: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Environment variables from the client are not passed on (as with
-        // sshd's default AcceptEnv): accepting silently keeps clients quiet.
+        // The session task takes the variable (`session_channel`), within
+        // `accept_env`; what it drops is logged there. Accepting silently
+        // keeps clients quiet, as sshd does.
         session.channel_success(channel)
     }
 
@@ -436,6 +437,7 @@ async fn session_channel(
     let (mut read, write) = channel.split();
     let output = SshOutput(write);
     let mut pty: Option<Pty> = None;
+    let mut env = crate::session::environment::ClientEnv::default();
     // Refusals the client cannot show with a reason, told on stderr.
     let mut notes: Vec<String> = remote_forward.into_iter().collect();
     let requested = loop {
@@ -463,6 +465,17 @@ async fn session_channel(
                 if let Some(pty) = pty.as_mut() {
                     pty.width = col_width;
                     pty.height = row_height;
+                }
+            }
+            Some(ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            }) => {
+                if let Err(dropped) =
+                    env.accept(&shared.config.accept_env, &variable_name, &variable_value)
+                {
+                    tracing::debug!(%peer, name = %variable_name.escape_debug(), %dropped, "environment variable not passed");
                 }
             }
             Some(ChannelMsg::AgentForward { .. }) => notes.push(AGENT_FORWARD_REFUSED.into()),
@@ -647,7 +660,8 @@ async fn session_channel(
             return;
         }
     };
-    let context = session.context(&login.identity.user, shared.control(revoked.subscribe()));
+    let mut context = session.context(&login.identity.user, shared.control(revoked.subscribe()));
+    context.env = env;
     // A debug container's shell says where the target's files are.
     if let (Some(note), Service::Shell) = (&exec_target.note, &service) {
         output.tell(note, tty).await;

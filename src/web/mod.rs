@@ -53,6 +53,9 @@ pub struct WebConfig {
     /// A browser session is over this long after sign-in, and never
     /// later than the credential that minted it (a certificate's end).
     pub session_max_secs: u64,
+    /// The locale a web terminal's session runs in (`LANG`): a browser
+    /// sends UTF-8, and a shell with no locale misreads its letters.
+    pub locale: String,
 }
 
 impl Default for WebConfig {
@@ -67,6 +70,7 @@ impl Default for WebConfig {
             link_secs: 60,
             session_idle_secs: 30 * 60,
             session_max_secs: 12 * 3600,
+            locale: crate::session::environment::FALLBACK_LOCALE.into(),
         }
     }
 }
@@ -97,6 +101,18 @@ impl WebConfig {
         }
         if let Some(url) = &self.public_url {
             public_origin(url)?;
+        }
+        let locale_ok = !self.locale.is_empty()
+            && self.locale.len() <= 64
+            && self
+                .locale
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+        if !locale_ok {
+            return Err(format!(
+                "web.locale: {:?} is not a locale name (such as C.UTF-8 or en_US.UTF-8)",
+                self.locale
+            ));
         }
         if self.listen.is_none() {
             return Ok(());

@@ -209,9 +209,11 @@ pub async fn serve<S>(
         tokio::spawn(async move {
             let super::admission::Admitted {
                 reaches,
-                context,
+                mut context,
                 ending,
             } = admitted;
+            // A browser types UTF-8 (see `session::environment`).
+            context.env = crate::session::environment::ClientEnv::locale(&shared.config.web.locale);
             let report = match reaches {
                 Reaches::Exec(target) => {
                     // A debug container's shell says where the target's

@@ -197,11 +197,14 @@ def scenario_terminal(browser, args):
     rows, cols = terminal.size()
     result["xterm_resized"] = [rows, cols]
     result["stty_resized"] = terminal.value("resized", "stty size | tr ' ' x")
-    step("characters")
-    # The simulated containers run bash in the C locale, whose readline
-    # turns 8-bit input into Meta keys: tell it to take UTF-8 as text, as
-    # a UTF-8 locale would.
-    terminal.run("bind 'set convert-meta off'; bind 'set input-meta on'; bind 'set output-meta on'; echo bound", "\nbound")
+    step("characters, typed one key at a time")
+    # As people type: one key every 50 ms. In a shell without a UTF-8
+    # locale, readline reads each byte of ü as a Meta key (M-C, M-<:
+    # beginning-of-history) and recalls the line that opened the terminal
+    # (echo ready-…), so what runs is another command line.
+    typed = f"/tmp/kbastion-typed-{os.getpid()}-{int(time.time() * 1000)}"
+    terminal.page.keyboard.type(f"echo aüb 漢字 🚀 > {typed}\n", delay=50)
+    result["typed"] = terminal.value("typed", f"cat {typed}; rm -f {typed}")
     terminal.type("printf 'chars:%s\\n' 'é漢🙂'\n")
     terminal.wait_for("chars:é")
     result["chars"] = [l for l in terminal.screen().splitlines() if l.startswith("chars:")][-1]
