@@ -316,6 +316,52 @@ fn main() {
         }
     }
 
+    // A slow consumer: a target that takes 1 MiB every 100 ms (10 MB/s)
+    // from an upload of 64 MiB (capped by KB_BENCH_BYTES). Delivered rate
+    // and kbastion's RSS growth while it runs (the sender must be slowed
+    // by its window, never buffered in kbastion, never cut off).
+    {
+        let slow_bytes = bytes.min(64 << 20);
+        const SLOW_READER: &str = "while :; do head -c 1048576 > /tmp/kb-slow.$$ || exit 1; [ -s /tmp/kb-slow.$$ ] || break; sleep 0.1; done; rm -f /tmp/kb-slow.$$";
+        let before = rss_kib(bastion_pid);
+        let mut peak = before;
+        let mut source = Command::new("head")
+            .args(["-c", &slow_bytes.to_string(), "/dev/zero"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = source.stdout.take().unwrap();
+        let start = Instant::now();
+        let mut client = paths[0]
+            .command(None, false, SLOW_READER)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let status = loop {
+            if let Some(status) = client.try_wait().unwrap() {
+                break status;
+            }
+            peak = peak.max(rss_kib(bastion_pid));
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let elapsed = start.elapsed().as_secs_f64();
+        let _ = source.wait();
+        assert!(status.success(), "the slow consumer's upload failed");
+        record(
+            "slow consumer MB/s (target takes 10 MB/s)",
+            "kbastion",
+            slow_bytes as f64 / 1e6 / elapsed,
+            "MB/s",
+        );
+        record(
+            "slow consumer: kbastion RSS growth",
+            "kbastion",
+            (peak.saturating_sub(before)) as f64 / 1024.0,
+            "MiB",
+        );
+    }
+
     // File downloads of a 256 MiB file (capped by KB_BENCH_BYTES): SFTP
     // through the target's sftp-server and through kbastion's own, legacy
     // scp (kbastion's own), against `cat` of the same file through
