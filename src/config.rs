@@ -169,6 +169,10 @@ pub struct Limits {
     /// is closed at accept, before any SSH work.
     pub connections_per_second_per_source: u32,
     pub connection_burst_per_source: u32,
+    /// Each channel's SSH receive window, in bytes: the most of a client's
+    /// input that waits inside kbastion for one channel (it is given back
+    /// as the input is handed on). From 32 KiB (one packet) to 16 MiB.
+    pub channel_window_bytes: u32,
 }
 
 impl Default for Limits {
@@ -182,6 +186,7 @@ impl Default for Limits {
             auth_failure_delay_ms: 250,
             connections_per_second_per_source: 10,
             connection_burst_per_source: 10,
+            channel_window_bytes: 2 * 1024 * 1024,
         }
     }
 }
@@ -338,6 +343,12 @@ impl Config {
         .contains(&0)
         {
             return Err("limits: every limit must be at least 1".into());
+        }
+        if !(32 * 1024..=16 * 1024 * 1024).contains(&limits.channel_window_bytes) {
+            return Err(format!(
+                "limits.channel_window_bytes: {} is outside 32768 (one packet) to 16777216 (16 MiB)",
+                limits.channel_window_bytes
+            ));
         }
         let shell_namespace = config.node_shell.namespace_for(&config.namespace);
         crate::login::validate_kubernetes_name(&shell_namespace, 63)

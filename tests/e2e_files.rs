@@ -620,3 +620,80 @@ fn remote_and_agent_forwarding_are_refused_with_their_reasons() {
         "kbastion: agent forwarding (-A) is refused: kbastion never lets your keys reach the cluster\n"
     );
 }
+
+/// 64 MiB uploads into a target that takes them slowly (a FIFO drained
+/// 1 MiB every 100 ms, far past the old 16 MiB ending) arrive byte-exact
+/// with each of `scp` (SFTP), `scp -O` and `sftp`, through kbastion's own
+/// servers: the sender is slowed by its window, never cut off. (The
+/// target's sftp-server writes at offsets, which a FIFO refuses, as it
+/// would behind any sshd; its channel is the same exec session as a
+/// command's, tested above.)
+#[test]
+fn uploads_into_a_slow_target_arrive_whole_with_scp_scp_o_and_sftp() {
+    const SIZE: usize = 64 << 20;
+    let sim = Sim::start();
+    let builtin = Bastion::start(&sim, "[files]\nsftp = \"builtin\"\nscp = \"builtin\"\n");
+    let local = builtin.dir.path().join("upload.bin");
+    random_file(&local, SIZE, 23);
+    let expected = sha256(&local);
+    sim.wait_running("default", "web-0");
+    let container = container_dir(&sim, "web-0", "app");
+    std::fs::create_dir_all(&container).unwrap();
+    for (mode, bastion) in [("scp", &builtin), ("scp-O", &builtin), ("sftp", &builtin)] {
+        let fifo = container.join(format!("slow-{mode}.fifo"));
+        let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        // The slow reader: 1 MiB, then 100 ms, until the whole file. A
+        // writer may open the file once before it writes (kbastion's scp
+        // truncates first, as `: > file`): the FIFO is opened again at
+        // each end until all of it came.
+        let reader = Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import hashlib, sys, time\n\
+                 path, size = sys.argv[1], int(sys.argv[2])\n\
+                 digest, got = hashlib.sha256(), 0\n\
+                 while got < size:\n\
+                 \x20   with open(path, 'rb', buffering=0) as fifo:\n\
+                 \x20       while got < size:\n\
+                 \x20           block = fifo.read(min(1 << 20, size - got))\n\
+                 \x20           if not block: break\n\
+                 \x20           digest.update(block); got += len(block)\n\
+                 \x20           time.sleep(0.1 * len(block) / (1 << 20))\n\
+                 print(digest.hexdigest() + '  -')\n",
+            )
+            .arg(&fifo)
+            .arg(SIZE.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let remote = format!("slow-{mode}.fifo");
+        let out = match mode {
+            "sftp" => {
+                let mut sftp = bastion.ssh_command("sftp");
+                sftp.args(["-b", "-", "alice@default+web-0@127.0.0.1"]);
+                run_with_input(
+                    sftp,
+                    format!("put {} {remote}\n", local.display()).as_bytes(),
+                )
+            }
+            _ => {
+                let mut scp = bastion.ssh_command("scp");
+                if mode == "scp-O" {
+                    scp.arg("-O");
+                }
+                scp.arg(&local)
+                    .arg(format!("alice@default+web-0@127.0.0.1:{remote}"));
+                run_with_input(scp, b"")
+            }
+        };
+        assert!(out.status.success(), "{mode}: {}", text(&out.stderr));
+        let read = wait_output(reader, "the slow reader", Duration::from_secs(60));
+        assert_eq!(
+            text(&read.stdout),
+            format!("{expected}  -\n"),
+            "{mode}: {}",
+            text(&out.stderr)
+        );
+    }
+}

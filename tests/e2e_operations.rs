@@ -765,10 +765,16 @@ fn a_killed_demo_leaves_no_simulator_or_container_behind() {
         .and_then(|url| url.strip_prefix("https://"))
         .expect("the simulator's address in the demo's kubeconfig")
         .to_string();
-    let left = descendants(demo.0.id());
-    assert!(
-        left.len() >= 3,
-        "the demo's simulator and its containers: {left:?}"
+    // The simulator, and containers of its pods (they start as the
+    // simulated kubelets get to them).
+    let mut left = Vec::new();
+    wait_for(
+        "the demo's simulator and its containers",
+        Duration::from_secs(30),
+        || {
+            left = descendants(demo.0.id());
+            left.len() >= 3
+        },
     );
     demo.0.kill().unwrap();
     demo.0.wait().unwrap();

@@ -579,3 +579,24 @@ fn signing_out_ends_the_terminals_that_browser_session_opened() {
     web.bastion
         .wait_for_log_line(&["session ended", "signed out"], Duration::from_secs(10));
 }
+
+/// A paste of 300 KB (far beyond the page's 64 KiB input credit) into a
+/// process that first writes a megabyte and only then reads: the page
+/// holds what it may not send yet, kbastion keeps reading the socket (the
+/// output's acknowledgements), and every byte arrives.
+#[test]
+fn a_paste_beyond_the_input_credit_arrives_whole_while_output_flows() {
+    let sim = Sim::start();
+    sim.wait_running("default", "web-0");
+    let web = Web::start(&sim, "");
+    let seen = browser(
+        "input",
+        serde_json::json!({
+            "base": web.base,
+            "link": web.link("alice"),
+            "target": "default/web-0",
+            "bytes": 300_000,
+        }),
+    );
+    assert_eq!(seen["whole"], true, "{seen}");
+}

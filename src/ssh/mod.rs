@@ -276,8 +276,9 @@ fn russh_config(config: &Config, keys: Vec<russh::keys::PrivateKey>) -> russh::s
         keepalive_max: timeouts.keepalive_max,
         // Keystrokes must not wait for Nagle.
         nodelay: true,
-        // 2 MiB windows and 32 KiB packets (OpenSSH's own sizes).
-        window_size: 2 * 1024 * 1024,
+        // 2 MiB windows by default and 32 KiB packets (OpenSSH's own
+        // sizes).
+        window_size: config.limits.channel_window_bytes,
         maximum_packet_size: 32 * 1024,
         // Each channel's window is given back as its session hands the
         // client's input on (`session::io::Chunk`): a slow target slows

@@ -45,10 +45,13 @@ const TAKEN_OVER: CloseCode = CloseCode::Library(4001);
 /// A page must send its size this soon after opening the socket.
 const FIRST_SIZE_WAIT: Duration = Duration::from_secs(30);
 
-/// Input messages queued for the process: each is at most
-/// `MAX_CLIENT_MESSAGE`, so at most 2 MiB wait; past that the socket is
-/// not read, and TCP slows the page.
-const INPUT_QUEUE: usize = 32;
+/// Input a page may have sent that the process has not taken yet: the
+/// page sends only within the credit kbastion grants (`ServerMessage::
+/// Credit`) as the process takes input, so the socket is always read
+/// (acknowledgements of output, resizes) and never more than this waits
+/// for a process that reads late. A paste larger than this goes at the
+/// process's pace.
+const INPUT_WINDOW: u32 = 64 * 1024;
 
 /// tungstenite's own bounds, above ours (`MAX_CLIENT_MESSAGE`, which is
 /// answered with a close frame and its reason) so that ours decides.
@@ -105,7 +108,14 @@ struct Terminal {
     person: String,
     target: Target,
     screen: Arc<Screen>,
-    events: mpsc::Sender<ClientEvent>,
+    /// The page's input, bounded by `INPUT_WINDOW` (the page's credit).
+    events: mpsc::UnboundedSender<ClientEvent>,
+    /// The page's latest size (sizes replace each other, never queue).
+    size: watch::Sender<(u16, u16)>,
+    /// Input received from pages, and taken by the process (advanced as
+    /// each chunk is handed on): their difference is what waits.
+    input_received: std::sync::atomic::AtomicU64,
+    input_taken: Arc<watch::Sender<u64>>,
     /// None while a page is attached; else since when none is.
     detached: watch::Sender<Option<Instant>>,
     /// The session's exit status, once it has one.
@@ -181,13 +191,16 @@ pub async fn serve<S>(
         Ok(admitted) => admitted,
         Err(refused) => return refuse(socket, &refused.reason).await,
     };
-    let (events, events_rx) = mpsc::channel(INPUT_QUEUE);
+    let (events, events_rx) = mpsc::unbounded_channel();
     let terminal = Arc::new(Terminal {
         id: admitted.ending.session.id.clone(),
         person: grant.person.clone(),
         target: target.clone(),
         screen: Arc::new(Screen::default()),
         events,
+        size: watch::channel((cols, rows)).0,
+        input_received: Default::default(),
+        input_taken: Arc::new(watch::channel(0).0),
         detached: watch::channel(None).0,
         exit: watch::channel(None).0,
         holder: Mutex::default(),
@@ -197,6 +210,7 @@ pub async fn serve<S>(
     web.terminals.insert(terminal.clone());
     let input = WebInput {
         events: events_rx,
+        size: terminal.size.subscribe(),
         detached: terminal.detached.subscribe(),
         grace: Duration::from_secs(shared.config.web.reattach_secs),
         gone: false,
@@ -292,11 +306,11 @@ async fn pump<S>(web: &Web, terminal: &Terminal, from: u64, socket: WebSocketStr
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let taken = CancellationToken::new();
+    let other_page = CancellationToken::new();
     {
         let mut holder = terminal.holder.lock().unwrap_or_else(|p| p.into_inner());
         holder.cancel();
-        *holder = taken.clone();
+        *holder = other_page.clone();
     }
     terminal.detached.send_replace(None);
     let (mut sink, mut stream) = socket.split();
@@ -308,10 +322,30 @@ where
         id: terminal.id.clone(),
         keepalive_secs: interval.as_secs() as u16,
     };
-    if sink.send(Message::Binary(attached.encode())).await.is_err() {
-        terminal.detached.send_replace(Some(Instant::now()));
-        return;
+    // This page's input credit: the window, less what an earlier page
+    // sent that the process has not taken yet; it grows by what the
+    // process takes.
+    let mut taken = terminal.input_taken.subscribe();
+    let mut taken_seen = *taken.borrow_and_update();
+    let waiting = terminal
+        .input_received
+        .load(std::sync::atomic::Ordering::SeqCst)
+        .saturating_sub(taken_seen);
+    let first_credit = u64::from(INPUT_WINDOW).saturating_sub(waiting) as u32;
+    let mut credit = u64::from(first_credit);
+    let greeting = [attached, ServerMessage::Credit(first_credit)];
+    for message in greeting {
+        if sink.send(Message::Binary(message.encode())).await.is_err() {
+            terminal.detached.send_replace(Some(Instant::now()));
+            return;
+        }
     }
+    let credit_for = {
+        let input_taken = terminal.input_taken.clone();
+        let credit: crate::session::io::Credit =
+            Arc::new(move |bytes| input_taken.send_modify(|taken| *taken += bytes as u64));
+        credit
+    };
     // A page silent for this long is gone, as an SSH client that misses
     // `keepalive_max` keepalives.
     let silent_limit = interval * (keepalive.keepalive_max.max(1) as u32 + 1);
@@ -326,9 +360,19 @@ where
     };
     let ended = loop {
         tokio::select! {
-            () = taken.cancelled() => {
+            () = other_page.cancelled() => {
                 let _ = sink.send(close(TAKEN_OVER, "this terminal was opened in another tab")).await;
                 return;
+            }
+            Ok(()) = taken.changed() => {
+                let now = *taken.borrow_and_update();
+                let more = now.saturating_sub(taken_seen);
+                taken_seen = now;
+                credit += more;
+                let frame = ServerMessage::Credit(more.min(u64::from(u32::MAX)) as u32).encode();
+                if more > 0 && sink.send(Message::Binary(frame)).await.is_err() {
+                    break false;
+                }
             }
             next = terminal.screen.next(sent) => match next {
                 Next::Output { offset, data } => {
@@ -360,15 +404,20 @@ where
                 };
                 match ClientMessage::decode(frame) {
                     Ok(ClientMessage::Input(data)) => {
-                        if terminal.events.send(ClientEvent::Data(Chunk::plain(data))).await.is_err() {
+                        let Some(left) = credit.checked_sub(data.len() as u64) else {
+                            tracing::info!(session = %terminal.id, "web: page sent input beyond its credit; closing its socket");
+                            let _ = sink.send(close(CloseCode::Policy, "input beyond the credit kbastion gave")).await;
+                            break false;
+                        };
+                        credit = left;
+                        terminal.input_received.fetch_add(data.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                        let chunk = Chunk::new(data, Some(credit_for.clone()));
+                        if terminal.events.send(ClientEvent::Data(chunk)).is_err() {
                             break false;
                         }
                     }
                     Ok(ClientMessage::Resize { cols, rows }) => {
-                        let resize = ClientEvent::Resize { cols: u32::from(cols), rows: u32::from(rows) };
-                        if terminal.events.send(resize).await.is_err() {
-                            break false;
-                        }
+                        terminal.size.send_replace((cols, rows));
                     }
                     Ok(ClientMessage::Ack(offset)) => terminal.screen.ack(offset),
                     Ok(ClientMessage::Keepalive) => {}
@@ -393,7 +442,7 @@ where
             }
         }
     };
-    if !ended && !taken.is_cancelled() {
+    if !ended && !other_page.is_cancelled() {
         tracing::info!(session = %terminal.id, grace_secs = web.shared.config.web.reattach_secs, "web: page detached; the session waits for it");
         terminal.detached.send_replace(Some(Instant::now()));
     }
@@ -401,13 +450,41 @@ where
 
 /// The page's side of the session, as the bridge reads it.
 struct WebInput {
-    events: mpsc::Receiver<ClientEvent>,
+    events: mpsc::UnboundedReceiver<ClientEvent>,
+    size: watch::Receiver<(u16, u16)>,
     detached: watch::Receiver<Option<Instant>>,
     grace: Duration,
     gone: bool,
 }
 
+/// Completes once no page has been attached for `grace`.
+async fn abandoned(mut detached: watch::Receiver<Option<Instant>>, grace: Duration) {
+    loop {
+        let left = *detached.borrow_and_update();
+        match left {
+            Some(at) => {
+                let deadline = tokio::time::Instant::from_std(at + grace);
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => return,
+                    changed = detached.changed() => if changed.is_err() { return },
+                }
+            }
+            None => {
+                if detached.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 impl ClientInput for WebInput {
+    /// The page is gone for good even while its input waits for a process
+    /// that does not read it.
+    fn departed(&self) -> crate::session::io::Departure {
+        Box::pin(abandoned(self.detached.clone(), self.grace))
+    }
+
     async fn next(&mut self) -> ClientEvent {
         // The deadline comes from when the page left, not from this call:
         // the bridge may drop and call again any number of times.
@@ -419,6 +496,10 @@ impl ClientInput for WebInput {
                     Some(event) => return event,
                     None => self.gone = true,
                 },
+                Ok(()) = self.size.changed() => {
+                    let (cols, rows) = *self.size.borrow_and_update();
+                    return ClientEvent::Resize { cols: u32::from(cols), rows: u32::from(rows) };
+                }
                 () = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {
                     self.gone = true;
                 }

@@ -8,7 +8,11 @@
 //! byte then the bytes (a byte stream: the browser decodes UTF-8 across
 //! frames); `1` exit, the big-endian u32 status; `2` one line for the
 //! user; `3` attached, the big-endian u16 seconds between kbastion's pings
-//! then the id under which the page can reattach; `4` ping.
+//! then the id under which the page can reattach; `4` ping; `5` credit,
+//! the big-endian u32 count of input bytes the page may send more (it
+//! sends input only within the credit kbastion grants as the process
+//! takes it, so kbastion always reads the socket: acknowledgements and
+//! resizes never wait behind input a process does not read).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -92,6 +96,7 @@ pub enum ServerMessage {
     Message(String),
     Attached { id: String, keepalive_secs: u16 },
     Ping,
+    Credit(u32),
 }
 
 impl ServerMessage {
@@ -118,6 +123,10 @@ impl ServerMessage {
                 frame.put_slice(id.as_bytes());
             }
             ServerMessage::Ping => frame.put_u8(4),
+            ServerMessage::Credit(bytes) => {
+                frame.put_u8(5);
+                frame.put_u32(*bytes);
+            }
         }
         frame.freeze()
     }
@@ -148,6 +157,9 @@ impl ServerMessage {
                 id: text(&body.slice(2..))?,
             }),
             (4, 0) => Ok(ServerMessage::Ping),
+            (5, 4) => Ok(ServerMessage::Credit(u32::from_be_bytes([
+                body[0], body[1], body[2], body[3],
+            ]))),
             (kind, _) => Err(WireError::Malformed(kind)),
         }
     }
@@ -182,6 +194,7 @@ mod tests {
                 keepalive_secs: 30,
             },
             ServerMessage::Ping,
+            ServerMessage::Credit(65536),
         ] {
             assert_eq!(ServerMessage::decode(message.encode()), Ok(message));
         }

@@ -401,6 +401,28 @@ def scenario_fetch(browser, args):
     print(json.dumps(seen))
 
 
+def scenario_input(browser, args):
+    """A paste far beyond the page's input credit, into a process that
+    first writes a megabyte (which needs the page's acknowledgements) and
+    only then reads: the paste waits in the page, the socket keeps being
+    read, and every byte arrives."""
+    import hashlib
+    context, _, _ = sign_in(browser, args["base"], args["link"])
+    terminal = open_terminal(context, args["base"], args["target"])
+    size = args["bytes"]
+    step("output first, then read the paste")
+    # The paste must find the terminal in raw mode: a line in canonical
+    # mode holds at most 4095 bytes (the kernel drops the rest).
+    terminal.type(
+        f"stty raw -echo; echo raw-$((6*7)); sleep 1; yes | head -c 1000000; head -c {size} | sha256sum; stty sane; echo read-$((6*7))\n"
+    )
+    terminal.wait_for("raw-42")
+    terminal.page.evaluate(f"() => window.kbastionTerminal.paste('a'.repeat({size}))")
+    terminal.wait_for("read-42", limit=60)
+    expected = hashlib.sha256(b"a" * size).hexdigest()
+    print(json.dumps({"whole": expected in terminal.screen(), "expected": expected}))
+
+
 def main():
     scenario, args = sys.argv[1], json.loads(sys.argv[2])
     with sync_playwright() as playwright:

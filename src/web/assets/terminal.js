@@ -6,7 +6,10 @@
 // cannot keep up stalls the command. A dropped socket is reopened and the
 // same process reattached (its id is kept in sessionStorage, which
 // survives a reload of this tab); output is resumed from the last byte
-// this page received.
+// this page received. Input is sent only within the credit kbastion
+// grants as the process takes it (what exceeds it waits here, in order),
+// so kbastion never stops reading this socket for a process that reads
+// late.
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import { WebLinksAddon } from '@xterm/addon-web-links';
@@ -17,7 +20,9 @@ import '@xterm/xterm/css/xterm.css';
 // Client to kbastion.
 const INPUT = 0, RESIZE = 1, ACK = 2, KEEPALIVE = 3;
 // kbastion to client.
-const OUTPUT = 0, EXIT = 1, MESSAGE = 2, ATTACHED = 3, PING = 4;
+const OUTPUT = 0, EXIT = 1, MESSAGE = 2, ATTACHED = 3, PING = 4, CREDIT = 5;
+// Input goes in messages of at most this much (kbastion takes 64 KiB).
+const INPUT_MESSAGE = 32 * 1024;
 // Acknowledge drawn output in steps of this much (kbastion's window is
 // larger, so it never waits for an acknowledgement that is not coming).
 // The close code kbastion sends a page whose terminal another page took.
@@ -77,7 +82,21 @@ let ended = false;
 let retry = 0;
 let pingSecs = 30; // kbastion's ping interval, from its ATTACHED message
 let heard = Date.now(); // when the socket last brought anything
+let credit = 0; // input bytes kbastion lets this socket send now
+const pending = []; // input waiting for credit, oldest first
 const encoder = new TextEncoder();
+
+function sendInput(bytes) {
+  if (bytes.length) pending.push(bytes);
+  while (pending.length && credit > 0 && socket && socket.readyState === WebSocket.OPEN) {
+    const first = pending[0];
+    const n = Math.min(first.length, credit, INPUT_MESSAGE);
+    if (n < first.length) pending[0] = first.subarray(n);
+    else pending.shift();
+    credit -= n;
+    send(INPUT, first.subarray(0, n));
+  }
+}
 
 function send(type, payload) {
   if (!socket || socket.readyState !== WebSocket.OPEN) return;
@@ -120,6 +139,7 @@ function connect() {
   socket = new WebSocket(url);
   socket.binaryType = 'arraybuffer';
   socket.onopen = () => {
+    credit = 0; // granted anew on each socket
     retry = 0;
     heard = Date.now();
     show('');
@@ -169,6 +189,10 @@ function connect() {
       case PING:
         send(KEEPALIVE, new Uint8Array(0));
         break;
+      case CREDIT:
+        credit += view.getUint32(1);
+        sendInput(new Uint8Array(0));
+        break;
     }
   };
   socket.onclose = (event) => {
@@ -200,8 +224,8 @@ function reconnect() {
   }, Math.min(5000, 250 * retry));
 }
 
-term.onData((data) => send(INPUT, encoder.encode(data)));
-term.onBinary((data) => send(INPUT, Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
+term.onData((data) => sendInput(encoder.encode(data)));
+term.onBinary((data) => sendInput(Uint8Array.from(data, (c) => c.charCodeAt(0) & 0xff)));
 term.onResize(() => sendResize());
 new ResizeObserver(() => fit.fit()).observe(document.getElementById('terminal'));
 window.addEventListener('online', () => {
