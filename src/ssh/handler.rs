@@ -436,6 +436,9 @@ async fn session_channel(
 ) {
     let (mut read, write) = channel.split();
     let output = SshOutput(write);
+    // Data a client sends before its session starts is dropped, and its
+    // room given back (the window is granted on consumption).
+    let releaser = read.window_releaser();
     let mut pty: Option<Pty> = None;
     let mut env = crate::session::environment::ClientEnv::default();
     // Refusals the client cannot show with a reason, told on stderr.
@@ -492,6 +495,11 @@ async fn session_channel(
                 // SFTP has no terminal, whatever was asked before.
                 pty = None;
                 break Requested::Sftp;
+            }
+            Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
+                if let Some(releaser) = &releaser {
+                    releaser.release(data.len());
+                }
             }
             Some(ChannelMsg::Close) | None => return,
             Some(_) => {}

@@ -57,14 +57,15 @@ impl ChannelRef {
         }
     }
 
-    /// Like [`Sender::try_send`]; with an inbox, behind what waits there.
+    /// Like [`Sender::try_send`]: for messages that may be dropped when
+    /// the queue is full (`WindowAdjusted`). With an inbox, such a message
+    /// is dropped too while anything waits there (never stashed: a long
+    /// download's adjustments would pile up behind a channel whose
+    /// application reads nothing).
     pub fn try_send(&self, msg: ChannelMsg) -> Result<(), TrySendError<ChannelMsg>> {
         match &self.inbox {
-            None => self.sender.try_send(msg),
-            Some(inbox) => {
-                inbox.push(&self.sender, msg);
-                Ok(())
-            }
+            Some(inbox) if inbox.is_waiting() => Err(TrySendError::Full(msg)),
+            _ => self.sender.try_send(msg),
         }
     }
 
@@ -158,6 +159,14 @@ impl Inbox {
 
     pub(crate) fn peer_closed(&self) {
         self.closed.send_replace(true);
+    }
+
+    fn is_waiting(&self) -> bool {
+        !self
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// Queues `msg`; returns whether too many messages wait.

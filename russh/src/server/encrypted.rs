@@ -2086,12 +2086,28 @@ impl Session {
             // Releases take the unbounded priority queue: the session loop
             // reads it even while output waits for the client's window,
             // and a release must never wait behind that output.
+            //
+            // Releases are gathered here until they reach three packets
+            // (when a grant is due anyway, `ConsumptionWindow::release`)
+            // or a quarter of the window, so the session loop is woken
+            // once per batch, not per chunk; what is left below that never
+            // shuts the window.
             let priority = self.sender.priority_sender.clone();
+            let gathered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let batch = (3 * self.common.config.maximum_packet_size as usize)
+                .min(self.common.config.window_size as usize / 4);
             let releaser = crate::window::WindowReleaser(Arc::new(move |bytes| {
-                let _ = priority.send(Msg::ReleaseWindow {
-                    channel: sender_channel,
-                    bytes,
-                });
+                use std::sync::atomic::Ordering::SeqCst;
+                if gathered.fetch_add(bytes, SeqCst) + bytes < batch {
+                    return;
+                }
+                let bytes = gathered.swap(0, SeqCst);
+                if bytes > 0 {
+                    let _ = priority.send(Msg::ReleaseWindow {
+                        channel: sender_channel,
+                        bytes,
+                    });
+                }
             }));
             let (inbox, closed) = crate::channels::Inbox::new(releaser.clone());
             channel_ref.inbox = Some(inbox);
