@@ -845,3 +845,35 @@ fn a_killed_client_does_not_end_the_process_but_deleting_the_pod_does() {
         || !process_running(marker),
     );
 }
+
+/// `kubectl auth whoami` (SelfSubjectReview, GA in
+/// `authentication.k8s.io/v1` since 1.28): who the server takes the
+/// caller for, after impersonation, as every authenticated user may ask.
+#[test]
+fn kubectl_auth_whoami_names_the_caller_and_the_impersonated_user() {
+    let sim = Sim::start();
+    for version in ["1.28", "1.33"] {
+        let binary = format!("kubectl.{version}");
+        let out = sim.kubectl(&binary, "bob", &["auth", "whoami", "-o", "json"]);
+        let review: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("kubectl {version}: {e}: {}", text(&out.stdout)));
+        assert_eq!(review["kind"], "SelfSubjectReview", "{review}");
+        assert_eq!(review["apiVersion"], "authentication.k8s.io/v1");
+        assert_eq!(review["status"]["userInfo"]["username"], "bob", "{review}");
+        let groups = review["status"]["userInfo"]["groups"].to_string();
+        assert!(groups.contains("system:authenticated"), "{groups}");
+    }
+    let out = sim.kubectl(
+        "kubectl.1.33",
+        "admin",
+        &["auth", "whoami", "--as", "carol", "--as-group", "viewers"],
+    );
+    let table = text(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().eq(["Username", "carol"])),
+        "{table}"
+    );
+    assert!(table.contains("viewers"), "{table}");
+}

@@ -239,6 +239,12 @@ async fn handle_request(
     if !rbac::allowed(&sim.store, &user, &attributes) {
         return Err(ApiError::forbidden(attributes.forbidden_message(&user)));
     }
+    if target.resource.name == "selfsubjectreviews" {
+        // Nothing in the request matters (`kubectl auth whoami` sends an
+        // empty review, in protobuf): the answer is who is asking, after
+        // impersonation, as the API server's `selfsubjectreview` REST.
+        return Ok(self_subject_review(target.resource, &user));
+    }
     if target.resource.review {
         let protobuf = request
             .headers()
@@ -732,6 +738,19 @@ pub fn apply_patch(
         meta.remove("resourceVersion");
     }
     Ok(patched)
+}
+
+/// The answer to a SelfSubjectReview (authentication.k8s.io/v1, GA in
+/// 1.28): the requesting user's attributes.
+fn self_subject_review(resource: &Resource, user: &UserInfo) -> Response<Body> {
+    let review = with_type(
+        resource,
+        json!({
+            "metadata": {"creationTimestamp": null},
+            "status": {"userInfo": {"username": user.name, "groups": user.groups}},
+        }),
+    );
+    json_response(StatusCode::CREATED, &review)
 }
 
 fn access_review(

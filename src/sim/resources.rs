@@ -100,6 +100,15 @@ pub const RESOURCES: &[Resource] = &[
         review: false,
     },
     Resource {
+        group: "authentication.k8s.io",
+        version: "v1",
+        name: "selfsubjectreviews",
+        kind: "SelfSubjectReview",
+        namespaced: false,
+        short_names: &[],
+        review: true,
+    },
+    Resource {
         group: "authorization.k8s.io",
         version: "v1",
         name: "subjectaccessreviews",
