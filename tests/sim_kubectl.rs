@@ -877,3 +877,105 @@ fn kubectl_auth_whoami_names_the_caller_and_the_impersonated_user() {
     );
     assert!(table.contains("viewers"), "{table}");
 }
+
+/// Everyday objects through kubectl 1.27 and 1.33: `apply` creates, then
+/// configures a ConfigMap and a Secret (whose `stringData` the server
+/// stores base64 in `data`), `get` prints the server's columns, `delete`
+/// removes them.
+#[test]
+fn kubectl_applies_gets_and_deletes_configmaps_secrets_and_serviceaccounts() {
+    use base64::Engine;
+    let sim = Sim::start();
+    for version in ["1.27", "1.33"] {
+        let binary = format!("kubectl.{version}");
+        let name = format!("settings-{}", version.replace('.', "-"));
+        let manifest = |level: &str| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\ndata:\n  level: {level}\n  mode: fast\n---\n\
+                 apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: default\nstringData:\n  password: s3cr3t-{level}\n---\n\
+                 apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: default\n"
+            )
+        };
+        let out = kubectl_with_input(
+            &sim,
+            version,
+            "admin",
+            &["apply", "-f", "-"],
+            manifest("info").as_bytes(),
+        );
+        assert!(
+            out.status.success(),
+            "kubectl {version}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            text(&out.stdout),
+            format!(
+                "configmap/{name} created\nsecret/{name} created\nserviceaccount/{name} created\n"
+            ),
+            "kubectl {version}"
+        );
+        let out = kubectl_with_input(
+            &sim,
+            version,
+            "admin",
+            &["apply", "-f", "-"],
+            manifest("debug").as_bytes(),
+        );
+        assert!(
+            out.status.success(),
+            "kubectl {version}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            text(&out.stdout),
+            format!(
+                "configmap/{name} configured\nsecret/{name} configured\nserviceaccount/{name} unchanged\n"
+            ),
+            "kubectl {version}"
+        );
+        let level = sim.kubectl(
+            &binary,
+            "admin",
+            &["get", "cm", &name, "-o", "jsonpath={.data.level}"],
+        );
+        assert_eq!(text(&level.stdout), "debug", "kubectl {version}");
+        let secret = sim.kubectl(&binary, "admin", &["get", "secret", &name, "-o", "json"]);
+        let secret: serde_json::Value = serde_json::from_slice(&secret.stdout).unwrap();
+        assert_eq!(secret["type"], "Opaque");
+        assert!(secret.get("stringData").is_none(), "{secret}");
+        let password = base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["password"].as_str().unwrap_or_default())
+            .unwrap();
+        assert_eq!(password, b"s3cr3t-debug");
+        let table = text(
+            &sim.kubectl(&binary, "admin", &["get", "cm,secret,sa"])
+                .stdout,
+        );
+        let row = |prefix: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .unwrap_or_else(|| panic!("kubectl {version}: no {prefix} in\n{table}"))
+        };
+        assert_eq!(row(&format!("configmap/{name} "))[1], "2", "{table}");
+        assert_eq!(
+            row(&format!("secret/{name} "))[1..3],
+            ["Opaque", "1"],
+            "{table}"
+        );
+        assert!(table.contains("NAME") && table.contains("DATA"), "{table}");
+        let out = sim.kubectl(&binary, "admin", &["delete", "cm,secret,sa", &name]);
+        assert!(
+            text(&out.stdout).contains(&format!("configmap \"{name}\" deleted")),
+            "{}",
+            text(&out.stdout)
+        );
+        let gone = sim.kubectl_unchecked(&binary, "admin", &["get", "cm", &name]);
+        assert_eq!(
+            text(&gone.stderr).trim(),
+            format!("Error from server (NotFound): configmaps \"{name}\" not found")
+        );
+    }
+}

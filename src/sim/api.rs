@@ -298,11 +298,12 @@ async fn handle_request(
             Ok(json_response(StatusCode::CREATED, &created))
         }
         "update" => {
-            let body = read_json(request).await?;
+            let mut body = with_type(target.resource, read_json(request).await?);
+            normalize(target.resource, &mut body)?;
             let key = key(&target);
             let updated = sim
                 .store
-                .update(&key, with_type(target.resource, body))
+                .update(&key, body)
                 .map_err(|e| store_error(e, &target))?;
             super::cluster::collect_if_dangling(sim, &key);
             Ok(json_response(StatusCode::OK, &updated))
@@ -658,6 +659,7 @@ pub fn create(sim: &Arc<Sim>, target: &Target, body: Value) -> Result<Value, Api
             ),
         ));
     }
+    normalize(target.resource, &mut object)?;
     if target.resource.name == "pods" {
         super::cluster::default_pod(&mut object).map_err(|why| {
             ApiError::new(422, "Invalid", format!("Pod \"{name}\" is invalid: {why}"))
@@ -680,11 +682,56 @@ pub fn create(sim: &Arc<Sim>, target: &Target, body: Value) -> Result<Value, Api
     Ok(created)
 }
 
+/// What the API server does to an object of some kinds on every write: a
+/// Secret's `stringData` is merged into `data` (base64) and dropped, and
+/// its `type` defaults to `Opaque`.
+fn normalize(resource: &Resource, object: &mut Value) -> Result<(), ApiError> {
+    if resource.name != "secrets" {
+        return Ok(());
+    }
+    use base64::Engine;
+    let Some(secret) = object.as_object_mut() else {
+        return Ok(());
+    };
+    if let Some(plain) = secret.remove("stringData") {
+        let Some(plain) = plain.as_object() else {
+            return Err(ApiError::bad_request(
+                "Secret in version \"v1\" cannot be handled as a Secret: stringData must be an object of strings",
+            ));
+        };
+        let data = secret
+            .entry("data")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .ok_or_else(|| ApiError::bad_request("Secret: data must be an object"))?;
+        for (key, value) in plain {
+            let text = value.as_str().unwrap_or_default();
+            data.insert(
+                key.clone(),
+                json!(base64::engine::general_purpose::STANDARD.encode(text)),
+            );
+        }
+    }
+    if secret
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .is_empty()
+    {
+        secret.insert("type".into(), json!("Opaque"));
+    }
+    Ok(())
+}
+
 fn patch(sim: &Sim, target: &Target, content_type: &str, body: Value) -> Result<Value, ApiError> {
     let key = key(target);
-    let patched = apply_patch(sim, target, content_type, body)?;
+    let mut patched = with_type(
+        target.resource,
+        apply_patch(sim, target, content_type, body)?,
+    );
+    normalize(target.resource, &mut patched)?;
     sim.store
-        .update(&key, with_type(target.resource, patched))
+        .update(&key, patched)
         .map_err(|e| store_error(e, target))
 }
 
@@ -876,6 +923,38 @@ fn table(resource: &Resource, items: &[Value], revision: &str) -> Value {
                     json!("<none>"),
                     json!(age(&text(n, "/metadata/creationTimestamp"))),
                     json!(text(n, "/status/nodeInfo/kubeletVersion")),
+                ]
+            }),
+        ),
+        "configmaps" | "secrets" => {
+            let secrets = resource.name == "secrets";
+            let mut columns = vec!["Name", "Data", "Age"];
+            if secrets {
+                columns.insert(1, "Type");
+            }
+            (
+                columns,
+                Box::new(move |o: &Value| {
+                    let count = |field: &str| o[field].as_object().map_or(0, |m| m.len());
+                    let mut cells = vec![
+                        json!(text(o, "/metadata/name")),
+                        json!(count("data") + count("binaryData")),
+                        json!(age(&text(o, "/metadata/creationTimestamp"))),
+                    ];
+                    if secrets {
+                        cells.insert(1, json!(text(o, "/type")));
+                    }
+                    cells
+                }),
+            )
+        }
+        "serviceaccounts" => (
+            vec!["Name", "Secrets", "Age"],
+            Box::new(move |o: &Value| {
+                vec![
+                    json!(text(o, "/metadata/name")),
+                    json!(o["secrets"].as_array().map_or(0, Vec::len)),
+                    json!(age(&text(o, "/metadata/creationTimestamp"))),
                 ]
             }),
         ),
