@@ -966,6 +966,22 @@ fn kubectl_applies_gets_and_deletes_configmaps_secrets_and_serviceaccounts() {
             "{table}"
         );
         assert!(table.contains("NAME") && table.contains("DATA"), "{table}");
+        // Server-side apply is refused in one line, never half done.
+        let out = kubectl_with_input(
+            &sim,
+            version,
+            "admin",
+            &["apply", "--server-side", "-f", "-"],
+            manifest("warn").as_bytes(),
+        );
+        assert!(!out.status.success(), "kubectl {version}");
+        assert!(
+            text(&out.stderr).contains(
+                "server-side apply is not served by kbastion's simulator (it keeps no managedFields); use client-side kubectl apply"
+            ),
+            "kubectl {version}: {}",
+            text(&out.stderr)
+        );
         let out = sim.kubectl(&binary, "admin", &["delete", "cm,secret,sa", &name]);
         assert!(
             text(&out.stdout).contains(&format!("configmap \"{name}\" deleted")),

@@ -309,6 +309,16 @@ async fn handle_request(
             Ok(json_response(StatusCode::OK, &updated))
         }
         "patch" => {
+            if content_type.starts_with("application/apply-patch") {
+                // Never accepted silently: the simulator keeps no field
+                // managers, so an apply it pretended to do would differ
+                // from a cluster's.
+                return Err(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    "server-side apply is not served by kbastion's simulator (it keeps no managedFields); use client-side kubectl apply",
+                ));
+            }
             let body = read_json(request).await?;
             let patched = patch(sim, &target, &content_type, body)?;
             super::cluster::collect_if_dangling(sim, &key(&target));
