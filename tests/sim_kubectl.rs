@@ -995,3 +995,101 @@ fn kubectl_applies_gets_and_deletes_configmaps_secrets_and_serviceaccounts() {
         );
     }
 }
+
+/// A Deployment through kubectl 1.27 and 1.33: `rollout status` ends when
+/// its pods run, `scale --replicas=3` makes three, `rollout restart`
+/// replaces them through a new ReplicaSet, and deleting the Deployment
+/// leaves no ReplicaSet or pod behind.
+#[test]
+fn kubectl_rolls_out_scales_restarts_and_deletes_a_deployment() {
+    let sim = Sim::start();
+    for version in ["1.27", "1.33"] {
+        let binary = format!("kubectl.{version}");
+        let name = format!("shop-{}", version.replace('.', "-"));
+        let manifest = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: default\n  labels: {{app: {name}}}\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: app\n        image: nginx:1.27\n"
+        );
+        let out = kubectl_with_input(
+            &sim,
+            version,
+            "admin",
+            &["apply", "-f", "-"],
+            manifest.as_bytes(),
+        );
+        assert!(
+            out.status.success(),
+            "kubectl {version}: {}",
+            text(&out.stderr)
+        );
+        let deployment = format!("deploy/{name}");
+        let rollout = |what: &str| {
+            let out = sim.kubectl(
+                &binary,
+                "admin",
+                &["rollout", "status", &deployment, "--timeout=60s"],
+            );
+            assert!(
+                text(&out.stdout)
+                    .ends_with(&format!("deployment \"{name}\" successfully rolled out\n")),
+                "kubectl {version} {what}: {}",
+                text(&out.stdout)
+            );
+        };
+        let running = || {
+            let selector = format!("app={name}");
+            let out = sim.kubectl(
+                &binary,
+                "admin",
+                &[
+                    "get",
+                    "pods",
+                    "-l",
+                    &selector,
+                    "--field-selector=status.phase=Running",
+                    "-o",
+                    "name",
+                ],
+            );
+            text(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        rollout("after apply");
+        assert_eq!(running().len(), 2, "kubectl {version}");
+        sim.kubectl(&binary, "admin", &["scale", &deployment, "--replicas=3"]);
+        rollout("after scale");
+        let before = running();
+        assert_eq!(before.len(), 3, "kubectl {version}: {before:?}");
+        let table = text(&sim.kubectl(&binary, "admin", &["get", &deployment]).stdout);
+        assert!(
+            table.lines().any(|l| l.split_whitespace().take(4).eq([
+                name.as_str(),
+                "3/3",
+                "3",
+                "3"
+            ])),
+            "{table}"
+        );
+        sim.kubectl(&binary, "admin", &["rollout", "restart", &deployment]);
+        rollout("after restart");
+        wait_for("the old pods to go", Duration::from_secs(30), || {
+            let now = running();
+            now.len() == 3 && now.iter().all(|p| !before.contains(p))
+        });
+        sim.kubectl(&binary, "admin", &["delete", &deployment]);
+        let selector = format!("app={name}");
+        wait_for(
+            "the ReplicaSets and pods to go",
+            Duration::from_secs(30),
+            || {
+                let out = sim.kubectl(
+                    &binary,
+                    "admin",
+                    &["get", "rs,pods", "-l", &selector, "-o", "name"],
+                );
+                text(&out.stdout).trim().is_empty()
+            },
+        );
+    }
+}

@@ -197,6 +197,9 @@ async fn handle_request(
         "ephemeralcontainers" if target.resource.name == "pods" => {
             return super::ephemeral::handle(sim, &user, &target, request).await;
         }
+        "scale" if matches!(target.resource.name, "deployments" | "replicasets") => {
+            return scale(sim, &user, &target, request).await;
+        }
         "" | "status" => {}
         other => {
             return Err(ApiError::new(
@@ -300,6 +303,7 @@ async fn handle_request(
         "update" => {
             let mut body = with_type(target.resource, read_json(request).await?);
             normalize(target.resource, &mut body)?;
+            track_generation(&get(sim, &target)?, &mut body);
             let key = key(&target);
             let updated = sim
                 .store
@@ -437,6 +441,23 @@ async fn read_body(request: Request<Incoming>) -> Result<Bytes, ApiError> {
 }
 
 pub async fn read_json(request: Request<Incoming>) -> Result<Value, ApiError> {
+    // A real API server reads protobuf too (kubectl's typed commands such
+    // as `create configmap` send it); this one says so instead of
+    // misreading it.
+    let protobuf = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(b"application/vnd.kubernetes.protobuf")
+        });
+    if protobuf {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "kbastion's simulator reads JSON request bodies only (protobuf only for access reviews): pipe the object through kubectl apply -f, e.g. kubectl create ... --dry-run=client -o yaml | kubectl apply -f -",
+        ));
+    }
     let bytes = read_body(request).await?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
@@ -670,6 +691,9 @@ pub fn create(sim: &Arc<Sim>, target: &Target, body: Value) -> Result<Value, Api
         ));
     }
     normalize(target.resource, &mut object)?;
+    if matches!(target.resource.name, "deployments" | "replicasets") {
+        object["metadata"]["generation"] = json!(1);
+    }
     if target.resource.name == "pods" {
         super::cluster::default_pod(&mut object).map_err(|why| {
             ApiError::new(422, "Invalid", format!("Pod \"{name}\" is invalid: {why}"))
@@ -733,6 +757,133 @@ fn normalize(resource: &Resource, object: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `metadata.generation` of the kinds that have one here (Deployments,
+/// ReplicaSets): it goes up by one when the spec changes, as the API
+/// server's strategies do; anything else keeps it.
+fn track_generation(current: &Value, object: &mut Value) {
+    let Some(generation) = current
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+    else {
+        return;
+    };
+    let next = if current.get("spec") == object.get("spec") {
+        generation
+    } else {
+        generation + 1
+    };
+    object["metadata"]["generation"] = json!(next);
+}
+
+/// A Deployment or ReplicaSet as its `scale` subresource shows it
+/// (autoscaling/v1 Scale).
+fn as_scale(object: &Value) -> Value {
+    let selector = object
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {
+            "name": object["metadata"]["name"],
+            "namespace": object["metadata"]["namespace"],
+            "uid": object["metadata"]["uid"],
+            "resourceVersion": object["metadata"]["resourceVersion"],
+            "creationTimestamp": object["metadata"]["creationTimestamp"],
+        },
+        "spec": {"replicas": object.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": object.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+/// The `scale` subresource of Deployments and ReplicaSets, as `kubectl
+/// scale` reads, updates and patches it.
+async fn scale(
+    sim: &Arc<Sim>,
+    user: &UserInfo,
+    target: &Target,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let verb = match *request.method() {
+        Method::GET => "get",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        _ => {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+    };
+    let attributes = Attributes {
+        verb: verb.into(),
+        api_group: target.resource.group.into(),
+        resource: target.resource.name.into(),
+        subresource: "scale".into(),
+        namespace: target.namespace.clone(),
+        name: target.name.clone(),
+    };
+    if !rbac::allowed(&sim.store, user, &attributes) {
+        return Err(ApiError::forbidden(attributes.forbidden_message(user)));
+    }
+    let current = get(sim, target)?;
+    if verb == "get" {
+        return Ok(json_response(StatusCode::OK, &as_scale(&current)));
+    }
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = read_json(request).await?;
+    let mut scale = as_scale(&current);
+    match verb {
+        "update" => scale = body,
+        _ if content_type.starts_with("application/json-patch+json") => {
+            let patch: json_patch::Patch =
+                serde_json::from_value(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            json_patch::patch(&mut scale, &patch)
+                .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?;
+        }
+        _ => json_patch::merge(&mut scale, &body),
+    }
+    let Some(wanted) = scale
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .filter(|n| *n >= 0)
+    else {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            format!(
+                "Scale.autoscaling \"{}\" is invalid: spec.replicas: Invalid value: must be greater than or equal to 0",
+                target.name
+            ),
+        ));
+    };
+    let mut object = current.clone();
+    object["spec"]["replicas"] = json!(wanted);
+    track_generation(&current, &mut object);
+    let updated = sim
+        .store
+        .update(&key(target), object)
+        .map_err(|e| store_error(e, target))?;
+    Ok(json_response(StatusCode::OK, &as_scale(&updated)))
+}
+
 fn patch(sim: &Sim, target: &Target, content_type: &str, body: Value) -> Result<Value, ApiError> {
     let key = key(target);
     let mut patched = with_type(
@@ -740,6 +891,7 @@ fn patch(sim: &Sim, target: &Target, content_type: &str, body: Value) -> Result<
         apply_patch(sim, target, content_type, body)?,
     );
     normalize(target.resource, &mut patched)?;
+    track_generation(&get(sim, target)?, &mut patched);
     sim.store
         .update(&key, patched)
         .map_err(|e| store_error(e, target))
@@ -958,6 +1110,40 @@ fn table(resource: &Resource, items: &[Value], revision: &str) -> Value {
                 }),
             )
         }
+        "deployments" => (
+            vec!["Name", "Ready", "Up-to-date", "Available", "Age"],
+            Box::new(move |d: &Value| {
+                let count = |p: &str| d.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+                let wanted = d
+                    .pointer("/spec/replicas")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                vec![
+                    json!(text(d, "/metadata/name")),
+                    json!(format!("{}/{wanted}", count("/status/readyReplicas"))),
+                    json!(count("/status/updatedReplicas")),
+                    json!(count("/status/availableReplicas")),
+                    json!(age(&text(d, "/metadata/creationTimestamp"))),
+                ]
+            }),
+        ),
+        "replicasets" => (
+            vec!["Name", "Desired", "Current", "Ready", "Age"],
+            Box::new(move |r: &Value| {
+                let count = |p: &str| r.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+                vec![
+                    json!(text(r, "/metadata/name")),
+                    json!(
+                        r.pointer("/spec/replicas")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(1)
+                    ),
+                    json!(count("/status/replicas")),
+                    json!(count("/status/readyReplicas")),
+                    json!(age(&text(r, "/metadata/creationTimestamp"))),
+                ]
+            }),
+        ),
         "serviceaccounts" => (
             vec!["Name", "Secrets", "Age"],
             Box::new(move |o: &Value| {

@@ -16,6 +16,7 @@ mod audit_log;
 mod body;
 pub mod cluster;
 pub mod container;
+mod controllers;
 pub mod ephemeral;
 pub mod exec;
 pub mod logs;
@@ -225,6 +226,7 @@ pub async fn run(
         },
     });
     cluster::load(&sim).context("cannot load the scenario")?;
+    controllers::start(sim.clone());
     tracing::info!(%address, version = %format!("1.{minor}"), kubeconfig = %args.kubeconfig_out.display(), "simulator ready");
     if let Some(ready) = ready {
         let _ = ready.send(address);

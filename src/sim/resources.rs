@@ -82,6 +82,24 @@ pub const RESOURCES: &[Resource] = &[
         review: false,
     },
     Resource {
+        group: "apps",
+        version: "v1",
+        name: "deployments",
+        kind: "Deployment",
+        namespaced: true,
+        short_names: &["deploy"],
+        review: false,
+    },
+    Resource {
+        group: "apps",
+        version: "v1",
+        name: "replicasets",
+        kind: "ReplicaSet",
+        namespaced: true,
+        short_names: &["rs"],
+        review: false,
+    },
+    Resource {
         group: "coordination.k8s.io",
         version: "v1",
         name: "leases",
@@ -263,6 +281,17 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "verbs": verbs,
             "shortNames": r.short_names,
         }));
+        if r.name == "deployments" || r.name == "replicasets" {
+            resources.push(json!({
+                "name": format!("{}/scale", r.name), "singularName": "", "namespaced": true,
+                "group": "autoscaling", "version": "v1", "kind": "Scale",
+                "verbs": ["get", "patch", "update"],
+            }));
+            resources.push(json!({
+                "name": format!("{}/status", r.name), "singularName": "", "namespaced": true,
+                "kind": r.kind, "verbs": ["get", "patch", "update"],
+            }));
+        }
         if r.name == "pods" {
             for (sub, kind, verbs) in POD_SUBRESOURCES {
                 resources.push(json!({
