@@ -31,7 +31,9 @@ pub struct AuditConfig {
     /// always recorded when recordings are on).
     pub record_exec: bool,
     /// Refuse a session whose recording cannot be opened, instead of
-    /// running it unrecorded: a bastion that must fail closed.
+    /// running it unrecorded: a bastion that must fail closed. Every shell
+    /// and command is then recorded, with a terminal or without (as if
+    /// `record_exec` were set); needs `recordings_dir`.
     pub require_recording: bool,
     /// The most one session's recording may hold, in bytes; a recording
     /// stops there (and with `require_recording`, its session ends).

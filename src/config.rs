@@ -327,6 +327,9 @@ impl Config {
         config.kubeconfig = config.kubeconfig.as_deref().map(resolve);
         config.audit.file = config.audit.file.as_deref().map(resolve);
         config.audit.recordings_dir = config.audit.recordings_dir.as_deref().map(resolve);
+        if config.audit.require_recording && config.audit.recordings_dir.is_none() {
+            return Err("audit.require_recording needs audit.recordings_dir: without a place for recordings every session would be refused".into());
+        }
         crate::login::validate_kubernetes_name(&config.namespace, 63)
             .map_err(|e| format!("namespace: {e}"))?;
         if config.timeouts.login_secs == 0 || config.timeouts.api_secs == 0 {

@@ -703,6 +703,48 @@ fn a_pty_exec_is_recorded_and_a_required_recording_fails_closed() {
     let replay = asciinema_cat(&cast().unwrap());
     assert!(replay.contains("recorded-42"), "{replay}");
 
+    // Required recording covers commands without a terminal too: a
+    // script piped into `sh` is a shell in all but name.
+    let required = tempfile::tempdir().unwrap();
+    let recorded = Bastion::start(
+        &sim,
+        &format!(
+            "[audit]\nrecordings_dir = \"{}\"\nrequire_recording = true\nrecord_input = true\n",
+            required.path().display()
+        ),
+    );
+    let mut ssh = recorded.ssh_command("ssh");
+    ssh.args(["alice@default/web-0@127.0.0.1", "sh"]);
+    let out = run_with_input(ssh, b"echo UNRECORDED-$((40 + 2))\n");
+    assert_eq!(
+        text(&out.stdout),
+        "UNRECORDED-42\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let cast = || {
+        std::fs::read_dir(required.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "cast"))
+    };
+    wait_for(
+        "the piped command's recording",
+        Duration::from_secs(10),
+        || {
+            cast().is_some_and(|path| {
+                std::fs::read_to_string(path).is_ok_and(|t| t.contains("UNRECORDED-42"))
+            })
+        },
+    );
+    let recording = std::fs::read_to_string(cast().unwrap()).unwrap();
+    assert!(
+        recording.contains("\"i\", \"echo UNRECORDED-$((40 + 2))")
+            || recording.contains("\"i\",\"echo UNRECORDED-$((40 + 2))"),
+        "{recording}"
+    );
+
     // A recordings "directory" that is a file cannot hold recordings.
     let blocked = recordings.path().join("not-a-directory");
     std::fs::write(&blocked, b"").unwrap();

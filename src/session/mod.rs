@@ -366,10 +366,12 @@ fn recorder_for(
         return Ok(None);
     };
     // Whatever has a terminal is recorded: `ssh -t pod bash` is a shell
-    // in all but name, and must not be a way around the recording.
+    // in all but name, and must not be a way around the recording. When
+    // recording is required, so is every command without one: `echo cmd |
+    // ssh pod sh` is a shell too.
     let wanted = match kind {
         SessionKind::Shell => true,
-        SessionKind::Exec { .. } => audit.record_exec || pty.is_some(),
+        SessionKind::Exec { .. } => audit.record_exec || audit.require_recording || pty.is_some(),
         _ => false,
     };
     if !wanted {
