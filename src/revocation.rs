@@ -110,6 +110,10 @@ pub enum Credential {
         /// Unix seconds; `u64::MAX` for "forever".
         valid_before: u64,
         ca: Fingerprint,
+        /// The certificate's `source-address` critical option: it binds
+        /// every door the credential opens (a web session minted with it
+        /// too), not only the SSH login.
+        source_address: Option<String>,
     },
 }
 
@@ -156,10 +160,18 @@ impl Credential {
                 key_id,
                 valid_before,
                 ca,
+                source_address,
                 ..
             } => {
                 if now >= *valid_before {
                     return Err("the certificate has expired".into());
+                }
+                if let Some(list) = source_address
+                    && !crate::certificates::source_allowed(list, source)
+                {
+                    return Err(format!(
+                        "the certificate's source-address ({list}) does not include {source}"
+                    ));
                 }
                 if !lists.ca_fingerprints.contains(ca) {
                     return Err("the certificate's CA is no longer trusted".into());

@@ -600,3 +600,88 @@ fn a_paste_beyond_the_input_credit_arrives_whole_while_output_flows() {
     );
     assert_eq!(seen["whole"], true, "{seen}");
 }
+
+/// A certificate's `source-address` binds the browser as it binds ssh: a
+/// sign-in link minted from 127.0.0.1 with a certificate limited to it
+/// opens nothing from 127.0.0.2; the browser session is ended as revoked,
+/// and audited as a revocation.
+#[test]
+fn a_certificates_source_address_binds_the_web_sessions_it_mints() {
+    let sim = Sim::start();
+    sim.wait_running("default", "web-0");
+    let keys = tempfile::tempdir().unwrap();
+    let ca = keys.path().join("ca");
+    let user = keys.path().join("alice");
+    for key in [&ca, &user] {
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(key)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    let signed = Command::new("ssh-keygen")
+        .args(["-q", "-s"])
+        .arg(&ca)
+        .args(["-I", "alice-web", "-n", "alice", "-V", "+1h"])
+        .args(["-O", "source-address=127.0.0.1/32"])
+        .arg(user.with_extension("pub"))
+        .status()
+        .unwrap();
+    assert!(signed.success());
+    let ca_public = std::fs::read_to_string(ca.with_extension("pub")).unwrap();
+    let web = Web::start_with(
+        &sim,
+        &format!("user_ca_keys = [\"{}\"]\n", ca_public.trim()),
+        "",
+    );
+    let mut ssh = web.bastion.client_command("ssh", "ERROR", &user);
+    ssh.args(["alice@127.0.0.1", "web"]);
+    let out = run_with_input(ssh, b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let link = text(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let jar = keys.path().join("cookies");
+    let curl = |from: &str, url: &str| {
+        let mut curl = Command::new("curl");
+        curl.args(["-sk", "--interface", from, "-b"])
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .args(["-o", "-", "-w", "\n%{http_code}", url]);
+        text(&run_with_input(curl, b"").stdout)
+    };
+    // Redeemed from elsewhere: signed in, but nothing opens.
+    curl("127.0.0.2", &link);
+    let file = format!("{}/files/default/web-0?path=/etc/hostname", web.base);
+    let refused = curl("127.0.0.2", &file);
+    assert!(
+        refused.ends_with("\n403")
+            && refused.contains(
+                "access revoked: the certificate's source-address (127.0.0.1/32) does not include 127.0.0.2"
+            ),
+        "{refused}"
+    );
+    wait_for(
+        "the refusal in the audit log",
+        Duration::from_secs(10),
+        || {
+            web.audit().iter().any(|e| {
+                e["event"] == "revocation"
+                    && e["source"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("127.0.0.2"))
+                    && e["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("source-address"))
+            })
+        },
+    );
+    // The browser session was ended as revoked: the cookie opens nothing,
+    // even from where the certificate would allow.
+    let after = curl("127.0.0.1", &file);
+    assert!(after.ends_with("\n401"), "{after}");
+}

@@ -135,6 +135,20 @@ pub async fn admit(
             "the bastion is restarting; reconnect to reach another replica".into(),
         ));
     }
+    // The credential as configured now, from where this request comes
+    // (a certificate's source-address binds the browser as it binds ssh).
+    if let Some(credential) = &grant.credential
+        && let Err(reason) = credential.check(
+            &shared.access().lists(),
+            client.source.ip(),
+            super::unix_now(),
+        )
+    {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            format!("access revoked: {reason}"),
+        ));
+    }
     let Some(slot) = shared.sessions_per_user.take(grant.person.clone()) else {
         return Err(refused(
             StatusCode::TOO_MANY_REQUESTS,

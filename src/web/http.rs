@@ -182,7 +182,15 @@ fn signed_in(
         .map_err(|e| refused(&e.to_string()))?;
     if let Some(credential) = &grant.credential {
         let access = web.shared.access();
-        if let Err(reason) = credential.check(&access.lists(), client(web, peer, request), now) {
+        let source = client(web, peer, request);
+        if let Err(reason) = credential.check(&access.lists(), source, now) {
+            // Audited as a revocation, as an SSH connection's is.
+            tracing::info!(%source, person = %grant.person, %reason, "web: access revoked: the browser session ends");
+            web.shared.audit.record(crate::audit::Event::Revocation {
+                source: source.to_string(),
+                person: grant.person.clone(),
+                reason: reason.clone(),
+            });
             web.shared.web_logins.end(&token);
             return Err(Box::new(plain(
                 StatusCode::FORBIDDEN,

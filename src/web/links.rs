@@ -256,6 +256,7 @@ mod tests {
                     .expect("ca")
                     .public_key()
                     .fingerprint(russh::keys::HashAlg::Sha256),
+                    source_address: None,
                 },
             }),
         }

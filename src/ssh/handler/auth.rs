@@ -232,6 +232,10 @@ impl Connection {
                     key_id: certificate.key_id().to_string(),
                     valid_before: certificate.valid_before(),
                     ca: certificate.signature_key().fingerprint(HashAlg::Sha256),
+                    source_address: certificate
+                        .critical_options()
+                        .get("source-address")
+                        .cloned(),
                 };
                 self.logged_in(user, CERTIFICATE, described, grant, credential)
             }
