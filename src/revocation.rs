@@ -16,6 +16,8 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use russh::keys::ssh_key::public::KeyData;
+
+use crate::cluster::Identity;
 use russh::keys::ssh_key::{Fingerprint, HashAlg};
 
 /// What `revoked_keys` revokes.
@@ -101,6 +103,9 @@ pub enum Credential {
     Key {
         person: String,
         key: KeyData,
+        /// The Kubernetes user and groups the login was given
+        /// (`for_identity`); a configuration that now gives others ends it.
+        identity: Option<Identity>,
     },
     Certificate {
         person: String,
@@ -114,6 +119,7 @@ pub enum Credential {
         /// every door the credential opens (a web session minted with it
         /// too), not only the SSH login.
         source_address: Option<String>,
+        identity: Option<Identity>,
     },
 }
 
@@ -133,15 +139,39 @@ impl Credential {
         }
     }
 
+    /// The credential of a login given `identity`.
+    pub fn for_identity(mut self, given: Identity) -> Credential {
+        match &mut self {
+            Credential::Key { identity, .. } | Credential::Certificate { identity, .. } => {
+                *identity = Some(given)
+            }
+        }
+        self
+    }
+
     /// Whether the credential still logs its person in from `source` at
-    /// `now`; the reason, in a few words, when not.
+    /// `now`, as the same Kubernetes user and groups; the reason, in a few
+    /// words, when not.
     pub fn check(&self, lists: &Lists<'_>, source: IpAddr, now: u64) -> Result<(), String> {
-        let person = match self {
-            Credential::Key { person, .. } | Credential::Certificate { person, .. } => person,
+        let (person, identity) = match self {
+            Credential::Key {
+                person, identity, ..
+            }
+            | Credential::Certificate {
+                person, identity, ..
+            } => (person, identity),
         };
         let Some(user) = lists.users.iter().find(|u| &u.name == person) else {
             return Err(format!("{person} is no longer a configured user"));
         };
+        if let Some(identity) = identity
+            && (identity.user != user.kubernetes_user()
+                || identity.groups != user.kubernetes_groups)
+        {
+            return Err(format!(
+                "{person}'s Kubernetes user or groups changed in the configuration; log in again"
+            ));
+        }
         if !user.allowed_from(source) {
             return Err(format!("{person} may no longer connect from {source}"));
         }

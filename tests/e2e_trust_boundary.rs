@@ -771,6 +771,29 @@ fn revocation_ends_open_sessions_and_refuses_new_channels() {
     );
     assert!(took < Duration::from_secs(10), "{took:?}");
 
+    // A person whose groups changed: the identity an open login was given
+    // is compared with the configuration's on reload, so the session ends.
+    let session = open_cat(&bastion, &bastion.keys.identity, "alice@default/web-0");
+    let current = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        current.replace(
+            "kubernetes_groups = [\"platform\"]",
+            "kubernetes_groups = []",
+        ),
+    )
+    .unwrap();
+    let since = Instant::now();
+    reload(&bastion);
+    let (stderr, took) = ended_by_revocation(session, since);
+    assert_eq!(
+        stderr,
+        "kbastion: access revoked (alice's Kubernetes user or groups changed in the configuration; log in again): this session has ended\n"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    std::fs::write(&config, current).unwrap();
+    reload(&bastion);
+
     // A revoked key: the session ends, and the connection opens nothing new.
     let (code, output) = asyncssh_revoked_channel(&bastion, &revoked);
     assert_eq!(code, 0, "{output}");

@@ -242,6 +242,7 @@ mod tests {
                 None => Credential::Key {
                     person: "alice".into(),
                     key,
+                    identity: None,
                 },
                 Some(valid_before) => Credential::Certificate {
                     person: "alice".into(),
@@ -257,6 +258,7 @@ mod tests {
                     .public_key()
                     .fingerprint(russh::keys::HashAlg::Sha256),
                     source_address: None,
+                    identity: None,
                 },
             }),
         }

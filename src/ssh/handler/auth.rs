@@ -97,10 +97,10 @@ impl Connection {
         });
         self.login = Some(Login {
             person,
+            credential: credential.for_identity(identity.clone()),
             identity,
             target,
             grant,
-            credential,
         });
         let _ = self.authenticated.send(true);
         Auth::Accept
@@ -169,6 +169,7 @@ impl Connection {
         let credential = Credential::Key {
             person: login::person_of(user).unwrap_or_default().to_string(),
             key: key.public_key.key_data().clone(),
+            identity: None,
         };
         self.logged_in(
             user,
@@ -236,6 +237,7 @@ impl Connection {
                         .critical_options()
                         .get("source-address")
                         .cloned(),
+                    identity: None,
                 };
                 self.logged_in(user, CERTIFICATE, described, grant, credential)
             }
