@@ -258,6 +258,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .web_logins
         .mint_link(
             crate::web::links::Grant {
+                ends: None,
                 person: alice.name.clone(),
                 identity: crate::cluster::Identity {
                     user: alice.kubernetes_user().to_string(),

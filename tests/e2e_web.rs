@@ -685,3 +685,31 @@ fn a_certificates_source_address_binds_the_web_sessions_it_mints() {
     let after = curl("127.0.0.1", &file);
     assert!(after.ends_with("\n401"), "{after}");
 }
+
+/// A browser session's end ends the terminals it opened: with
+/// `session_max_secs = 6`, an open terminal running a command is ended at
+/// the browser session's end with one line, and what it ran is ended too.
+#[test]
+fn a_browser_sessions_end_ends_its_terminals() {
+    let sim = Sim::start();
+    sim.wait_running("default", "web-0");
+    let web = Web::start(&sim, "session_max_secs = 6\n");
+    let seen = browser(
+        "expiry",
+        serde_json::json!({
+            "base": web.base,
+            "link": web.link("alice"),
+            "target": "default/web-0",
+            "command": "sleep $((20000 + 77))",
+            "wait": 30,
+        }),
+    );
+    assert_eq!(
+        seen["line"],
+        "kbastion: access revoked (the browser session has ended (web.session_max_secs)): this session has ended",
+        "{seen}"
+    );
+    wait_for("the command to be ended", Duration::from_secs(30), || {
+        !process_running("sleep 20077")
+    });
+}

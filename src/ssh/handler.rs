@@ -543,6 +543,7 @@ async fn session_channel(
                 return;
             }
             let grant = crate::web::links::Grant {
+                ends: None,
                 person: login.person.clone(),
                 identity: login.identity.clone(),
                 credential: Some(login.credential.clone()),

@@ -214,21 +214,35 @@ async fn watch_credential(
     source: std::net::IpAddr,
     revoked: watch::Sender<Option<String>>,
 ) {
-    let Some(credential) = grant.credential else {
-        return;
-    };
     let mut reloads = shared.reloads.subscribe();
     // A year: far enough for "never", near enough for tokio's clock.
     let horizon = std::time::Duration::from_secs(365 * 24 * 3600);
     loop {
         let now = super::unix_now();
-        if let Err(reason) = credential.check(&shared.access().lists(), source, now) {
+        let checked = match (&grant.credential, grant.ends) {
+            (_, Some(ends)) if ends <= now => {
+                Err("the browser session has ended (web.session_max_secs)".to_string())
+            }
+            (Some(credential), _) => credential.check(&shared.access().lists(), source, now),
+            (None, _) => Ok(()),
+        };
+        if let Err(reason) = checked {
             tracing::info!(%source, person = %grant.person, %reason, "web: access revoked: ending the session");
+            shared.audit.record(crate::audit::Event::Revocation {
+                source: source.to_string(),
+                person: grant.person.clone(),
+                reason: reason.clone(),
+            });
             revoked.send_replace(Some(reason));
             return;
         }
-        let until_expiry = credential
-            .expires()
+        let until_expiry = grant
+            .credential
+            .as_ref()
+            .and_then(|credential| credential.expires())
+            .into_iter()
+            .chain(grant.ends)
+            .min()
             .map(|at| std::time::Duration::from_secs(at.saturating_sub(now)).min(horizon))
             .unwrap_or(horizon);
         tokio::select! {

@@ -31,6 +31,10 @@ pub struct Grant {
     /// removed person ends the browser session too); None for a sign-in
     /// with nothing to re-check.
     pub credential: Option<Credential>,
+    /// When the browser session that carries it ends at the latest
+    /// (`web.session_max_secs`, or the credential's end): what it opened
+    /// ends then too. None before sign-in.
+    pub ends: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,7 +204,10 @@ impl Logins {
             return Err(SessionError::Ended);
         }
         session.last_used = now;
-        Ok(session.grant.clone())
+        Ok(Grant {
+            ends: Some(session.ends),
+            ..session.grant.clone()
+        })
     }
 
     /// Ends a browser session (sign-out, or its credential no longer holds).
@@ -233,6 +240,7 @@ mod tests {
                 .key_data()
                 .clone();
         Grant {
+            ends: None,
             person: "alice".into(),
             identity: Identity {
                 user: "alice".into(),

@@ -258,6 +258,17 @@ def scenario_offline(browser, args):
     print(json.dumps(result))
 
 
+def scenario_expiry(browser, args):
+    """Opens a terminal, starts a long command, and waits for the browser
+    session's end to end the terminal too."""
+    context, _, _ = sign_in(browser, args["base"], args["link"])
+    terminal = open_terminal(context, args["base"], args["target"])
+    terminal.type(args["command"] + "\n")
+    terminal.wait_for("browser session has ended", limit=args["wait"])
+    line = [l for l in terminal.screen().splitlines() if "browser session has ended" in l][-1].strip()
+    print(json.dumps({"line": line}))
+
+
 def scenario_abandon(browser, args):
     """Starts a command in a terminal and closes the tab."""
     context, _, _ = sign_in(browser, args["base"], args["link"])
