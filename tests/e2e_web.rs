@@ -713,3 +713,22 @@ fn a_browser_sessions_end_ends_its_terminals() {
         !process_running("sleep 20077")
     });
 }
+
+/// One person cannot fill the sign-in table everyone shares: past
+/// `web.max_links_per_person` unused links, `ssh alice@bastion web` is
+/// refused in one line, while bob still gets his.
+#[test]
+fn one_person_cannot_take_every_sign_in_link() {
+    let sim = Sim::start();
+    let web = Web::start(&sim, "max_links_per_person = 3\n");
+    for _ in 0..3 {
+        web.link("alice");
+    }
+    let out = web.bastion.ssh("alice", &["web"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "kbastion: alice has 3 unused sign-in links (web.max_links_per_person); use one, or wait 60 s for them to expire\n"
+    );
+    web.link("bob");
+}

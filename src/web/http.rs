@@ -324,6 +324,9 @@ fn login(web: &Web, peer: SocketAddr, request: &Request<Incoming>, token: &str) 
                 LinkError::Used | LinkError::Expired => StatusCode::GONE,
                 LinkError::Unknown => StatusCode::NOT_FOUND,
                 LinkError::Full => StatusCode::SERVICE_UNAVAILABLE,
+                LinkError::PersonLinks { .. } | LinkError::PersonSessions { .. } => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
             };
             plain(status, &error.to_string())
         }

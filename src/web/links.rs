@@ -47,6 +47,18 @@ pub enum LinkError {
     Unknown,
     #[error("too many sign-in links or sessions are open on this bastion; try again in a minute")]
     Full,
+    #[error(
+        "{person} has {limit} unused sign-in links (web.max_links_per_person); use one, or wait {secs} s for them to expire"
+    )]
+    PersonLinks {
+        person: String,
+        limit: usize,
+        secs: u64,
+    },
+    #[error(
+        "{person} has {limit} browser sessions (web.max_sessions_per_person); sign out of one, or wait for one to end"
+    )]
+    PersonSessions { person: String, limit: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +99,10 @@ pub struct Logins {
     link_secs: u64,
     idle_secs: u64,
     max_secs: u64,
+    /// Per person, beside the bastion-wide `MAX_ENTRIES`: one person
+    /// cannot fill the tables everyone shares.
+    links_per_person: usize,
+    sessions_per_person: usize,
     links: Mutex<HashMap<String, Link>>,
     sessions: Mutex<HashMap<String, BrowserSession>>,
 }
@@ -103,6 +119,8 @@ impl Logins {
             link_secs: config.link_secs,
             idle_secs: config.session_idle_secs,
             max_secs: config.session_max_secs,
+            links_per_person: config.max_links_per_person,
+            sessions_per_person: config.max_sessions_per_person,
             links: Mutex::default(),
             sessions: Mutex::default(),
         }
@@ -121,6 +139,17 @@ impl Logins {
         });
         if links.len() >= MAX_ENTRIES {
             return Err(LinkError::Full);
+        }
+        let unused = links
+            .values()
+            .filter(|link| matches!(link, Link::Fresh { grant: g, .. } if g.person == grant.person))
+            .count();
+        if unused >= self.links_per_person {
+            return Err(LinkError::PersonLinks {
+                person: grant.person,
+                limit: self.links_per_person,
+                secs: self.link_secs,
+            });
         }
         let token = token();
         let expires = now + self.link_secs;
@@ -176,6 +205,16 @@ impl Logins {
         if sessions.len() >= MAX_ENTRIES {
             return Err(LinkError::Full);
         }
+        let open = sessions
+            .values()
+            .filter(|s| s.grant.person == grant.person)
+            .count();
+        if open >= self.sessions_per_person {
+            return Err(LinkError::PersonSessions {
+                person: grant.person,
+                limit: self.sessions_per_person,
+            });
+        }
         let token = token();
         let person = grant.person.clone();
         sessions.insert(
@@ -230,6 +269,35 @@ mod tests {
             session_max_secs: 3600,
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn one_person_cannot_fill_the_shared_tables() {
+        let logins = Logins::new(&crate::web::WebConfig {
+            max_links_per_person: 2,
+            max_sessions_per_person: 1,
+            ..Default::default()
+        });
+        let bob = || Grant {
+            person: "bob".into(),
+            ..grant(None)
+        };
+        let first = logins.mint_link(grant(None), 0).unwrap();
+        logins.mint_link(grant(None), 0).unwrap();
+        assert!(matches!(
+            logins.mint_link(grant(None), 0),
+            Err(LinkError::PersonLinks { limit: 2, .. })
+        ));
+        // Others are not held back.
+        logins.mint_link(bob(), 0).unwrap();
+        // A used link frees its place; a second browser session does not fit.
+        logins.redeem(&first, 1).unwrap();
+        logins.mint_link(grant(None), 1).unwrap();
+        assert!(matches!(
+            logins.sign_in(grant(None), 1),
+            Err(LinkError::PersonSessions { limit: 1, .. })
+        ));
+        logins.sign_in(bob(), 1).unwrap();
     }
 
     fn grant(valid_before: Option<u64>) -> Grant {

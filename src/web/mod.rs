@@ -56,6 +56,10 @@ pub struct WebConfig {
     /// The locale a web terminal's session runs in (`LANG`): a browser
     /// sends UTF-8, and a shell with no locale misreads its letters.
     pub locale: String,
+    /// Unused sign-in links one person may hold at once.
+    pub max_links_per_person: usize,
+    /// Browser sessions one person may have at once.
+    pub max_sessions_per_person: usize,
 }
 
 impl Default for WebConfig {
@@ -71,6 +75,8 @@ impl Default for WebConfig {
             session_idle_secs: 30 * 60,
             session_max_secs: 12 * 3600,
             locale: crate::session::environment::FALLBACK_LOCALE.into(),
+            max_links_per_person: 20,
+            max_sessions_per_person: 20,
         }
     }
 }
@@ -101,6 +107,11 @@ impl WebConfig {
         }
         if let Some(url) = &self.public_url {
             public_origin(url)?;
+        }
+        if self.max_links_per_person == 0 || self.max_sessions_per_person == 0 {
+            return Err(
+                "web: max_links_per_person and max_sessions_per_person must be at least 1".into(),
+            );
         }
         let locale_ok = !self.locale.is_empty()
             && self.locale.len() <= 64
