@@ -104,6 +104,9 @@ pub enum SessionKind {
     /// A terminal for a session (refused where a certificate lacks
     /// `permit-pty`).
     Pty,
+    /// A session channel refused as it opened, before it asked for a
+    /// shell, a command or a subsystem.
+    SessionChannel,
 }
 
 impl SessionKind {
@@ -121,6 +124,7 @@ impl SessionKind {
             SessionKind::AgentForward => "agent_forward",
             SessionKind::X11 => "x11",
             SessionKind::Pty => "pty",
+            SessionKind::SessionChannel => "session_channel",
         }
     }
 }

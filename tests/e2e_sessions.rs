@@ -950,7 +950,15 @@ fn forwarded_connections_closed_at_once_leave_nothing_in_the_target() {
 #[test]
 fn channels_per_connection_are_capped_and_given_back() {
     let sim = Sim::start();
-    let bastion = Bastion::start(&sim, "[limits]\nmax_channels_per_connection = 2\n");
+    let audit = tempfile::tempdir().unwrap();
+    let audit_file = audit.path().join("audit.jsonl");
+    let bastion = Bastion::start(
+        &sim,
+        &format!(
+            "[limits]\nmax_channels_per_connection = 2\n[audit]\nfile = \"{}\"\n",
+            audit_file.display()
+        ),
+    );
     let master = Master::start(&bastion, "alice@default/web-0", &[]);
     let mut held: Vec<Process> = (0..2)
         .map(|n| {
@@ -977,6 +985,22 @@ fn channels_per_connection_are_capped_and_given_back() {
         text(&out.stderr)
     );
     assert_eq!(text(&out.stdout), "third\n");
+    // The refused channel is audited, as a web refusal is.
+    wait_for(
+        "the refusal in the audit log",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&audit_file)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|e| {
+                    e["event"] == "refusal"
+                        && e["kind"] == "session_channel"
+                        && e["reason"] == "too many channels on this connection (limit 2)"
+                })
+        },
+    );
     held.pop();
     wait_for(
         "a channel's room to come back",

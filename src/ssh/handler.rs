@@ -174,6 +174,14 @@ impl Connection {
         ))
     }
 
+    /// Audits a channel refused at admission (revoked, draining, a limit),
+    /// as a web session's refusal is.
+    fn channel_refused(&self, kind: SessionKind, refusal: &ChannelOpenFailure) {
+        if let ChannelOpenFailure::Other { reason, .. } = refusal {
+            self.refuse_request(kind, reason);
+        }
+    }
+
     /// Logs and audits a request kbastion never grants.
     fn refuse_request(&self, kind: SessionKind, reason: &str) {
         let person = self
@@ -244,6 +252,7 @@ impl russh::server::Handler for Connection {
         let (login, guard) = match self.admit() {
             Ok(admitted) => admitted,
             Err(refusal) => {
+                self.channel_refused(SessionKind::SessionChannel, &refusal);
                 reply.reject(refusal).await;
                 return Ok(());
             }
@@ -293,6 +302,8 @@ impl russh::server::Handler for Connection {
         let (login, guard) = match self.admit() {
             Ok(admitted) => admitted,
             Err(refusal) => {
+                let destination = format!("{}:{port_to_connect}", host_to_connect.escape_debug());
+                self.channel_refused(SessionKind::Forward { destination }, &refusal);
                 reply.reject(refusal).await;
                 return Ok(());
             }
