@@ -659,8 +659,10 @@ fn twenty_channels_whose_targets_do_not_read_hold_memory_to_their_windows() {
         let _ = session.kill();
         let _ = session.wait();
     }
-    // Their clients gone, the sessions end what they ran.
-    wait_for("the commands to be ended", Duration::from_secs(30), || {
+    // Their client gone, the sessions end what they ran: twenty clean-up
+    // execs at once, each reading every process's environment, take a
+    // while on a loaded machine.
+    wait_for("the commands to be ended", Duration::from_secs(90), || {
         !process_running("sleep 101[01][0-9]")
     });
 }
