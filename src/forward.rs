@@ -118,7 +118,8 @@ pub async fn carry(
         () = to_pod => Ok(()),
         () = departed => Ok(()),
     };
-    // Not read any more: dropped, so that russh never waits for room in it.
+    // Not read any more: dropped, so what it still holds gives its room
+    // back to the channel's window.
     drop(input);
     output.close().await;
     forwarder.abort();

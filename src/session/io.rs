@@ -171,9 +171,10 @@ pub fn reader<I: ClientInput + 'static>(input: I) -> impl AsyncRead + Send + Unp
     tokio_util::io::StreamReader::new(events)
 }
 
-/// Runs `work` while reading and dropping what the client still sends: an
-/// unread SSH channel parks the whole connection, and with it the writes
-/// that end this session.
+/// Runs `work` while reading and dropping what the client still sends:
+/// each dropped chunk gives its room back, so a client still sending is
+/// not left with a shut window, and its close (which the writes that end
+/// this session wait behind) is seen.
 pub async fn while_draining<T>(input: &mut impl ClientInput, work: impl Future<Output = T>) -> T {
     tokio::pin!(work);
     let mut gone = false;
