@@ -288,15 +288,10 @@ fn two_replicas_share_host_key_and_node_pod_and_report_their_sessions() {
     }
 }
 
-/// What a newcomer does: `kbastion demo` with no SSH key of their own,
-/// then the printed command gets a shell in the container; Ctrl-C stops
-/// the demo and its simulator.
-#[test]
-fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
-    use std::io::BufRead;
-    let home = tempfile::tempdir().unwrap();
-    let state = home.path().join("state");
-    let mut demo = Process(
+/// `kbastion demo` on free ports with `home` as its user's home and its
+/// state in `state`; its stdout is piped.
+fn start_demo(home: &std::path::Path, state: &std::path::Path) -> Process {
+    Process(
         Command::new(BIN)
             .args([
                 "demo",
@@ -306,14 +301,25 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
                 "127.0.0.1:0",
             ])
             .arg("--state-dir")
-            .arg(&state)
-            .env("HOME", home.path())
+            .arg(state)
+            .env("HOME", home)
             .env_remove("XDG_STATE_HOME")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
+    )
+}
+
+/// What a newcomer does: `kbastion demo` with no SSH key of their own,
+/// then the printed command gets a shell in the container; Ctrl-C stops
+/// the demo and its simulator.
+#[test]
+fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
+    use std::io::BufRead;
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state");
+    let mut demo = start_demo(home.path(), &state);
     let stdout = std::io::BufReader::new(demo.0.stdout.take().unwrap());
     let (printed_tx, printed_rx) = std::sync::mpsc::channel();
     // Read everything the demo prints, as a terminal would.
@@ -728,24 +734,7 @@ fn a_killed_demo_leaves_no_simulator_or_container_behind() {
     use std::io::BufRead;
     let home = tempfile::tempdir().unwrap();
     let state = home.path().join("state");
-    let mut demo = Process(
-        Command::new(BIN)
-            .args([
-                "demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--web-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--state-dir")
-            .arg(&state)
-            .env("HOME", home.path())
-            .env_remove("XDG_STATE_HOME")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut demo = start_demo(home.path(), &state);
     let stdout = std::io::BufReader::new(demo.0.stdout.take().unwrap());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

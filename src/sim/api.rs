@@ -775,6 +775,40 @@ fn track_generation(current: &Value, object: &mut Value) {
     object["metadata"]["generation"] = json!(next);
 }
 
+/// Authorizes a read, replace or patch of `target`'s subresource (`scale`,
+/// `ephemeralcontainers`) as the API server does; returns the verb.
+pub fn authorize_subresource(
+    sim: &Sim,
+    user: &UserInfo,
+    target: &Target,
+    method: &Method,
+) -> Result<&'static str, ApiError> {
+    let verb = match *method {
+        Method::GET => "get",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        _ => {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+    };
+    let attributes = Attributes {
+        verb: verb.into(),
+        api_group: target.resource.group.into(),
+        resource: target.resource.name.into(),
+        subresource: target.subresource.clone(),
+        namespace: target.namespace.clone(),
+        name: target.name.clone(),
+    };
+    if !rbac::allowed(&sim.store, user, &attributes) {
+        return Err(ApiError::forbidden(attributes.forbidden_message(user)));
+    }
+    Ok(verb)
+}
+
 /// A Deployment or ReplicaSet as its `scale` subresource shows it
 /// (autoscaling/v1 Scale).
 fn as_scale(object: &Value) -> Value {
@@ -815,29 +849,7 @@ async fn scale(
     target: &Target,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let verb = match *request.method() {
-        Method::GET => "get",
-        Method::PUT => "update",
-        Method::PATCH => "patch",
-        _ => {
-            return Err(ApiError::new(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource",
-            ));
-        }
-    };
-    let attributes = Attributes {
-        verb: verb.into(),
-        api_group: target.resource.group.into(),
-        resource: target.resource.name.into(),
-        subresource: "scale".into(),
-        namespace: target.namespace.clone(),
-        name: target.name.clone(),
-    };
-    if !rbac::allowed(&sim.store, user, &attributes) {
-        return Err(ApiError::forbidden(attributes.forbidden_message(user)));
-    }
+    let verb = authorize_subresource(sim, user, target, request.method())?;
     let current = get(sim, target)?;
     if verb == "get" {
         return Ok(json_response(StatusCode::OK, &as_scale(&current)));

@@ -126,6 +126,9 @@ fn set_status(sim: &Sim, key: &Key, status: Value) {
 
 fn reconcile_deployments(sim: &Arc<Sim>) {
     let (deployments, _) = sim.store.list("deployments", None);
+    if deployments.is_empty() {
+        return;
+    }
     let (sets, _) = sim.store.list("replicasets", None);
     for deployment in deployments {
         if deployment.pointer("/metadata/deletionTimestamp").is_some() {
@@ -254,6 +257,10 @@ fn reconcile_deployments(sim: &Arc<Sim>) {
 
 fn reconcile_replica_sets(sim: &Arc<Sim>) {
     let (sets, _) = sim.store.list("replicasets", None);
+    if sets.is_empty() {
+        // Most clusters here have none: no need to copy every pod.
+        return;
+    }
     let (pods, _) = sim.store.list("pods", None);
     for set in sets {
         if set.pointer("/metadata/deletionTimestamp").is_some() {

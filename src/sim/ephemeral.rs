@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
@@ -22,7 +22,7 @@ use super::Sim;
 use super::api::{Target, apply_patch, get, key, read_json, store_error, with_type};
 use super::body::Body;
 use super::container::{self, Kind};
-use super::rbac::{self, Attributes, UserInfo};
+use super::rbac::UserInfo;
 use super::status::{ApiError, json_response};
 use super::store::Key;
 
@@ -45,29 +45,7 @@ pub async fn handle(
     target: &Target,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let verb = match *request.method() {
-        Method::GET => "get",
-        Method::PUT => "update",
-        Method::PATCH => "patch",
-        _ => {
-            return Err(ApiError::new(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource",
-            ));
-        }
-    };
-    let attributes = Attributes {
-        verb: verb.into(),
-        api_group: String::new(),
-        resource: "pods".into(),
-        subresource: "ephemeralcontainers".into(),
-        namespace: target.namespace.clone(),
-        name: target.name.clone(),
-    };
-    if !rbac::allowed(&sim.store, user, &attributes) {
-        return Err(ApiError::forbidden(attributes.forbidden_message(user)));
-    }
+    let verb = super::api::authorize_subresource(sim, user, target, request.method())?;
     let old = get(sim, target)?;
     let new = match verb {
         "get" => return Ok(json_response(StatusCode::OK, &old)),
