@@ -249,11 +249,23 @@ pub fn exit_code(status: &Status) -> Result<u32, String> {
 
 /// The script that ends every process carrying the session's marker:
 /// SIGHUP (what sshd's hang-up would send), then SIGKILL for what is left.
+/// Where `grep` reads NUL-separated records (GNU grep, recent busybox),
+/// one `grep` reads every process's environment; elsewhere a loop does,
+/// two processes per process (slow where many processes are visible: a
+/// node shell sees the whole node).
 pub fn cleanup_script(session_id: &str) -> String {
+    let marker = format!("{SESSION_MARKER}={session_id}");
     format!(
-        "pids=''; for p in /proc/[0-9]*; do \
-           if {{ tr '\\0' '\\n' < \"$p/environ\"; }} 2>/dev/null | grep -qx '{SESSION_MARKER}={session_id}'; then pids=\"$pids ${{p#/proc/}}\"; fi; \
-         done; \
+        "pids=''; \
+         if printf 'a\\0' | grep -qz a 2>/dev/null; then \
+           for f in $(grep -lxzF '{marker}' /proc/[0-9]*/environ 2>/dev/null); do \
+             p=${{f#/proc/}}; pids=\"$pids ${{p%/environ}}\"; \
+           done; \
+         else \
+           for p in /proc/[0-9]*; do \
+             if {{ tr '\\0' '\\n' < \"$p/environ\"; }} 2>/dev/null | grep -qx '{marker}'; then pids=\"$pids ${{p#/proc/}}\"; fi; \
+           done; \
+         fi; \
          [ -z \"$pids\" ] && exit 0; kill -HUP $pids 2>/dev/null; sleep 1; kill -KILL $pids 2>/dev/null; exit 0"
     )
 }
