@@ -732,3 +732,23 @@ fn one_person_cannot_take_every_sign_in_link() {
     );
     web.link("bob");
 }
+
+/// A tab whose process reads nothing, with half a megabyte pasted into it
+/// (held in that page beyond its credit), slows no other tab: a second
+/// terminal answers within a second.
+#[test]
+fn a_stuck_tab_does_not_slow_the_others() {
+    let sim = Sim::start();
+    sim.wait_running("default", "web-0");
+    let web = Web::start(&sim, "");
+    let seen = browser(
+        "stuck_tab",
+        serde_json::json!({
+            "base": web.base,
+            "link": web.link("alice"),
+            "target": "default/web-0",
+        }),
+    );
+    let answered = seen["answered_secs"].as_f64().unwrap_or(f64::MAX);
+    assert!(answered < 1.0, "the second tab answered after {answered} s");
+}

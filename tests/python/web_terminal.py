@@ -258,6 +258,21 @@ def scenario_offline(browser, args):
     print(json.dumps(result))
 
 
+def scenario_stuck_tab(browser, args):
+    """One tab's process reads nothing while a paste far beyond the tab's
+    credit waits in that page; a second tab's terminal answers at once."""
+    context, _, _ = sign_in(browser, args["base"], args["link"])
+    stuck = open_terminal(context, args["base"], args["target"])
+    stuck.type("stty raw -echo; echo raw-$((6*7)); sleep 600\n")
+    stuck.wait_for("raw-42")
+    stuck.page.evaluate("() => window.kbastionTerminal.paste('a'.repeat(500000))")
+    time.sleep(1)
+    other = open_terminal(context, args["base"], args["target"])
+    started = time.monotonic()
+    other.run("echo other-$((6*7))", "other-42")
+    print(json.dumps({"answered_secs": time.monotonic() - started}))
+
+
 def scenario_expiry(browser, args):
     """Opens a terminal, starts a long command, and waits for the browser
     session's end to end the terminal too."""
