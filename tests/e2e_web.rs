@@ -752,3 +752,74 @@ fn a_stuck_tab_does_not_slow_the_others() {
     let answered = seen["answered_secs"].as_f64().unwrap_or(f64::MAX);
     assert!(answered < 1.0, "the second tab answered after {answered} s");
 }
+
+/// Signing out ends what the browser session opened, file transfers as
+/// well as terminals: a download in progress stops short.
+#[test]
+fn signing_out_ends_a_download_in_progress() {
+    let sim = Sim::start();
+    sim.wait_running("default", "web-0");
+    let web = Web::start(&sim, "");
+    let container = sim.dir.path().join("state/pods/default/web-0/app");
+    std::fs::create_dir_all(&container).unwrap();
+    std::fs::write(container.join("big.bin"), vec![7u8; 60 << 20]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let jar = dir.path().join("cookies");
+    let link = web.link("alice");
+    let signed_in = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-c"])
+        .arg(&jar)
+        .arg(&link)
+        .status()
+        .unwrap();
+    assert!(signed_in.success());
+    let download = dir.path().join("big.bin");
+    // 1 MB/s: the 60 MiB would take a minute. (What the kernel's socket
+    // buffers already hold, a few MB, still arrives after the cut.)
+    let mut slow = Command::new("curl")
+        .args(["-sk", "--limit-rate", "1m", "-b"])
+        .arg(&jar)
+        .arg("-o")
+        .arg(&download)
+        .args(["-w", "%{http_code}"])
+        .arg(format!(
+            "{}/files/default/web-0?path={}",
+            web.base,
+            container.join("big.bin").display()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the download to start", Duration::from_secs(20), || {
+        std::fs::metadata(&download).is_ok_and(|m| m.len() > 0)
+    });
+    let out = Command::new("curl")
+        .args(["-sk", "-X", "POST", "-H"])
+        .arg(format!("Origin: {}", web.base))
+        .arg("-b")
+        .arg(&jar)
+        .arg(format!("{}/logout", web.base))
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).starts_with("signed out"),
+        "{}",
+        text(&out.stdout)
+    );
+    let status = wait_exit(&mut slow, "the download to be cut", Duration::from_secs(30));
+    let mut code = String::new();
+    std::io::Read::read_to_string(&mut slow.stdout.take().unwrap(), &mut code).unwrap();
+    assert_eq!(code, "200", "the download did not start");
+    assert!(!status.success(), "the download went on to the end");
+    let got = std::fs::metadata(&download).map(|m| m.len()).unwrap_or(0);
+    assert!(got < 60 << 20, "{got} bytes arrived");
+    wait_for(
+        "the revocation in the audit log",
+        Duration::from_secs(10),
+        || {
+            web.audit()
+                .iter()
+                .any(|e| e["event"] == "revocation" && e["reason"] == "signed out")
+        },
+    );
+}

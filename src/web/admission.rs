@@ -61,9 +61,6 @@ pub struct Admitted {
 /// What a started web session holds until it ends.
 pub struct Ending {
     pub session: Session,
-    /// Ends the session as a revocation does, with the reason (the
-    /// browser session that opened it was signed out).
-    pub revoke: watch::Sender<Option<String>>,
     hold: Option<NodeHold>,
     slot: crate::limits::Slot<String>,
     watcher: tokio::task::JoinHandle<()>,
@@ -184,11 +181,10 @@ pub async fn admit(
         reason,
     })?;
     let (revoked_tx, revoked) = watch::channel(None);
-    let revoke = revoked_tx.clone();
     let watcher = tokio::spawn(watch_credential(
         shared.clone(),
         grant.clone(),
-        client.source.ip(),
+        client.clone(),
         revoked_tx,
     ));
     let context = session.context(&grant.identity.user, shared.control(revoked));
@@ -197,7 +193,6 @@ pub async fn admit(
         context,
         ending: Ending {
             session,
-            revoke,
             hold,
             slot,
             watcher,
@@ -211,10 +206,21 @@ pub async fn admit(
 async fn watch_credential(
     shared: Arc<Shared>,
     grant: Grant,
-    source: std::net::IpAddr,
+    client: Client,
     revoked: watch::Sender<Option<String>>,
 ) {
+    let source = client.source.ip();
     let mut reloads = shared.reloads.subscribe();
+    let mut ended = shared.web_logins.ended();
+    let revoke = |reason: String| {
+        tracing::info!(%source, person = %grant.person, %reason, "web: access revoked: ending the session");
+        shared.audit.record(crate::audit::Event::Revocation {
+            source: source.to_string(),
+            person: grant.person.clone(),
+            reason: reason.clone(),
+        });
+        revoked.send_replace(Some(reason));
+    };
     // A year: far enough for "never", near enough for tokio's clock.
     let horizon = std::time::Duration::from_secs(365 * 24 * 3600);
     loop {
@@ -227,13 +233,7 @@ async fn watch_credential(
             (None, _) => Ok(()),
         };
         if let Err(reason) = checked {
-            tracing::info!(%source, person = %grant.person, %reason, "web: access revoked: ending the session");
-            shared.audit.record(crate::audit::Event::Revocation {
-                source: source.to_string(),
-                person: grant.person.clone(),
-                reason: reason.clone(),
-            });
-            revoked.send_replace(Some(reason));
+            revoke(reason);
             return;
         }
         let until_expiry = grant
@@ -248,6 +248,11 @@ async fn watch_credential(
         tokio::select! {
             changed = reloads.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(until_expiry) => {}
+            // Its browser session was signed out or revoked.
+            Ok((token, why)) = ended.recv() => if token == client.browser_session {
+                revoke(why);
+                return;
+            },
         }
     }
 }

@@ -191,7 +191,7 @@ fn signed_in(
                 person: grant.person.clone(),
                 reason: reason.clone(),
             });
-            web.shared.web_logins.end(&token);
+            web.shared.web_logins.end(&token, &reason);
             return Err(Box::new(plain(
                 StatusCode::FORBIDDEN,
                 &format!("access revoked: {reason}"),
@@ -237,9 +237,8 @@ async fn handle(web: &Arc<Web>, peer: SocketAddr, request: Request<Incoming>) ->
             return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
         }
         if let Some(token) = cookie(&request) {
-            web.shared.web_logins.end(&token);
-            // Its open terminals end too, as a revoked credential's do.
-            web.terminals.sign_out(&token);
+            // What it opened (terminals, transfers) ends too.
+            web.shared.web_logins.end(&token, "signed out");
         }
         let mut response = plain(
             StatusCode::OK,

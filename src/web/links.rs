@@ -105,6 +105,9 @@ pub struct Logins {
     sessions_per_person: usize,
     links: Mutex<HashMap<String, Link>>,
     sessions: Mutex<HashMap<String, BrowserSession>>,
+    /// Browser sessions ended before their time (sign-out, revocation),
+    /// with why: whatever they opened ends too (`web::admission`).
+    ended: tokio::sync::broadcast::Sender<(String, String)>,
 }
 
 /// 256 random bits, hex: unguessable, and safe in a URL and a cookie.
@@ -123,6 +126,9 @@ impl Logins {
             sessions_per_person: config.max_sessions_per_person,
             links: Mutex::default(),
             sessions: Mutex::default(),
+            // Sign-outs are rare; a receiver that lags behind this many
+            // misses some (see `web::admission`).
+            ended: tokio::sync::broadcast::channel(256).0,
         }
     }
 
@@ -249,12 +255,19 @@ impl Logins {
         })
     }
 
-    /// Ends a browser session (sign-out, or its credential no longer holds).
-    pub fn end(&self, token: &str) {
+    /// Ends a browser session (sign-out, or its credential no longer
+    /// holds), and with it what it opened.
+    pub fn end(&self, token: &str, why: &str) {
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(token);
+        let _ = self.ended.send((token.to_string(), why.to_string()));
+    }
+
+    /// Tells of browser sessions ended before their time.
+    pub fn ended(&self) -> tokio::sync::broadcast::Receiver<(String, String)> {
+        self.ended.subscribe()
     }
 }
 

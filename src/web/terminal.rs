@@ -83,17 +83,6 @@ impl Terminals {
             .insert(terminal.id.clone(), terminal);
     }
 
-    /// Ends the terminals a browser session opened: it signed out.
-    pub fn sign_out(&self, browser_session: &str) {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        for terminal in open
-            .values()
-            .filter(|t| t.browser_session == browser_session)
-        {
-            terminal.revoke.send_replace(Some("signed out".into()));
-        }
-    }
-
     fn remove(&self, id: &str) {
         self.open
             .lock()
@@ -122,10 +111,6 @@ struct Terminal {
     exit: watch::Sender<Option<u32>>,
     /// Cancels the attached page's socket (another page took over).
     holder: Mutex<CancellationToken>,
-    /// The browser session (its cookie) that opened the terminal, and how
-    /// to end the terminal when that browser session signs out.
-    browser_session: String,
-    revoke: watch::Sender<Option<String>>,
 }
 
 /// Serves one terminal WebSocket: reattaches to the terminal the page
@@ -204,8 +189,6 @@ pub async fn serve<S>(
         detached: watch::channel(None).0,
         exit: watch::channel(None).0,
         holder: Mutex::default(),
-        browser_session: client.browser_session.clone(),
-        revoke: admitted.ending.revoke.clone(),
     });
     web.terminals.insert(terminal.clone());
     let input = WebInput {
