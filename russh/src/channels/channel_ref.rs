@@ -131,6 +131,8 @@ pub(crate) struct Inbox {
     /// Gives back the window of data dropped because the application
     /// dropped its end of the channel.
     releaser: WindowReleaser,
+    /// The session's flag that some inbox holds messages.
+    any_waiting: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Inbox {
@@ -147,12 +149,16 @@ fn data_len(msg: &ChannelMsg) -> usize {
 }
 
 impl Inbox {
-    pub(crate) fn new(releaser: WindowReleaser) -> (Self, tokio::sync::watch::Receiver<bool>) {
+    pub(crate) fn new(
+        releaser: WindowReleaser,
+        any_waiting: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> (Self, tokio::sync::watch::Receiver<bool>) {
         let (closed, closed_rx) = tokio::sync::watch::channel(false);
         let inbox = Inbox {
             waiting: Mutex::new(VecDeque::new()),
             closed,
             releaser,
+            any_waiting,
         };
         (inbox, closed_rx)
     }
@@ -176,7 +182,11 @@ impl Inbox {
             match sender.try_send(msg) {
                 Ok(()) => {}
                 Err(TrySendError::Closed(msg)) => self.releaser.release(data_len(&msg)),
-                Err(TrySendError::Full(msg)) => waiting.push_back(Waiting::Other(msg)),
+                Err(TrySendError::Full(msg)) => {
+                    waiting.push_back(Waiting::Other(msg));
+                    self.any_waiting
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                }
             }
             return false;
         }

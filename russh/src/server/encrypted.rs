@@ -861,6 +861,7 @@ mod tests {
             channels: std::collections::HashMap::new(),
             closed_inboxes: Vec::new(),
             inbox_room: Arc::new(tokio::sync::Notify::new()),
+            inboxes_waiting: Arc::default(),
             open_global_requests: std::collections::VecDeque::new(),
             kex: SessionKexState::Idle,
         }
@@ -2109,7 +2110,7 @@ impl Session {
                     });
                 }
             }));
-            let (inbox, closed) = crate::channels::Inbox::new(releaser.clone());
+            let (inbox, closed) = crate::channels::Inbox::new(releaser.clone(), self.inboxes_waiting.clone());
             channel_ref.inbox = Some(inbox);
             channel.read_half.closed = Some(closed);
             channel.read_half.on_read = Some(self.inbox_room.clone());

@@ -1133,6 +1133,7 @@ where
         channels: HashMap::new(),
         closed_inboxes: Vec::new(),
         inbox_room: Arc::new(tokio::sync::Notify::new()),
+        inboxes_waiting: Arc::default(),
         open_global_requests: VecDeque::new(),
         kex: SessionKexState::Idle,
     };

@@ -32,6 +32,9 @@ pub struct Session {
     /// Told when an application takes a message from a channel that has
     /// an inbox (`Config::window_on_consumption`).
     pub(crate) inbox_room: Arc<tokio::sync::Notify>,
+    /// Set when a message goes to any inbox: until then the session loop
+    /// has no inbox to look at (nothing per packet in the common case).
+    pub(crate) inboxes_waiting: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) open_global_requests: VecDeque<GlobalRequestResponse>,
     pub(crate) kex: SessionKexState<ServerKex>,
 }
@@ -898,11 +901,19 @@ impl Session {
 
     /// Moves waiting inbox messages on; returns whether any still wait.
     fn flush_inboxes(&mut self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !self.inboxes_waiting.swap(false, SeqCst) && self.closed_inboxes.is_empty() {
+            return false;
+        }
         let mut waiting = false;
         for channel in self.channels.values() {
             waiting |= channel.flush_inbox();
         }
         self.closed_inboxes.retain(|channel| channel.flush_inbox());
+        if waiting {
+            // Looked at again next time round.
+            self.inboxes_waiting.store(true, SeqCst);
+        }
         waiting || !self.closed_inboxes.is_empty()
     }
 
@@ -1709,6 +1720,7 @@ mod tests {
             channels: HashMap::new(),
             closed_inboxes: Vec::new(),
             inbox_room: Arc::new(tokio::sync::Notify::new()),
+            inboxes_waiting: Arc::default(),
             open_global_requests: VecDeque::new(),
             kex: SessionKexState::Idle,
         }
