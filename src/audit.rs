@@ -62,6 +62,24 @@ impl Default for AuditConfig {
     }
 }
 
+/// How the person reached the bastion, as the audit log names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Ssh,
+    Web,
+}
+
+impl Transport {
+    /// The transport's name, as in metrics labels and the audit log.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Transport::Ssh => "ssh",
+            Transport::Web => "web",
+        }
+    }
+}
+
 /// 1 GiB per recording: hours of busy terminal, and a bound on one
 /// session's share of the recordings volume.
 const DEFAULT_RECORDING_MAX_BYTES: u64 = 1 << 30;
@@ -143,7 +161,7 @@ pub enum Event {
     SessionStart {
         session: String,
         source: String,
-        transport: crate::session::Transport,
+        transport: Transport,
         /// The browser's User-Agent, for a web terminal.
         #[serde(skip_serializing_if = "Option::is_none")]
         user_agent: Option<String>,

@@ -12,7 +12,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 
 use crate::cluster::Identity;
-use crate::target::{TargetError, api_error, bounded};
+use crate::pods::{TargetError, api_error, bounded};
 
 /// One permission: verb on resource/subresource, in a namespace, on a name.
 #[derive(Debug, Clone)]

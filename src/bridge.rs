@@ -14,16 +14,16 @@
 //! running when its stream closes, tty or not).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
 use crate::exec::{Ended, Streams, stream};
+use crate::pods::ExecTarget;
+use crate::session::control::{Outcome, Report};
+use crate::session::io::Pty;
 use crate::session::io::{Chunk, ClientEvent, ClientInput, ClientOutput, while_draining};
-use crate::session::{Outcome, Pty, Report};
-use crate::target::ExecTarget;
 
 /// What a session runs with besides its client and target.
 pub struct SessionContext {
@@ -33,21 +33,17 @@ pub struct SessionContext {
     pub user: String,
     pub api_wait: Duration,
     pub recorder: Option<crate::recording::Recorder>,
+    /// The bytes the client's stream carries, counted live.
+    pub traffic: crate::session::control::Activity,
     /// The drain notice, the drain deadline and the idle timeout; at
     /// either end, what the session started in the target is ended too.
-    pub control: crate::session::Control,
+    pub control: crate::session::control::Control,
     /// Whether the cluster passes stdin EOF on while output flows (v5).
     pub stdin_eof: bool,
     /// The verb this cluster checks on `pods/exec` for a WebSocket exec.
     pub stream_verb: &'static str,
     /// What the client passes to the session's environment (its locale).
     pub env: crate::session::environment::ClientEnv,
-}
-
-#[derive(Default)]
-struct Counters {
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
 }
 
 /// Why the bridge stopped carrying data.
@@ -87,7 +83,7 @@ pub async fn run<I: ClientInput, O: ClientOutput>(
     output: O,
     context: SessionContext,
 ) -> Report {
-    let counters = Arc::new(Counters::default());
+    let counters = context.traffic.clone();
     let outcome = run_counted(
         target, script, pty, &mut input, &output, &context, &counters,
     )
@@ -106,7 +102,7 @@ async fn run_counted(
     input: &mut impl ClientInput,
     output: &impl ClientOutput,
     context: &SessionContext,
-    counters: &Arc<Counters>,
+    counters: &crate::session::control::Activity,
 ) -> Outcome {
     let (session_id, user, api_wait) =
         (&context.session_id, context.user.as_str(), context.api_wait);
@@ -173,7 +169,7 @@ async fn run_counted(
     // Idle sessions are found by a tick that compares the byte counters:
     // nothing to do per byte on the data path.
     let idle_limit = context.control.idle.unwrap_or(Duration::MAX);
-    let mut idle_tick = tokio::time::interval(crate::session::idle_tick(idle_limit));
+    let mut idle_tick = tokio::time::interval(crate::session::control::idle_tick(idle_limit));
     let mut last_traffic = (0u64, tokio::time::Instant::now());
     // Set at end of input on a v4-only cluster: the stream is closing and
     // gets a bounded time to deliver what is left, never a hang.
@@ -202,7 +198,7 @@ async fn run_counted(
                 if carried != last_traffic.0 {
                     last_traffic = (carried, tokio::time::Instant::now());
                 } else if last_traffic.1.elapsed() >= idle_limit {
-                    let message = crate::session::idle_message(idle_limit);
+                    let message = crate::session::control::idle_message(idle_limit);
                     output.tell(&message, tty).await;
                     break Ending::Idle;
                 }
@@ -212,13 +208,13 @@ async fn run_counted(
                 break Ending::RecordingStopped(message);
             }
             () = context.control.stop.cancelled() => {
-                output.tell(crate::session::STOPPED, tty).await;
+                output.tell(crate::session::control::STOPPED, tty).await;
                 break Ending::Stopped;
             }
             Ok(()) = revoked.changed() => {
                 let reason = revoked.borrow_and_update().clone();
                 if let Some(reason) = reason {
-                    let message = crate::session::revoked_message(&reason);
+                    let message = crate::session::control::revoked_message(&reason);
                     output.tell(&message, tty).await;
                     break Ending::Revoked;
                 }

@@ -106,7 +106,7 @@ pub fn check(
         .validate_at(now, trusted)
         .map_err(|e| CertificateError::Invalid(e.to_string()))?;
     // russh verifies a SHA-1 CA signature like any other: refused here.
-    if crate::ssh::refused_signature(&certificate.signature().algorithm()).is_some() {
+    if crate::keys::refused_signature(&certificate.signature().algorithm()).is_some() {
         return Err(CertificateError::Sha1Signature);
     }
     if certificate.cert_type() != CertType::User {

@@ -21,38 +21,18 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use serde::{Deserialize, Serialize};
+
 use serde_json::json;
 
 use crate::authz::Permission;
+use crate::bastion::Shared;
 use crate::cluster::Identity;
-use crate::ssh::Shared;
-use crate::target::{ExecTarget, TargetError, api_error, bounded, local_names, resolve_container};
+use crate::pods::{ExecTarget, TargetError, api_error, bounded, local_names, resolve_container};
 
 /// Where the target's root file system is seen from the debug container:
 /// the root of PID 1 of the target's process namespace, which is the
 /// target's main process.
 pub const TARGET_ROOT: &str = "/proc/1/root";
-
-/// `[debug]` in the config.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DebugConfig {
-    /// The debug container's image; it needs `sh` and `sleep` (and
-    /// whatever tools people debug with).
-    pub image: String,
-    /// Seconds to wait for the debug container to run.
-    pub start_timeout_secs: u64,
-}
-
-impl Default for DebugConfig {
-    fn default() -> Self {
-        DebugConfig {
-            image: "busybox:1.36".into(),
-            start_timeout_secs: 60,
-        }
-    }
-}
 
 /// Debug containers of one target and image that may end (their `sleep`
 /// killed) before kbastion stops adding new ones to the pod.

@@ -13,8 +13,10 @@ use anyhow::{Context, bail};
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::{Algorithm, PrivateKey, PublicKey};
 
-use crate::config::{Config, parse_authorized_key};
-use crate::ssh::{self, Shared};
+use crate::bastion::Shared;
+use crate::config::Config;
+use crate::keys::parse_authorized_key;
+use crate::ssh;
 
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 

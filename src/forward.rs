@@ -11,9 +11,10 @@ use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::pods::ExecTarget;
+use crate::session::control::{Activity, Counted};
 use crate::session::io::Chunk;
-use crate::session::{Activity, ClientEvent, ClientInput, ClientOutput, Counted};
-use crate::target::ExecTarget;
+use crate::session::io::{ClientEvent, ClientInput, ClientOutput};
 
 /// Whether `host` names the target itself.
 pub fn destination_allowed(target: &ExecTarget, host: &str) -> bool {

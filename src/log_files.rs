@@ -12,11 +12,58 @@
 use std::time::Duration;
 
 use futures::AsyncReadExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::LogParams;
 use tokio::io::AsyncRead;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use crate::logs::LogSource;
-use crate::remote_fs::{FsError, Metadata};
+use crate::file_system::{FsError, Metadata};
+use crate::pods::bounded;
+
+/// A container's log that the person may read (`get` on `pods/log`
+/// checked): what a log session streams and `LogFiles` serves as files.
+pub struct LogSource {
+    pub pods: Api<Pod>,
+    pub pod: String,
+    pub container: String,
+}
+
+impl LogSource {
+    /// The log as it is now, of the container's current or previous
+    /// instance, as a stream; the API server's error in one line if not.
+    pub async fn read(
+        &self,
+        previous: bool,
+        api_wait: Duration,
+    ) -> Result<impl futures::AsyncBufRead + Send + use<>, String> {
+        let params = LogParams {
+            container: Some(self.container.clone()),
+            previous,
+            ..LogParams::default()
+        };
+        match bounded(api_wait, self.pods.log_stream(&self.pod, &params)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(error)) => Err(log_error(error)),
+            Err(timeout) => Err(timeout.to_string()),
+        }
+    }
+}
+
+/// The API's own first line for a refused log request (`previous
+/// terminated container "app" in pod "web-0" not found`), as kubectl shows
+/// it.
+pub fn log_error(error: kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => status
+            .message
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        other => format!("the Kubernetes API server is unreachable ({other}); try again later"),
+    }
+}
 
 /// The two files.
 const CURRENT: &str = "current";
@@ -41,7 +88,7 @@ pub struct LogFiles {
 }
 
 fn entry(path: &str) -> Result<Entry, FsError> {
-    match crate::remote_fs::normalize(path).as_str() {
+    match crate::file_system::normalize(path).as_str() {
         "/" => Ok(Entry::Directory),
         "/current" => Ok(Entry::Log(false)),
         "/previous" => Ok(Entry::Log(true)),

@@ -18,11 +18,13 @@ use kube::api::LogParams;
 use tokio::io::AsyncWriteExt;
 
 use crate::authz::Permission;
+use crate::bastion::Shared;
 use crate::cluster::Identity;
+use crate::log_files::{LogSource, log_error};
+use crate::pods::{TargetError, api_error, bounded, pick_container};
+use crate::session::Requested;
+use crate::session::control::{Outcome, Report};
 use crate::session::io::{ClientEvent, ClientInput, ClientOutput};
-use crate::session::{Outcome, Report, Requested};
-use crate::ssh::Shared;
-use crate::target::{TargetError, api_error, bounded, pick_container};
 
 /// The options of a log session, as `kubectl logs` takes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,35 +174,6 @@ pub fn parse_duration(text: &str) -> Option<i64> {
     (total > 0.0 && total < 1e12).then(|| total.ceil() as i64)
 }
 
-/// A container's log that the person may read (`get` on `pods/log`
-/// checked): what a log session streams and `LogFiles` serves as files.
-pub struct LogSource {
-    pods: Api<Pod>,
-    pod: String,
-    container: String,
-}
-
-impl LogSource {
-    /// The log as it is now, of the container's current or previous
-    /// instance, as a stream; the API server's error in one line if not.
-    pub async fn read(
-        &self,
-        previous: bool,
-        api_wait: Duration,
-    ) -> Result<impl futures::AsyncBufRead + Send + use<>, String> {
-        let params = LogParams {
-            container: Some(self.container.clone()),
-            previous,
-            ..LogParams::default()
-        };
-        match bounded(api_wait, self.pods.log_stream(&self.pod, &params)).await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(error)) => Err(log_error(error)),
-            Err(timeout) => Err(timeout.to_string()),
-        }
-    }
-}
-
 /// A log session ready to run: the person may read this container's log.
 pub struct LogSession {
     source: LogSource,
@@ -310,9 +283,11 @@ impl LogSession {
         tty: bool,
         context: &crate::bridge::SessionContext,
     ) -> Report {
-        let activity = crate::session::Activity::default();
+        let activity = context.traffic.clone();
         let work = self.run(input, output, tty, context.api_wait, &activity);
-        match crate::session::supervise(&context.control, &activity, output, true, work).await {
+        match crate::session::control::supervise(&context.control, &activity, output, true, work)
+            .await
+        {
             Ok(report) => report,
             Err(interrupted) => Report {
                 outcome: Outcome::of(interrupted),
@@ -333,7 +308,7 @@ impl LogSession {
         output: &impl ClientOutput,
         tty: bool,
         api_wait: Duration,
-        activity: &crate::session::Activity,
+        activity: &crate::session::control::Activity,
     ) -> Report {
         let mut bytes_out = 0u64;
         let stream = match bounded(
@@ -348,7 +323,7 @@ impl LogSession {
         };
         let mut stream = Box::pin(stream);
         // Counted, so that the session's idle rule sees a log that flows.
-        let mut stdout = crate::session::Counted::new(output.stdout(), activity);
+        let mut stdout = crate::session::control::Counted::new(output.stdout(), activity);
         let mut input_open = true;
         // One API chunk at a time; the client's window paces the reads.
         let mut buffer = vec![0u8; 32 * 1024];
@@ -407,21 +382,6 @@ fn crlf(chunk: &[u8]) -> Vec<u8> {
         out.push(*byte);
     }
     out
-}
-
-/// The API's own first line for a refused log request (`previous
-/// terminated container "app" in pod "web-0" not found`), as kubectl shows
-/// it.
-fn log_error(error: kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) => status
-            .message
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string(),
-        other => format!("the Kubernetes API server is unreachable ({other}); try again later"),
-    }
 }
 
 async fn failed(output: &impl ClientOutput, why: &str, tty: bool) -> Report {

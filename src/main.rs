@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use kbastion::bastion::Shared;
 use kbastion::config::Config;
-use kbastion::ssh::{self, Shared};
+use kbastion::ssh;
 
 #[derive(Parser)]
 #[command(name = "kbastion", version, about = "An SSH bastion for Kubernetes")]

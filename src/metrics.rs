@@ -212,16 +212,6 @@ impl Metrics {
             .inc();
     }
 
-    pub fn active_sessions(&self) -> i64 {
-        // Every kind that starts sessions (`SessionKind::label`).
-        [
-            "shell", "exec", "sftp", "logs", "forward", "download", "upload",
-        ]
-        .iter()
-        .map(|k| self.sessions_active.get_or_create(&label("kind", k)).get())
-        .sum()
-    }
-
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail.
@@ -267,8 +257,19 @@ fn answer(status: StatusCode, content_type: &str, body: String) -> Response<Full
         .expect("static headers are valid")
 }
 
-fn route(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(
+    metrics: &Metrics,
+    sessions: &crate::registry::Registry,
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     match request.uri().path() {
+        // Every live session of this replica, for operators (this
+        // listener is not exposed outside the cluster by `deploy/`).
+        "/sessions" => answer(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string(&sessions.list(None)).unwrap_or_default() + "\n",
+        ),
         "/metrics" => answer(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -288,15 +289,19 @@ fn route(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>
 }
 
 /// Serves the metrics and health endpoints until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    sessions: Arc<crate::registry::Registry>,
+) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
-        let metrics = metrics.clone();
+        let (metrics, sessions) = (metrics.clone(), sessions.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let response = route(&metrics, &request);
+                let response = route(&metrics, &sessions, &request);
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = hyper::server::conn::http1::Builder::new()

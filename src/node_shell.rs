@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::authz::Permission;
 use crate::cluster::Identity;
-use crate::target::{ExecTarget, TargetError, bounded, own_call_failed};
+use crate::pods::{ExecTarget, TargetError, bounded, own_call_failed};
 
 pub const HOLDERS_ANNOTATION: &str = "kbastion.io/holders";
 pub const NODE_ANNOTATION: &str = "kbastion.io/node";
@@ -347,7 +347,7 @@ impl NodeShells {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let found = bounded(self.api_wait, nodes.get(node))
             .await?
-            .map_err(|e| crate::target::api_error(e, || TargetError::NodeNotFound(node.into())))?;
+            .map_err(|e| crate::pods::api_error(e, || TargetError::NodeNotFound(node.into())))?;
         let ready = found
             .status
             .and_then(|s| s.conditions)
@@ -597,7 +597,7 @@ impl NodeShells {
             files_root: None,
             note: None,
             // The pod shares the node's network: its loopback is the node's.
-            local_names: crate::target::local_names([node.to_string()]),
+            local_names: crate::pods::local_names([node.to_string()]),
         };
         Ok((target, hold))
     }

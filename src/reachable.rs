@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, ListParams};
 
 use crate::cluster::{Cluster, Identity};
-use crate::target::bounded;
+use crate::pods::bounded;
 
 /// Bounds on the answer.
 const MAX_NAMESPACES_LISTED: usize = 50;

@@ -2,100 +2,16 @@
 //! logged-in connection's credential when the configuration is reloaded
 //! or its certificate expires.
 //!
-//! The file is OpenSSH's plain `RevokedKeys` form (one public key per
-//! line, `authorized_keys` syntax; a certificate line revokes its key)
-//! with the certificate lines of `ssh-keygen -k`'s KRL specification:
-//! `serial: N` or `serial: N-M`, `id: KEY_ID`, and `hash: SHA256:...`
-//! (a key by fingerprint). Serials and key IDs apply to certificates from
-//! every trusted CA. Blank lines and `#` comments are ignored.
-//!
 //! This module decides; it does not disconnect anyone (`ssh::handler`
 //! does, with a notice).
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use russh::keys::ssh_key::public::KeyData;
 
 use crate::cluster::Identity;
-use russh::keys::ssh_key::{Fingerprint, HashAlg};
-
-/// What `revoked_keys` revokes.
-#[derive(Debug, Clone, Default)]
-pub struct RevokedKeys {
-    keys: HashSet<Fingerprint>,
-    serials: Vec<(u64, u64)>,
-    key_ids: HashSet<String>,
-}
-
-fn fingerprint(key: &KeyData) -> Fingerprint {
-    key.fingerprint(HashAlg::Sha256)
-}
-
-impl RevokedKeys {
-    /// Parses the file's text; an error names the line.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut revoked = RevokedKeys::default();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            let at = |message: String| format!("line {}: {message}", n + 1);
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            if let Some(range) = line.strip_prefix("serial:") {
-                let range = range.trim();
-                let (low, high) = range.split_once('-').unwrap_or((range, range));
-                let number = |s: &str| {
-                    s.trim()
-                        .parse::<u64>()
-                        .map_err(|_| at(format!("{range:?} is not a serial or serial range")))
-                };
-                let (low, high) = (number(low)?, number(high)?);
-                if low > high {
-                    return Err(at(format!("serial range {range:?} is empty")));
-                }
-                revoked.serials.push((low, high));
-            } else if let Some(id) = line.strip_prefix("id:") {
-                revoked.key_ids.insert(id.trim().to_string());
-            } else if let Some(hash) = line.strip_prefix("hash:") {
-                let hash: Fingerprint = hash
-                    .trim()
-                    .parse()
-                    .map_err(|e| at(format!("not a SHA256 fingerprint ({e})")))?;
-                revoked.keys.insert(hash);
-            } else if let Ok(certificate) = russh::keys::Certificate::from_openssh(line) {
-                revoked.keys.insert(fingerprint(certificate.public_key()));
-            } else {
-                let key = crate::config::parse_authorized_key(line)
-                    .map_err(at)?
-                    .ok_or_else(|| at("empty key".into()))?;
-                revoked.keys.insert(fingerprint(key.key_data()));
-            }
-        }
-        Ok(revoked)
-    }
-
-    pub fn key_revoked(&self, key: &KeyData) -> bool {
-        self.keys.contains(&fingerprint(key))
-    }
-
-    /// Why a certificate is revoked, if it is: its key, serial or key ID.
-    pub fn certificate_revoked(&self, key: &KeyData, serial: u64, key_id: &str) -> Option<String> {
-        if self.key_revoked(key) {
-            Some("its key is revoked".into())
-        } else if self
-            .serials
-            .iter()
-            .any(|(low, high)| (*low..=*high).contains(&serial))
-        {
-            Some(format!("its serial {serial} is revoked"))
-        } else if self.key_ids.contains(key_id) {
-            Some(format!("its key ID {key_id:?} is revoked"))
-        } else {
-            None
-        }
-    }
-}
+use crate::keys::RevokedKeys;
+use russh::keys::ssh_key::Fingerprint;
 
 /// What a connection logged in with, kept to check it again.
 #[derive(Debug, Clone)]

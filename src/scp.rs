@@ -17,10 +17,10 @@
 use bytes::BytesMut;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
+use crate::file_system::{FsError, Metadata, SetAttributes, WriteOpen};
 use crate::recording::Recorder;
-use crate::remote_fs::{FsError, Metadata, RemoteFs, SetAttributes, WriteOpen};
-use crate::session::{Activity, Counted};
-use crate::session::{Outcome, Report};
+use crate::remote_fs::RemoteFs;
+use crate::session::control::{Activity, Counted, Outcome, Report};
 
 /// The longest protocol line accepted (a record with a long file name).
 const MAX_LINE: u64 = 64 * 1024;

@@ -12,8 +12,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::bastion::Shared;
 use crate::config::Config;
-use crate::ssh::{self, Shared};
+use crate::ssh;
 
 /// How often the cluster API is probed for `/readyz`.
 const READINESS_PROBE: Duration = Duration::from_secs(10);
@@ -31,6 +32,7 @@ pub async fn run(
         tokio::spawn(crate::metrics::serve(
             metrics_listener,
             shared.metrics.clone(),
+            shared.sessions.clone(),
         ));
     }
     let web = match shared.config.web.listen {
@@ -130,7 +132,7 @@ async fn start_web(
 /// Tells every open session and waits for them, up to the drain time.
 async fn drain(shared: &Shared) {
     let drain = Duration::from_secs(shared.config.shutdown.drain_secs);
-    let open = shared.metrics.active_sessions();
+    let open = shared.sessions.len();
     if open == 0 {
         return;
     }
@@ -143,17 +145,19 @@ async fn drain(shared: &Shared) {
         "the bastion is restarting; this session ends in {} s. Reconnect to continue.",
         drain.as_secs()
     )));
-    let deadline = tokio::time::Instant::now() + drain;
-    // Sessions end on their own schedule; checking four times a second
-    // costs nothing during a shutdown.
-    while shared.metrics.active_sessions() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    // Sessions end on their own schedule; each one's end leaves the
+    // registry.
+    if shared.sessions.wait_empty(drain).await {
+        return;
     }
     // What is still open is ended now, with what it started in the target
     // (that takes an exec each, bounded by the API wait).
     shared.stop.cancel();
-    let ended = tokio::time::Instant::now() + shared.config.timeouts.api() + Duration::from_secs(5);
-    while shared.metrics.active_sessions() > 0 && tokio::time::Instant::now() < ended {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let ending = shared.config.timeouts.api() + Duration::from_secs(5);
+    if !shared.sessions.wait_empty(ending).await {
+        tracing::warn!(
+            sessions = shared.sessions.len(),
+            "sessions still open after the drain; stopping anyway"
+        );
     }
 }

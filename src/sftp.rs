@@ -22,11 +22,9 @@ use russh_sftp::protocol::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::remote_fs::{
-    FileReader, FileWriter, FsError, Metadata, RemoteFs, SetAttributes, WriteOpen,
-};
-use crate::session::{Activity, Counted};
-use crate::session::{Outcome, Report};
+use crate::file_system::{FsError, Metadata, SetAttributes, WriteOpen};
+use crate::remote_fs::{FileReader, FileWriter, RemoteFs};
+use crate::session::control::{Activity, Counted, Outcome, Report};
 
 /// The longest request accepted: a 256 KiB WRITE plus its header, the
 /// limit OpenSSH's own sftp-server sets (`SFTP_MAX_MSG_LENGTH`).

@@ -786,3 +786,104 @@ fn a_killed_demo_leaves_no_simulator_or_container_behind() {
         "the simulator's port {server} still answers"
     );
 }
+
+/// `ssh PERSON@bastion sessions` lists one's own live sessions (id,
+/// target, kind, door, start, bytes) and nobody else's; the metrics
+/// listener lists everyone's as JSON; an ended session leaves both; a
+/// command the bastion does not know is refused in one line.
+#[test]
+fn sessions_are_listed_to_their_person_and_to_operators_and_leave_when_they_end() {
+    let sim = Sim::start();
+    let port = free_port();
+    let bastion = Bastion::start(&sim, &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let spawn = |login: &str, command: &str| {
+        let mut ssh = bastion.ssh_command("ssh");
+        ssh.args([&format!("{login}@127.0.0.1"), command])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Process(ssh.spawn().unwrap())
+    };
+    let alice_client = spawn(
+        "alice@default/web-0",
+        "head -c 100000 /dev/zero; exec sleep 10421",
+    );
+    let bob_client = spawn("bob@default/web-0/sidecar", "exec sleep 10422");
+    let mut listing = String::new();
+    wait_for(
+        "alice's session to be listed with the 100000 bytes it sent",
+        Duration::from_secs(20),
+        || {
+            let out = bastion.ssh("alice", &["sessions"], b"");
+            listing = text(&out.stdout);
+            out.status.success() && listing.contains("97.7 KiB")
+        },
+    );
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one header and alice's one session:\n{listing}"
+    );
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["ID", "TARGET", "KIND", "DOOR", "STARTED", "IN", "OUT"],
+        "{listing}"
+    );
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row[0].len(), 12, "a 12-character id: {listing}");
+    assert_eq!(&row[1..4], ["default/web-0", "exec", "ssh"], "{listing}");
+    assert!(
+        row[4].ends_with('Z') && row[4].starts_with("20"),
+        "{listing}"
+    );
+    assert_eq!(&row[5..], ["0", "B", "97.7", "KiB"], "{listing}");
+    assert!(
+        !listing.contains("sidecar"),
+        "bob's session is not alice's: {listing}"
+    );
+
+    let (code, body) = http_get(port, "/sessions");
+    assert_eq!(code, "200", "{body}");
+    let all: Vec<serde_json::Value> = serde_json::from_str(&body).expect("JSON");
+    let mut people: Vec<(&str, &str)> = all
+        .iter()
+        .map(|s| (s["person"].as_str().unwrap(), s["target"].as_str().unwrap()))
+        .collect();
+    people.sort();
+    assert_eq!(
+        people,
+        [("alice", "default/web-0"), ("bob", "default/web-0/sidecar")],
+        "{body}"
+    );
+    let alice = all.iter().find(|s| s["person"] == "alice").unwrap();
+    assert!(
+        alice["id"].as_str().unwrap().starts_with(row[0]),
+        "the same id: {body}"
+    );
+    assert_eq!(alice["bytes_out"], 100000, "{body}");
+    assert_eq!(alice["transport"], "ssh", "{body}");
+
+    drop(alice_client);
+    drop(bob_client);
+    wait_for(
+        "both sessions to leave the registry",
+        Duration::from_secs(20),
+        || http_get(port, "/sessions").1.trim() == "[]",
+    );
+    let out = bastion.ssh("alice", &["sessions"], b"");
+    assert_eq!(text(&out.stdout), "no open sessions\n");
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = bastion.ssh("alice", &["frobnicate"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "kbastion: \"frobnicate\" is not a command of this bastion; it knows `web` ("
+        ) && stderr.contains("`sessions` (your open sessions on this bastion)"),
+        "{stderr}"
+    );
+}

@@ -14,8 +14,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use kube::api::{AttachParams, AttachedProcess};
 
+use crate::pods::{ExecTarget, TargetError, bounded};
 use crate::session::environment::{ClientEnv, UTF8_FALLBACK};
-use crate::target::{ExecTarget, TargetError, bounded};
 
 /// Each exec pipe buffers at most this much between the client and the
 /// API connection: enough for full-speed bulk transfers, small enough
@@ -160,7 +160,7 @@ impl StartError {
                 target.namespace, target.pod, target.container
             )),
             StartError::Refused(other) => {
-                crate::target::api_error(other, || TargetError::Api("exec failed".into()))
+                crate::pods::api_error(other, || TargetError::Api("exec failed".into()))
             }
         }
     }

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::{StartError, Streams};
-use crate::target::{ExecTarget, bounded};
+use crate::pods::{ExecTarget, bounded};
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;

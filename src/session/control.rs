@@ -20,6 +20,42 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::io::ClientOutput;
 
+/// How a session ended, and what it carried.
+#[derive(Debug)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(u32),
+    /// Ended by either side without an exit status (a forward).
+    Closed,
+    ClientGone,
+    /// Ended by the bastion's shutdown after the drain time.
+    Stopped,
+    /// Closed after carrying no data for the idle timeout.
+    Idle,
+    /// Ended because the credential was revoked (the reason).
+    Revoked(String),
+    Failed(String),
+}
+
+impl Outcome {
+    /// What `supervise` reports for a service it ended.
+    pub fn of(interrupted: Interrupted) -> Outcome {
+        match interrupted {
+            Interrupted::Stopped => Outcome::Stopped,
+            Interrupted::Idle => Outcome::Idle,
+            Interrupted::Revoked(reason) => Outcome::Revoked(reason),
+            Interrupted::RecordingStopped(message) => Outcome::Failed(message),
+        }
+    }
+}
+
 /// The bastion's rules every session follows, whatever it carries.
 #[derive(Clone)]
 pub struct Control {

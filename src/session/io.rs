@@ -9,6 +9,14 @@ use std::pin::Pin;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// A pseudo-terminal: its TERM and size (RFC 4254 §6.2).
+#[derive(Debug, Clone)]
+pub struct Pty {
+    pub term: String,
+    pub width: u32,
+    pub height: u32,
+}
+
 /// Gives a client's transport back the room that handed-on input took
 /// (SSH: the channel's window), so the client may send that much more.
 pub type Credit = std::sync::Arc<dyn Fn(usize) + Send + Sync>;

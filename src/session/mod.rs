@@ -16,47 +16,16 @@ pub mod io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
+use control::{Activity, Control, Outcome, Report, supervise};
+use io::{ClientInput, ClientOutput, Pty};
 
-pub use control::{
-    Activity, Control, Counted, Interrupted, STOPPED, Traffic, idle_message, idle_tick,
-    revoked_message, supervise,
-};
-pub use io::{ClientEvent, ClientInput, ClientOutput};
-
-use crate::audit::{Event, SessionKind};
+use crate::audit::{Event, SessionKind, Transport};
+use crate::bastion::Shared;
 use crate::cluster::Identity;
 use crate::config::{Files, ScpServer, SftpServer};
+use crate::pods::ExecTarget;
 use crate::remote_fs::RemoteFs;
 use crate::scp::ScpCommand;
-use crate::ssh::Shared;
-use crate::target::ExecTarget;
-
-/// How the person reached the bastion, as the audit log names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Transport {
-    Ssh,
-    Web,
-}
-
-impl Transport {
-    /// The transport's name, as in metrics labels and the audit log.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Transport::Ssh => "ssh",
-            Transport::Web => "web",
-        }
-    }
-}
-
-/// A pseudo-terminal: its TERM and size (RFC 4254 §6.2).
-#[derive(Debug, Clone)]
-pub struct Pty {
-    pub term: String,
-    pub width: u32,
-    pub height: u32,
-}
 
 /// What the client asked a session to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,42 +120,6 @@ impl Service {
     }
 }
 
-/// How a session ended, and what it carried.
-#[derive(Debug)]
-pub struct Report {
-    pub outcome: Outcome,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-}
-
-/// How a session ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Exited(u32),
-    /// Ended by either side without an exit status (a forward).
-    Closed,
-    ClientGone,
-    /// Ended by the bastion's shutdown after the drain time.
-    Stopped,
-    /// Closed after carrying no data for the idle timeout.
-    Idle,
-    /// Ended because the credential was revoked (the reason).
-    Revoked(String),
-    Failed(String),
-}
-
-impl Outcome {
-    /// What `supervise` reports for a service it ended.
-    pub fn of(interrupted: Interrupted) -> Outcome {
-        match interrupted {
-            Interrupted::Stopped => Outcome::Stopped,
-            Interrupted::Idle => Outcome::Idle,
-            Interrupted::Revoked(reason) => Outcome::Revoked(reason),
-            Interrupted::RecordingStopped(message) => Outcome::Failed(message),
-        }
-    }
-}
-
 /// A session about to start: who, from where, to what. Refusals before
 /// the start are recorded through it too.
 pub struct Opening<'a> {
@@ -251,8 +184,20 @@ impl Opening<'_> {
             target: self.target.clone(),
             kind: self.kind.clone(),
         });
+        let traffic = Activity::default();
+        let registered = shared.sessions.register(crate::registry::NewSession {
+            id: &id,
+            person: self.person,
+            source: &self.source,
+            target: &self.target,
+            kind: &self.kind,
+            transport: self.transport,
+            traffic: traffic.clone(),
+        });
         Ok(Session {
             shared: shared.clone(),
+            traffic,
+            _registered: registered,
             id,
             source: self.source,
             person: self.person.to_string(),
@@ -279,6 +224,11 @@ pub struct Session {
     started: Instant,
     pub recorder: Option<crate::recording::Recorder>,
     require_recording: bool,
+    /// The bytes its client's stream carried so far, live (the idle check,
+    /// the session listing).
+    pub traffic: Activity,
+    /// Its entry in the session registry, removed however it ends.
+    _registered: crate::registry::Registered,
 }
 
 impl Session {
@@ -295,6 +245,7 @@ impl Session {
             user: user.to_string(),
             api_wait: self.shared.config.timeouts.api(),
             recorder: self.recorder.clone(),
+            traffic: self.traffic.clone(),
             control,
             stdin_eof: self.shared.stdin_eof,
             stream_verb: self.shared.stream_verb,
@@ -441,7 +392,7 @@ where
     I: ClientInput + 'static,
     O: ClientOutput,
 {
-    let activity = Activity::default();
+    let activity = context.traffic.clone();
     match service {
         FileService::Sftp => {
             let work = crate::sftp::serve(fs, io::reader(input), output.stdout(), activity.clone());

@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
@@ -16,16 +15,16 @@ use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
 
 mod auth;
 
-use auth::{unix_now, watch_credential};
+use auth::{Authenticator, Login, unix_now, watch_credential};
 
-use super::Shared;
 use super::channel::{SshInput, SshOutput};
 use crate::audit::{Event, SessionKind};
-use crate::cluster::Identity;
-use crate::login::{self, LoginError, Target};
-use crate::revocation::Credential;
+use crate::bastion::Shared;
+use crate::login::{self, Target};
+use crate::session::control::{Outcome, Report};
+use crate::session::io::Pty;
 use crate::session::io::{ClientOutput, refuse};
-use crate::session::{Opening, Outcome, Pty, Report, Requested, Service, Transport};
+use crate::session::{Opening, Requested, Service};
 
 /// Why kbastion refuses what OpenSSH clients may ask for besides sessions
 /// and local forwarding.
@@ -38,55 +37,11 @@ const X11_REFUSED: &str = "X11 forwarding is refused: containers and nodes have 
 /// Who logged in and what they asked for. The target is checked when the
 /// name is parsed; a bad one is reported on the first session channel
 /// instead of failing authentication, so the user reads why.
-#[derive(Debug, Clone)]
-struct Login {
-    person: String,
-    identity: Identity,
-    target: Result<Option<Target>, LoginError>,
-    /// What the credential permits (a certificate's extensions and
-    /// critical options; everything for a plain key).
-    grant: crate::certificates::Grant,
-    /// What logged in, checked again on every channel and every reload.
-    credential: Credential,
-}
-
-impl Login {
-    /// A session of this login, about to start now.
-    fn opening<'a>(
-        &'a self,
-        shared: &'a Arc<Shared>,
-        peer: SocketAddr,
-        kind: SessionKind,
-    ) -> Opening<'a> {
-        Opening {
-            shared,
-            transport: Transport::Ssh,
-            source: peer.to_string(),
-            user_agent: None,
-            person: &self.person,
-            identity: &self.identity,
-            target: self.target_name(),
-            kind,
-            setup_started: Instant::now(),
-        }
-    }
-
-    /// The target as named, for logs and audit (empty when none was).
-    fn target_name(&self) -> String {
-        self.target
-            .as_ref()
-            .ok()
-            .and_then(|t| t.as_ref())
-            .map(ToString::to_string)
-            .unwrap_or_default()
-    }
-}
-
 pub struct Connection {
     shared: Arc<Shared>,
     peer: SocketAddr,
-    login: Option<Login>,
-    authenticated: tokio::sync::watch::Sender<bool>,
+    /// Who logged in, once someone has.
+    auth: Authenticator,
     open_channels: crate::limits::Counter<()>,
     /// Why `-R` was refused on this connection: told on its sessions'
     /// stderr, since a global request's failure carries no reason.
@@ -107,10 +62,9 @@ impl Connection {
         let open_channels =
             crate::limits::Counter::new(shared.config.limits.max_channels_per_connection);
         Connection {
+            auth: Authenticator::new(shared.clone(), peer, authenticated),
             shared,
             peer,
-            login: None,
-            authenticated,
             open_channels,
             refused_remote_forward: Arc::default(),
             revoked: Arc::new(tokio::sync::watch::channel(None).0),
@@ -122,6 +76,7 @@ impl Connection {
     /// limits; the guard gives the places back when the channel ends.
     fn admit(&self) -> Result<(Login, ChannelGuard), ChannelOpenFailure> {
         let login = self
+            .auth
             .login
             .clone()
             .ok_or(ChannelOpenFailure::AdministrativelyProhibited)?;
@@ -185,6 +140,7 @@ impl Connection {
     /// Logs and audits a request kbastion never grants.
     fn refuse_request(&self, kind: SessionKind, reason: &str) {
         let person = self
+            .auth
             .login
             .as_ref()
             .map(|l| l.person.clone())
@@ -204,7 +160,7 @@ impl russh::server::Handler for Connection {
     type Error = russh::Error;
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        if let Some(login) = &self.login {
+        if let Some(login) = &self.auth.login {
             let ended = tokio_util::sync::CancellationToken::new();
             tokio::spawn(watch_credential(
                 self.shared.clone(),
@@ -224,7 +180,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(self.offered(user, offer).await)
+        Ok(self.auth.offered(user, offer).await)
     }
 
     async fn auth_publickey(
@@ -232,7 +188,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(self.signed(user, key).await)
+        Ok(self.auth.signed(user, key).await)
     }
 
     async fn auth_openssh_certificate(
@@ -240,7 +196,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         certificate: &Certificate,
     ) -> Result<Auth, Self::Error> {
-        Ok(self.certified(user, certificate).await)
+        Ok(self.auth.certified(user, certificate).await)
     }
 
     async fn channel_open_session(
@@ -285,6 +241,7 @@ impl russh::server::Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(reason) = self
+            .auth
             .login
             .as_ref()
             .and_then(|l| l.grant.forwarding_refusal())
@@ -366,7 +323,7 @@ impl russh::server::Handler for Connection {
         // OpenSSH's client ends the session on a refused pty (`-t`), so
         // the reason goes to the log and audit; a client that goes on
         // reads it on stderr too (`session_channel`).
-        if let Some(reason) = self.login.as_ref().and_then(|l| l.grant.pty_refusal()) {
+        if let Some(reason) = self.auth.login.as_ref().and_then(|l| l.grant.pty_refusal()) {
             self.refuse_request(SessionKind::Pty, reason);
             return session.channel_failure(channel);
         }
@@ -534,47 +491,29 @@ async fn session_channel(
             refuse(&output, &error.to_string(), tty).await;
             return;
         }
-        Ok(None) if requested == Requested::Exec(crate::web::SIGN_IN_COMMAND.into()) => {
-            // A browser session is a terminal for any target: a credential
-            // that may not have one (no permit-pty, a force-command) gets
-            // no link, or the web would be a way around its restrictions.
-            let restricted = login
-                .grant
-                .pty_refusal()
-                .map(|_| "the certificate has no permit-pty extension")
-                .or(login
-                    .grant
-                    .force_command
-                    .as_ref()
-                    .map(|_| "the certificate's force-command permits only its command"));
-            if let Some(why) = restricted {
-                let reason = format!("no web terminal for this login: {why}");
-                opening.refused(&reason);
-                refuse(&output, &reason, tty).await;
-                return;
-            }
-            let grant = crate::web::links::Grant {
-                ends: None,
-                person: login.person.clone(),
-                identity: login.identity.clone(),
-                credential: Some(login.credential.clone()),
-            };
-            match crate::web::sign_in_link(&shared, grant, &peer.to_string()) {
-                Ok(text) => {
-                    use tokio::io::AsyncWriteExt;
-                    let mut stdout = output.stdout();
-                    let _ = stdout.write_all(text.as_bytes()).await;
-                    let _ = stdout.flush().await;
-                    output.finish(0).await;
-                }
-                Err(reason) => refuse(&output, &reason, tty).await,
-            }
-            return;
-        }
         Ok(None) => {
-            opening.refused("no target given");
-            let message = crate::target::reachable_targets(&shared, &login.identity).await;
-            refuse(&output, &message, tty).await;
+            let command = match &requested {
+                Requested::Exec(line) => crate::commands::parse(line),
+                _ => {
+                    opening.refused("no target given");
+                    let message = crate::target::reachable_targets(&shared, &login.identity).await;
+                    refuse(&output, &message, tty).await;
+                    return;
+                }
+            };
+            match command {
+                crate::commands::Parsed::Command(crate::commands::Command::Web) => {
+                    web_link(&shared, &login, &opening, &output, peer, tty).await
+                }
+                crate::commands::Parsed::Command(crate::commands::Command::Sessions) => {
+                    let listed = shared.sessions.list(Some(&login.person));
+                    print(&output, &crate::registry::table(&listed)).await;
+                }
+                crate::commands::Parsed::Unknown(reason) => {
+                    opening.refused(&reason);
+                    refuse(&output, &reason, tty).await;
+                }
+            }
             return;
         }
         Ok(Some(target)) => target.clone(),
@@ -708,7 +647,7 @@ async fn forward_channel(
     login: Login,
     shared: Arc<Shared>,
     peer: SocketAddr,
-    control: crate::session::Control,
+    control: crate::session::control::Control,
 ) {
     let kind = SessionKind::Forward {
         destination: format!("{host}:{port}"),
@@ -764,10 +703,10 @@ async fn forward_channel(
     reply.accept().await;
     // Forwards follow the drain and idle rules too; the client has no
     // stderr for a forwarded connection, so they just close.
-    let activity = crate::session::Activity::default();
+    let activity = session.traffic.clone();
     let (read, write) = channel.split();
     let output = SshOutput(write);
-    let carried = crate::session::supervise(
+    let carried = crate::session::control::supervise(
         &control,
         &activity,
         &output,
@@ -787,4 +726,52 @@ async fn forward_channel(
             .bytes_out
             .load(std::sync::atomic::Ordering::Relaxed),
     });
+}
+
+/// `ssh PERSON@bastion web`: a one-time sign-in link for the web
+/// terminal. A browser session is a terminal for any target: a credential
+/// that may not have one (no permit-pty, a force-command) gets no link, or
+/// the web would be a way around its restrictions.
+async fn web_link(
+    shared: &Arc<Shared>,
+    login: &Login,
+    opening: &Opening<'_>,
+    output: &SshOutput,
+    peer: SocketAddr,
+    tty: bool,
+) {
+    let restricted = login
+        .grant
+        .pty_refusal()
+        .map(|_| "the certificate has no permit-pty extension")
+        .or(login
+            .grant
+            .force_command
+            .as_ref()
+            .map(|_| "the certificate's force-command permits only its command"));
+    if let Some(why) = restricted {
+        let reason = format!("no web terminal for this login: {why}");
+        opening.refused(&reason);
+        refuse(output, &reason, tty).await;
+        return;
+    }
+    let grant = crate::web::links::Grant {
+        ends: None,
+        person: login.person.clone(),
+        identity: login.identity.clone(),
+        credential: Some(login.credential.clone()),
+    };
+    match crate::web::sign_in_link(shared, grant, &peer.to_string()) {
+        Ok(text) => print(output, &text).await,
+        Err(reason) => refuse(output, &reason, tty).await,
+    }
+}
+
+/// Prints a bastion command's answer and ends the channel with status 0.
+async fn print(output: &SshOutput, text: &str) {
+    use tokio::io::AsyncWriteExt;
+    let mut stdout = output.stdout();
+    let _ = stdout.write_all(text.as_bytes()).await;
+    let _ = stdout.flush().await;
+    output.finish(0).await;
 }

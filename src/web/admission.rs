@@ -12,11 +12,14 @@ use tokio::sync::watch;
 
 use super::links::Grant;
 use crate::audit::SessionKind;
+use crate::audit::Transport;
+use crate::bastion::Shared;
 use crate::login::{Target, View};
 use crate::node_shell::NodeHold;
-use crate::session::{Opening, Pty, Report, Session, Transport};
-use crate::ssh::Shared;
-use crate::target::{ExecTarget, TargetError};
+use crate::pods::{ExecTarget, TargetError};
+use crate::session::control::Report;
+use crate::session::io::Pty;
+use crate::session::{Opening, Session};
 
 /// Who opened a web session, for the audit trail.
 #[derive(Debug, Clone)]
@@ -32,7 +35,7 @@ pub enum Reaches {
     /// A container or a node, through execs.
     Exec(ExecTarget),
     /// A container's log (`CONTAINER.logs`), through `pods/log`.
-    Log(crate::logs::LogSource),
+    Log(crate::log_files::LogSource),
 }
 
 impl Reaches {

@@ -19,14 +19,16 @@ use hyper::body::{Frame, Incoming};
 use tokio::sync::mpsc;
 
 use super::admission::{Admitted, Client, Ending, admit};
-use super::http::{Body, plain};
 use super::links::Grant;
+use super::response::{Body, plain};
 use crate::audit::SessionKind;
+use crate::file_system::{FsError, WriteOpen};
 use crate::login::Target;
-use crate::remote_fs::{FsError, RemoteFs, WriteOpen};
-use crate::session::{
-    Activity, ClientOutput, Interrupted, Outcome, Report, STOPPED, revoked_message, supervise,
+use crate::remote_fs::RemoteFs;
+use crate::session::control::{
+    Activity, Interrupted, Outcome, Report, STOPPED, revoked_message, supervise,
 };
+use crate::session::io::ClientOutput;
 
 /// Bytes read from the target per chunk of a download.
 const CHUNK: usize = 64 * 1024;
@@ -159,7 +161,7 @@ fn interrupted(interrupted: Interrupted) -> Response<Body> {
 /// Admits a transfer as a web session: its files, its rules and its end,
 /// or the refusal's answer.
 async fn admit_transfer(
-    shared: &Arc<crate::ssh::Shared>,
+    shared: &Arc<crate::bastion::Shared>,
     grant: &Grant,
     target: &Target,
     client: &Client,
@@ -177,7 +179,7 @@ async fn admit_transfer(
 
 /// Streams the target's file `path` to the browser.
 pub async fn download(
-    shared: &Arc<crate::ssh::Shared>,
+    shared: &Arc<crate::bastion::Shared>,
     grant: &Grant,
     target: &Target,
     path: String,
@@ -198,13 +200,14 @@ pub async fn download(
         Err(error) => {
             let response = fs_refusal(&error);
             let failed = async { Err(Stop::Fs(error)) };
-            let _ = run_session(context, ending, Activity::default(), failed).await;
+            let activity = context.traffic.clone();
+            let _ = run_session(context, ending, activity, failed).await;
             return response;
         }
     };
     let size = metadata.size;
     let (chunks, body) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(QUEUE);
-    let activity = Activity::default();
+    let activity = context.traffic.clone();
     let work = {
         let (activity, path) = (activity.clone(), path.clone());
         async move {
@@ -252,14 +255,14 @@ pub async fn download(
     if let Ok(value) = HeaderValue::from_str(&disposition(&path)) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
-    super::http::secure_headers(headers);
+    super::response::secure_headers(headers);
     response
 }
 
 /// Writes the request's body into the target's file `path` (created or
 /// truncated), and answers with one line: what was written, or why not.
 pub async fn upload(
-    shared: &Arc<crate::ssh::Shared>,
+    shared: &Arc<crate::bastion::Shared>,
     grant: &Grant,
     target: &Target,
     path: String,
@@ -271,7 +274,7 @@ pub async fn upload(
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
-    let activity = Activity::default();
+    let activity = context.traffic.clone();
     let work = write(fs, path.clone(), body, activity.clone());
     let counted = activity.clone();
     match run_session(context, ending, activity, work).await {

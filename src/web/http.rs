@@ -13,26 +13,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::links::Grant;
+use super::response::{Body, plain, respond};
+use crate::bastion::Shared;
 use crate::login::{LoginName, Target};
-use crate::ssh::Shared;
 
 /// The session cookie. `__Host-` makes browsers insist on Secure, Path=/
 /// and no Domain (RFC 6265bis §4.1.3.2), so no sibling host can set it.
 const COOKIE: &str = "__Host-kbastion";
-
-/// Scripts only from this origin (the embedded bundle), nothing inline;
-/// styles allow inline because xterm.js injects `<style>` elements for
-/// its renderer and theme (it has no nonce support); connections only to
-/// this origin (`'self'` covers its wss:// address).
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// A TLS handshake and the request head must arrive within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,11 +36,8 @@ pub struct Web {
     pub shared: Arc<Shared>,
     /// `https://host[:port]` of `web.public_url`.
     pub origin: String,
-    pub terminals: super::terminal::Terminals,
+    pub terminals: Arc<super::terminal::Terminals>,
 }
-
-/// Every answer's body: whole (pages, lines) or streamed (downloads).
-pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 /// Serves HTTPS on `listener` until the process stops.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, web: Arc<Web>) {
@@ -88,50 +79,6 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, web: A
                 .await;
         });
     }
-}
-
-/// A response with the headers every answer carries.
-pub(super) fn respond(
-    status: StatusCode,
-    content_type: &str,
-    body: impl Into<Bytes>,
-) -> Response<Body> {
-    let full = Full::new(body.into()).map_err(|never| match never {});
-    let mut response = Response::new(full.boxed());
-    *response.status_mut() = status;
-    if let Ok(value) = HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(header::CONTENT_TYPE, value);
-    }
-    secure_headers(response.headers_mut());
-    response
-}
-
-/// The headers every answer carries: no script but ours, no framing, no
-/// sniffing, no referrer, HTTPS only, no caching.
-pub(super) fn secure_headers(headers: &mut http::HeaderMap) {
-    let set = |headers: &mut http::HeaderMap, name, value: &'static str| {
-        headers.insert(name, HeaderValue::from_static(value));
-    };
-    set(
-        headers,
-        header::CONTENT_SECURITY_POLICY,
-        CONTENT_SECURITY_POLICY,
-    );
-    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(headers, header::X_FRAME_OPTIONS, "DENY");
-    // The sign-in link carries its token in the path: never pass it on.
-    set(headers, header::REFERRER_POLICY, "no-referrer");
-    set(
-        headers,
-        header::STRICT_TRANSPORT_SECURITY,
-        "max-age=31536000",
-    );
-    set(headers, header::CACHE_CONTROL, "no-store");
-}
-
-/// A plain-text answer: one line saying what went wrong and what to do.
-pub(super) fn plain(status: StatusCode, line: &str) -> Response<Body> {
-    respond(status, "text/plain; charset=utf-8", format!("{line}\n"))
 }
 
 fn redirect(location: &str) -> Response<Body> {
@@ -552,7 +499,16 @@ async fn websocket(
             Some(super::terminal::websocket_config()),
         )
         .await;
-        super::terminal::serve(web, grant, target, attach, client, socket).await;
+        super::terminal::serve(
+            web.shared.clone(),
+            web.terminals.clone(),
+            grant,
+            target,
+            attach,
+            client,
+            socket,
+        )
+        .await;
     });
     let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, "text/plain", "");
     let headers = response.headers_mut();

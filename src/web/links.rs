@@ -117,7 +117,7 @@ fn token() -> String {
 }
 
 impl Logins {
-    pub fn new(config: &super::WebConfig) -> Logins {
+    pub fn new(config: &crate::config::WebConfig) -> Logins {
         Logins {
             link_secs: config.link_secs,
             idle_secs: config.session_idle_secs,
@@ -276,7 +276,7 @@ mod tests {
     use super::*;
 
     fn logins() -> Logins {
-        Logins::new(&crate::web::WebConfig {
+        Logins::new(&crate::config::WebConfig {
             link_secs: 60,
             session_idle_secs: 600,
             session_max_secs: 3600,
@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn one_person_cannot_fill_the_shared_tables() {
-        let logins = Logins::new(&crate::web::WebConfig {
+        let logins = Logins::new(&crate::config::WebConfig {
             max_links_per_person: 2,
             max_sessions_per_person: 1,
             ..Default::default()

@@ -26,13 +26,13 @@ use tokio_util::sync::CancellationToken;
 
 pub use super::admission::Client;
 use super::admission::Reaches;
-use super::http::Web;
 use super::links::Grant;
 use super::screen::{Next, Screen};
 use super::wire::{ClientMessage, MAX_CLIENT_MESSAGE, ServerMessage, WireError};
+use crate::bastion::Shared;
 use crate::login::Target;
 use crate::session::io::Chunk;
-use crate::session::{ClientEvent, ClientInput, ClientOutput, Pty};
+use crate::session::io::{ClientEvent, ClientInput, ClientOutput, Pty};
 
 /// The TERM a web terminal's shell gets: xterm.js emulates xterm.
 const TERM: &str = "xterm-256color";
@@ -116,7 +116,8 @@ struct Terminal {
 /// Serves one terminal WebSocket: reattaches to the terminal the page
 /// names, or starts a new session once the page has sent its size.
 pub async fn serve<S>(
-    web: Arc<Web>,
+    shared: Arc<Shared>,
+    terminals: Arc<Terminals>,
     grant: Grant,
     target: Target,
     attach: Option<(String, u64)>,
@@ -126,11 +127,11 @@ pub async fn serve<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     if let Some((id, offset)) = attach {
-        match web.terminals.find(&id) {
+        match terminals.find(&id) {
             Some(terminal) if terminal.person == grant.person && terminal.target == target => {
                 tracing::info!(source = %client.source, session = %terminal.id, person = %grant.person, "web: page reattached");
                 let from = terminal.screen.resume_at(offset);
-                pump(&web, &terminal, from, socket).await;
+                pump(&shared, &terminal, from, socket).await;
                 return;
             }
             _ => {
@@ -151,7 +152,6 @@ pub async fn serve<S>(
         width: u32::from(cols),
         height: u32::from(rows),
     };
-    let shared = web.shared.clone();
     // A log is followed (no options from a page), anything else a shell.
     let kind = match &target {
         Target::Container {
@@ -190,7 +190,7 @@ pub async fn serve<S>(
         exit: watch::channel(None).0,
         holder: Mutex::default(),
     });
-    web.terminals.insert(terminal.clone());
+    terminals.insert(terminal.clone());
     let input = WebInput {
         events: events_rx,
         size: terminal.size.subscribe(),
@@ -202,7 +202,7 @@ pub async fn serve<S>(
         terminal: terminal.clone(),
     };
     let runner = {
-        let (web, terminal) = (web.clone(), terminal.clone());
+        let (shared, terminals, terminal) = (shared.clone(), terminals.clone(), terminal.clone());
         tokio::spawn(async move {
             let super::admission::Admitted {
                 reaches,
@@ -236,10 +236,10 @@ pub async fn serve<S>(
             };
             ending.end(&report);
             terminal.screen.close();
-            web.terminals.remove(&terminal.id);
+            terminals.remove(&terminal.id);
         })
     };
-    pump(&web, &terminal, 0, socket).await;
+    pump(&shared, &terminal, 0, socket).await;
     // The session runs on without a page until the grace is over; the
     // runner owns it and ends it.
     drop(runner);
@@ -285,7 +285,7 @@ where
 /// Carries a terminal between its process and one page until the
 /// process's output ends (then the exit status and a normal close), the
 /// page goes away, or another page takes the terminal over.
-async fn pump<S>(web: &Web, terminal: &Terminal, from: u64, socket: WebSocketStream<S>)
+async fn pump<S>(shared: &Shared, terminal: &Terminal, from: u64, socket: WebSocketStream<S>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -297,7 +297,7 @@ where
     }
     terminal.detached.send_replace(None);
     let (mut sink, mut stream) = socket.split();
-    let keepalive = &web.shared.config.timeouts;
+    let keepalive = &shared.config.timeouts;
     let interval = Duration::from_secs(keepalive.keepalive_secs.clamp(1, 3600));
     // The page learns the ping interval, so that it can tell a dead socket
     // (a network that drops packets closes nothing) and reconnect.
@@ -426,7 +426,7 @@ where
         }
     };
     if !ended && !other_page.is_cancelled() {
-        tracing::info!(session = %terminal.id, grace_secs = web.shared.config.web.reattach_secs, "web: page detached; the session waits for it");
+        tracing::info!(session = %terminal.id, grace_secs = shared.config.web.reattach_secs, "web: page detached; the session waits for it");
         terminal.detached.send_replace(Some(Instant::now()));
     }
 }

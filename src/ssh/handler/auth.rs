@@ -9,18 +9,87 @@ use std::sync::Arc;
 use russh::keys::{Certificate, HashAlg, PublicKey};
 use russh::server::{Auth, PublicKeyOffer, VerifiedPublicKey};
 
-use super::{Connection, Login};
-use crate::audit::Event;
+use std::time::Instant;
+
+use crate::audit::{Event, SessionKind, Transport};
+use crate::bastion::Shared;
 use crate::cluster::Identity;
-use crate::login::{self, LoginName};
+use crate::login::{self, LoginError, LoginName, Target};
 use crate::revocation::Credential;
-use crate::ssh::Shared;
+use crate::session::Opening;
 
 /// Authentication methods, as the audit log names them.
 const PUBLIC_KEY: &str = "publickey";
 const CERTIFICATE: &str = "openssh-certificate";
 
-impl Connection {
+/// The authentication of one connection: checks each attempt, and keeps
+/// the login once one succeeds.
+pub(super) struct Authenticator {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    /// Told once someone has logged in (the login timeout stops).
+    authenticated: tokio::sync::watch::Sender<bool>,
+    pub(super) login: Option<Login>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Login {
+    pub(super) person: String,
+    pub(super) identity: Identity,
+    pub(super) target: Result<Option<Target>, LoginError>,
+    /// What the credential permits (a certificate's extensions and
+    /// critical options; everything for a plain key).
+    pub(super) grant: crate::certificates::Grant,
+    /// What logged in, checked again on every channel and every reload.
+    pub(super) credential: Credential,
+}
+
+impl Login {
+    /// A session of this login, about to start now.
+    pub(super) fn opening<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        peer: SocketAddr,
+        kind: SessionKind,
+    ) -> Opening<'a> {
+        Opening {
+            shared,
+            transport: Transport::Ssh,
+            source: peer.to_string(),
+            user_agent: None,
+            person: &self.person,
+            identity: &self.identity,
+            target: self.target_name(),
+            kind,
+            setup_started: Instant::now(),
+        }
+    }
+
+    /// The target as named, for logs and audit (empty when none was).
+    fn target_name(&self) -> String {
+        self.target
+            .as_ref()
+            .ok()
+            .and_then(|t| t.as_ref())
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+}
+
+impl Authenticator {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        peer: SocketAddr,
+        authenticated: tokio::sync::watch::Sender<bool>,
+    ) -> Self {
+        Authenticator {
+            shared,
+            peer,
+            authenticated,
+            login: None,
+        }
+    }
+
     /// Logs, audits and, past the source's grace, slows down a failed
     /// attempt. The name is shown cut and escaped (`login::for_log`); only
     /// a configured person is counted by name.
@@ -109,7 +178,7 @@ impl Connection {
     /// A key offered without a signature (a probe): accepted when it would
     /// log in, refused otherwise.
     pub(super) async fn offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Auth {
-        if let Some(reason) = crate::ssh::refused_signature(offer.algorithm) {
+        if let Some(reason) = crate::keys::refused_signature(offer.algorithm) {
             let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
             self.auth_failed(user, PUBLIC_KEY, Some(fingerprint), reason)
                 .await;
@@ -142,7 +211,7 @@ impl Connection {
     pub(super) async fn signed(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Auth {
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         // Also refused when offered; checked again on the signature itself.
-        if let Some(reason) = crate::ssh::refused_signature(key.algorithm) {
+        if let Some(reason) = crate::keys::refused_signature(key.algorithm) {
             self.auth_failed(user, PUBLIC_KEY, Some(fingerprint), reason)
                 .await;
             return Auth::reject();

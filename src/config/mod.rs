@@ -13,6 +13,10 @@ use std::time::Duration;
 use russh::keys::PublicKey;
 use serde::{Deserialize, Serialize};
 
+mod web;
+
+pub use web::WebConfig;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -58,7 +62,7 @@ pub struct Config {
     pub node_shell: crate::node_shell::NodeShellConfig,
     /// Debug containers (`USER@NS/POD/CONTAINER.debug`).
     #[serde(default)]
-    pub debug: crate::debug::DebugConfig,
+    pub debug: DebugConfig,
     /// Metrics and health endpoints.
     #[serde(default)]
     pub metrics: crate::metrics::MetricsConfig,
@@ -82,13 +86,13 @@ pub struct Config {
     pub revoked_keys: Option<PathBuf>,
     /// The revocations read (filled in by `parse`).
     #[serde(skip)]
-    pub revoked: crate::revocation::RevokedKeys,
+    pub revoked: crate::keys::RevokedKeys,
     /// Audit log and session recordings.
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
     /// The web terminal (off unless `web.listen` is set).
     #[serde(default)]
-    pub web: crate::web::WebConfig,
+    pub web: WebConfig,
     /// Whether a person may be mapped to the `system:masters` group, which
     /// no RBAC rule can restrict or audit as a role (default: refused).
     #[serde(default)]
@@ -284,18 +288,6 @@ fn default_namespace() -> String {
         .unwrap_or_else(|| "kbastion".into())
 }
 
-/// Parses the key part of an `authorized_keys` line (options before the key
-/// type are not supported and are reported as such).
-pub fn parse_authorized_key(line: &str) -> Result<Option<PublicKey>, String> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return Ok(None);
-    }
-    PublicKey::from_openssh(line)
-        .map(Some)
-        .map_err(|e| format!("not an OpenSSH public key ({e}): {:.40}", line))
-}
-
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -375,8 +367,8 @@ impl Config {
             );
         }
         for (i, line) in config.user_ca_keys.iter().enumerate() {
-            if let Some(key) =
-                parse_authorized_key(line).map_err(|e| format!("user_ca_keys[{i}]: {e}"))?
+            if let Some(key) = crate::keys::parse_authorized_key(line)
+                .map_err(|e| format!("user_ca_keys[{i}]: {e}"))?
             {
                 config.ca_keys.push(key);
             }
@@ -387,7 +379,7 @@ impl Config {
         if let Some(path) = &config.revoked_keys {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("revoked_keys: cannot read {}: {e}", path.display()))?;
-            config.revoked = crate::revocation::RevokedKeys::parse(&text)
+            config.revoked = crate::keys::RevokedKeys::parse(&text)
                 .map_err(|e| format!("revoked_keys: {}: {e}", path.display()))?;
         }
         let mut seen = std::collections::HashSet::new();
@@ -417,7 +409,7 @@ impl Config {
                 }
             }
             for (j, line) in user.authorized_keys.iter().enumerate() {
-                if let Some(key) = parse_authorized_key(line)
+                if let Some(key) = crate::keys::parse_authorized_key(line)
                     .map_err(|e| format!("users[{i}].authorized_keys[{j}]: {e}"))?
                 {
                     user.keys.push(key);
@@ -436,7 +428,7 @@ impl Config {
                     )
                 })?;
                 for (n, line) in text.lines().enumerate() {
-                    if let Some(key) = parse_authorized_key(line).map_err(|e| {
+                    if let Some(key) = crate::keys::parse_authorized_key(line).map_err(|e| {
                         format!(
                             "users[{i}].authorized_keys_files: {} line {}: {e}",
                             file.display(),
@@ -458,6 +450,26 @@ impl Config {
     /// The effective configuration, as `check-config` prints it.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+/// `[debug]` in the config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    /// The debug container's image; it needs `sh` and `sleep` (and
+    /// whatever tools people debug with).
+    pub image: String,
+    /// Seconds to wait for the debug container to run.
+    pub start_timeout_secs: u64,
+}
+
+impl Default for DebugConfig {
+    fn default() -> Self {
+        DebugConfig {
+            image: "busybox:1.36".into(),
+            start_timeout_secs: 60,
+        }
     }
 }
 
@@ -506,9 +518,9 @@ mod tests {
         for (name, text) in [
             (
                 "kbastion.example.toml",
-                include_str!("../config/kbastion.example.toml"),
+                include_str!("../../config/kbastion.example.toml"),
             ),
-            ("demo.toml", include_str!("../config/demo.toml")),
+            ("demo.toml", include_str!("../../config/demo.toml")),
         ] {
             parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
