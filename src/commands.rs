@@ -30,7 +30,8 @@ pub const TABLE: &[(&str, Command, &str)] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     Command(Command),
-    /// Not a command of the bastion: the line for the person.
+    /// Not a command of the bastion: the line for the person (shown
+    /// with the login syntax and what the person may reach).
     Unknown(String),
 }
 
@@ -41,7 +42,7 @@ pub fn parse(line: &str) -> Parsed {
     match TABLE.iter().find(|(name, _, _)| *name == line) {
         Some((_, command, _)) => Parsed::Command(*command),
         None => Parsed::Unknown(format!(
-            "{:?} is not a command of this bastion; it knows {}. To run a command in a target, name the target in the login: ssh PERSON@NAMESPACE/POD@bastion COMMAND",
+            "{:?} is not a command of this bastion; it knows {}",
             truncate(line, 64),
             known()
         )),

@@ -190,9 +190,6 @@ pub async fn authorize(
     pod: &str,
     container: Option<&str>,
 ) -> Result<LogSource, TargetError> {
-    if shared.protected_namespaces().contains(&namespace) {
-        return Err(TargetError::BastionNamespace(namespace.into()));
-    }
     let wait = shared.config.timeouts.api();
     let client = shared
         .cluster
@@ -229,28 +226,23 @@ pub async fn authorize(
 
 /// A log session that follows the log from its start, as a shell does.
 pub fn follow(source: LogSource) -> LogSession {
-    LogSession {
-        params: LogParams {
-            container: Some(source.container.clone()),
-            follow: true,
-            ..LogParams::default()
-        },
-        source,
+    session(source, LogOptions::default())
+}
+
+/// The options a shell (none: follow) or a command (kubectl's log
+/// options) gives a log session; checked before the session is admitted.
+pub fn options(requested: &Requested) -> Result<LogOptions, String> {
+    match requested {
+        Requested::Shell => Ok(LogOptions::default()),
+        Requested::Exec(command) => parse_options(command).map_err(|e| e.to_string()),
+        // Served as files (`LogFiles`), not as a stream.
+        Requested::Sftp => Err("SFTP on a log is served by kbastion's own SFTP server".into()),
     }
 }
 
-/// A log session with the options a shell (none: follow) or a command
-/// (kubectl's log options) gives.
-pub fn session(source: LogSource, requested: &Requested) -> Result<LogSession, String> {
-    let options = match requested {
-        Requested::Shell => return Ok(follow(source)),
-        Requested::Exec(command) => parse_options(command).map_err(|e| e.to_string())?,
-        // Served as files (`LogFiles`), not as a stream.
-        Requested::Sftp => {
-            return Err("SFTP on a log is served by kbastion's own SFTP server".into());
-        }
-    };
-    Ok(LogSession {
+/// A log session of `source` with `options`.
+pub fn session(source: LogSource, options: LogOptions) -> LogSession {
+    LogSession {
         params: LogParams {
             container: Some(source.container.clone()),
             follow: options.follow,
@@ -263,7 +255,7 @@ pub fn session(source: LogSource, requested: &Requested) -> Result<LogSession, S
             ..LogParams::default()
         },
         source,
-    })
+    }
 }
 
 /// Ctrl-C as a terminal sends it.

@@ -1,8 +1,10 @@
-//! Resolving a login target to something that can run a command: a pod
-//! and container the person may reach, checked the way kubectl checks
-//! them, or a node through its held node-shell pod, with one clear line for
-//! every way it can fail; and, for a login without a target, what the
-//! person may reach.
+//! Resolving a login target to what a session reaches: a pod and
+//! container the person may reach, checked the way kubectl checks them; a
+//! debug container beside one (`.debug`); a container's log (`.logs`); or
+//! a node through its held node-shell pod, with one clear line for every
+//! way it can fail; and, for a login without a target, what the person
+//! may reach. The one router of target kinds, for every door
+//! (`session::gate`).
 
 use crate::authz::Permission;
 use crate::bastion::Shared;
@@ -11,15 +13,24 @@ use crate::login::{self, Target};
 use crate::node_shell::NodeHold;
 use crate::pods::{ExecTarget, TargetError, resolve_container};
 
-/// Resolves a target for a person: a container as them (their RBAC),
-/// or a node through its held node-shell pod.
+/// What a session reaches.
+pub enum Reached {
+    /// A container or a node, through execs.
+    Exec(ExecTarget),
+    /// A container's log (`CONTAINER.logs`), through `pods/log`.
+    Log(crate::log_files::LogSource),
+}
+
+/// Resolves a target for a person: a container (or its log, or a debug
+/// container beside it) as them (their RBAC), or a node through its held
+/// node-shell pod.
 pub async fn resolve(
     shared: &Shared,
     person: &str,
     identity: &Identity,
     target: &Target,
     subresource: &str,
-) -> Result<(ExecTarget, Option<NodeHold>), TargetError> {
+) -> Result<(Reached, Option<NodeHold>), TargetError> {
     let resolved = resolve_uncounted(shared, person, identity, target, subresource).await;
     if let Err(error) = &resolved
         && error.is_cluster_failure()
@@ -35,8 +46,17 @@ async fn resolve_uncounted(
     identity: &Identity,
     target: &Target,
     subresource: &str,
-) -> Result<(ExecTarget, Option<NodeHold>), TargetError> {
+) -> Result<(Reached, Option<NodeHold>), TargetError> {
     let wait = shared.config.timeouts.api();
+    // Its pods are the bastion's replicas (their token can impersonate
+    // anyone) and node shells (root on a node): an exec there would skip
+    // the node check (`nodes/proxy`), so no one's RBAC may open that path,
+    // nor read its logs, nor add a debug container there.
+    if let Target::Container { namespace, .. } = target
+        && shared.protected_namespaces().contains(&namespace.as_str())
+    {
+        return Err(TargetError::BastionNamespace(namespace.clone()));
+    }
     match target {
         // A session in a debug container beside the target (forwards reach
         // the pod itself, below: they need no debug container).
@@ -48,7 +68,17 @@ async fn resolve_uncounted(
         } if subresource == "exec" => {
             crate::debug::resolve(shared, identity, namespace, pod, container.as_deref())
                 .await
-                .map(|debug| (debug, None))
+                .map(|debug| (Reached::Exec(debug), None))
+        }
+        Target::Container {
+            view: login::View::Logs,
+            namespace,
+            pod,
+            container,
+        } if subresource == "exec" => {
+            crate::logs::authorize(shared, identity, namespace, pod, container.as_deref())
+                .await
+                .map(|source| (Reached::Log(source), None))
         }
         Target::Container {
             view: login::View::Logs,
@@ -65,13 +95,6 @@ async fn resolve_uncounted(
             container,
             ..
         } => {
-            // Its pods are the bastion's replicas (their token can
-            // impersonate anyone) and node shells (root on a node): an
-            // exec there would skip the node check (`nodes/proxy`), so no
-            // one's RBAC may open that path.
-            if shared.protected_namespaces().contains(&namespace.as_str()) {
-                return Err(TargetError::BastionNamespace(namespace.clone()));
-            }
             let client = shared
                 .cluster
                 .as_user(identity)
@@ -87,7 +110,7 @@ async fn resolve_uncounted(
                 name: Some(pod),
             };
             crate::authz::require(&shared.cluster.own(), identity, &permission, wait).await?;
-            Ok((resolved, None))
+            Ok((Reached::Exec(resolved), None))
         }
         Target::Node { node } => {
             let acting = shared
@@ -95,7 +118,7 @@ async fn resolve_uncounted(
                 .acting_for(person)
                 .map_err(|e| TargetError::Api(e.to_string()))?;
             let (resolved, hold) = shared.node_shells.acquire(identity, node, acting).await?;
-            Ok((resolved, Some(hold)))
+            Ok((Reached::Exec(resolved), Some(hold)))
         }
     }
 }

@@ -1,16 +1,18 @@
 //! The session layer: what every session is, whatever the transport
 //! brought it (an SSH channel, a WebSocket) and whatever it carries.
 //!
-//! A transport turns what the client asked into a `Requested`, resolves
-//! the target, then `Opening::start` admits the session: it waits for room
-//! in the audit trail, opens the recording, and records the start (log
-//! line, audit event, metrics); `Session::end` records the end. `serve`
+//! A door turns what the client asked into a `Requested` and an
+//! `Opening`; `gate::admit` admits it (drain, credential, limits, target)
+//! and `Opening::start` starts it: it waits for room in the audit trail,
+//! opens the recording, registers the session (`registry`) and records the
+//! start (log line, audit event, metrics); `Session::end` records the end. `serve`
 //! picks the `Service` in one place and runs it under the session's rules
 //! (`control`): the bridge to an exec, or kbastion's own SFTP and scp.
 //! Forwards are sessions too (`Opening::start` with a forward's kind).
 
 pub mod control;
 pub mod environment;
+pub mod gate;
 pub mod io;
 
 use std::sync::Arc;
@@ -153,7 +155,7 @@ impl Opening<'_> {
     /// Starts the session once the audit trail has room and its recording
     /// (if any) is open; `pty` is the terminal it is recorded at. On a
     /// refusal the reason is recorded and returned, for the person.
-    pub async fn start(self, pty: Option<&Pty>) -> Result<Session, String> {
+    pub async fn start(self, pty: Option<&Pty>, places: Places) -> Result<Session, String> {
         let shared = self.shared;
         if let Err(behind) = shared.audit.wait_for_room().await {
             let reason = behind.to_string();
@@ -198,6 +200,7 @@ impl Opening<'_> {
             shared: shared.clone(),
             traffic,
             _registered: registered,
+            _places: places,
             id,
             source: self.source,
             person: self.person.to_string(),
@@ -229,6 +232,15 @@ pub struct Session {
     pub traffic: Activity,
     /// Its entry in the session registry, removed however it ends.
     _registered: crate::registry::Registered,
+    _places: Places,
+}
+
+/// What a session holds until it ends: its place in the person's session
+/// limit, and a node shell's hold on its pod.
+#[derive(Default)]
+pub struct Places {
+    pub _slot: Option<crate::limits::Slot<String>>,
+    pub _hold: Option<crate::node_shell::NodeHold>,
 }
 
 impl Session {

@@ -15,16 +15,18 @@ use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
 
 mod auth;
 
-use auth::{Authenticator, Login, unix_now, watch_credential};
+use auth::{Authenticator, Login, watch_credential};
 
 use super::channel::{SshInput, SshOutput};
 use crate::audit::{Event, SessionKind};
 use crate::bastion::Shared;
 use crate::login::{self, Target};
 use crate::session::control::{Outcome, Report};
+use crate::session::gate::{Admitted, Presented};
 use crate::session::io::Pty;
 use crate::session::io::{ClientOutput, refuse};
 use crate::session::{Opening, Requested, Service};
+use crate::target::Reached;
 
 /// Why kbastion refuses what OpenSSH clients may ask for besides sessions
 /// and local forwarding.
@@ -72,65 +74,27 @@ impl Connection {
         }
     }
 
-    /// Admits a new channel within the per-connection and per-person
-    /// limits; the guard gives the places back when the channel ends.
+    /// Takes a channel's place within the per-connection limit (a limit
+    /// of this door's connections); everything else a session needs is
+    /// decided by the gate when it asks for something (`session::gate`).
+    /// The guard gives the place back when the channel ends.
     fn admit(&self) -> Result<(Login, ChannelGuard), ChannelOpenFailure> {
         let login = self
             .auth
             .login
             .clone()
             .ok_or(ChannelOpenFailure::AdministrativelyProhibited)?;
-        // Reloads and expiry are watched too (`watch_credential`); this
-        // also catches the moments in between.
-        let still =
-            login
-                .credential
-                .check(&self.shared.access().lists(), self.peer.ip(), unix_now());
-        if let Some(reason) = still.err().or_else(|| self.revoked.borrow().clone()) {
-            return Err(ChannelOpenFailure::Other {
-                code: 1, // SSH_OPEN_ADMINISTRATIVELY_PROHIBITED
-                reason: format!("access revoked: {reason}"),
-            });
-        }
-        if self.shared.notice.borrow().is_some() {
-            return Err(ChannelOpenFailure::Other {
-                code: 2, // SSH_OPEN_CONNECT_FAILED
-                reason: "the bastion is restarting; reconnect to reach another replica".into(),
-            });
-        }
-        let limits = &self.shared.config.limits;
+        let limit = self.shared.config.limits.max_channels_per_connection;
         let channel = self
             .open_channels
             .take(())
             .ok_or_else(|| ChannelOpenFailure::Other {
                 code: 4, // SSH_OPEN_RESOURCE_SHORTAGE
-                reason: format!(
-                    "too many channels on this connection (limit {})",
-                    limits.max_channels_per_connection
-                ),
+                reason: format!("too many channels on this connection (limit {limit})"),
             })?;
-        let person = self
-            .shared
-            .sessions_per_user
-            .take(login.person.clone())
-            .ok_or_else(|| ChannelOpenFailure::Other {
-                code: 4,
-                reason: format!(
-                    "too many sessions for {} (limit {})",
-                    login.person, limits.max_sessions_per_user
-                ),
-            })?;
-        Ok((
-            login,
-            ChannelGuard {
-                _channel: channel,
-                _person: person,
-            },
-        ))
+        Ok((login, ChannelGuard { _channel: channel }))
     }
 
-    /// Audits a channel refused at admission (revoked, draining, a limit),
-    /// as a web session's refusal is.
     fn channel_refused(&self, kind: SessionKind, refusal: &ChannelOpenFailure) {
         if let ChannelOpenFailure::Other { reason, .. } = refusal {
             self.refuse_request(kind, reason);
@@ -390,7 +354,6 @@ impl russh::server::Handler for Connection {
 /// A channel's places in the per-connection and per-person limits.
 struct ChannelGuard {
     _channel: crate::limits::Slot<()>,
-    _person: crate::limits::Slot<String>,
 }
 
 /// Waits for the channel's pty/shell/exec requests, then runs the session.
@@ -494,12 +457,7 @@ async fn session_channel(
         Ok(None) => {
             let command = match &requested {
                 Requested::Exec(line) => crate::commands::parse(line),
-                _ => {
-                    opening.refused("no target given");
-                    let message = crate::target::reachable_targets(&shared, &login.identity).await;
-                    refuse(&output, &message, tty).await;
-                    return;
-                }
+                _ => crate::commands::Parsed::Unknown(String::new()),
             };
             match command {
                 crate::commands::Parsed::Command(crate::commands::Command::Web) => {
@@ -509,131 +467,101 @@ async fn session_channel(
                     let listed = shared.sessions.list(Some(&login.person));
                     print(&output, &crate::registry::table(&listed)).await;
                 }
-                crate::commands::Parsed::Unknown(reason) => {
-                    opening.refused(&reason);
-                    refuse(&output, &reason, tty).await;
+                // No target and no command of the bastion: the syntax,
+                // what the person may reach, and the bastion's commands.
+                crate::commands::Parsed::Unknown(line) => {
+                    opening.refused("no target given");
+                    let mut message =
+                        crate::target::reachable_targets(&shared, &login.identity).await;
+                    if !line.is_empty() {
+                        message.push('\n');
+                        message.push_str(&line);
+                    }
+                    refuse(&output, &message, tty).await;
                 }
             }
             return;
         }
         Ok(Some(target)) => target.clone(),
     };
-    if let Target::Container {
-        namespace,
-        pod,
-        container,
-        view: login::View::Logs,
-    } = &target
-    {
-        // SFTP and scp see the log as files; anything else streams it.
-        let files = crate::session::FileService::requested(&requested);
-        let opening = match files {
-            Some(_) => opening,
-            None => Opening {
-                kind: SessionKind::Logs {
-                    options: match &requested {
-                        Requested::Exec(options) => options.clone(),
-                        _ => String::new(),
-                    },
-                },
-                ..opening
-            },
-        };
-        let authorized = crate::logs::authorize(
-            &shared,
-            &login.identity,
-            namespace,
-            pod,
-            container.as_deref(),
-        )
-        .await;
-        let source = match authorized {
-            Ok(source) => source,
-            Err(error) => {
-                let reason = error.to_string();
-                opening.refused(&reason);
-                refuse(&output, &reason, tty).await;
-                return;
-            }
-        };
-        if let Some(service) = files {
-            let session = match opening.start(None).await {
-                Ok(session) => session,
-                Err(reason) => {
-                    refuse(&output, &reason, tty).await;
-                    return;
-                }
-            };
-            let api_wait = shared.config.timeouts.api();
-            let fs = crate::remote_fs::RemoteFs::log(
-                crate::log_files::LogFiles::new(source, api_wait),
-                api_wait,
-            );
-            let context =
-                session.context(&login.identity.user, shared.control(revoked.subscribe()));
-            let report =
-                crate::session::serve_files(service, fs, SshInput::new(read), output, context)
-                    .await;
-            session.end(&report);
-            return;
-        }
-        let log = match crate::logs::session(source, &requested) {
-            Ok(log) => log,
+    // A log is a stream (kubectl's options, checked first) unless SFTP or
+    // scp asks for it as files.
+    let files = crate::session::FileService::requested(&requested);
+    let log_options = match &target {
+        Target::Container {
+            view: login::View::Logs,
+            ..
+        } if files.is_none() => match crate::logs::options(&requested) {
+            Ok(options) => Some(options),
             Err(reason) => {
                 opening.refused(&reason);
                 refuse(&output, &reason, tty).await;
                 return;
             }
-        };
-        let session = match opening.start(pty.as_ref()).await {
-            Ok(session) => session,
-            Err(reason) => {
-                refuse(&output, &reason, tty).await;
-                return;
-            }
-        };
-        let context = session.context(&login.identity.user, shared.control(revoked.subscribe()));
-        let report = log.serve(SshInput::new(read), &output, tty, &context).await;
-        session.end(&report);
-        return;
-    }
-    let resolved =
-        crate::target::resolve(&shared, &login.person, &login.identity, &target, "exec").await;
-    // The hold keeps a node's pod while the session runs.
-    let (exec_target, _node_hold) = match resolved {
-        Ok(resolved) => resolved,
-        Err(error) => {
-            opening.refused(&error.to_string());
-            refuse(&output, &error.to_string(), tty).await;
-            return;
-        }
+        },
+        _ => None,
     };
-    let exec_target = Arc::new(exec_target);
-    let api_wait = shared.config.timeouts.api();
-    let fs = crate::remote_fs::RemoteFs::new(exec_target.clone(), api_wait);
-    let service = Service::choose(requested, tty, &shared.config.files, &fs).await;
-    let session = match opening.start(pty.as_ref()).await {
-        Ok(session) => session,
-        Err(reason) => {
-            refuse(&output, &reason, tty).await;
+    let opening = match &log_options {
+        Some(_) => Opening {
+            kind: SessionKind::Logs {
+                options: match &requested {
+                    Requested::Exec(options) => options.clone(),
+                    _ => String::new(),
+                },
+            },
+            ..opening
+        },
+        None => opening,
+    };
+    let presented = Presented {
+        credential: Some(&login.credential),
+        address: peer.ip(),
+    };
+    let admitted =
+        crate::session::gate::admit(opening, presented, &target, "exec", pty.as_ref()).await;
+    let Admitted { reaches, session } = match admitted {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            refuse(&output, &refusal.to_string(), tty).await;
             return;
         }
     };
     let mut context = session.context(&login.identity.user, shared.control(revoked.subscribe()));
     context.env = env;
-    // A debug container's shell says where the target's files are.
-    if let (Some(note), Service::Shell) = (&exec_target.note, &service) {
-        output.tell(note, tty).await;
-    }
-    let report = crate::session::serve(
-        service,
-        exec_target,
-        pty,
-        SshInput::new(read),
-        output,
-        context,
-    )
-    .await;
+    let api_wait = shared.config.timeouts.api();
+    let report = match reaches {
+        Reached::Log(source) => match (files, log_options) {
+            (Some(service), _) => {
+                let fs = crate::remote_fs::RemoteFs::log(
+                    crate::log_files::LogFiles::new(source, api_wait),
+                    api_wait,
+                );
+                crate::session::serve_files(service, fs, SshInput::new(read), output, context).await
+            }
+            (None, options) => {
+                let log = crate::logs::session(source, options.unwrap_or_default());
+                log.serve(SshInput::new(read), &output, tty, &context).await
+            }
+        },
+        Reached::Exec(exec_target) => {
+            let exec_target = Arc::new(exec_target);
+            let fs = crate::remote_fs::RemoteFs::new(exec_target.clone(), api_wait);
+            let service = Service::choose(requested, tty, &shared.config.files, &fs).await;
+            // A debug container's shell says where the target's files are.
+            if let (Some(note), Service::Shell) = (&exec_target.note, &service) {
+                output.tell(note, tty).await;
+            }
+            crate::session::serve(
+                service,
+                exec_target,
+                pty,
+                SshInput::new(read),
+                output,
+                context,
+            )
+            .await
+        }
+    };
     session.end(&report);
 }
 
@@ -674,31 +602,58 @@ async fn forward_channel(
             .reject(refuse(format!("port {port} is out of range"), 2))
             .await;
     };
-    let (resolved, _hold) = match crate::target::resolve(
-        &shared,
-        &login.person,
-        &login.identity,
-        &target,
-        "portforward",
-    )
-    .await
-    {
-        Ok(resolved) => resolved,
-        Err(error) => return reply.reject(refuse(error.to_string(), 1)).await,
+    let presented = Presented {
+        credential: Some(&login.credential),
+        address: peer.ip(),
     };
-    if !crate::forward::destination_allowed(&resolved, &host) {
+    // The destination is checked against the target before anything
+    // starts: a refused one is audited as the refusal it is.
+    let cleared =
+        match crate::session::gate::clear(opening, presented, &target, "portforward").await {
+            Ok(cleared) => cleared,
+            Err(refusal) => {
+                return reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: 1,
+                        reason: refusal.to_string(),
+                    })
+                    .await;
+            }
+        };
+    // `target::resolve` gives a forward only an exec's target.
+    let reason = match &cleared.reaches {
+        Reached::Exec(resolved) if crate::forward::destination_allowed(resolved, &host) => None,
+        Reached::Exec(resolved) => Some(crate::forward::refusal(resolved, &host)),
+        Reached::Log(_) => Some("a container's log cannot be forwarded to".to_string()),
+    };
+    if let Some(reason) = reason {
+        cleared.refuse(&reason);
         return reply
-            .reject(refuse(crate::forward::refusal(&resolved, &host), 1))
+            .reject(ChannelOpenFailure::Other { code: 1, reason })
             .await;
     }
-    // Refusals past this point are recorded by `start`.
-    let session = match opening.start(None).await {
-        Ok(session) => session,
-        Err(reason) => {
+    let (reaches, session) = match cleared.start(None).await {
+        Ok(Admitted { reaches, session }) => (reaches, session),
+        Err(refusal) => {
             return reply
-                .reject(ChannelOpenFailure::Other { code: 2, reason })
+                .reject(ChannelOpenFailure::Other {
+                    code: 2,
+                    reason: refusal.to_string(),
+                })
                 .await;
         }
+    };
+    let Reached::Exec(resolved) = reaches else {
+        // Refused above; kept total rather than assumed.
+        let reason = "a container's log cannot be forwarded to".to_string();
+        session.end(&Report {
+            outcome: Outcome::Failed(reason.clone()),
+            bytes_in: 0,
+            bytes_out: 0,
+        });
+        return reply
+            .reject(ChannelOpenFailure::Other { code: 1, reason })
+            .await;
     };
     reply.accept().await;
     // Forwards follow the drain and idle rules too; the client has no

@@ -1,8 +1,9 @@
-//! What every web session passes before it starts, as an SSH channel
-//! does: the drain, the per-person session limit, the target and the
-//! person's right to it (resolution, with its SubjectAccessReview), then
-//! `Opening::start` (audit, recording). A terminal and a file transfer
-//! from the page are both admitted here, and both end through `end`.
+//! A web session's way through the gate (`session::gate`, as an SSH
+//! channel's): the browser session's grant and address become an
+//! `Opening`, a refusal an HTTP status; once admitted, the credential
+//! behind the browser session is watched while it runs. A terminal and a
+//! file transfer from the page are both admitted here, and both end
+//! through `Ending::end`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,12 +15,13 @@ use super::links::Grant;
 use crate::audit::SessionKind;
 use crate::audit::Transport;
 use crate::bastion::Shared;
-use crate::login::{Target, View};
-use crate::node_shell::NodeHold;
-use crate::pods::{ExecTarget, TargetError};
+use crate::login::Target;
+use crate::pods::TargetError;
 use crate::session::control::Report;
+use crate::session::gate::{self, Presented, Refusal};
 use crate::session::io::Pty;
 use crate::session::{Opening, Session};
+use crate::target::Reached;
 
 /// Who opened a web session, for the audit trail.
 #[derive(Debug, Clone)]
@@ -30,31 +32,21 @@ pub struct Client {
     pub browser_session: String,
 }
 
-/// What a web session reaches.
-pub enum Reaches {
-    /// A container or a node, through execs.
-    Exec(ExecTarget),
-    /// A container's log (`CONTAINER.logs`), through `pods/log`.
-    Log(crate::log_files::LogSource),
-}
-
-impl Reaches {
-    /// Its files, for a transfer from the page: the target's, or a log's
-    /// `current` and `previous`.
-    pub fn files(self, api_wait: std::time::Duration) -> crate::remote_fs::RemoteFs {
-        use crate::remote_fs::RemoteFs;
-        match self {
-            Reaches::Exec(target) => RemoteFs::new(Arc::new(target), api_wait),
-            Reaches::Log(source) => {
-                RemoteFs::log(crate::log_files::LogFiles::new(source, api_wait), api_wait)
-            }
+/// Its files, for a transfer from the page: the target's, or a log's
+/// `current` and `previous`.
+pub fn files(reaches: Reached, api_wait: std::time::Duration) -> crate::remote_fs::RemoteFs {
+    use crate::remote_fs::RemoteFs;
+    match reaches {
+        Reached::Exec(target) => RemoteFs::new(Arc::new(target), api_wait),
+        Reached::Log(source) => {
+            RemoteFs::log(crate::log_files::LogFiles::new(source, api_wait), api_wait)
         }
     }
 }
 
 /// A started web session: what it runs on and with, and its `Ending`.
 pub struct Admitted {
-    pub reaches: Reaches,
+    pub reaches: Reached,
     /// What the bridge and the services run it with (its rules, with the
     /// revocation of the credential behind the browser session).
     pub context: crate::bridge::SessionContext,
@@ -64,8 +56,6 @@ pub struct Admitted {
 /// What a started web session holds until it ends.
 pub struct Ending {
     pub session: Session,
-    hold: Option<NodeHold>,
-    slot: crate::limits::Slot<String>,
     watcher: tokio::task::JoinHandle<()>,
 }
 
@@ -74,7 +64,6 @@ impl Ending {
     pub fn end(self, report: &Report) {
         self.session.end(report);
         self.watcher.abort();
-        drop((self.hold, self.slot));
     }
 }
 
@@ -86,24 +75,29 @@ pub struct Refused {
     pub reason: String,
 }
 
-/// The HTTP status of a target that cannot be reached.
-fn status_of(error: &TargetError) -> http::StatusCode {
+/// The HTTP status that says what a refusal says.
+fn status_of(refusal: &Refusal) -> http::StatusCode {
     use http::StatusCode;
-    match error {
-        TargetError::PodNotFound { .. }
-        | TargetError::ContainerNotFound { .. }
-        | TargetError::NodeNotFound(_) => StatusCode::NOT_FOUND,
-        TargetError::Forbidden(_) | TargetError::BastionNamespace(_) => StatusCode::FORBIDDEN,
-        TargetError::PodNotRunning { .. }
-        | TargetError::ContainerNotRunning { .. }
-        | TargetError::NodeNotReady { .. } => StatusCode::CONFLICT,
-        TargetError::LogsForward(_) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::BAD_GATEWAY,
+    match refusal {
+        Refusal::Draining | Refusal::NotStarted(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::Revoked(_) => StatusCode::FORBIDDEN,
+        Refusal::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Refusal::Target(error) => match error {
+            TargetError::PodNotFound { .. }
+            | TargetError::ContainerNotFound { .. }
+            | TargetError::NodeNotFound(_) => StatusCode::NOT_FOUND,
+            TargetError::Forbidden(_) | TargetError::BastionNamespace(_) => StatusCode::FORBIDDEN,
+            TargetError::PodNotRunning { .. }
+            | TargetError::ContainerNotRunning { .. }
+            | TargetError::NodeNotReady { .. } => StatusCode::CONFLICT,
+            TargetError::LogsForward(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::BAD_GATEWAY,
+        },
     }
 }
 
-/// Admits a session of `kind` to `target` for the signed-in person, or
-/// says why not in one line (also audited as a refusal).
+/// Admits a session of `kind` to `target` for the signed-in person
+/// through the gate, or says why not in one line (audited there).
 pub async fn admit(
     shared: &Arc<Shared>,
     grant: &Grant,
@@ -113,7 +107,6 @@ pub async fn admit(
     pty: Option<&Pty>,
     setup_started: Instant,
 ) -> Result<Admitted, Refused> {
-    use http::StatusCode;
     let opening = Opening {
         shared,
         transport: Transport::Web,
@@ -125,64 +118,16 @@ pub async fn admit(
         kind,
         setup_started,
     };
-    let refused = |status: StatusCode, reason: String| {
-        opening.refused(&reason);
-        Refused { status, reason }
+    let presented = Presented {
+        credential: grant.credential.as_ref(),
+        address: client.source.ip(),
     };
-    if shared.notice.borrow().is_some() {
-        return Err(refused(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the bastion is restarting; reconnect to reach another replica".into(),
-        ));
-    }
-    // The credential as configured now, from where this request comes
-    // (a certificate's source-address binds the browser as it binds ssh).
-    if let Some(credential) = &grant.credential
-        && let Err(reason) = credential.check(
-            &shared.access().lists(),
-            client.source.ip(),
-            super::unix_now(),
-        )
-    {
-        return Err(refused(
-            StatusCode::FORBIDDEN,
-            format!("access revoked: {reason}"),
-        ));
-    }
-    let Some(slot) = shared.sessions_per_user.take(grant.person.clone()) else {
-        return Err(refused(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many sessions for {} (limit {})",
-                grant.person, shared.config.limits.max_sessions_per_user
-            ),
-        ));
-    };
-    let resolved = match target {
-        Target::Container {
-            namespace,
-            pod,
-            container,
-            view: View::Logs,
-        } => crate::logs::authorize(
-            shared,
-            &grant.identity,
-            namespace,
-            pod,
-            container.as_deref(),
-        )
+    let admitted = gate::admit(opening, presented, target, "exec", pty)
         .await
-        .map(|source| (Reaches::Log(source), None)),
-        _ => crate::target::resolve(shared, &grant.person, &grant.identity, target, "exec")
-            .await
-            .map(|(exec, hold)| (Reaches::Exec(exec), hold)),
-    };
-    let (reaches, hold) =
-        resolved.map_err(|error| refused(status_of(&error), error.to_string()))?;
-    let session = opening.start(pty).await.map_err(|reason| Refused {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        reason,
-    })?;
+        .map_err(|refusal| Refused {
+            status: status_of(&refusal),
+            reason: refusal.to_string(),
+        })?;
     let (revoked_tx, revoked) = watch::channel(None);
     let watcher = tokio::spawn(watch_credential(
         shared.clone(),
@@ -190,14 +135,14 @@ pub async fn admit(
         client.clone(),
         revoked_tx,
     ));
-    let context = session.context(&grant.identity.user, shared.control(revoked));
+    let context = admitted
+        .session
+        .context(&grant.identity.user, shared.control(revoked));
     Ok(Admitted {
-        reaches,
+        reaches: admitted.reaches,
         context,
         ending: Ending {
-            session,
-            hold,
-            slot,
+            session: admitted.session,
             watcher,
         },
     })

@@ -172,7 +172,11 @@ async fn admit_transfer(
             reaches,
             context,
             ending,
-        }) => Ok((reaches.files(context.api_wait), context, ending)),
+        }) => Ok((
+            super::admission::files(reaches, context.api_wait),
+            context,
+            ending,
+        )),
         Err(refused) => Err(plain(refused.status, &refused.reason)),
     }
 }

@@ -25,7 +25,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
 pub use super::admission::Client;
-use super::admission::Reaches;
 use super::links::Grant;
 use super::screen::{Next, Screen};
 use super::wire::{ClientMessage, MAX_CLIENT_MESSAGE, ServerMessage, WireError};
@@ -33,6 +32,7 @@ use crate::bastion::Shared;
 use crate::login::Target;
 use crate::session::io::Chunk;
 use crate::session::io::{ClientEvent, ClientInput, ClientOutput, Pty};
+use crate::target::Reached;
 
 /// The TERM a web terminal's shell gets: xterm.js emulates xterm.
 const TERM: &str = "xterm-256color";
@@ -212,7 +212,7 @@ pub async fn serve<S>(
             // A browser types UTF-8 (see `session::environment`).
             context.env = crate::session::environment::ClientEnv::locale(&shared.config.web.locale);
             let report = match reaches {
-                Reaches::Exec(target) => {
+                Reached::Exec(target) => {
                     // A debug container's shell says where the target's
                     // files are, as over SSH.
                     if let Some(note) = &target.note {
@@ -229,7 +229,7 @@ pub async fn serve<S>(
                     .await
                 }
                 // A log followed on the screen until Ctrl-C, as over SSH.
-                Reaches::Log(source) => {
+                Reached::Log(source) => {
                     let log = crate::logs::follow(source);
                     log.serve(input, &output, true, &context).await
                 }

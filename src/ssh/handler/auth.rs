@@ -15,7 +15,7 @@ use crate::audit::{Event, SessionKind, Transport};
 use crate::bastion::Shared;
 use crate::cluster::Identity;
 use crate::login::{self, LoginError, LoginName, Target};
-use crate::revocation::Credential;
+use crate::revocation::{Credential, unix_now};
 use crate::session::Opening;
 
 /// Authentication methods, as the audit log names them.
@@ -317,14 +317,6 @@ impl Authenticator {
             }
         }
     }
-}
-
-/// Unix seconds now.
-pub(super) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 /// How long a revoked connection's sessions have to show their notice
