@@ -697,3 +697,27 @@ fn uploads_into_a_slow_target_arrive_whole_with_scp_scp_o_and_sftp() {
         );
     }
 }
+
+/// kbastion's own SFTP server keeps reading requests while replies wait
+/// for the client's window: a download with 8 MiB of reads in flight
+/// (`sftp -R 256`, 32 KiB each) finishes byte-exact, as OpenSSH's
+/// sftp-server's does, and leaves no reader running in the container.
+#[test]
+fn a_deeply_pipelined_sftp_download_finishes_byte_exact() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "[files]\nsftp = \"builtin\"\n");
+    let container = container_dir(&sim, "web-0", "app");
+    std::fs::create_dir_all(&container).unwrap();
+    random_file(&container.join("deep.bin"), 24 << 20, 9);
+    let local = bastion.dir.path().join("deep.bin");
+    let mut sftp = bastion.ssh_command("sftp");
+    sftp.args(["-R", "256", "-B", "32768", "-b", "-"])
+        .arg("alice@default/web-0@127.0.0.1");
+    let out = run_with_input_within(
+        sftp,
+        format!("get deep.bin {}\n", local.display()).as_bytes(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(sha256(&local), sha256(&container.join("deep.bin")));
+}

@@ -647,11 +647,18 @@ fn a_certificates_source_address_binds_the_web_sessions_it_mints() {
     let jar = keys.path().join("cookies");
     let curl = |from: &str, url: &str| {
         let mut curl = Command::new("curl");
-        curl.args(["-sk", "--interface", from, "-b"])
-            .arg(&jar)
-            .arg("-c")
-            .arg(&jar)
-            .args(["-o", "-", "-w", "\n%{http_code}", url]);
+        curl.args([
+            "-sk",
+            "-H",
+            "Sec-Fetch-Site: same-origin",
+            "--interface",
+            from,
+            "-b",
+        ])
+        .arg(&jar)
+        .arg("-c")
+        .arg(&jar)
+        .args(["-o", "-", "-w", "\n%{http_code}", url]);
         text(&run_with_input(curl, b"").stdout)
     };
     // Redeemed from elsewhere: signed in, but nothing opens.
@@ -777,7 +784,14 @@ fn signing_out_ends_a_download_in_progress() {
     // 1 MB/s: the 60 MiB would take a minute. (What the kernel's socket
     // buffers already hold, a few MB, still arrives after the cut.)
     let mut slow = Command::new("curl")
-        .args(["-sk", "--limit-rate", "1m", "-b"])
+        .args([
+            "-sk",
+            "-H",
+            "Sec-Fetch-Site: same-origin",
+            "--limit-rate",
+            "1m",
+            "-b",
+        ])
         .arg(&jar)
         .arg("-o")
         .arg(&download)
@@ -822,4 +836,114 @@ fn signing_out_ends_a_download_in_progress() {
                 .any(|e| e["event"] == "revocation" && e["reason"] == "signed out")
         },
     );
+}
+
+/// Behind a trusted proxy that adds its own `X-Forwarded-For` line (as
+/// HAProxy's `option forwardfor` does), the client's own line does not
+/// choose its address: the rightmost untrusted address of every line is
+/// the one audited.
+#[test]
+fn a_forwarded_for_line_of_the_clients_own_does_not_choose_its_address() {
+    let sim = Sim::start();
+    let web = Web::start(&sim, "trusted_proxies = [\"127.0.0.1\"]\n");
+    let link = web.link("alice");
+    // curl stands in for the proxy at 127.0.0.1: the client sent the
+    // first line, the proxy added the second with the address it saw.
+    let out = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["-H", "X-Forwarded-For: 127.0.0.1"])
+        .args(["-H", "X-Forwarded-For: 192.0.2.9"])
+        .arg(&link)
+        .output()
+        .unwrap();
+    let code = text(&out.stdout);
+    assert!(code.starts_with('2') || code.starts_with('3'), "{code}");
+    wait_for(
+        "the sign-in in the audit log",
+        Duration::from_secs(10),
+        || {
+            web.audit()
+                .iter()
+                .any(|e| e["event"] == "auth" && e["method"] == "web-link")
+        },
+    );
+    let sources: Vec<String> = web
+        .audit()
+        .iter()
+        .filter(|e| e["event"] == "auth" && e["method"] == "web-link")
+        .map(|e| e["source"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(sources, ["192.0.2.9"], "{:?}", web.audit());
+}
+
+/// Only the bastion's own pages may download, upload or sign out: a
+/// request another site's page makes (its Origin, or a cross-site
+/// navigation) is refused before anything runs, and the browser session
+/// stays signed in.
+#[test]
+fn another_sites_page_cannot_download_or_sign_out() {
+    let sim = Sim::start();
+    sim.wait_running("default", "web-0");
+    let web = Web::start(&sim, "");
+    let dir = tempfile::tempdir().unwrap();
+    let jar = dir.path().join("cookies");
+    let link = web.link("alice");
+    let signed_in = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-c"])
+        .arg(&jar)
+        .arg(&link)
+        .status()
+        .unwrap();
+    assert!(signed_in.success());
+    let request = |method: &str, path: &str, headers: &[&str]| {
+        let mut curl = Command::new("curl");
+        curl.args(["-sk", "-X", method, "-b"]).arg(&jar);
+        for header in headers {
+            curl.args(["-H", header]);
+        }
+        curl.args(["-o", "-", "-w", "\n%{http_code}"])
+            .arg(format!("{}{path}", web.base));
+        text(&run_with_input(curl, b"").stdout)
+    };
+    // A .debug download would add an ephemeral container: refused before.
+    let debug = "/files/default/web-0/app.debug?path=/etc/hostname";
+    let evil = "Origin: https://evil.example";
+    for (headers, what) in [
+        (&[evil][..], "download"),
+        (&["Sec-Fetch-Site: cross-site"][..], "download"),
+        (&[][..], "download"),
+    ] {
+        let answer = request("GET", debug, headers);
+        assert_eq!(
+            answer,
+            format!(
+                "cross-origin {what} refused: the Origin must be {}\n\n403",
+                web.base
+            ),
+            "{headers:?}"
+        );
+    }
+    let answer = request("POST", "/logout", &[evil]);
+    assert!(answer.ends_with("\n403"), "{answer}");
+    // Still signed in: our own page's download works.
+    let ours = format!("Origin: {}", web.base);
+    let answer = request("GET", "/files/default/web-0?path=/etc/hostname", &[&ours]);
+    assert!(answer.ends_with("\n200"), "{answer}");
+    let answer = request(
+        "GET",
+        "/files/default/web-0?path=/etc/hostname",
+        &["Sec-Fetch-Site: same-origin"],
+    );
+    assert!(answer.ends_with("\n200"), "{answer}");
+    // Nothing was added to the pod for the refused debug downloads.
+    let pod = sim.kubectl("kubectl", "admin", &["get", "pod", "web-0", "-o", "json"]);
+    let pod: serde_json::Value = serde_json::from_slice(&pod.stdout).unwrap();
+    assert!(
+        pod["spec"]["ephemeralContainers"]
+            .as_array()
+            .is_none_or(|c| c.is_empty()),
+        "{pod}"
+    );
+    let answer = request("POST", "/logout", &[&ours]);
+    assert!(answer.ends_with("\n200"), "{answer}");
 }

@@ -288,6 +288,22 @@ fn default_namespace() -> String {
         .unwrap_or_else(|| "kbastion".into())
 }
 
+/// A TOML error as file position and what was wrong, never the file's
+/// text: a file given by mistake (a token, a key) must not be echoed into
+/// a terminal or a log.
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -303,8 +319,7 @@ impl Config {
 
     /// Parses and validates; relative paths are taken from `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let resolve = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -476,6 +491,15 @@ impl Default for DebugConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_is_not_toml_is_named_by_position_not_echoed() {
+        let token = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2VuLWNvbnRlbnQ.signature";
+        let error =
+            Config::parse(&format!("# a token file\n{token}\n"), Path::new("/")).unwrap_err();
+        assert!(error.starts_with("line 2, column "), "{error}");
+        assert!(!error.contains("eyJ") && !error.contains("c2Vj"), "{error}");
+    }
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMDfXAD8pTqWlh0C4MoJnLz2UlW3d5CzUtBQ4ilOF8Ba test@example";
 

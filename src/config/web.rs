@@ -124,15 +124,31 @@ impl WebConfig {
     }
 
     /// The address a request comes from: the TCP peer's, or behind a
-    /// trusted proxy the last address it added to `X-Forwarded-For`.
-    pub fn client_address(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+    /// trusted proxy the rightmost address of `X-Forwarded-For` that is
+    /// not a trusted proxy's. Every header line counts, in order: a proxy
+    /// that adds a line of its own (HAProxy's `option forwardfor`) must not
+    /// leave the client's own line to choose the address.
+    pub fn client_address<'a>(
+        &self,
+        peer: IpAddr,
+        forwarded_for: impl IntoIterator<Item = &'a str>,
+    ) -> IpAddr {
         if !self.trusts(peer) {
             return peer;
         }
-        forwarded_for
-            .and_then(|list| list.rsplit(',').next())
-            .and_then(|last| last.trim().parse::<IpAddr>().ok())
-            .unwrap_or(peer)
+        let lines: Vec<&str> = forwarded_for.into_iter().collect();
+        let hops: Vec<&str> = lines.iter().flat_map(|line| line.split(',')).collect();
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(address) if self.trusts(address) => client = address,
+                Ok(address) => return address,
+                // Whatever a trusted proxy passed on that is not an
+                // address: nothing left of it can be believed.
+                Err(_) => return client,
+            }
+        }
+        client
     }
 
     fn trusts(&self, peer: IpAddr) -> bool {
@@ -205,12 +221,24 @@ mod tests {
         let web = config("trusted_proxies = [\"10.0.0.0/8\"]").unwrap();
         let proxy: IpAddr = "10.1.2.3".parse().unwrap();
         let stranger: IpAddr = "192.0.2.7".parse().unwrap();
+        let address = |text: &str| text.parse::<IpAddr>().unwrap();
         assert_eq!(
-            web.client_address(proxy, Some("198.51.100.1, 203.0.113.9")),
-            "203.0.113.9".parse::<IpAddr>().unwrap()
+            web.client_address(proxy, ["198.51.100.1, 203.0.113.9"]),
+            address("203.0.113.9")
         );
-        assert_eq!(web.client_address(proxy, Some("junk")), proxy);
-        assert_eq!(web.client_address(stranger, Some("203.0.113.9")), stranger);
+        assert_eq!(web.client_address(proxy, ["junk"]), proxy);
+        assert_eq!(web.client_address(proxy, []), proxy);
+        assert_eq!(web.client_address(stranger, ["203.0.113.9"]), stranger);
+        // The client's own line comes first; the proxy appends its own.
+        assert_eq!(
+            web.client_address(proxy, ["127.0.0.1", "203.0.113.9"]),
+            address("203.0.113.9")
+        );
+        // Trusted hops on the right are skipped.
+        assert_eq!(
+            web.client_address(proxy, ["127.0.0.1, 203.0.113.9, 10.9.9.9", "10.0.0.1"]),
+            address("203.0.113.9")
+        );
         assert!(config("trusted_proxies = [\"everyone\"]").is_err());
     }
 }

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 
 use super::Opening;
 use super::io::Pty;
+use crate::bastion::Shared;
 use crate::login::Target;
 use crate::pods::TargetError;
 use crate::revocation::Credential;
@@ -114,13 +115,10 @@ pub async fn clear<'a>(
     }
 }
 
-async fn admit_checked(
-    opening: &Opening<'_>,
-    presented: Presented<'_>,
-    target: &Target,
-    subresource: &str,
-) -> Result<(Reached, super::Places), Refusal> {
-    let shared = opening.shared;
+/// The part of admission a door may also ask before a request is known
+/// (an SSH channel being opened): the bastion is not draining, and the
+/// credential holds as configured now, from this address.
+pub fn still_open(shared: &Shared, presented: &Presented<'_>) -> Result<(), Refusal> {
     if shared.notice.borrow().is_some() {
         return Err(Refusal::Draining);
     }
@@ -133,6 +131,17 @@ async fn admit_checked(
             )
             .map_err(Refusal::Revoked)?;
     }
+    Ok(())
+}
+
+async fn admit_checked(
+    opening: &Opening<'_>,
+    presented: Presented<'_>,
+    target: &Target,
+    subresource: &str,
+) -> Result<(Reached, super::Places), Refusal> {
+    let shared = opening.shared;
+    still_open(shared, &presented)?;
     let slot = shared
         .sessions_per_user
         .take(opening.person.to_string())

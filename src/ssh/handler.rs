@@ -22,7 +22,7 @@ use crate::audit::{Event, SessionKind};
 use crate::bastion::Shared;
 use crate::login::{self, Target};
 use crate::session::control::{Outcome, Report};
-use crate::session::gate::{Admitted, Presented};
+use crate::session::gate::{Admitted, Presented, Refusal};
 use crate::session::io::Pty;
 use crate::session::io::{ClientOutput, refuse};
 use crate::session::{Opening, Requested, Service};
@@ -74,9 +74,10 @@ impl Connection {
         }
     }
 
-    /// Takes a channel's place within the per-connection limit (a limit
-    /// of this door's connections); everything else a session needs is
-    /// decided by the gate when it asks for something (`session::gate`).
+    /// Admits a new channel: the gate's checks that need no request (the
+    /// drain, the credential as configured now), then a place within the
+    /// per-connection limit (a limit of this door's connections). The
+    /// rest is decided by the gate when the channel asks for something.
     /// The guard gives the place back when the channel ends.
     fn admit(&self) -> Result<(Login, ChannelGuard), ChannelOpenFailure> {
         let login = self
@@ -84,6 +85,22 @@ impl Connection {
             .login
             .clone()
             .ok_or(ChannelOpenFailure::AdministrativelyProhibited)?;
+        let presented = Presented {
+            credential: Some(&login.credential),
+            address: self.peer.ip(),
+        };
+        crate::session::gate::still_open(&self.shared, &presented).map_err(|refusal| {
+            ChannelOpenFailure::Other {
+                // SSH_OPEN_CONNECT_FAILED for a drain (try another
+                // replica), ADMINISTRATIVELY_PROHIBITED otherwise.
+                code: if matches!(refusal, Refusal::Draining) {
+                    2
+                } else {
+                    1
+                },
+                reason: refusal.to_string(),
+            }
+        })?;
         let limit = self.shared.config.limits.max_channels_per_connection;
         let channel = self
             .open_channels

@@ -93,8 +93,9 @@ fn redirect(location: &str) -> Response<Body> {
 fn client(web: &Web, peer: SocketAddr, request: &Request<Incoming>) -> std::net::IpAddr {
     let forwarded = request
         .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
     web.shared.config.web.client_address(peer.ip(), forwarded)
 }
 
@@ -182,6 +183,9 @@ async fn handle(web: &Arc<Web>, peer: SocketAddr, request: Request<Incoming>) ->
     if path == "/logout" {
         if method != Method::POST {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        }
+        if let Err(response) = same_origin(web, peer, &request, "sign-out") {
+            return *response;
         }
         if let Some(token) = cookie(&request) {
             // What it opened (terminals, transfers) ends too.
@@ -371,11 +375,20 @@ fn same_origin(
     request: &Request<Incoming>,
     what: &str,
 ) -> Result<(), Box<Response<Body>>> {
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
-    if origin == Some(web.origin.as_str()) {
+    let header = |name| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let origin = header(header::ORIGIN);
+    // A browser sends Origin on a fetch and a POST, and on a navigation
+    // (a download link) says where it came from in Sec-Fetch-Site.
+    let ours = match origin {
+        Some(origin) => origin == web.origin,
+        None => header(http::HeaderName::from_static("sec-fetch-site")) == Some("same-origin"),
+    };
+    if ours {
         return Ok(());
     }
     tracing::info!(%peer, origin = ?origin, path = %request.uri().path(), "web: refused: not from this bastion's pages");
@@ -417,9 +430,14 @@ async fn files(
             "use GET to download, PUT to upload",
         );
     }
-    if method == Method::PUT
-        && let Err(response) = same_origin(web, peer, &request, "upload")
-    {
+    // A download can add a debug container or read a log: only our own
+    // pages may ask, as for an upload.
+    let what = if method == Method::PUT {
+        "upload"
+    } else {
+        "download"
+    };
+    if let Err(response) = same_origin(web, peer, &request, what) {
         return *response;
     }
     let grant = match signed_in(web, peer, &request) {
