@@ -22,31 +22,103 @@ fn logs_print_what_kubectl_logs_prints_with_the_same_options() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "started\nto-stderr\n");
     assert_eq!(out.stdout, kubectl.stdout);
-    // --tail and --timestamps, without following.
+    // The logger writes on (a line every 200 ms), so what kubectl prints
+    // of the whole timestamped log before and after a bastion session
+    // brackets what the bastion could print: with --tail=2 the last two
+    // lines, byte for byte, of kubectl's output at some moment between.
+    let timestamped = || {
+        let out = sim.kubectl("kubectl", "alice", &["logs", "logger", "--timestamps"]);
+        text(&out.stdout)
+            .lines()
+            .map(|l| format!("{l}\n"))
+            .collect::<Vec<String>>()
+    };
+    wait_for("five lines logged", Duration::from_secs(10), || {
+        timestamped().len() >= 5
+    });
+    let before = timestamped().len();
     let out = bastion.ssh(
         "alice@default+logger+app.logs",
         &["--", "--tail=2", "--timestamps", "--no-follow"],
         b"",
     );
+    let after = timestamped();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    for line in &lines {
-        let (time, rest) = line.split_once(' ').expect("a timestamp");
-        assert_eq!(time.len(), "2026-11-26T03:04:05.123456789Z".len(), "{line}");
-        assert!(rest.starts_with("line "), "{line}");
-    }
-    // --since: only the last second's lines (five a second are written).
-    std::thread::sleep(Duration::from_secs(2));
+    let printed = text(&out.stdout);
+    assert!(
+        (before..=after.len()).any(|end| printed == after[end - 2..end].concat()),
+        "--tail=2 --timestamps printed {printed:?}, not kubectl's last two lines at a moment \
+         between {before} and {} lines: {:?}",
+        after.len(),
+        &after[before - 2..]
+    );
+    // --since-time: from a line's time on (kubectl sends it in whole
+    // seconds, so from the first line of that second), as kubectl prints
+    // it; --limit-bytes fixes the extent, so both print the same bytes.
+    let from = after[2].split_once(' ').expect("a timestamp").0.to_string();
+    let first = after
+        .iter()
+        .find(|l| l[..19] >= from[..19])
+        .expect("a line of that second");
+    let options = [
+        format!("--since-time={from}"),
+        "--timestamps".to_string(),
+        "--limit-bytes=150".to_string(),
+    ];
+    let kubectl = sim.kubectl(
+        "kubectl",
+        "alice",
+        &[
+            &["logs", "logger"][..],
+            &options.iter().map(String::as_str).collect::<Vec<_>>(),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        text(&kubectl.stdout).len(),
+        150,
+        "{}",
+        text(&kubectl.stdout)
+    );
+    assert!(
+        text(&kubectl.stdout).starts_with(first.as_str()),
+        "{}",
+        text(&kubectl.stdout)
+    );
     let out = bastion.ssh(
-        "alice@default/logger/.logs",
-        &["--", "--since=1s", "--no-follow"],
+        "alice@default/logger/app.logs",
+        &[
+            &["--"][..],
+            &options.iter().map(String::as_str).collect::<Vec<_>>(),
+        ]
+        .concat(),
         b"",
     );
-    let count = text(&out.stdout).lines().count();
-    assert!((3..=7).contains(&count), "{count}: {}", text(&out.stdout));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), text(&kubectl.stdout), "{options:?}");
+    // --since: only the last second's lines (five a second are written):
+    // a run of kubectl's lines that ends with the last one at a moment
+    // between the counts before and after.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = timestamped().len();
+    let out = bastion.ssh(
+        "alice@default/logger/.logs",
+        &["--", "--since=1s", "--no-follow", "--timestamps"],
+        b"",
+    );
+    let after = timestamped();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let count = printed.lines().count();
+    assert!((3..=7).contains(&count), "{count}: {printed}");
+    assert!(
+        (before..=after.len()).any(|end| printed == after[end - count..end].concat()),
+        "--since=1s printed {printed:?}, not kubectl's last lines at a moment between {before} and {} lines",
+        after.len()
+    );
     // A followed log that ends (here at --limit-bytes) ends the session
-    // with exit status 0.
+    // with exit status 0, with kubectl's bytes.
+    let kubectl = sim.kubectl("kubectl", "alice", &["logs", "logger", "--limit-bytes=100"]);
     let out = bastion.ssh(
         "alice@default/logger/app.logs",
         &["--", "--limit-bytes=100"],
@@ -55,6 +127,7 @@ fn logs_print_what_kubectl_logs_prints_with_the_same_options() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(out.stdout.len(), 100);
     assert!(text(&out.stdout).starts_with("line 1\nline 2\n"));
+    assert_eq!(text(&out.stdout), text(&kubectl.stdout));
 }
 
 #[test]
