@@ -259,13 +259,15 @@ fn logs_copy_as_files_with_scp_and_sftp_byte_exact() {
         .stdout;
     assert_eq!(text(&same), text(&copied));
     // sftp: the directory, a download, and no change.
-    let mut sftp = bastion.ssh_command("sftp");
-    sftp.args(["-b", "-", "alice@default+crasher+app.logs@127.0.0.1"]);
-    let batch = format!(
-        "ls -1\nget previous {}\n-put /etc/hostname notes\n-rm current\n",
+    let sftp_batch = |batch: &str| {
+        let mut sftp = bastion.ssh_command("sftp");
+        sftp.args(["-b", "-", "alice@default+crasher+app.logs@127.0.0.1"]);
+        run_with_input(sftp, batch.as_bytes())
+    };
+    let out = sftp_batch(&format!(
+        "ls -1\nget previous {}\n",
         dir.path().join("via-sftp").display()
-    );
-    let out = run_with_input(sftp, batch.as_bytes());
+    ));
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("\ncurrent\nprevious\n"), "{stdout}");
@@ -273,8 +275,33 @@ fn logs_copy_as_files_with_scp_and_sftp_byte_exact() {
         std::fs::read(dir.path().join("via-sftp")).expect("copied"),
         previous.stdout
     );
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("Permission denied"), "{stderr}");
+    // Each change is refused on its own, in sftp's words for a refusal
+    // (a batch stops at its first failing command, exit status 1).
+    for (command, refusal) in [
+        (
+            "put /etc/hostname notes",
+            "dest open \"/notes\": Permission denied\r\n",
+        ),
+        (
+            "rm current",
+            "remote delete /current: Permission denied\r\n",
+        ),
+        (
+            "rename current renamed",
+            "remote rename \"/current\" to \"/renamed\": Permission denied\r\n",
+        ),
+        ("mkdir new", "remote mkdir \"/new\": Permission denied\r\n"),
+    ] {
+        let out = sftp_batch(&format!("{command}\n"));
+        assert_eq!(
+            (out.status.code(), text(&out.stderr)),
+            (Some(1), refusal.to_string()),
+            "{command}"
+        );
+    }
+    // Nothing changed.
+    let out = sftp_batch("ls -1\n");
+    assert_eq!(text(&out.stdout), "sftp> ls -1\ncurrent\nprevious\n");
     // scp -O into a log: refused in its one line.
     let mut scp = bastion.ssh_command("scp");
     scp.args(["-O", "/etc/hostname"])
