@@ -210,7 +210,17 @@ fn the_targets_files_are_reached_from_debug_with_a_shell_scp_and_sftp() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), expected.join("\n") + "\n");
-    // And not in the debug container's own /etc.
+    // And not in the debug container's own /etc: the session ran and its
+    // `ls` found nothing there (not a session that failed to start).
     let out = bastion.ssh("alice@default/api-0/app.debug", &["ls /etc/app"], b"");
-    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (
+            Some(2),
+            "ls: cannot access '/etc/app': No such file or directory\n".to_string()
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(text(&out.stdout), "");
 }
