@@ -56,9 +56,8 @@ fn a_debug_shell_has_a_terminal_resizes_and_reports_exit() {
     tmux.wait_for_text("/proc/1/root)");
     tmux.send(&["PS1='prompt> '", "Enter"]);
     tmux.wait_for_line_start("prompt>");
-    tmux.send_until(&["stty size", "Enter"], "30 100");
-    tmux.resize(120, 40);
-    tmux.send_until(&["stty size", "Enter"], "40 120");
+    tmux.wait_for_the_remote_size(100, 30);
+    tmux.resize_and_wait_for_the_remote(120, 40);
     tmux.send(&["echo root=$TARGET_ROOT", "Enter"]);
     tmux.wait_for_text("root=/proc/1/root");
     tmux.send(&["exit 3", "Enter"]);

@@ -299,8 +299,7 @@ fn interactive_shell_gets_a_prompt_and_follows_resizes() {
     // bash where the container has it (the simulated ones do).
     tmux.send(&["echo shell-${BASH_VERSION:+bash}", "Enter"]);
     tmux.wait_for_text("shell-bash");
-    tmux.resize(120, 40);
-    tmux.send_until(&["clear; stty size", "Enter"], "40 120");
+    tmux.resize_and_wait_for_the_remote(120, 40);
     // The shell's exit status becomes ssh's: tmux keeps the pane to show it.
     tmux.send(&["exit 5", "Enter"]);
     tmux.wait_for_text("ssh exited with 5");

@@ -785,16 +785,18 @@ fn kubectl_exec_tty_follows_resizes() {
     let sim = Sim::start();
     for version in ["1.27", "1.33"] {
         let command = format!(
-            "env -u TMUX {} --kubeconfig {} --context admin exec -it web-0 -- sh",
+            "env -u TMUX {} --kubeconfig {} --context admin exec -it web-0 -- sh; echo kubectl-exit-$?; sleep 60",
             kubectl_path(version),
             sim.kubeconfig.display()
         );
         let tmux = Tmux::start(&command, 100, 30);
-        // Keys typed before the remote shell is attached can be lost.
-        tmux.send_until(&["stty size", "Enter"], "30 100");
-        tmux.resize(120, 40);
-        tmux.send_until(&["clear; stty size", "Enter"], "40 120");
-        tmux.send(&["exit", "Enter"]);
+        // Keys are typed once the remote shell has drawn its prompt (root's
+        // `# `, trimmed by tmux).
+        tmux.wait_for_line_start("#");
+        tmux.wait_for_the_remote_size(100, 30);
+        tmux.resize_and_wait_for_the_remote(120, 40);
+        tmux.send(&["exit 4", "Enter"]);
+        tmux.wait_for_line_start("kubectl-exit-4");
     }
 }
 
