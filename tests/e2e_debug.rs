@@ -56,9 +56,8 @@ fn a_debug_shell_has_a_terminal_resizes_and_reports_exit() {
     tmux.wait_for_text("/proc/1/root)");
     tmux.send(&["PS1='prompt> '", "Enter"]);
     tmux.wait_for_line_start("prompt>");
-    tmux.send_until(&["stty size", "Enter"], "30 100");
-    tmux.resize(120, 40);
-    tmux.send_until(&["stty size", "Enter"], "40 120");
+    tmux.wait_for_the_remote_size(100, 30);
+    tmux.resize_and_wait_for_the_remote(120, 40);
     tmux.send(&["echo root=$TARGET_ROOT", "Enter"]);
     tmux.wait_for_text("root=/proc/1/root");
     tmux.send(&["exit 3", "Enter"]);
@@ -210,7 +209,17 @@ fn the_targets_files_are_reached_from_debug_with_a_shell_scp_and_sftp() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), expected.join("\n") + "\n");
-    // And not in the debug container's own /etc.
+    // And not in the debug container's own /etc: the session ran and its
+    // `ls` found nothing there (not a session that failed to start).
     let out = bastion.ssh("alice@default/api-0/app.debug", &["ls /etc/app"], b"");
-    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (
+            Some(2),
+            "ls: cannot access '/etc/app': No such file or directory\n".to_string()
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(text(&out.stdout), "");
 }

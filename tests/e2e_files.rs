@@ -166,6 +166,55 @@ fn legacy_scp_expands_globs_and_reports_missing_files() {
     );
 }
 
+/// The PIDs of the `sftp-server` processes working in `dir` (a
+/// container's directory in the simulator): which server answers an SFTP
+/// session, seen from the machine's process table.
+fn sftp_servers_in(dir: &std::path::Path) -> Vec<u32> {
+    let dir = dir.canonicalize().expect("container directory");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"));
+            exe.is_ok_and(|e| e.file_name().is_some_and(|n| n == "sftp-server"))
+                && cwd.is_ok_and(|c| c == dir)
+        })
+        .collect()
+}
+
+/// Opens an sftp session (commands on stdin), waits until it answers
+/// `pwd`, and gives the sftp-server processes working in `dir` while the
+/// session is open; then ends the session and checks it ended cleanly.
+fn sftp_servers_during_a_session(bastion: &Bastion, dir: &std::path::Path) -> Vec<u32> {
+    use std::io::BufReader;
+    let mut sftp = bastion.ssh_command("sftp");
+    sftp.args(["-b", "-", "alice@default+web-0@127.0.0.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = sftp.spawn().expect("sftp");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"pwd\n").expect("write to sftp");
+    let mut reader: Box<dyn std::io::BufRead + Send> =
+        Box::new(BufReader::new(child.stdout.take().expect("stdout")));
+    loop {
+        let (line, rest) =
+            read_line_within(reader, "sftp's answer to pwd", Duration::from_secs(30));
+        assert!(!line.is_empty(), "sftp ended before answering pwd");
+        reader = rest;
+        if line.starts_with("Remote working directory: ") {
+            break;
+        }
+    }
+    let servers = sftp_servers_in(dir);
+    drop(stdin);
+    let out = wait_output(child, "sftp -b -", Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    servers
+}
+
 /// Every operation OpenSSH's sftp uses, in batch mode, against the
 /// target's sftp-server and kbastion's own.
 #[test]
@@ -176,6 +225,15 @@ fn sftp_batch_operations_work() {
     let container = container_dir(&sim, "web-0", "app");
     std::fs::create_dir_all(&container).unwrap();
     for (mode, bastion) in [("target", &target), ("builtin", &builtin)] {
+        // Which server answers: with `sftp = "target"` the container's
+        // own sftp-server runs in its directory while a session is open;
+        // with kbastion's own, none does.
+        let servers = sftp_servers_during_a_session(bastion, &container);
+        assert_eq!(
+            servers.len(),
+            usize::from(mode == "target"),
+            "{mode}: sftp-server processes in the container: {servers:?}"
+        );
         let local = bastion.dir.path();
         random_file(&local.join("f.bin"), 123_456, 4);
         let log = container.join(format!("{mode}-app.log"));
@@ -266,11 +324,18 @@ fn sftp_batch_operations_work() {
             .arg("alice@default+web-0@127.0.0.1:nope.txt")
             .arg(local);
         let out = run_with_input(missing, b"");
-        assert_ne!(out.status.code(), Some(0), "{mode}");
-        assert!(
-            text(&out.stderr).contains("not found"),
-            "{mode}: {}",
-            text(&out.stderr)
+        // The file's own message, naming the path in the container's
+        // working directory (not, say, a pod that was not found).
+        assert_eq!(
+            (out.status.code(), text(&out.stderr)),
+            (
+                Some(1),
+                format!(
+                    "Connected to 127.0.0.1.\nFile \"{}/nope.txt\" not found.\r\n",
+                    container.display()
+                )
+            ),
+            "{mode}"
         );
     }
 }

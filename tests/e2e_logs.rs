@@ -22,31 +22,106 @@ fn logs_print_what_kubectl_logs_prints_with_the_same_options() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "started\nto-stderr\n");
     assert_eq!(out.stdout, kubectl.stdout);
-    // --tail and --timestamps, without following.
+    // The logger writes on (a line every 200 ms), so what kubectl prints
+    // of the whole timestamped log before and after a bastion session
+    // brackets what the bastion could print: with --tail=2 the last two
+    // lines, byte for byte, of kubectl's output at some moment between.
+    let timestamped = || {
+        let out = sim.kubectl("kubectl", "alice", &["logs", "logger", "--timestamps"]);
+        text(&out.stdout)
+            .lines()
+            .map(|l| format!("{l}\n"))
+            .collect::<Vec<String>>()
+    };
+    wait_for("five lines logged", Duration::from_secs(10), || {
+        timestamped().len() >= 5
+    });
+    let before = timestamped().len();
     let out = bastion.ssh(
         "alice@default+logger+app.logs",
         &["--", "--tail=2", "--timestamps", "--no-follow"],
         b"",
     );
+    let after = timestamped();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    for line in &lines {
-        let (time, rest) = line.split_once(' ').expect("a timestamp");
-        assert_eq!(time.len(), "2026-11-26T03:04:05.123456789Z".len(), "{line}");
-        assert!(rest.starts_with("line "), "{line}");
-    }
-    // --since: only the last second's lines (five a second are written).
-    std::thread::sleep(Duration::from_secs(2));
+    let printed = text(&out.stdout);
+    assert!(
+        (before..=after.len()).any(|end| printed == after[end - 2..end].concat()),
+        "--tail=2 --timestamps printed {printed:?}, not kubectl's last two lines at a moment \
+         between {before} and {} lines: {:?}",
+        after.len(),
+        &after[before - 2..]
+    );
+    // --since-time, a quarter into the second of the third line: kubectl
+    // sends it in whole seconds (metav1.Time), so it prints from the first
+    // line of that second; --limit-bytes fixes the extent, so the bastion
+    // must print the same bytes. (A time in the second half of a second
+    // differs today: kube-core 5 rounds sinceTime to the nearest second
+    // where kubectl truncates it.)
+    let from = format!("{}.250000000Z", &after[2][..19]);
+    let first = after
+        .iter()
+        .find(|l| l[..19] >= from[..19])
+        .expect("a line of that second");
+    let options = [
+        format!("--since-time={from}"),
+        "--timestamps".to_string(),
+        "--limit-bytes=150".to_string(),
+    ];
+    let kubectl = sim.kubectl(
+        "kubectl",
+        "alice",
+        &[
+            &["logs", "logger"][..],
+            &options.iter().map(String::as_str).collect::<Vec<_>>(),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        text(&kubectl.stdout).len(),
+        150,
+        "{}",
+        text(&kubectl.stdout)
+    );
+    assert!(
+        text(&kubectl.stdout).starts_with(first.as_str()),
+        "{}",
+        text(&kubectl.stdout)
+    );
     let out = bastion.ssh(
-        "alice@default/logger/.logs",
-        &["--", "--since=1s", "--no-follow"],
+        "alice@default/logger/app.logs",
+        &[
+            &["--"][..],
+            &options.iter().map(String::as_str).collect::<Vec<_>>(),
+        ]
+        .concat(),
         b"",
     );
-    let count = text(&out.stdout).lines().count();
-    assert!((3..=7).contains(&count), "{count}: {}", text(&out.stdout));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), text(&kubectl.stdout), "{options:?}");
+    // --since: only the last second's lines (five a second are written):
+    // a run of kubectl's lines that ends with the last one at a moment
+    // between the counts before and after.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = timestamped().len();
+    let out = bastion.ssh(
+        "alice@default/logger/.logs",
+        &["--", "--since=1s", "--no-follow", "--timestamps"],
+        b"",
+    );
+    let after = timestamped();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let count = printed.lines().count();
+    assert!((3..=7).contains(&count), "{count}: {printed}");
+    assert!(
+        (before..=after.len()).any(|end| printed == after[end - count..end].concat()),
+        "--since=1s printed {printed:?}, not kubectl's last lines at a moment between {before} and {} lines",
+        after.len()
+    );
     // A followed log that ends (here at --limit-bytes) ends the session
-    // with exit status 0.
+    // with exit status 0, with kubectl's bytes.
+    let kubectl = sim.kubectl("kubectl", "alice", &["logs", "logger", "--limit-bytes=100"]);
     let out = bastion.ssh(
         "alice@default/logger/app.logs",
         &["--", "--limit-bytes=100"],
@@ -55,6 +130,7 @@ fn logs_print_what_kubectl_logs_prints_with_the_same_options() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(out.stdout.len(), 100);
     assert!(text(&out.stdout).starts_with("line 1\nline 2\n"));
+    assert_eq!(text(&out.stdout), text(&kubectl.stdout));
 }
 
 #[test]
@@ -186,13 +262,15 @@ fn logs_copy_as_files_with_scp_and_sftp_byte_exact() {
         .stdout;
     assert_eq!(text(&same), text(&copied));
     // sftp: the directory, a download, and no change.
-    let mut sftp = bastion.ssh_command("sftp");
-    sftp.args(["-b", "-", "alice@default+crasher+app.logs@127.0.0.1"]);
-    let batch = format!(
-        "ls -1\nget previous {}\n-put /etc/hostname notes\n-rm current\n",
+    let sftp_batch = |batch: &str| {
+        let mut sftp = bastion.ssh_command("sftp");
+        sftp.args(["-b", "-", "alice@default+crasher+app.logs@127.0.0.1"]);
+        run_with_input(sftp, batch.as_bytes())
+    };
+    let out = sftp_batch(&format!(
+        "ls -1\nget previous {}\n",
         dir.path().join("via-sftp").display()
-    );
-    let out = run_with_input(sftp, batch.as_bytes());
+    ));
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("\ncurrent\nprevious\n"), "{stdout}");
@@ -200,8 +278,33 @@ fn logs_copy_as_files_with_scp_and_sftp_byte_exact() {
         std::fs::read(dir.path().join("via-sftp")).expect("copied"),
         previous.stdout
     );
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("Permission denied"), "{stderr}");
+    // Each change is refused on its own, in sftp's words for a refusal
+    // (a batch stops at its first failing command, exit status 1).
+    for (command, refusal) in [
+        (
+            "put /etc/hostname notes",
+            "dest open \"/notes\": Permission denied\r\n",
+        ),
+        (
+            "rm current",
+            "remote delete /current: Permission denied\r\n",
+        ),
+        (
+            "rename current renamed",
+            "remote rename \"/current\" to \"/renamed\": Permission denied\r\n",
+        ),
+        ("mkdir new", "remote mkdir \"/new\": Permission denied\r\n"),
+    ] {
+        let out = sftp_batch(&format!("{command}\n"));
+        assert_eq!(
+            (out.status.code(), text(&out.stderr)),
+            (Some(1), refusal.to_string()),
+            "{command}"
+        );
+    }
+    // Nothing changed.
+    let out = sftp_batch("ls -1\n");
+    assert_eq!(text(&out.stdout), "sftp> ls -1\ncurrent\nprevious\n");
     // scp -O into a log: refused in its one line.
     let mut scp = bastion.ssh_command("scp");
     scp.args(["-O", "/etc/hostname"])

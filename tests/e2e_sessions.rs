@@ -299,8 +299,7 @@ fn interactive_shell_gets_a_prompt_and_follows_resizes() {
     // bash where the container has it (the simulated ones do).
     tmux.send(&["echo shell-${BASH_VERSION:+bash}", "Enter"]);
     tmux.wait_for_text("shell-bash");
-    tmux.resize(120, 40);
-    tmux.send_until(&["clear; stty size", "Enter"], "40 120");
+    tmux.resize_and_wait_for_the_remote(120, 40);
     // The shell's exit status becomes ssh's: tmux keeps the pane to show it.
     tmux.send(&["exit 5", "Enter"]);
     tmux.wait_for_text("ssh exited with 5");
@@ -320,7 +319,22 @@ fn idle_sessions_are_closed_and_busy_ones_are_not() {
     assert_eq!(text(&busy.stdout), "1\n2\n3\n4\n5\n");
     assert_eq!(busy.status.code(), Some(0), "{}", text(&busy.stderr));
     let start = std::time::Instant::now();
-    let idle = bastion.ssh("alice@default/web-0", &["echo started; sleep 10029"], b"");
+    // Only the remote shell expands the marker: the client's command line
+    // holds the arithmetic.
+    let mut ssh = bastion.ssh_command("ssh");
+    ssh.arg("alice@default/web-0@127.0.0.1")
+        .arg("echo started; sleep $((10000 + 29))")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let idle = ssh.spawn().expect("ssh");
+    // The idle session's process ran (for the 2 s the session lasted)...
+    wait_for(
+        "the idle session's sleep 10029 to run",
+        Duration::from_secs(10),
+        || process_running("sleep 10029"),
+    );
+    let idle = wait_output(idle, "the idle ssh session", Duration::from_secs(30));
     assert_eq!(text(&idle.stdout), "started\n");
     assert_eq!(
         text(&idle.stderr),
@@ -328,8 +342,9 @@ fn idle_sessions_are_closed_and_busy_ones_are_not() {
     );
     assert_eq!(idle.status.code(), Some(255));
     assert!(start.elapsed() < Duration::from_secs(10));
+    // ...and was ended with it.
     wait_for(
-        "the idle session's process to end",
+        "the idle session's sleep 10029 to end",
         Duration::from_secs(10),
         || !process_running("sleep 10029"),
     );
@@ -1037,13 +1052,27 @@ fn recordings_are_capped_and_a_required_one_that_stops_ends_its_session() {
             casts.display()
         )
     };
-    // 100,000 bytes of output, then a long sleep that the cap must cut.
-    let noisy = "head -c 100000 /dev/zero | tr '\\0' a; echo; sleep 104242; echo finished";
+    // A long sleep that the cap must cut, in the background; once the test
+    // has seen it run (it creates `gate`), 100,000 bytes of output. The
+    // marker is expanded only by the remote shell.
+    let gate = recordings.path().join("gate");
+    let noisy = format!(
+        "sleep $((104000 + 242)) & while [ ! -e {} ]; do sleep 0.1; done; head -c 100000 /dev/zero | tr '\\0' a; echo; wait; echo finished",
+        gate.display()
+    );
     let strict = Bastion::start(&sim, &config(true));
     let mut ssh = strict.ssh_command("ssh");
-    ssh.args(["-tt", "alice@default/web-0@127.0.0.1", noisy]);
+    ssh.args(["-tt", "alice@default/web-0@127.0.0.1", &noisy])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let started = Instant::now();
-    let out = run_with_input_within(ssh, b"", Duration::from_secs(60));
+    let client = ssh.spawn().expect("ssh");
+    wait_for("the sleep 104242 to run", Duration::from_secs(20), || {
+        process_running("sleep 104242")
+    });
+    std::fs::write(&gate, b"").unwrap();
+    let out = wait_output(client, "the noisy ssh session", Duration::from_secs(60));
     let stderr = text(&out.stderr);
     assert!(
         started.elapsed() < Duration::from_secs(30),

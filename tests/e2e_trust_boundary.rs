@@ -180,11 +180,37 @@ fn ssh_audit_reports_no_failure_and_no_warning_but_kept_key_exchanges() {
         .expect("ssh-audit in .ci/venv (.ci/run installs it)");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("ssh-audit JSON: {e}: {}", text(&out.stdout)));
+    // ssh-audit exits 2 (WARNING) for the kept key exchanges' warnings; 0
+    // would mean it graded none of them, 3 a failure, 1 that it could not
+    // connect (its exitcodes.py).
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // It reached kbastion and graded each of its algorithm lists: every
+    // list has algorithms, and every algorithm is one ssh-audit knows (an
+    // unknown one gets a failure note and no information).
+    assert!(
+        report["banner"]["raw"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("SSH-2.0-")),
+        "no server banner: {report}"
+    );
     let mut problems = Vec::new();
     for section in ["kex", "key", "enc", "mac"] {
-        for algorithm in report[section].as_array().into_iter().flatten() {
+        let algorithms = report[section].as_array().cloned().unwrap_or_default();
+        if algorithms.is_empty() {
+            problems.push(format!("{section}: nothing graded"));
+        }
+        for algorithm in &algorithms {
             let name = algorithm["algorithm"].as_str().unwrap_or_default();
             let notes = &algorithm["notes"];
+            if name.is_empty() || notes["info"].as_array().is_none_or(|i| i.is_empty()) {
+                problems.push(format!("{section} {algorithm}: not graded"));
+            }
             if let Some(fail) = notes["fail"].as_array() {
                 problems.push(format!("fail {section} {name}: {fail:?}"));
             }
@@ -195,6 +221,15 @@ fn ssh_audit_reports_no_failure_and_no_warning_but_kept_key_exchanges() {
                 }
             }
         }
+    }
+    // A post-quantum key exchange is offered, graded without a warning.
+    if !report["kex"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|k| k["notes"]["warn"].is_null() && k["notes"]["fail"].is_null())
+    {
+        problems.push("kex: no key exchange without a warning".to_string());
     }
     if let Some(cves) = report["cves"].as_array()
         && !cves.is_empty()

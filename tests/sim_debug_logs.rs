@@ -125,12 +125,25 @@ fn kubectl_debug_with_a_terminal_resizes_and_ends_for_1_27_and_1_33() {
         );
         let tmux = Tmux::start(&command, 100, 30);
         tmux.wait_for_text("If you don't see a command prompt");
-        tmux.send_until(&["stty size", "Enter"], "30 100");
-        tmux.resize(120, 40);
-        tmux.send_until(&["stty size", "Enter"], "40 120");
+        // The shell drew its first prompt before kubectl attached: set one
+        // and wait for it before typing more.
+        tmux.send(&["PS1='prompt> '", "Enter"]);
+        tmux.wait_for_line_start("prompt>");
+        tmux.wait_for_the_remote_size(100, 30);
+        tmux.resize_and_wait_for_the_remote(120, 40);
         tmux.send(&["exit 3", "Enter"]);
         tmux.wait_for_text("Session ended, the ephemeral container will not be restarted");
         tmux.wait_for_text("debug-ended-0");
+        // kubectl ends with the stream; the kubelet posts the container's
+        // exit code on its own path, so it is waited for.
+        wait_for(
+            &format!("kubectl {version}'s debug container to be terminated with 3"),
+            Duration::from_secs(10),
+            || {
+                let containers = ephemeral_containers(&sim, "api-0");
+                !containers.is_empty() && containers.iter().all(|c| c.ends_with("=3"))
+            },
+        );
     }
     let containers = ephemeral_containers(&sim, "api-0");
     assert_eq!(containers.len(), 2, "{containers:?}");
@@ -240,14 +253,26 @@ fn kubectl_logs_options_read_what_the_container_wrote() {
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(*line, format!("line {}", i + 1));
     }
-    // --tail counts from the end of what is there.
+    // --tail counts from the end of what is there: the last two lines
+    // when it was asked, which lie between the counts before and after.
+    let logged = || {
+        text(
+            &sim.kubectl("kubectl.1.33", "admin", &["logs", "logger"])
+                .stdout,
+        )
+        .lines()
+        .count()
+    };
+    let before = logged();
     let tail = text(
         &sim.kubectl("kubectl.1.27", "admin", &["logs", "logger", "--tail=2"])
             .stdout,
     );
-    let tail: Vec<&str> = tail.lines().collect();
-    assert_eq!(tail.len(), 2, "{tail:?}");
-    assert!(tail[1].starts_with("line "), "{tail:?}");
+    let after = logged();
+    assert!(
+        (before..=after).any(|last| tail == format!("line {}\nline {last}\n", last - 1)),
+        "--tail=2 printed {tail:?}, not the last two of lines 1..N for N in {before}..={after}"
+    );
     // --timestamps puts the kubelet's RFC 3339 time with nine digits first.
     let stamped = text(
         &sim.kubectl(

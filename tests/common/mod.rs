@@ -94,10 +94,6 @@ impl Sim {
         sim
     }
 
-    /// Runs a kubectl binary (`kubectl` or `kubectl.1.27` ...) against the
-    /// simulator with the given context, and fails the test when kubectl
-    /// fails: an API error or a dead simulator must never read as "nothing
-    /// there". Use `kubectl_unchecked` where the failure is what is tested.
     /// The API server's audit events so far (`kbastion sim --audit-log`).
     pub fn api_audit(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.dir.path().join("api-audit.jsonl"))
@@ -107,6 +103,10 @@ impl Sim {
             .collect()
     }
 
+    /// Runs a kubectl binary (`kubectl` or `kubectl.1.27` ...) against the
+    /// simulator with the given context, and fails the test when kubectl
+    /// fails: an API error or a dead simulator must never read as "nothing
+    /// there". Use `kubectl_unchecked` where the failure is what is tested.
     pub fn kubectl(&self, binary: &str, context: &str, args: &[&str]) -> Output {
         let out = self.kubectl_unchecked(binary, context, args);
         assert!(
@@ -298,9 +298,13 @@ impl Bastion {
             }
         });
         let process = Process(child);
-        let port = port_rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("kbastion serve did not start listening");
+        let limit = Duration::from_secs(20);
+        let port = port_rx.recv_timeout(limit).unwrap_or_else(|_| {
+            panic!(
+                "timed out after {limit:?} waiting for kbastion serve to log \"listening\"; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
         Bastion {
             dir,
             port,
@@ -627,61 +631,89 @@ impl Tmux {
         assert!(status.success());
     }
 
-    /// Sends `keys` until `needle` shows: for what follows a resize, which
-    /// travels to the remote pty on its own path and may be overtaken by
-    /// the keystrokes sent after it.
+    /// Sends `keys` once, then waits for `needle` on the screen. A lost
+    /// keystroke fails the test: send only once the remote side is ready
+    /// (wait for its prompt first), and after a resize use
+    /// `resize_and_wait_for_the_remote`, since the resize travels to the
+    /// remote pty on its own path and keys sent after it may overtake it.
     pub fn send_until(&self, keys: &[&str], needle: &str) {
-        let start = Instant::now();
-        loop {
-            self.send(keys);
-            let sent = Instant::now();
-            while sent.elapsed() < Duration::from_secs(1) {
-                if self.screen().contains(needle) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "screen never showed {needle:?}; it shows:\n{}",
-                self.screen()
-            );
-        }
+        self.send(keys);
+        self.wait_for_screen(
+            &format!("{needle:?} after sending {keys:?}"),
+            SCREEN_LIMIT,
+            |screen| screen.contains(needle),
+        );
+    }
+
+    /// Resizes the window, then waits for the remote terminal to have the
+    /// new size (`wait_for_the_remote_size`).
+    pub fn resize_and_wait_for_the_remote(&self, width: u16, height: u16) {
+        self.resize(width, height);
+        self.wait_for_the_remote_size(width, height);
+    }
+
+    /// Has the remote shell (a POSIX `sh` at its prompt) wait until its
+    /// terminal reports `height width` (`stty size`) and print it: a size
+    /// travels to the remote pty on its own path (the first one too) and
+    /// may arrive after keys sent later. One send, so a lost keystroke or
+    /// a size that never arrives fails the test, the latter with the size
+    /// the remote saw. The remote waits at most 10 s.
+    pub fn wait_for_the_remote_size(&self, width: u16, height: u16) {
+        let size = format!("{height} {width}");
+        // The echo of the typed line shows `size-seen: $(stty size)`, so
+        // only the remote's answer matches `size-seen: ROWS COLUMNS`.
+        let line = format!(
+            "i=0; until [ \"$(stty size)\" = \"{size}\" ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; echo \"size-seen: $(stty size)\""
+        );
+        self.send(&[&line, "Enter"]);
+        self.wait_for_screen(
+            &format!("the remote terminal to report {size}"),
+            SCREEN_LIMIT,
+            |screen| {
+                screen
+                    .lines()
+                    .any(|l| l.trim_end() == format!("size-seen: {size}"))
+            },
+        );
     }
 
     /// Waits for a screen line that starts with `prefix` (a prompt, not the
     /// echo of the command that set it).
     pub fn wait_for_line_start(&self, prefix: &str) {
-        let start = Instant::now();
-        loop {
-            let screen = self.screen();
-            if screen.lines().any(|l| l.starts_with(prefix)) {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "no line starts with {prefix:?}; the screen shows:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_for_screen(
+            &format!("a line starting with {prefix:?}"),
+            SCREEN_LIMIT,
+            |screen| screen.lines().any(|l| l.starts_with(prefix)),
+        );
     }
 
     pub fn wait_for_text(&self, needle: &str) {
-        let mut last;
+        self.wait_for_screen(&format!("{needle:?}"), SCREEN_LIMIT, |screen| {
+            screen.contains(needle)
+        });
+    }
+
+    /// Waits until the screen satisfies `condition`, or fails the test
+    /// after `limit` naming `what` and showing the last screen.
+    pub fn wait_for_screen(&self, what: &str, limit: Duration, condition: impl Fn(&str) -> bool) {
         let start = Instant::now();
         loop {
-            last = self.screen();
-            if last.contains(needle) {
+            let screen = self.screen();
+            if condition(&screen) {
                 return;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "screen never showed {needle:?}; it shows:\n{last}"
+                start.elapsed() < limit,
+                "timed out after {limit:?} waiting for the screen to show {what}; it shows:\n{screen}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
+
+/// How long a screen wait lasts: far above a loaded machine's echo, far
+/// below nextest's limit.
+pub const SCREEN_LIMIT: Duration = Duration::from_secs(20);
 
 fn rand_suffix() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
