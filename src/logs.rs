@@ -130,7 +130,16 @@ pub fn parse_options(command: &str) -> Result<LogOptions, OptionsError> {
                         value: text.into(),
                         wanted: "an RFC 3339 time such as 2026-01-02T15:04:05Z",
                     })?;
-                options.since_time = Some(time);
+                // kubectl sends whole seconds, cut down (metav1.Time is
+                // RFC 3339 in seconds); kube rounds to the nearest, which
+                // in a second's later half would skip that second's lines.
+                let whole = jiff::Timestamp::from_second(time.as_second())
+                    .map_err(|_| OptionsError::BadValue {
+                        option: "--since-time",
+                        value: text.into(),
+                        wanted: "an RFC 3339 time such as 2026-01-02T15:04:05Z",
+                    })?;
+                options.since_time = Some(whole);
             }
             _ => return Err(OptionsError::Unknown(word.into())),
         }
@@ -407,6 +416,13 @@ mod tests {
         assert!(parse_options("").unwrap().follow);
         assert_eq!(
             parse_options("--since-time=2026-01-02T15:04:05Z")
+                .unwrap()
+                .since_time,
+            Some("2026-01-02T15:04:05Z".parse().unwrap())
+        );
+        // Cut down to the second, as kubectl sends it, never rounded up.
+        assert_eq!(
+            parse_options("--since-time=2026-01-02T15:04:05.75Z")
                 .unwrap()
                 .since_time,
             Some("2026-01-02T15:04:05Z".parse().unwrap())

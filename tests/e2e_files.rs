@@ -764,8 +764,8 @@ fn uploads_into_a_slow_target_arrive_whole_with_scp_scp_o_and_sftp() {
 }
 
 /// kbastion's own SFTP server keeps reading requests while replies wait
-/// for the client's window: a download with 8 MiB of reads in flight
-/// (`sftp -R 256`, 32 KiB each) finishes byte-exact, as OpenSSH's
+/// for the client's window: a download with 32 MiB of reads in flight
+/// (`sftp -R 1024`, 32 KiB each: 32 MiB) finishes byte-exact, as OpenSSH's
 /// sftp-server's does, and leaves no reader running in the container.
 #[test]
 fn a_deeply_pipelined_sftp_download_finishes_byte_exact() {
@@ -776,7 +776,7 @@ fn a_deeply_pipelined_sftp_download_finishes_byte_exact() {
     random_file(&container.join("deep.bin"), 24 << 20, 9);
     let local = bastion.dir.path().join("deep.bin");
     let mut sftp = bastion.ssh_command("sftp");
-    sftp.args(["-R", "256", "-B", "32768", "-b", "-"])
+    sftp.args(["-R", "1024", "-B", "32768", "-b", "-"])
         .arg("alice@default/web-0@127.0.0.1");
     let out = run_with_input_within(
         sftp,
