@@ -133,12 +133,13 @@ pub fn parse_options(command: &str) -> Result<LogOptions, OptionsError> {
                 // kubectl sends whole seconds, cut down (metav1.Time is
                 // RFC 3339 in seconds); kube rounds to the nearest, which
                 // in a second's later half would skip that second's lines.
-                let whole = jiff::Timestamp::from_second(time.as_second())
-                    .map_err(|_| OptionsError::BadValue {
+                let whole = jiff::Timestamp::from_second(time.as_second()).map_err(|_| {
+                    OptionsError::BadValue {
                         option: "--since-time",
                         value: text.into(),
                         wanted: "an RFC 3339 time such as 2026-01-02T15:04:05Z",
-                    })?;
+                    }
+                })?;
                 options.since_time = Some(whole);
             }
             _ => return Err(OptionsError::Unknown(word.into())),

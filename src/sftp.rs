@@ -58,6 +58,12 @@ enum Handle {
         /// The stream and the offset its next byte lands at.
         stream: Option<(u64, FileWriter)>,
         append: bool,
+        /// Permissions without the owner's write bit, asked for while the
+        /// handle is open (`put` of a 0444 file): set at CLOSE, after the
+        /// data. sftp-server writes through the descriptor it opened,
+        /// which the mode no longer governs; each write stream here opens
+        /// the file anew, so until then the owner keeps write permission.
+        mode_at_close: Option<u32>,
     },
     Directory {
         entries: VecDeque<File>,
@@ -216,13 +222,7 @@ pub async fn serve(
     // Whatever is still open is flushed into the target, as sftp-server
     // closes its files when the session ends.
     for (_, handle) in server.handles.drain() {
-        if let Handle::Write {
-            stream: Some((_, writer)),
-            ..
-        } = handle
-        {
-            let _ = writer.finish().await;
-        }
+        let _ = close_handle(&server.fs, handle).await;
     }
     let _ = output.flush().await;
     Report {
@@ -230,6 +230,39 @@ pub async fn serve(
         bytes_in: server.bytes_in,
         bytes_out: server.bytes_out,
     }
+}
+
+/// The permissions to give a file open for writing now, and the ones to
+/// set at CLOSE when they take the owner's write permission away.
+fn writable_for_now(permissions: Option<u32>) -> (Option<u32>, Option<u32>) {
+    match permissions {
+        Some(mode) if mode & 0o200 == 0 => (Some(mode | 0o200), Some(mode)),
+        other => (other, None),
+    }
+}
+
+/// Closes a handle: what was written lands in the file, then the mode
+/// kept for the close is set.
+async fn close_handle(fs: &RemoteFs, handle: Handle) -> Result<(), Refusal> {
+    if let Handle::Write {
+        path,
+        stream,
+        mode_at_close,
+        ..
+    } = handle
+    {
+        if let Some((_, writer)) = stream {
+            writer.finish().await?;
+        }
+        if let Some(mode) = mode_at_close {
+            let permissions = SetAttributes {
+                permissions: Some(mode),
+                ..SetAttributes::default()
+            };
+            fs.set_attributes(&path, permissions).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The request id of a packet that may not decode (type, then id).
@@ -271,13 +304,14 @@ impl Server {
                     OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
                 );
                 let handle = if writing {
+                    let (mode, mode_at_close) = writable_for_now(open.attrs.permissions);
                     fs.prepare_write(
                         &open.filename,
                         WriteOpen {
                             create: open.pflags.contains(OpenFlags::CREATE),
                             truncate: open.pflags.contains(OpenFlags::TRUNCATE),
                             exclusive: open.pflags.contains(OpenFlags::EXCLUDE),
-                            mode: open.attrs.permissions,
+                            mode,
                         },
                     )
                     .await?;
@@ -285,6 +319,9 @@ impl Server {
                         path: open.filename,
                         stream: None,
                         append: open.pflags.contains(OpenFlags::APPEND),
+                        // Only a file this open created takes its mode.
+                        mode_at_close: mode_at_close
+                            .filter(|_| open.pflags.contains(OpenFlags::CREATE)),
                     }
                 } else {
                     fs.check_readable(&open.filename).await?;
@@ -302,13 +339,7 @@ impl Server {
             }
             Packet::Close(close) => {
                 let handle = self.handles.remove(&close.handle).ok_or_else(bad_handle)?;
-                if let Handle::Write {
-                    stream: Some((_, writer)),
-                    ..
-                } = handle
-                {
-                    writer.finish().await?;
-                }
+                close_handle(&fs, handle).await?;
                 ok(close.id)
             }
             Packet::Read(read) => {
@@ -350,7 +381,14 @@ impl Server {
                 let path = self.path_of(&fsetstat.handle)?;
                 // Pending writes land first, so times set after an upload stick.
                 self.flush_writer(&fsetstat.handle).await?;
-                fs.set_attributes(&path, changes(&fsetstat.attrs)).await?;
+                let mut changes = changes(&fsetstat.attrs);
+                if let Some(Handle::Write { mode_at_close, .. }) =
+                    self.handles.get_mut(&fsetstat.handle)
+                    && changes.permissions.is_some()
+                {
+                    (changes.permissions, *mode_at_close) = writable_for_now(changes.permissions);
+                }
+                fs.set_attributes(&path, changes).await?;
                 ok(fsetstat.id)
             }
             Packet::OpenDir(opendir) => {
@@ -500,6 +538,7 @@ impl Server {
             path,
             stream,
             append,
+            ..
         }) = self.handles.get_mut(handle)
         else {
             return Err(bad_handle());
@@ -525,6 +564,15 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mode_without_owner_write_waits_for_the_close() {
+        // `put` of a key kept 0400: writable until CLOSE, then 0400.
+        assert_eq!(writable_for_now(Some(0o400)), (Some(0o600), Some(0o400)));
+        assert_eq!(writable_for_now(Some(0o444)), (Some(0o644), Some(0o444)));
+        assert_eq!(writable_for_now(Some(0o640)), (Some(0o640), None));
+        assert_eq!(writable_for_now(None), (None, None));
+    }
 
     #[test]
     fn long_names_read_like_ls() {
