@@ -16,10 +16,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::AttachedProcess;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::exec::Ended;
+use crate::exec::process::{Process, Stdin};
 use crate::file_system::{FsError, Metadata, SetAttributes, WriteOpen, normalize};
 use crate::log_files::LogFiles;
 use crate::pods::ExecTarget;
@@ -158,24 +158,15 @@ impl RemoteFs {
 
     /// Starts `sh -c SCRIPT sh ARGS…` in the target (after its prefix:
     /// nsenter for node shells).
-    async fn spawn(
-        &self,
-        script: &str,
-        args: &[&str],
-        stdin: bool,
-    ) -> Result<AttachedProcess, FsError> {
+    async fn spawn(&self, script: &str, args: &[&str], stdin: bool) -> Result<Process, FsError> {
         let Backend::Exec(target) = &self.backend else {
             return Err(FsError::Failure(
                 "a container's log runs no commands".into(),
             ));
         };
         let argv = crate::exec::script_argv(&target.prefix, script, args);
-        let streams = crate::exec::Streams {
-            stdin,
-            tty: false,
-            stderr_buffer: MAX_STDERR,
-        };
-        crate::exec::start(target, argv, streams, self.api_wait)
+        let streams = crate::exec::Streams { stdin, tty: false };
+        crate::exec::process::spawn(target, argv, streams, self.api_wait)
             .await
             .map_err(|error| {
                 FsError::Failure(format!(
@@ -531,10 +522,10 @@ type StatusFuture = Option<
     >,
 >;
 
-fn take_status(process: &mut AttachedProcess) -> StatusFuture {
+fn take_status(process: &mut Process) -> StatusFuture {
     process
         .take_status()
-        .map(|status| Box::pin(status) as futures::future::BoxFuture<'static, _>)
+        .map(|status| -> futures::future::BoxFuture<'static, _> { Box::pin(status) })
 }
 
 /// The exit code of a finished exec.
@@ -568,7 +559,7 @@ async fn read_bounded(reader: Option<impl AsyncRead + Unpin>, limit: usize) -> V
 
 /// Collects a streaming exec's stderr in a task: kube-rs writes stdout
 /// and stderr from one loop, so an unread stderr stalls stdout too.
-fn collect_stderr(process: &mut AttachedProcess) -> tokio::task::JoinHandle<String> {
+fn collect_stderr(process: &mut Process) -> tokio::task::JoinHandle<String> {
     let stderr = process.stderr();
     tokio::spawn(async move {
         String::from_utf8_lossy(&read_bounded(stderr, MAX_STDERR).await).into_owned()
@@ -581,11 +572,11 @@ struct Streaming {
     path: String,
     stderr: tokio::task::JoinHandle<String>,
     status: StatusFuture,
-    process: AttachedProcess,
+    process: Process,
 }
 
 impl Streaming {
-    fn new(path: &str, mut process: AttachedProcess) -> Self {
+    fn new(path: &str, mut process: Process) -> Self {
         Streaming {
             path: path.to_string(),
             stderr: collect_stderr(&mut process),
@@ -649,7 +640,7 @@ impl FileReader {
 
 /// One file being written from some offset.
 pub struct FileWriter {
-    stdin: Option<tokio::io::WriteHalf<tokio::io::SimplexStream>>,
+    stdin: Option<Stdin>,
     streaming: Streaming,
 }
 
@@ -667,8 +658,8 @@ impl FileWriter {
 
     /// Ends the input and waits for the data to be written.
     pub async fn finish(mut self) -> Result<(), FsError> {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = stdin.shutdown().await;
+        if let Some(stdin) = self.stdin.take() {
+            stdin.shutdown();
         }
         self.streaming.outcome().await
     }

@@ -16,6 +16,12 @@ use crate::bastion::Shared;
 use crate::config::Config;
 use crate::ssh;
 
+/// A session's last words (its closing line, exit status and close) are
+/// handed to its connection as it leaves the registry; the connection
+/// writes them to the socket moments later. The process waits this long
+/// before it exits, so they are not cut off.
+const FLUSH_GRACE: Duration = Duration::from_millis(500);
+
 /// How often the cluster API is probed for `/readyz`.
 const READINESS_PROBE: Duration = Duration::from_secs(10);
 
@@ -148,6 +154,7 @@ async fn drain(shared: &Shared) {
     // Sessions end on their own schedule; each one's end leaves the
     // registry.
     if shared.sessions.wait_empty(drain).await {
+        tokio::time::sleep(FLUSH_GRACE).await;
         return;
     }
     // What is still open is ended now, with what it started in the target
@@ -160,4 +167,5 @@ async fn drain(shared: &Shared) {
             "sessions still open after the drain; stopping anyway"
         );
     }
+    tokio::time::sleep(FLUSH_GRACE).await;
 }

@@ -6,15 +6,16 @@
 //! Sessions (`bridge`) and the file services (`remote_fs`) both start
 //! their execs here.
 
+pub mod process;
 pub mod stream;
 
 use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use kube::api::{AttachParams, AttachedProcess};
+use kube::api::AttachParams;
 
-use crate::pods::{ExecTarget, TargetError, bounded};
+use crate::pods::{ExecTarget, TargetError};
 use crate::session::environment::{ClientEnv, UTF8_FALLBACK};
 
 /// Each exec pipe buffers at most this much between the client and the
@@ -117,18 +118,12 @@ pub struct Streams {
     pub stdin: bool,
     /// A terminal: stderr is merged into stdout.
     pub tty: bool,
-    /// The stderr pipe's buffer (a file service keeps only a message).
-    pub stderr_buffer: usize,
 }
 
 impl Streams {
     /// A session's streams: stdin, and stderr unless there is a terminal.
     pub fn session(tty: bool) -> Streams {
-        Streams {
-            stdin: true,
-            tty,
-            stderr_buffer: PIPE_BUFFER,
-        }
+        Streams { stdin: true, tty }
     }
 }
 
@@ -179,26 +174,6 @@ pub fn attach_params(target: &ExecTarget, streams: &Streams) -> AttachParams {
     }
 }
 
-/// Starts `argv` in the target's container, within `api_wait`.
-pub async fn start(
-    target: &ExecTarget,
-    argv: Vec<String>,
-    streams: Streams,
-    api_wait: Duration,
-) -> Result<AttachedProcess, StartError> {
-    let params = AttachParams {
-        max_stdin_buf_size: Some(PIPE_BUFFER),
-        max_stdout_buf_size: Some(PIPE_BUFFER),
-        max_stderr_buf_size: Some(streams.stderr_buffer),
-        ..attach_params(target, &streams)
-    };
-    match bounded(api_wait, target.pods.exec(&target.pod, argv, &params)).await {
-        Ok(Ok(process)) => Ok(process),
-        Ok(Err(error)) => Err(StartError::Refused(error)),
-        Err(timeout) => Err(StartError::Timeout(timeout.to_string())),
-    }
-}
-
 /// How an exec ended, from its final `Status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ended {
@@ -209,7 +184,7 @@ pub enum Ended {
     Lost,
 }
 
-/// Waits for an exec's final status (`AttachedProcess::take_status`).
+/// Waits for an exec's final status (`process::Process::take_status`).
 pub async fn ended(status: Option<impl Future<Output = Option<Status>>>) -> Ended {
     let Some(status) = status else {
         return Ended::Lost;
@@ -279,12 +254,11 @@ pub async fn end_session_processes(target: &ExecTarget, session_id: &str, api_wa
     let streams = Streams {
         stdin: false,
         tty: false,
-        stderr_buffer: PIPE_BUFFER,
     };
-    match start(target, argv, streams, api_wait).await {
+    match process::spawn(target, argv, streams, api_wait).await {
         Ok(mut process) => {
-            // Its output is drained: kube-rs fills each pipe from one loop,
-            // and an unread one stalls the exec.
+            // Its output is drained: one task fills both pipes, and an
+            // unread one stalls the exec.
             let drains: Vec<_> = [process.stdout(), process.stderr()]
                 .into_iter()
                 .flatten()

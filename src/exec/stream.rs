@@ -1,10 +1,11 @@
-//! A session's exec as the WebSocket channel protocol itself
-//! (`v5.channel.k8s.io`, else `v4.channel.k8s.io`): one frame per chunk of
-//! input, output frames handed on as they come. kube's `AttachedProcess`
-//! puts pipes and 4 KiB reads between the client and the socket and keeps
-//! a 128 KiB read buffer per exec; this speaks the same protocol, through
-//! the same client (its authentication and impersonation), with a 16 KiB
-//! read buffer and no pipes.
+//! An exec as the WebSocket channel protocol itself (`v5.channel.k8s.io`,
+//! else `v4.channel.k8s.io`): one frame per chunk of input, output frames
+//! handed on as they come. The one exec client of kbastion: sessions use
+//! it directly (`bridge`), the file services through `process`. kube's
+//! `AttachedProcess` puts pipes and 4 KiB reads between the client and the
+//! socket and keeps a 128 KiB read buffer per exec; this speaks the same
+//! protocol, through the same client (its authentication and
+//! impersonation), with a 16 KiB read buffer and no pipes.
 //!
 //! The upgrade and its errors are kube's (`Client::connect`): a 4xx/5xx
 //! answer is the API's `Status`, anything else but 101 is a failed switch.
