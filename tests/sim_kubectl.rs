@@ -1100,3 +1100,71 @@ fn kubectl_rolls_out_scales_restarts_and_deletes_a_deployment() {
         );
     }
 }
+
+/// Containers look like containers: each pod has its own host name (its
+/// UTS namespace, named after the pod), and an exec into a container of
+/// a described image (distroless) runs inside it, in its root file system
+/// and PID namespace, not as one of this machine's processes.
+#[test]
+fn a_pod_has_its_own_host_name_and_an_exec_runs_inside_an_isolated_container() {
+    let sim = Sim::start();
+    sim.wait_running("default", "web-0");
+    let out = sim.kubectl("kubectl", "admin", &["exec", "web-0", "--", "hostname"]);
+    assert_eq!(text(&out.stdout), "web-0\n");
+    let out = sim.kubectl(
+        "kubectl",
+        "admin",
+        &["exec", "web-0", "-c", "sidecar", "--", "uname", "-n"],
+    );
+    assert_eq!(text(&out.stdout), "web-0\n");
+
+    sim.wait_running("default", "api-0");
+    let mut exec = Command::new(kubectl_path("1.33"));
+    exec.arg("--kubeconfig")
+        .arg(&sim.kubeconfig)
+        .args([
+            "--context",
+            "admin",
+            "exec",
+            "api-0",
+            "--",
+            "sleep",
+            "10993",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _exec = Process(exec.spawn().unwrap());
+    let mut pid = None;
+    wait_for("the exec'd sleep 10993", Duration::from_secs(20), || {
+        pid = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c == b"sleep\x0010993\x00")
+                    && std::fs::read_link(format!("/proc/{p}/root")).is_ok_and(|r| {
+                        r.starts_with(sim.dir.path()) || r == std::path::Path::new("/")
+                    })
+            });
+        pid.is_some()
+    });
+    let pid = pid.unwrap();
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    let container = sim.dir.path().join("state/pods/default/api-0/app");
+    assert_eq!(root, container.canonicalize().unwrap(), "the exec's root");
+    let own_pid_ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    let host_pid_ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    assert_ne!(own_pid_ns, host_pid_ns, "the exec's PID namespace");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let inner: Vec<&str> = status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .map(|l| l.split_whitespace().skip(1).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        inner.len(),
+        2,
+        "a PID inside the container's namespace: {status}"
+    );
+    assert_ne!(inner[1], "1", "not the container's PID 1: {status}");
+}

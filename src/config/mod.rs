@@ -288,19 +288,39 @@ fn default_namespace() -> String {
         .unwrap_or_else(|| "kbastion".into())
 }
 
-/// A TOML error as file position and what was wrong, never the file's
-/// text: a file given by mistake (a token, a key) must not be echoed into
-/// a terminal or a log.
+/// A TOML error as file position, the key (when the line is one of ours:
+/// a lowercase key, under its `[section]`) and what was wrong, never the
+/// file's text: a file given by mistake (a token, a key) must not be
+/// echoed into a terminal or a log.
 fn toml_error(text: &str, error: &toml::de::Error) -> String {
     let message = error.message().trim().replace('\n', " ");
-    match error.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
-            format!("line {line}, column {column}: {message}")
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    let column = start - line_start + 1;
+    let is_key = |s: &str| {
+        !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    };
+    let key = before[line_start..]
+        .trim()
+        .strip_suffix('=')
+        .map(str::trim)
+        .filter(|k| is_key(k));
+    let section = before[..line_start].lines().rev().find_map(|l| {
+        let name = l.trim().strip_prefix('[')?.strip_suffix(']')?;
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        name.split('.').all(is_key).then_some(name)
+    });
+    match (section, key) {
+        (Some(section), Some(key)) => {
+            format!("line {line}, column {column}: {section}.{key}: {message}")
         }
-        None => message,
+        (None, Some(key)) => format!("line {line}, column {column}: {key}: {message}"),
+        _ => format!("line {line}, column {column}: {message}"),
     }
 }
 

@@ -9,13 +9,14 @@
 pub mod process;
 pub mod stream;
 
+pub use stream::{StartError, Streams, attach_params};
+
 use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use kube::api::AttachParams;
 
-use crate::pods::{ExecTarget, TargetError};
+use crate::pods::ExecTarget;
 use crate::session::environment::{ClientEnv, UTF8_FALLBACK};
 
 /// Each exec pipe buffers at most this much between the client and the
@@ -110,68 +111,6 @@ pub fn no_shell_hint(message: &str, target: &ExecTarget) -> String {
         "; this container has no shell: use USER@{}/{}/{}.debug for a shell in a debug container beside it",
         target.namespace, target.pod, target.container
     )
-}
-
-/// Which streams an exec has.
-#[derive(Debug, Clone, Copy)]
-pub struct Streams {
-    pub stdin: bool,
-    /// A terminal: stderr is merged into stdout.
-    pub tty: bool,
-}
-
-impl Streams {
-    /// A session's streams: stdin, and stderr unless there is a terminal.
-    pub fn session(tty: bool) -> Streams {
-        Streams { stdin: true, tty }
-    }
-}
-
-/// Why an exec did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Refused(kube::Error),
-    #[error("{0}")]
-    Timeout(String),
-}
-
-impl StartError {
-    /// The line a user reads: who may not exec where, or what failed.
-    pub fn explain(self, target: &ExecTarget, user: &str, verb: &str) -> TargetError {
-        use kube::client::UpgradeConnectionError;
-        match self {
-            StartError::Timeout(message) => TargetError::Api(message),
-            StartError::Refused(kube::Error::UpgradeConnection(
-                UpgradeConnectionError::ProtocolSwitch(code),
-            )) if code.as_u16() == 403 => TargetError::Forbidden(format!(
-                "User \"{user}\" may not exec into pods in namespace \"{}\" (needs {verb} on pods/exec)",
-                target.namespace
-            )),
-            StartError::Refused(kube::Error::UpgradeConnection(
-                UpgradeConnectionError::ProtocolSwitch(code),
-            )) => TargetError::Api(format!(
-                "exec into {}/{} container {} was refused with HTTP {code}",
-                target.namespace, target.pod, target.container
-            )),
-            StartError::Refused(other) => {
-                crate::pods::api_error(other, || TargetError::Api("exec failed".into()))
-            }
-        }
-    }
-}
-
-/// The exec request's streams for `target`'s container: stdout always,
-/// stderr apart unless a terminal merges it.
-pub fn attach_params(target: &ExecTarget, streams: &Streams) -> AttachParams {
-    AttachParams {
-        container: Some(target.container.clone()),
-        stdin: streams.stdin,
-        stdout: true,
-        stderr: !streams.tty,
-        tty: streams.tty,
-        ..AttachParams::default()
-    }
 }
 
 /// How an exec ended, from its final `Status`.

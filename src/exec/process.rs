@@ -14,8 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use tokio::io::AsyncRead;
 use tokio::sync::{mpsc, oneshot};
 
-use super::stream::{self, Output};
-use super::{StartError, Streams};
+use super::stream::{self, Output, StartError, Streams};
 use crate::pods::ExecTarget;
 
 /// Frames waiting in each direction: a frame is at most what the API

@@ -22,8 +22,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::{StartError, Streams};
-use crate::pods::{ExecTarget, bounded};
+use crate::pods::{ExecTarget, TargetError, bounded};
+use kube::api::AttachParams;
 
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
@@ -41,6 +41,68 @@ const V4: &str = "v4.channel.k8s.io";
 const READ_BUFFER: usize = 16 * 1024;
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Which streams an exec has.
+#[derive(Debug, Clone, Copy)]
+pub struct Streams {
+    pub stdin: bool,
+    /// A terminal: stderr is merged into stdout.
+    pub tty: bool,
+}
+
+impl Streams {
+    /// A session's streams: stdin, and stderr unless there is a terminal.
+    pub fn session(tty: bool) -> Streams {
+        Streams { stdin: true, tty }
+    }
+}
+
+/// Why an exec did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Refused(kube::Error),
+    #[error("{0}")]
+    Timeout(String),
+}
+
+impl StartError {
+    /// The line a user reads: who may not exec where, or what failed.
+    pub fn explain(self, target: &ExecTarget, user: &str, verb: &str) -> TargetError {
+        use kube::client::UpgradeConnectionError;
+        match self {
+            StartError::Timeout(message) => TargetError::Api(message),
+            StartError::Refused(kube::Error::UpgradeConnection(
+                UpgradeConnectionError::ProtocolSwitch(code),
+            )) if code.as_u16() == 403 => TargetError::Forbidden(format!(
+                "User \"{user}\" may not exec into pods in namespace \"{}\" (needs {verb} on pods/exec)",
+                target.namespace
+            )),
+            StartError::Refused(kube::Error::UpgradeConnection(
+                UpgradeConnectionError::ProtocolSwitch(code),
+            )) => TargetError::Api(format!(
+                "exec into {}/{} container {} was refused with HTTP {code}",
+                target.namespace, target.pod, target.container
+            )),
+            StartError::Refused(other) => {
+                crate::pods::api_error(other, || TargetError::Api("exec failed".into()))
+            }
+        }
+    }
+}
+
+/// The exec request's streams for `target`'s container: stdout always,
+/// stderr apart unless a terminal merges it.
+pub fn attach_params(target: &ExecTarget, streams: &Streams) -> AttachParams {
+    AttachParams {
+        container: Some(target.container.clone()),
+        stdin: streams.stdin,
+        stdout: true,
+        stderr: !streams.tty,
+        tty: streams.tty,
+        ..AttachParams::default()
+    }
+}
 
 /// Opens the exec of `argv` in the target's container.
 pub async fn open(
@@ -60,7 +122,7 @@ async fn upgrade(
     argv: Vec<String>,
     streams: Streams,
 ) -> Result<(ExecSender, ExecReceiver), kube::Error> {
-    let params = super::attach_params(target, &streams);
+    let params = attach_params(target, &streams);
     let request = kube::core::Request::new(target.pods.resource_url())
         .exec(&target.pod, argv, &params)
         .map_err(kube::Error::BuildRequest)?;

@@ -196,6 +196,17 @@ pub fn argv(sim: &Sim, spec: &Value, kind: Kind) -> Vec<String> {
     argv
 }
 
+/// A pod's host name, as the kubelet sets it: `spec.hostname`, else the
+/// pod's name (cut to 63 characters); a hostNetwork pod shares its
+/// node's.
+pub fn pod_hostname(pod: &Value, name: &str) -> String {
+    if pod.pointer("/spec/hostNetwork") == Some(&json!(true)) {
+        return pod["spec"]["nodeName"].as_str().unwrap_or(name).to_string();
+    }
+    let name = pod["spec"]["hostname"].as_str().unwrap_or(name);
+    name.chars().take(63).collect()
+}
+
 /// The isolation of an ephemeral container's processes: in its target's
 /// namespaces where the target is isolated, else none.
 pub fn join_target(sim: &Sim, namespace: &str, pod: &str, spec: &Value) -> Isolation {
@@ -349,6 +360,7 @@ pub fn run(
                 },
                 _ => Isolation::None,
             },
+            hostname: Some(pod_hostname(&pod, &key.name)),
         };
         let announce = announce.map(|status| (kind, status));
         let exit = match start(&sim, &key, &name, &process_spec, &log, announce).await {

@@ -258,9 +258,23 @@ fn plan(
         })
         .flatten()
         .filter(|rest| !rest.is_empty());
-    // An ephemeral container's processes share its target's namespaces.
-    let isolation =
-        super::container::join_target(sim, &target.namespace, &target.name, &spec_container);
+    // An exec into an isolated container runs inside it; an ephemeral
+    // container's processes share its target's namespaces.
+    let own = sim
+        .runtime
+        .main_process(&target.namespace, &target.name, &container)
+        .and_then(|main| main.namespaces)
+        .filter(|_| host_command.is_none());
+    let isolation = match own {
+        Some(pid) => super::runtime::Isolation::Enter { pid },
+        None => {
+            super::container::join_target(sim, &target.namespace, &target.name, &spec_container)
+        }
+    };
+    let hostname = match &host_command {
+        Some(_) => node.to_string(),
+        None => super::container::pod_hostname(&pod, &target.name),
+    };
     let (argv, mut env, cwd, executables) = match host_command {
         Some(rest) => {
             let dir = sim.runtime.node_dir(node);
@@ -303,6 +317,7 @@ fn plan(
             stderr: stderr && !tty,
             executables,
             isolation,
+            hostname: Some(hostname),
         },
         namespace: target.namespace.clone(),
         pod: target.name.clone(),

@@ -40,6 +40,11 @@ pub struct ProcessSpec {
     pub executables: Option<Vec<String>>,
     /// How far the process is kept apart from this machine.
     pub isolation: Isolation,
+    /// The host name it sees (`hostname`, uname(2)): the pod's, as the
+    /// kubelet gives each pod a UTS namespace of its own (`spec.hostname`,
+    /// else its name), or the node's for what runs on the node. Needs
+    /// root, as isolation does; without it the machine's name shows.
+    pub hostname: Option<String>,
 }
 
 /// How far a process is kept apart from this machine. Containers of
@@ -64,6 +69,10 @@ pub enum Isolation {
     /// namespace's), as containerd shares the target's PID namespace; its
     /// own root file system stays this machine's.
     Join { pid: i32 },
+    /// A process exec'd into an isolated container itself: it joins the
+    /// container's PID and mount namespaces and its root file system, as
+    /// `kubectl exec` into a distroless container sees only its files.
+    Enter { pid: i32 },
 }
 
 /// Whether the simulator may isolate containers (it runs as root).
@@ -175,6 +184,21 @@ impl Namespaces {
         }
         Ok(())
     }
+}
+
+/// In the child: a UTS namespace of its own, named `name`.
+fn own_hostname(name: &std::ffi::CStr) -> std::io::Result<()> {
+    use nix::libc;
+    // SAFETY: unshare(2) and sethostname(2) are async-signal-safe; the
+    // name outlives the call.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWUTS) != 0
+            || libc::sethostname(name.as_ptr(), name.to_bytes().len()) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Resolves `program` among an image's programs as runc does: a name with
@@ -385,14 +409,44 @@ impl Runtime {
                     .collect();
                 ("unshare", &wrapped[..])
             }
+            // `nsenter` forks once inside, so the command itself is in the
+            // container's PID namespace (setns moves only children), with
+            // the container's root as its own.
+            (Isolation::Enter { pid }, _) => {
+                wrapped = [
+                    "-t".to_string(),
+                    pid.to_string(),
+                    "-m".into(),
+                    // The holder (`unshare`) is outside the namespace it
+                    // made; its children are in it.
+                    format!("--pid=/proc/{pid}/ns/pid_for_children"),
+                    format!("--root={}", spec.cwd.display()),
+                    "--wd=/".into(),
+                    "--".into(),
+                    program.clone(),
+                ]
+                .into_iter()
+                .chain(spec.argv[1..].iter().cloned())
+                .collect();
+                ("nsenter", &wrapped[..])
+            }
             _ => (program.as_str(), &spec.argv[1..]),
         };
         let namespaces = match isolation {
             Isolation::Join { pid } => Some(Arc::new(Namespaces::open(pid, &spec.cwd)?)),
             _ => None,
         };
+        let hostname = match &spec.hostname {
+            Some(name) if can_isolate() => {
+                Some(std::ffi::CString::new(name.as_str()).map_err(std::io::Error::other)?)
+            }
+            _ => None,
+        };
         let prepare = move || {
             default_signals()?;
+            if let Some(name) = &hostname {
+                own_hostname(name)?;
+            }
             match &namespaces {
                 Some(namespaces) => namespaces.enter(),
                 None => Ok(()),

@@ -382,11 +382,13 @@ fn same_origin(
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
     let origin = header(header::ORIGIN);
-    // A browser sends Origin on a fetch and a POST, and on a navigation
-    // (a download link) says where it came from in Sec-Fetch-Site.
+    // A browser sends Origin on a fetch and a WebSocket; on a navigation
+    // (a download link) it sends none, and on a form's POST under our
+    // `Referrer-Policy: no-referrer` it sends `null`. Then Sec-Fetch-Site,
+    // which no page can set, says where the request came from.
     let ours = match origin {
-        Some(origin) => origin == web.origin,
-        None => header(http::HeaderName::from_static("sec-fetch-site")) == Some("same-origin"),
+        Some(origin) if origin != "null" => origin == web.origin,
+        _ => header(http::HeaderName::from_static("sec-fetch-site")) == Some("same-origin"),
     };
     if ours {
         return Ok(());
