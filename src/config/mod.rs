@@ -512,6 +512,78 @@ impl Default for DebugConfig {
 mod tests {
     use super::*;
 
+    /// Every key the config takes is in the example, with a value of its
+    /// type: the example with its commented keys uncommented is a config
+    /// (unknown keys are refused), and it names every key that config
+    /// writes back out.
+    #[test]
+    fn the_example_config_shows_every_key() {
+        let example = include_str!("../../config/kbastion.example.toml");
+        let uncommented: String = example
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(key, _)| {
+                        !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    }) =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config: Config = toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}"));
+        fn keys(prefix: &str, value: &toml::Value, out: &mut Vec<String>) {
+            match value {
+                toml::Value::Table(table) => {
+                    for (key, value) in table {
+                        let path = format!("{prefix}{key}");
+                        out.push(path.clone());
+                        keys(&format!("{path}."), value, out);
+                    }
+                }
+                toml::Value::Array(items) => {
+                    for item in items.iter().filter(|i| i.is_table()) {
+                        keys(prefix, item, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (mut written, mut shown) = (Vec::new(), Vec::new());
+        keys("", &toml::Value::try_from(&config).unwrap(), &mut written);
+        keys(
+            "",
+            &toml::from_str::<toml::Value>(&uncommented).unwrap(),
+            &mut shown,
+        );
+        written.sort();
+        written.dedup();
+        shown.sort();
+        shown.dedup();
+        let missing: Vec<&String> = written.iter().filter(|k| !shown.contains(k)).collect();
+        assert!(
+            missing.is_empty(),
+            "keys the example does not show: {missing:?}"
+        );
+        for key in [
+            "web.listen",
+            "web.certificate",
+            "web.key",
+            "web.public_url",
+            "metrics.listen",
+            "audit.file",
+            "audit.recordings_dir",
+            "node_shell.namespace",
+            "kubeconfig",
+            "context",
+            "revoked_keys",
+        ] {
+            assert!(shown.contains(&key.to_string()), "{key}");
+        }
+    }
+
     #[test]
     fn a_file_that_is_not_toml_is_named_by_position_not_echoed() {
         let token = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2VuLWNvbnRlbnQ.signature";
