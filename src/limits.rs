@@ -148,12 +148,16 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// New connections per source, as a token bucket: `burst` at once, then
-/// `per_second`. Checked at accept, before any SSH work, so a flood of
-/// handshakes (ssh-audit's DHEat test: each costs the server a
-/// Diffie-Hellman exponentiation) is refused for the price of an accept.
-/// The table holds at most `MAX_ENTRIES` sources (an `IpAddr` and a bucket
-/// each, about 48 bytes: under 5 MiB); full buckets are dropped first.
+/// New unauthenticated connections per source (IPv6: per /64): a token
+/// bucket of `burst` tokens refilled at `per_second`. A connection takes a
+/// token before any SSH work and gives it back once it logs in, so only
+/// what floods look like (handshakes that never log in: ssh-audit's DHEat
+/// test, each costing the server a key exchange) spends the source's
+/// tokens. A connection that finds none waits for one, up to its login
+/// deadline, instead of being reset: twenty `scp` at once from behind one
+/// NAT address all get their turn as the first ones log in. The table
+/// holds at most `MAX_ENTRIES` sources (an `IpAddr` and a bucket each,
+/// about 48 bytes: under 5 MiB); full buckets are dropped first.
 pub struct ConnectionRate {
     per_second: f64,
     burst: f64,
@@ -169,9 +173,38 @@ impl ConnectionRate {
         }
     }
 
-    /// Whether one more connection from `source` is allowed now.
+    /// Whether one more connection from `source` is allowed now (taking
+    /// its token).
     pub fn allow(&self, source: IpAddr) -> bool {
         self.allow_at(source_key(source), Instant::now())
+    }
+
+    /// Waits for a token for a connection from `source`, until
+    /// `deadline`; false if none came by then.
+    pub async fn wait_turn(&self, source: IpAddr, deadline: tokio::time::Instant) -> bool {
+        loop {
+            if self.allow(source) {
+                return true;
+            }
+            // The next token comes after 1/per_second; waiters look again
+            // then (no order among them: any one of them may take it).
+            let next = Duration::from_secs_f64(1.0 / self.per_second.max(0.001));
+            let wake = (tokio::time::Instant::now() + next).min(deadline);
+            if wake >= deadline {
+                tokio::time::sleep_until(deadline).await;
+                return self.allow(source);
+            }
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+
+    /// Gives a logged-in connection's token back.
+    pub fn refund(&self, source: IpAddr) {
+        let key = source_key(source);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((tokens, _)) = buckets.get_mut(&key) {
+            *tokens = (*tokens + 1.0).min(self.burst);
+        }
     }
 
     fn allow_at(&self, key: IpAddr, now: Instant) -> bool {

@@ -44,6 +44,7 @@ pub struct Metrics {
     transport_active: Family<Labels, Gauge>,
     transport_started: Family<Labels, Counter>,
     auth_failures: Family<Labels, Counter>,
+    connections_refused: Family<Labels, Counter>,
     bytes: Family<Labels, Counter>,
     pub api_errors: Counter,
     pub node_shell_pods_held: Gauge,
@@ -70,6 +71,7 @@ impl Default for Metrics {
         let transport_active = Family::<Labels, Gauge>::default();
         let transport_started = Family::<Labels, Counter>::default();
         let auth_failures = Family::<Labels, Counter>::default();
+        let connections_refused = Family::<Labels, Counter>::default();
         let bytes = Family::<Labels, Counter>::default();
         let api_errors = Counter::default();
         let node_shell_pods_held = Gauge::default();
@@ -110,6 +112,11 @@ impl Default for Metrics {
             "Failed authentications, by reason",
             auth_failures.clone(),
         );
+        registry.register(
+            "connections_refused",
+            "SSH connections closed before any SSH work, by reason (per_source, unauthenticated, rate)",
+            connections_refused.clone(),
+        );
         registry.register("bytes", "Bytes carried, by direction", bytes.clone());
         registry.register(
             "api_errors",
@@ -149,6 +156,7 @@ impl Default for Metrics {
             transport_active,
             transport_started,
             auth_failures,
+            connections_refused,
             bytes,
             api_errors,
             node_shell_pods_held,
@@ -204,6 +212,13 @@ impl Metrics {
         self.transport_active
             .get_or_create(&label("transport", transport))
             .dec();
+    }
+
+    /// A connection closed before any SSH work, and why.
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused
+            .get_or_create(&label("reason", reason))
+            .inc();
     }
 
     pub fn auth_failed(&self, reason: &str) {

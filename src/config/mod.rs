@@ -155,7 +155,8 @@ pub struct Limits {
     pub max_auth_attempts: usize,
     /// Channels (sessions, forwards) open at once on one connection.
     pub max_channels_per_connection: usize,
-    /// Connections open at once from one source address (IPv6: one /64).
+    /// Connections not yet logged in from one source address (IPv6: one
+    /// /64); logged-in ones are bounded per person instead.
     pub max_connections_per_source: usize,
     /// Connections not yet authenticated, from all sources together (as
     /// sshd's MaxStartups): a flood of bogus connections cannot hold more.
@@ -184,7 +185,7 @@ impl Default for Limits {
         Limits {
             max_auth_attempts: 6,
             max_channels_per_connection: 128,
-            max_connections_per_source: 32,
+            max_connections_per_source: 64,
             max_unauthenticated_connections: 256,
             max_sessions_per_user: 64,
             auth_failure_delay_ms: 250,

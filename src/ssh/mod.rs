@@ -152,19 +152,29 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
                     }
                 };
             let (socket, peer) = (accepted.stream, accepted.client);
-            let Some((connection_slot, login_slot)) = early_slots.or_else(|| admit(&shared, peer))
-            else {
+            let Some(slots) = early_slots.or_else(|| admit(&shared, peer)) else {
                 return;
             };
-            let _connection_slot = connection_slot;
-            let mut login_slot = Some(login_slot);
+            // Held until the connection logs in.
+            let mut slots = Some(slots);
             let connected = std::time::Instant::now();
-            let (authenticated_tx, mut authenticated) = tokio::sync::watch::channel(false);
-            let handler = Connection::new(shared, peer, authenticated_tx);
             // The login deadline starts at accept: `run_stream` first waits
             // for the client's version line, which a silent client never
             // sends.
             let login_deadline = tokio::time::Instant::now() + login_timeout;
+            // Its address's turn for a handshake (given back at login).
+            if !shared
+                .connection_rate
+                .wait_turn(peer.ip(), login_deadline)
+                .await
+            {
+                shared.metrics.connections_rate_limited.inc();
+                shared.metrics.connection_refused("rate");
+                tracing::info!(%peer, "connection closed: its address opened too many connections that did not log in (limits.connections_per_second_per_source)");
+                return;
+            }
+            let (authenticated_tx, mut authenticated) = tokio::sync::watch::channel(false);
+            let handler = Connection::new(shared.clone(), peer, authenticated_tx);
             let session = match tokio::time::timeout_at(
                 login_deadline,
                 russh::server::run_stream(config, socket, handler),
@@ -195,9 +205,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
                         return;
                     }
                     changed = authenticated.changed(), if !logged_in => {
-                        if changed.is_err() || *authenticated.borrow() {
+                        let now_in = *authenticated.borrow();
+                        if changed.is_err() || now_in {
                             logged_in = true;
-                            drop(login_slot.take());
+                            drop(slots.take());
+                            if now_in {
+                                shared.connection_rate.refund(peer.ip());
+                            }
                         }
                     }
                 }
@@ -214,10 +228,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
     }
 }
 
-/// The checks every new connection passes before any SSH work, on the
-/// client's address: its connection rate, its open connections, and the
-/// connections logging in from everywhere (held until it logs in, as
-/// sshd's MaxStartups). None (logged) when one is exceeded.
+/// The places every new connection takes before any SSH work, on the
+/// client's address, held until it logs in: one among the connections
+/// not yet logged in from its address, and one among those from
+/// everywhere (as sshd's MaxStartups). Logged-in connections are bounded
+/// per person by the session and channel caps, not per address: an office
+/// behind one NAT address has more people than any per-address cap. None
+/// (logged, counted) when one is full.
 fn admit(
     shared: &Shared,
     client: SocketAddr,
@@ -225,21 +242,17 @@ fn admit(
     crate::limits::Slot<std::net::IpAddr>,
     crate::limits::Slot<()>,
 )> {
-    // Logged at debug: a flood must not flood the log.
-    if !shared.connection_rate.allow(client.ip()) {
-        shared.metrics.connections_rate_limited.inc();
-        tracing::debug!(peer = %client, "connection refused: too many new connections from this address");
-        return None;
-    }
     let Some(connection_slot) = shared
         .connections_per_source
         .take(crate::limits::source_key(client.ip()))
     else {
-        tracing::info!(peer = %client, "connection refused: too many connections from this address");
+        shared.metrics.connection_refused("per_source");
+        tracing::info!(peer = %client, limit = shared.config.limits.max_connections_per_source, "connection refused: too many connections logging in from this address (limits.max_connections_per_source)");
         return None;
     };
     let Some(login_slot) = shared.unauthenticated.take(()) else {
-        tracing::info!(peer = %client, "connection refused: too many connections logging in");
+        shared.metrics.connection_refused("unauthenticated");
+        tracing::info!(peer = %client, limit = shared.config.limits.max_unauthenticated_connections, "connection refused: too many connections logging in (limits.max_unauthenticated_connections)");
         return None;
     };
     Some((connection_slot, login_slot))
