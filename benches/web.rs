@@ -235,7 +235,18 @@ fn main() {
         let out = bastion.ssh("alice", &["web"], b"");
         let link = text(&out.stdout).lines().next().unwrap().to_string();
         let out = Command::new("curl")
-            .args(["-sk", "-o", "/dev/null", "-D", "-", &link])
+            .args([
+                "-sk",
+                "-X",
+                "POST",
+                "-H",
+                &format!("Origin: https://127.0.0.1:{port}"),
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+                &link,
+            ])
             .output()
             .unwrap();
         text(&out.stdout)

@@ -78,6 +78,24 @@ impl Web {
     }
 }
 
+/// Signs in with `link` as the page's button does (a same-origin POST),
+/// keeping the cookie in `jar`; `extra` are more curl arguments.
+fn sign_in_with_curl(web: &Web, link: &str, jar: &Path, extra: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sk", "-X", "POST", "-H"])
+        .arg(format!("Origin: {}", web.base))
+        .args(extra)
+        .arg("-c")
+        .arg(jar)
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(link)
+        .output()
+        .unwrap();
+    let code = text(&out.stdout);
+    assert_eq!(code, "303", "signing in: {}", text(&out.stderr));
+    code
+}
+
 /// The venv's Python; a missing venv or browser fails the test with what
 /// to run.
 fn python() -> PathBuf {
@@ -662,7 +680,7 @@ fn a_certificates_source_address_binds_the_web_sessions_it_mints() {
         text(&run_with_input(curl, b"").stdout)
     };
     // Redeemed from elsewhere: signed in, but nothing opens.
-    curl("127.0.0.2", &link);
+    sign_in_with_curl(&web, &link, &jar, &["--interface", "127.0.0.2"]);
     let file = format!("{}/files/default/web-0?path=/etc/hostname", web.base);
     let refused = curl("127.0.0.2", &file);
     assert!(
@@ -773,13 +791,7 @@ fn signing_out_ends_a_download_in_progress() {
     let dir = tempfile::tempdir().unwrap();
     let jar = dir.path().join("cookies");
     let link = web.link("alice");
-    let signed_in = Command::new("curl")
-        .args(["-sk", "-o", "/dev/null", "-c"])
-        .arg(&jar)
-        .arg(&link)
-        .status()
-        .unwrap();
-    assert!(signed_in.success());
+    sign_in_with_curl(&web, &link, &jar, &[]);
     let download = dir.path().join("big.bin");
     // 1 MB/s: the 60 MiB would take a minute. (What the kernel's socket
     // buffers already hold, a few MB, still arrives after the cut.)
@@ -849,15 +861,18 @@ fn a_forwarded_for_line_of_the_clients_own_does_not_choose_its_address() {
     let link = web.link("alice");
     // curl stands in for the proxy at 127.0.0.1: the client sent the
     // first line, the proxy added the second with the address it saw.
-    let out = Command::new("curl")
-        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(["-H", "X-Forwarded-For: 127.0.0.1"])
-        .args(["-H", "X-Forwarded-For: 192.0.2.9"])
-        .arg(&link)
-        .output()
-        .unwrap();
-    let code = text(&out.stdout);
-    assert!(code.starts_with('2') || code.starts_with('3'), "{code}");
+    let jar = web._dir.path().join("forwarded-cookies");
+    sign_in_with_curl(
+        &web,
+        &link,
+        &jar,
+        &[
+            "-H",
+            "X-Forwarded-For: 127.0.0.1",
+            "-H",
+            "X-Forwarded-For: 192.0.2.9",
+        ],
+    );
     wait_for(
         "the sign-in in the audit log",
         Duration::from_secs(10),
@@ -888,13 +903,7 @@ fn another_sites_page_cannot_download_or_sign_out() {
     let dir = tempfile::tempdir().unwrap();
     let jar = dir.path().join("cookies");
     let link = web.link("alice");
-    let signed_in = Command::new("curl")
-        .args(["-sk", "-o", "/dev/null", "-c"])
-        .arg(&jar)
-        .arg(&link)
-        .status()
-        .unwrap();
-    assert!(signed_in.success());
+    sign_in_with_curl(&web, &link, &jar, &[]);
     let request = |method: &str, path: &str, headers: &[&str]| {
         let mut curl = Command::new("curl");
         curl.args(["-sk", "-X", method, "-b"]).arg(&jar);
@@ -946,4 +955,70 @@ fn another_sites_page_cannot_download_or_sign_out() {
     );
     let answer = request("POST", "/logout", &[&ours]);
     assert!(answer.ends_with("\n200"), "{answer}");
+}
+
+/// A sign-in link opens a page that names whose link it is and signs in
+/// only from its own button (a same-origin POST): opening a link planted
+/// on another site signs nobody in (login CSRF), and another site's form
+/// cannot use it either. The link still works from its page afterwards.
+#[test]
+fn a_link_asks_before_signing_in_and_only_its_own_page_signs_in() {
+    let sim = Sim::start();
+    let web = Web::start(&sim, "");
+    let link = web.link("alice");
+    let out = Command::new("curl")
+        .args(["-sk", "-D", "-", &link])
+        .output()
+        .unwrap();
+    let answer = text(&out.stdout);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.to_lowercase().contains("set-cookie"), "{answer}");
+    assert!(answer.contains("Sign in as alice?"), "{answer}");
+    assert!(answer.contains("<form method=\"post\">"), "{answer}");
+    let cross = Command::new("curl")
+        .args([
+            "-sk",
+            "-X",
+            "POST",
+            "-H",
+            "Origin: https://evil.example",
+            "-D",
+            "-",
+            &link,
+        ])
+        .output()
+        .unwrap();
+    let answer = text(&cross.stdout);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(!answer.to_lowercase().contains("set-cookie"), "{answer}");
+    assert!(
+        answer.contains(&format!(
+            "cross-origin sign-in refused: the Origin must be {}",
+            web.base
+        )),
+        "{answer}"
+    );
+    let jar = web._dir.path().join("cookies");
+    sign_in_with_curl(&web, &link, &jar, &[]);
+    let page = Command::new("curl")
+        .args(["-sk", "-b"])
+        .arg(&jar)
+        .arg(format!("{}/", web.base))
+        .output()
+        .unwrap();
+    assert!(
+        text(&page.stdout).contains("default/web-0"),
+        "{}",
+        text(&page.stdout)
+    );
+    // Used: the page now says so.
+    let again = Command::new("curl")
+        .args(["-sk", "-o", "-", "-w", "\n%{http_code}", &link])
+        .output()
+        .unwrap();
+    assert!(
+        text(&again.stdout).ends_with("\n410"),
+        "{}",
+        text(&again.stdout)
+    );
 }

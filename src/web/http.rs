@@ -169,10 +169,18 @@ async fn handle(web: &Arc<Web>, peer: SocketAddr, request: Request<Incoming>) ->
     let path = request.uri().path().to_string();
     let method = request.method().clone();
     if let Some(token) = path.strip_prefix("/login/") {
-        if method != Method::GET {
-            return plain(StatusCode::METHOD_NOT_ALLOWED, "use GET");
-        }
-        return login(web, peer, &request, token);
+        // Opening a link asks first, naming the person; only the page's
+        // own button signs in. A link planted on another site cannot sign
+        // a visitor into someone else's account (login CSRF), nor replace
+        // the session they have.
+        return match method {
+            Method::GET => sign_in_page(web, peer, &request, token),
+            Method::POST => match same_origin(web, peer, &request, "sign-in") {
+                Ok(()) => login(web, peer, &request, token),
+                Err(response) => *response,
+            },
+            _ => plain(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+        };
     }
     if let Some(name) = path.strip_prefix("/assets/") {
         return match super::assets::asset(name) {
@@ -235,9 +243,64 @@ async fn handle(web: &Arc<Web>, peer: SocketAddr, request: Request<Incoming>) ->
     )
 }
 
+/// The page a sign-in link opens: whose link it is, and a button that
+/// signs in (a same-origin POST); or why the link no longer works.
+fn sign_in_page(
+    web: &Web,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+    token: &str,
+) -> Response<Body> {
+    match web.shared.web_logins.person_of(token, super::unix_now()) {
+        Ok(person) => {
+            let person = escape(&person);
+            let page = format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign in as {person}</title>\
+                 <link rel=\"stylesheet\" href=\"/assets/page.css\"></head>\
+                 <body class=\"list\"><h1>Sign in as {person}?</h1>\
+                 <p>This link signs you in to the bastion's web terminal as <b>{person}</b>, once. \
+                 Sign in only if you asked for it (<code>ssh {person}@bastion web</code>).</p>\
+                 <form method=\"post\"><button type=\"submit\">Sign in as {person}</button></form>\
+                 </body></html>\n"
+            );
+            respond(StatusCode::OK, "text/html; charset=utf-8", page)
+        }
+        Err(error) => link_refused(web, peer, request, error),
+    }
+}
+
+/// A link that no longer signs in: logged, audited, and the line for the
+/// person.
+fn link_refused(
+    web: &Web,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+    error: super::links::LinkError,
+) -> Response<Body> {
+    use super::links::LinkError;
+    let source = client(web, peer, request);
+    tracing::info!(%source, %error, "web: sign-in link refused");
+    web.shared.audit.record(crate::audit::Event::Auth {
+        source: source.to_string(),
+        login: String::new(),
+        method: "web-link".into(),
+        fingerprint: None,
+        success: false,
+        reason: Some(error.to_string()),
+    });
+    let status = match error {
+        LinkError::Used | LinkError::Expired => StatusCode::GONE,
+        LinkError::Unknown => StatusCode::NOT_FOUND,
+        LinkError::Full => StatusCode::SERVICE_UNAVAILABLE,
+        LinkError::PersonLinks { .. } | LinkError::PersonSessions { .. } => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
+    };
+    plain(status, &error.to_string())
+}
+
 /// Uses up a sign-in link: sets the session cookie and opens the targets.
 fn login(web: &Web, peer: SocketAddr, request: &Request<Incoming>, token: &str) -> Response<Body> {
-    use super::links::LinkError;
     let source = client(web, peer, request);
     match web.shared.web_logins.redeem(token, super::unix_now()) {
         Ok(signed_in) => {
@@ -260,26 +323,7 @@ fn login(web: &Web, peer: SocketAddr, request: &Request<Incoming>, token: &str) 
             }
             response
         }
-        Err(error) => {
-            tracing::info!(%source, %error, "web: sign-in link refused");
-            web.shared.audit.record(crate::audit::Event::Auth {
-                source: source.to_string(),
-                login: String::new(),
-                method: "web-link".into(),
-                fingerprint: None,
-                success: false,
-                reason: Some(error.to_string()),
-            });
-            let status = match error {
-                LinkError::Used | LinkError::Expired => StatusCode::GONE,
-                LinkError::Unknown => StatusCode::NOT_FOUND,
-                LinkError::Full => StatusCode::SERVICE_UNAVAILABLE,
-                LinkError::PersonLinks { .. } | LinkError::PersonSessions { .. } => {
-                    StatusCode::TOO_MANY_REQUESTS
-                }
-            };
-            plain(status, &error.to_string())
-        }
+        Err(error) => link_refused(web, peer, request, error),
     }
 }
 

@@ -169,6 +169,18 @@ impl Logins {
         Ok(token)
     }
 
+    /// Whose a link is, without using it up (the page that asks before
+    /// signing in names the person).
+    pub fn person_of(&self, link: &str, now: u64) -> Result<String, LinkError> {
+        let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        match links.get(link) {
+            None => Err(LinkError::Unknown),
+            Some(Link::Used { .. }) => Err(LinkError::Used),
+            Some(Link::Fresh { expires, .. }) if *expires <= now => Err(LinkError::Expired),
+            Some(Link::Fresh { grant, .. }) => Ok(grant.person.clone()),
+        }
+    }
+
     /// Uses up a link and signs its person in.
     pub fn redeem(&self, link: &str, now: u64) -> Result<SignedIn, LinkError> {
         let grant = {

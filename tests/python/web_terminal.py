@@ -94,8 +94,11 @@ def open_terminal(context, base, target):
 def sign_in(browser, base, link, viewport=None):
     context = browser.new_context(ignore_https_errors=True, viewport=viewport or {"width": 1000, "height": 640})
     page = context.new_page()
-    response = page.goto(link)
-    return context, page, response
+    # The link's page names the person; its button signs in.
+    page.goto(link)
+    with page.expect_navigation() as navigation:
+        page.click("button[type=submit]")
+    return context, page, navigation.value
 
 
 def raw_request(base, path, headers, method="GET", body=None):
