@@ -40,6 +40,8 @@ pub struct Shared {
     /// The web terminal's sign-in links and browser sessions (links are
     /// minted by `ssh PERSON@bastion web`).
     pub web_logins: crate::web::links::Logins,
+    /// Failed web sign-ins, per source (folded in the audit past a burst).
+    pub failed_sign_ins: crate::limits::FailedSignIns,
     /// Every live session of this replica, whatever its door.
     pub sessions: Arc<crate::registry::Registry>,
 }
@@ -97,6 +99,7 @@ impl Shared {
             notice: tokio::sync::watch::channel(None).0,
             stop: tokio_util::sync::CancellationToken::new(),
             web_logins: crate::web::links::Logins::new(&config.web),
+            failed_sign_ins: Default::default(),
             sessions: Default::default(),
             config,
             cluster,

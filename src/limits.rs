@@ -235,6 +235,58 @@ impl ConnectionRate {
     }
 }
 
+/// Failed web sign-ins per source (IPv6: per /64): a token bucket of
+/// `BURST` answered and audited one by one, refilled one a second; past
+/// it the source is answered 429 at once and its failures are counted,
+/// not audited one by one, so a flood of bad links cannot flood the audit
+/// trail (or, with `audit.fail_closed`, refuse others' sessions). The
+/// counts are folded into one event per source per interval (`fold`).
+pub struct FailedSignIns {
+    rate: ConnectionRate,
+    folded: Mutex<HashMap<IpAddr, u64>>,
+}
+
+/// What to do with a failed sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Answer and audit it.
+    Audit,
+    /// Answer 429 and count it into the next folded event.
+    Folded,
+}
+
+impl Default for FailedSignIns {
+    fn default() -> Self {
+        FailedSignIns {
+            rate: ConnectionRate::new(1, 20),
+            folded: Mutex::default(),
+        }
+    }
+}
+
+impl FailedSignIns {
+    /// Notes a failed sign-in from `source`.
+    pub fn failed(&self, source: IpAddr) -> Failure {
+        if self.rate.allow(source) {
+            return Failure::Audit;
+        }
+        let mut folded = self.folded.lock().unwrap_or_else(|p| p.into_inner());
+        if folded.len() < MAX_ENTRIES || folded.contains_key(&source_key(source)) {
+            *folded.entry(source_key(source)).or_default() += 1;
+        }
+        Failure::Folded
+    }
+
+    /// The failures counted but not audited since the last call, per
+    /// source (emptied).
+    pub fn fold(&self) -> Vec<(IpAddr, u64)> {
+        let mut folded = self.folded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts: Vec<(IpAddr, u64)> = folded.drain().collect();
+        counts.sort();
+        counts
+    }
+}
+
 /// Counts live things per key (connections per source, sessions per
 /// person); a `Slot` gives its place back when dropped.
 pub struct Counter<K: std::hash::Hash + Eq + Clone + Send + 'static> {
@@ -285,6 +337,23 @@ impl<K: std::hash::Hash + Eq + Clone> Drop for Slot<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_sign_ins_past_the_burst_are_folded_per_source() {
+        let failures = FailedSignIns::default();
+        let flood: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let audited = (0..500)
+            .filter(|_| failures.failed(flood) == Failure::Audit)
+            .count();
+        assert!((20..=21).contains(&audited), "{audited}");
+        assert_eq!(failures.failed(other), Failure::Audit);
+        let folded = failures.fold();
+        assert_eq!(folded.len(), 1);
+        assert_eq!(folded[0].0, flood);
+        assert_eq!(folded[0].1 as usize, 500 - audited);
+        assert!(failures.fold().is_empty());
+    }
 
     #[test]
     fn delays_grow_and_are_capped() {

@@ -159,12 +159,27 @@ impl RemoteFs {
     /// Starts `sh -c SCRIPT sh ARGS…` in the target (after its prefix:
     /// nsenter for node shells).
     async fn spawn(&self, script: &str, args: &[&str], stdin: bool) -> Result<Process, FsError> {
+        self.spawn_marked(None, script, args, stdin).await
+    }
+
+    /// `spawn`, marking the process as `marker`'s (`exec::
+    /// marked_script_argv`) when given.
+    async fn spawn_marked(
+        &self,
+        marker: Option<&str>,
+        script: &str,
+        args: &[&str],
+        stdin: bool,
+    ) -> Result<Process, FsError> {
         let Backend::Exec(target) = &self.backend else {
             return Err(FsError::Failure(
                 "a container's log runs no commands".into(),
             ));
         };
-        let argv = crate::exec::script_argv(&target.prefix, script, args);
+        let argv = match marker {
+            Some(marker) => crate::exec::marked_script_argv(&target.prefix, marker, script, args),
+            None => crate::exec::script_argv(&target.prefix, script, args),
+        };
         let streams = crate::exec::Streams { stdin, tty: false };
         crate::exec::process::spawn(target, argv, streams, self.api_wait)
             .await
@@ -442,6 +457,18 @@ impl RemoteFs {
         .await
     }
 
+    /// What ends a streaming command left running (`Ender`).
+    fn ender(&self, marker: String) -> Option<Ender> {
+        match &self.backend {
+            Backend::Exec(target) => Some(Ender {
+                target: target.clone(),
+                marker,
+                api_wait: self.api_wait,
+            }),
+            Backend::Log(_) => None,
+        }
+    }
+
     /// Streams the file from `offset` to its current end.
     pub async fn reader(&self, path: &str, offset: u64) -> Result<FileReader, FsError> {
         if let Backend::Log(log) = &self.backend {
@@ -452,8 +479,10 @@ impl RemoteFs {
             });
         }
         let start = (offset + 1).to_string();
+        let marker = streaming_marker();
         let mut process = self
-            .spawn(
+            .spawn_marked(
+                Some(&marker),
                 "exec tail -c \"+$1\" -- \"$2\"",
                 &[&start, &self.at(path)],
                 false,
@@ -463,7 +492,7 @@ impl RemoteFs {
         Ok(FileReader {
             stdout: Box::new(stdout),
             path: path.to_string(),
-            streaming: Some(Streaming::new(path, process)),
+            streaming: Some(Streaming::new(path, process, self.ender(marker))),
         })
     }
 
@@ -495,7 +524,10 @@ impl RemoteFs {
         let at = self.at(path);
         let mut args = vec![at.as_str()];
         args.extend(words.iter().map(String::as_str));
-        let mut process = self.spawn(script, &args, true).await?;
+        let marker = streaming_marker();
+        let mut process = self
+            .spawn_marked(Some(&marker), script, &args, true)
+            .await?;
         let stdin = process.stdin().ok_or_else(|| no_pipe("stdin"))?;
         // Nothing is printed on stdout, but the pipe must be drained.
         if let Some(mut stdout) = process.stdout() {
@@ -505,7 +537,7 @@ impl RemoteFs {
         }
         Ok(FileWriter {
             stdin: Some(stdin),
-            streaming: Streaming::new(path, process),
+            streaming: Streaming::new(path, process, self.ender(marker)),
         })
     }
 }
@@ -573,21 +605,43 @@ struct Streaming {
     stderr: tokio::task::JoinHandle<String>,
     status: StatusFuture,
     process: Process,
+    /// Until the command is seen to end: what ends it if it is dropped
+    /// first (a handle closed early, a session ended).
+    ender: Option<Ender>,
+}
+
+/// Ends a streaming command that its handle left running: the kubelet
+/// keeps an exec's process when its stream is dropped (a `tail` of
+/// `/dev/zero` would run forever), so a clean-up exec ends what carries
+/// its marker.
+struct Ender {
+    target: Arc<ExecTarget>,
+    marker: String,
+    api_wait: Duration,
+}
+
+/// A marker of one streaming command (the session marker's format).
+fn streaming_marker() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 impl Streaming {
-    fn new(path: &str, mut process: Process) -> Self {
+    fn new(path: &str, mut process: Process, ender: Option<Ender>) -> Self {
         Streaming {
             path: path.to_string(),
             stderr: collect_stderr(&mut process),
             status: take_status(&mut process),
             process,
+            ender,
         }
     }
 
     /// Whether the command succeeded, with its error if not.
     async fn outcome(&mut self) -> Result<(), FsError> {
-        let code = exit_code(self.status.take()).await?;
+        let code = exit_code(self.status.take()).await;
+        // Its status came (or the stream is gone): nothing to end.
+        self.ender = None;
+        let code = code?;
         let stderr = (&mut self.stderr).await.unwrap_or_default();
         if code == 0 {
             Ok(())
@@ -601,6 +655,14 @@ impl Drop for Streaming {
     fn drop(&mut self) {
         self.stderr.abort();
         self.process.abort();
+        if let (Some(ender), Ok(runtime)) =
+            (self.ender.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                crate::exec::end_session_processes(&ender.target, &ender.marker, ender.api_wait)
+                    .await;
+            });
+        }
     }
 }
 

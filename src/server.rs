@@ -132,7 +132,14 @@ async fn start_web(
         origin,
         terminals: Default::default(),
     });
-    Ok(tokio::spawn(crate::web::http::serve(listener, tls, web)))
+    let shared = shared.clone();
+    Ok(tokio::spawn(async move {
+        // One task: aborting it at shutdown stops both.
+        tokio::select! {
+            () = crate::web::http::serve(listener, tls, web) => {}
+            () = crate::web::http::fold_failed_sign_ins(shared) => {}
+        }
+    }))
 }
 
 /// Tells every open session and waits for them, up to the drain time.

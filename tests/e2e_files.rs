@@ -786,3 +786,53 @@ fn a_deeply_pipelined_sftp_download_finishes_byte_exact() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(sha256(&local), sha256(&container.join("deep.bin")));
 }
+
+/// A file handle closed before its end leaves nothing running in the
+/// container: kbastion's SFTP server reads a file through a long-lived
+/// `tail`, which the kubelet would keep when its stream is dropped (one on
+/// `/dev/zero` would run forever), so it is ended.
+#[test]
+fn a_handle_closed_early_leaves_no_reader_in_the_container() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "[files]\nsftp = \"builtin\"\n");
+    let script = r#"
+import asyncio, sys, warnings
+warnings.simplefilter("ignore")
+import asyncssh
+port, key = sys.argv[1:3]
+async def main():
+    async with asyncssh.connect("127.0.0.1", port=int(port), username="alice@default/web-0",
+                                known_hosts=None, client_keys=[key], agent_path=None) as conn:
+        async with conn.start_sftp_client() as sftp:
+            handle = await sftp.open("/dev/zero", "rb")
+            data = await handle.read(1 << 20, 0)
+            print("read", len(data), flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            await handle.close()
+            print("closed", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+asyncio.run(main())
+"#;
+    let mut client = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script, &bastion.port.to_string()])
+        .arg(&bastion.keys.identity)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "read 1048576\n");
+    let _client = Process(client);
+    // (A pattern for pgrep: the `+` of `tail -c +1` is a regex operator.)
+    let reader = "tail -c .1 -- /dev/zero";
+    wait_running_then_gone(reader, Duration::from_secs(20), || {
+        std::io::Write::write_all(&mut stdin, b"close\n").unwrap();
+        line.clear();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert_eq!(line, "closed\n");
+    });
+}

@@ -409,10 +409,15 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
         .next()
         .unwrap_or_default()
         .to_string();
-    let curl = |link: &str| {
+    let origin = link.split("/login/").next().unwrap_or_default();
+    // The link's page, then its button (a same-origin POST), as a browser.
+    let curl = |link: &str, post: bool| {
         let mut curl = Command::new("curl");
+        curl.arg("-sk");
+        if post {
+            curl.args(["-X", "POST", "-H", &format!("Origin: {origin}")]);
+        }
         curl.args([
-            "-sk",
             "-o",
             "/dev/null",
             "-w",
@@ -421,9 +426,9 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
         ]);
         text(&run_with_input(curl, b"").stdout)
     };
-    let origin = link.split("/login/").next().unwrap_or_default();
-    assert_eq!(curl(&link), format!("303 {origin}/"), "{link}");
-    assert_eq!(curl(&link), "410 ", "{link}");
+    assert_eq!(curl(&link, false), "200 ", "{link}");
+    assert_eq!(curl(&link, true), format!("303 {origin}/"), "{link}");
+    assert_eq!(curl(&link, false), "410 ", "{link}");
     let simulator = state.join("cluster").display().to_string();
     assert!(process_running(&simulator), "the demo's simulator runs");
     nix::sys::signal::kill(

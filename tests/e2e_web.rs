@@ -1022,3 +1022,63 @@ fn a_link_asks_before_signing_in_and_only_its_own_page_signs_in() {
         text(&again.stdout)
     );
 }
+
+/// A flood of bad sign-in links cannot flood the audit trail: past a
+/// burst, one address's failures are answered 429 and folded into one
+/// event with their count; a real link from the same address still signs
+/// in.
+#[test]
+fn a_flood_of_bad_links_is_folded_in_the_audit_trail() {
+    let sim = Sim::start();
+    let web = Web::start(&sim, "");
+    // 500 requests on one connection (curl reuses it).
+    let urls: Vec<String> = (0..500)
+        .map(|n| format!("{}/login/bad{n}", web.base))
+        .collect();
+    let out = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}\\n"])
+        .args(&urls)
+        .output()
+        .unwrap();
+    let codes = text(&out.stdout);
+    let not_found = codes.lines().filter(|c| *c == "404").count();
+    let throttled = codes.lines().filter(|c| *c == "429").count();
+    assert_eq!(not_found + throttled, 500, "{codes}");
+    assert!(throttled >= 450, "only {throttled} of 500 were throttled");
+    let failures = |audit: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        audit
+            .iter()
+            .filter(|e| e["event"] == "auth" && e["method"] == "web-link" && e["success"] == false)
+            .cloned()
+            .collect()
+    };
+    // The folded events (one per interval the flood spanned) count every
+    // throttled failure.
+    let folded_count = |events: &[serde_json::Value]| -> usize {
+        events
+            .iter()
+            .filter_map(|e| e["reason"].as_str())
+            .filter(|r| r.contains("more failed sign-ins from this address"))
+            .filter_map(|r| r.split_whitespace().next()?.parse::<usize>().ok())
+            .sum()
+    };
+    let mut events = Vec::new();
+    wait_for("the folded events", Duration::from_secs(30), || {
+        events = failures(&web.audit());
+        folded_count(&events) == throttled
+    });
+    let one_by_one = events.len()
+        - events
+            .iter()
+            .filter(|e| e["reason"].as_str().is_some_and(|r| r.contains("folded")))
+            .count();
+    assert_eq!(one_by_one, not_found, "every 404 is audited once");
+    assert!(
+        events.len() <= not_found + 3,
+        "{} audit events",
+        events.len()
+    );
+    let link = web.link("alice");
+    let jar = web._dir.path().join("cookies");
+    sign_in_with_curl(&web, &link, &jar, &[]);
+}

@@ -89,6 +89,22 @@ pub fn session_argv(
     argv
 }
 
+/// `script_argv` with the process marked as `marker`'s (the session
+/// marker), so that `end_session_processes(marker)` can end it and what
+/// it started: for the file services' long-lived readers and writers,
+/// which the kubelet leaves running when their stream is dropped.
+pub fn marked_script_argv(
+    prefix: &[String],
+    marker: &str,
+    script: &str,
+    args: &[&str],
+) -> Vec<String> {
+    let mut argv = prefix.to_vec();
+    argv.extend(["env".to_string(), format!("{SESSION_MARKER}={marker}")]);
+    argv.extend(script_argv(&[], script, args));
+    argv
+}
+
 /// `sh -c SCRIPT sh ARGS…` after the target's prefix: arguments stay
 /// separate words, never pasted into the script.
 pub fn script_argv(prefix: &[String], script: &str, args: &[&str]) -> Vec<String> {

@@ -279,6 +279,12 @@ fn link_refused(
 ) -> Response<Body> {
     use super::links::LinkError;
     let source = client(web, peer, request);
+    if web.shared.failed_sign_ins.failed(source) == crate::limits::Failure::Folded {
+        return plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed sign-ins from this address; wait a minute, then run ssh PERSON@BASTION web for a new link",
+        );
+    }
     tracing::info!(%source, %error, "web: sign-in link refused");
     web.shared.audit.record(crate::audit::Event::Auth {
         source: source.to_string(),
@@ -298,6 +304,31 @@ fn link_refused(
     };
     plain(status, &error.to_string())
 }
+
+/// Every `FOLD_EVERY`, one audit event per source for the failed sign-ins
+/// that were answered 429 and not audited one by one.
+pub async fn fold_failed_sign_ins(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(FOLD_EVERY);
+    loop {
+        tick.tick().await;
+        for (source, count) in shared.failed_sign_ins.fold() {
+            tracing::info!(%source, count, "web: failed sign-ins folded");
+            shared.audit.record(crate::audit::Event::Auth {
+                source: source.to_string(),
+                login: String::new(),
+                method: "web-link".into(),
+                fingerprint: None,
+                success: false,
+                reason: Some(format!(
+                    "{count} more failed sign-ins from this address, answered 429 and folded into this event"
+                )),
+            });
+        }
+    }
+}
+
+/// How often folded sign-in failures are audited.
+const FOLD_EVERY: Duration = Duration::from_secs(10);
 
 /// Uses up a sign-in link: sets the session cookie and opens the targets.
 fn login(web: &Web, peer: SocketAddr, request: &Request<Incoming>, token: &str) -> Response<Body> {
