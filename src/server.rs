@@ -127,11 +127,7 @@ async fn start_web(
         .await
         .map_err(|e| anyhow::anyhow!("web.listen {address}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, %origin, "web terminal listening");
-    let web = Arc::new(crate::web::http::Web {
-        shared: shared.clone(),
-        origin,
-        terminals: Default::default(),
-    });
+    let web = Arc::new(crate::web::http::Web::new(shared.clone(), origin));
     let shared = shared.clone();
     Ok(tokio::spawn(async move {
         // One task: aborting it at shutdown stops both.

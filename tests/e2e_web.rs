@@ -1082,3 +1082,74 @@ fn a_flood_of_bad_links_is_folded_in_the_audit_trail() {
     let jar = web._dir.path().join("cookies");
     sign_in_with_curl(&web, &link, &jar, &[]);
 }
+
+/// The web port is bounded like the SSH one: a thousand TLS connections
+/// from one address, each sending 60 KB of a request head it never ends,
+/// grow kbastion's memory by less than 64 MiB (connections per address and
+/// in all are capped, request heads are small), and a signed-in person
+/// from another address is served meanwhile.
+#[test]
+fn a_flood_of_unfinished_requests_is_bounded_and_others_are_served() {
+    use std::io::{BufRead, Write};
+    let sim = Sim::start();
+    let web = Web::start(&sim, "");
+    let link = web.link("alice");
+    let jar = web._dir.path().join("cookies");
+    sign_in_with_curl(&web, &link, &jar, &["--interface", "127.0.0.2"]);
+    let pid = web.bastion.process.0.id();
+    let before = rss_kib(pid);
+    let port = web.base.rsplit(':').next().unwrap().to_string();
+    let flood = r#"
+import asyncio, ssl, sys
+async def one(port, context):
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, ssl=context), 10)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 60000)
+        await asyncio.wait_for(writer.drain(), 10)
+        return writer
+    except Exception:
+        return None
+async def main():
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    held = await asyncio.gather(*[one(int(sys.argv[1]), context) for _ in range(1000)])
+    print(sum(1 for w in held if w is not None), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+asyncio.run(main())
+"#;
+    let mut flooder = Command::new("/usr/bin/python3")
+        .args(["-c", flood, &port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(flooder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let held: usize = line.trim().parse().unwrap_or(0);
+    let grown = rss_kib(pid).saturating_sub(before);
+    eprintln!("{held} flood connections held; RSS grew by {grown} KiB");
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+    let page = Command::new("curl")
+        .args([
+            "-sk",
+            "--interface",
+            "127.0.0.2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-b",
+        ])
+        .arg(&jar)
+        .arg(format!("{}/", web.base))
+        .output()
+        .unwrap();
+    assert_eq!(text(&page.stdout), "200");
+    let _ = flooder.stdin.as_mut().unwrap().write_all(b"done\n");
+    let _ = flooder.wait();
+}

@@ -39,6 +39,11 @@ pub struct WebConfig {
     pub max_links_per_person: usize,
     /// Browser sessions one person may have at once.
     pub max_sessions_per_person: usize,
+    /// Connections to the web port open at once, from everywhere.
+    pub max_connections: usize,
+    /// Connections open at once from one address (not counted for
+    /// `trusted_proxies`, whose connections carry everyone's).
+    pub max_connections_per_source: usize,
 }
 
 impl Default for WebConfig {
@@ -56,6 +61,8 @@ impl Default for WebConfig {
             locale: crate::session::environment::FALLBACK_LOCALE.into(),
             max_links_per_person: 20,
             max_sessions_per_person: 20,
+            max_connections: 1024,
+            max_connections_per_source: 64,
         }
     }
 }
@@ -90,6 +97,11 @@ impl WebConfig {
         if self.max_links_per_person == 0 || self.max_sessions_per_person == 0 {
             return Err(
                 "web: max_links_per_person and max_sessions_per_person must be at least 1".into(),
+            );
+        }
+        if self.max_connections == 0 || self.max_connections_per_source == 0 {
+            return Err(
+                "web: max_connections and max_connections_per_source must be at least 1".into(),
             );
         }
         let locale_ok = !self.locale.is_empty()
@@ -151,7 +163,8 @@ impl WebConfig {
         client
     }
 
-    fn trusts(&self, peer: IpAddr) -> bool {
+    /// Whether `peer` is one of `trusted_proxies`.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|entry| {
             entry
                 .parse::<ipnet::IpNet>()

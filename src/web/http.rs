@@ -37,7 +37,69 @@ pub struct Web {
     /// `https://host[:port]` of `web.public_url`.
     pub origin: String,
     pub terminals: Arc<super::terminal::Terminals>,
+    /// Open connections, from everywhere and per address.
+    connections: crate::limits::Counter<()>,
+    per_source: crate::limits::Counter<std::net::IpAddr>,
+    /// New TLS handshakes per address.
+    handshakes: crate::limits::ConnectionRate,
 }
+
+impl Web {
+    pub fn new(shared: Arc<Shared>, origin: String) -> Web {
+        let config = &shared.config.web;
+        Web {
+            connections: crate::limits::Counter::new(config.max_connections),
+            per_source: crate::limits::Counter::new(config.max_connections_per_source),
+            handshakes: crate::limits::ConnectionRate::new(HANDSHAKES_PER_SECOND, HANDSHAKE_BURST),
+            origin,
+            terminals: Default::default(),
+            shared,
+        }
+    }
+
+    /// The places a new connection takes, held while it is open: one
+    /// among all, and (from anyone but a trusted proxy) one among its
+    /// address's, after its address's handshake rate. None (logged at
+    /// debug, counted) when one is used up.
+    fn admit(&self, peer: SocketAddr) -> Option<WebPlaces> {
+        let refuse = |reason: &str| {
+            self.shared.metrics.connection_refused(reason);
+            tracing::debug!(%peer, %reason, "web: connection refused");
+            None
+        };
+        let proxy = self.shared.config.web.trusts(peer.ip());
+        if !proxy && !self.handshakes.allow(peer.ip()) {
+            return refuse("web_rate");
+        }
+        let source = if proxy {
+            None
+        } else {
+            match self.per_source.take(crate::limits::source_key(peer.ip())) {
+                Some(slot) => Some(slot),
+                None => return refuse("web_per_source"),
+            }
+        };
+        match self.connections.take(()) {
+            Some(slot) => Some((slot, source)),
+            None => refuse("web_total"),
+        }
+    }
+}
+
+/// A web connection's places (`Web::admit`).
+type WebPlaces = (
+    crate::limits::Slot<()>,
+    Option<crate::limits::Slot<std::net::IpAddr>>,
+);
+
+/// New connections per second from one address after a burst: a browser
+/// opens a few at once (pages, assets, a WebSocket per tab).
+const HANDSHAKES_PER_SECOND: u32 = 20;
+const HANDSHAKE_BURST: u32 = 50;
+
+/// The most a connection's request head may hold: our paths and cookies
+/// are short, and every open connection's buffer counts.
+const MAX_HEAD: usize = 16 * 1024;
 
 /// Serves HTTPS on `listener` until the process stops.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, web: Arc<Web>) {
@@ -51,9 +113,13 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, web: A
                 continue;
             }
         };
+        let Some(places) = web.admit(peer) else {
+            continue;
+        };
         let _ = socket.set_nodelay(true);
         let (acceptor, web) = (acceptor.clone(), web.clone());
         tokio::spawn(async move {
+            let _places = places;
             let stream =
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
                     Ok(Ok(stream)) => stream,
@@ -72,6 +138,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, web: A
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(MAX_HEAD)
                 .header_read_timeout(HANDSHAKE_TIMEOUT)
                 .timer(hyper_util::rt::TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service)
