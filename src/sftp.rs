@@ -45,13 +45,18 @@ const MAX_HANDLES: usize = 256;
 /// growing log file keeps yielding what was appended.
 const END_REMEMBERED: Duration = Duration::from_millis(250);
 
+/// A handle's reading side: the stream and the offset of its next byte,
+/// and where the file ended, and when that was seen.
+#[derive(Default)]
+struct Reading {
+    stream: Option<(u64, FileReader)>,
+    end: Option<(u64, Instant)>,
+}
+
 enum Handle {
     Read {
         path: String,
-        /// The stream and the offset of its next byte.
-        stream: Option<(u64, FileReader)>,
-        /// Where the file ended, and when that was seen.
-        end: Option<(u64, Instant)>,
+        reading: Reading,
     },
     Write {
         path: String,
@@ -64,6 +69,9 @@ enum Handle {
         /// which the mode no longer governs; each write stream here opens
         /// the file anew, so until then the owner keeps write permission.
         mode_at_close: Option<u32>,
+        /// For a handle opened to read too (`r+`, as sshfs and editors
+        /// open files): reads see what was written before them.
+        reading: Option<Reading>,
     },
     Directory {
         entries: VecDeque<File>,
@@ -265,6 +273,46 @@ async fn close_handle(fs: &RemoteFs, handle: Handle) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The bytes of `path` at `offset`, through `reading`'s stream (one exec
+/// per run of sequential reads), or None at the file's end.
+async fn read_at(
+    fs: &RemoteFs,
+    path: &str,
+    reading: &mut Reading,
+    offset: u64,
+    len: u32,
+) -> Result<Option<Vec<u8>>, Refusal> {
+    let Reading { stream, end } = reading;
+    if let Some((at, seen)) = end
+        && offset >= *at
+        && seen.elapsed() < END_REMEMBERED
+    {
+        return Ok(None);
+    }
+    if stream.as_ref().is_none_or(|(next, _)| *next != offset) {
+        *stream = Some((offset, fs.reader(path, offset).await?));
+    }
+    let Some((next, reader)) = stream.as_mut() else {
+        return Err(bad_handle());
+    };
+    let mut data = vec![0u8; len.min(MAX_READ) as usize];
+    let n = reader.read_full(&mut data).await?;
+    *next += n as u64;
+    if n < data.len() {
+        // The stream reached the file's end as it is now.
+        let at = *next;
+        if let Some((_, reader)) = stream.take() {
+            reader.finish().await?;
+        }
+        *end = Some((at, Instant::now()));
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    data.truncate(n);
+    Ok(Some(data))
+}
+
 /// The request id of a packet that may not decode (type, then id).
 fn request_id(body: &[u8]) -> u32 {
     body.get(1..5)
@@ -322,13 +370,13 @@ impl Server {
                         // Only a file this open created takes its mode.
                         mode_at_close: mode_at_close
                             .filter(|_| open.pflags.contains(OpenFlags::CREATE)),
+                        reading: open.pflags.contains(OpenFlags::READ).then(Reading::default),
                     }
                 } else {
                     fs.check_readable(&open.filename).await?;
                     Handle::Read {
                         path: open.filename,
-                        stream: None,
-                        end: None,
+                        reading: Reading::default(),
                     }
                 };
                 let handle = self.add_handle(handle)?;
@@ -499,37 +547,24 @@ impl Server {
         len: u32,
     ) -> Result<Option<Vec<u8>>, Refusal> {
         let fs = self.fs.clone();
-        let Some(Handle::Read { path, stream, end }) = self.handles.get_mut(handle) else {
-            return Err(bad_handle());
-        };
-        if let Some((at, seen)) = end
-            && offset >= *at
-            && seen.elapsed() < END_REMEMBERED
-        {
-            return Ok(None);
-        }
-        if stream.as_ref().is_none_or(|(next, _)| *next != offset) {
-            *stream = Some((offset, fs.reader(path, offset).await?));
-        }
-        let Some((next, reader)) = stream.as_mut() else {
-            return Err(bad_handle());
-        };
-        let mut data = vec![0u8; len.min(MAX_READ) as usize];
-        let n = reader.read_full(&mut data).await?;
-        *next += n as u64;
-        if n < data.len() {
-            // The stream reached the file's end as it is now.
-            let at = *next;
-            if let Some((_, reader)) = stream.take() {
-                reader.finish().await?;
+        let (path, reading) = match self.handles.get_mut(handle) {
+            Some(Handle::Read { path, reading }) => (path.clone(), reading),
+            Some(Handle::Write {
+                path,
+                stream,
+                reading: Some(reading),
+                ..
+            }) => {
+                // What was written lands first, and is read back anew.
+                if let Some((_, writer)) = stream.take() {
+                    writer.finish().await?;
+                    *reading = Reading::default();
+                }
+                (path.clone(), reading)
             }
-            *end = Some((at, Instant::now()));
-        }
-        if n == 0 {
-            return Ok(None);
-        }
-        data.truncate(n);
-        Ok(Some(data))
+            _ => return Err(bad_handle()),
+        };
+        read_at(&fs, &path, reading, offset, len).await
     }
 
     async fn write(&mut self, handle: &str, offset: u64, data: &[u8]) -> Result<(), Refusal> {
@@ -538,11 +573,16 @@ impl Server {
             path,
             stream,
             append,
+            reading,
             ..
         }) = self.handles.get_mut(handle)
         else {
             return Err(bad_handle());
         };
+        // A read after this write must see it: the read stream starts over.
+        if let Some(reading) = reading {
+            *reading = Reading::default();
+        }
         if stream
             .as_ref()
             .is_none_or(|(next, _)| *next != offset && !*append)

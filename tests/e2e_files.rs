@@ -836,3 +836,46 @@ asyncio.run(main())
         assert_eq!(line, "closed\n");
     });
 }
+
+/// A file opened to read and write (as sshfs and editors open files) can
+/// be read through kbastion's own SFTP server, and a read sees what was
+/// written before it.
+#[test]
+fn a_file_opened_read_write_reads_back_what_was_written() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "[files]\nsftp = \"builtin\"\n");
+    let container = container_dir(&sim, "web-0", "app");
+    std::fs::create_dir_all(&container).unwrap();
+    let script = r#"
+import asyncio, sys, warnings
+warnings.simplefilter("ignore")
+import asyncssh
+port, key = sys.argv[1:3]
+async def main():
+    async with asyncssh.connect("127.0.0.1", port=int(port), username="alice@default/web-0",
+                                known_hosts=None, client_keys=[key], agent_path=None) as conn:
+        async with conn.start_sftp_client() as sftp:
+            async with sftp.open("rw.txt", "w+b") as handle:
+                await handle.write(b"hello world", 0)
+                print(await handle.read(5, 6), flush=True)
+                await handle.write(b"HELLO", 0)
+                print(await handle.read(11, 0), flush=True)
+                print(await handle.read(11, 11), flush=True)
+asyncio.run(main())
+"#;
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script, &bastion.port.to_string()])
+        .arg(&bastion.keys.identity)
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "b'world'\nb'HELLO world'\nb''\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(container.join("rw.txt")).unwrap(),
+        b"HELLO world"
+    );
+}
