@@ -24,6 +24,19 @@ pub struct Reachable {
     /// Each listed pod's containers that have started at least once (and
     /// so have a log), by `NAMESPACE/POD`.
     pub containers: BTreeMap<String, Vec<String>>,
+    /// Pods the person may see that are not listed (the list is capped):
+    /// the API server's count, or at least 1 when it gave none.
+    pub more_pods: u64,
+}
+
+/// How many items a list left out: the API server's `remainingItemCount`,
+/// else 1 when it gave a `continue` token, else none.
+fn left_out(metadata: &kube::core::ListMeta) -> u64 {
+    match (metadata.remaining_item_count, &metadata.continue_) {
+        (Some(count), _) => u64::try_from(count).unwrap_or(0),
+        (None, Some(token)) if !token.is_empty() => 1,
+        _ => 0,
+    }
 }
 
 /// The containers of `pod` that have run (running now, or ended).
@@ -56,22 +69,34 @@ pub async fn reachable(cluster: &Cluster, identity: &Identity, wait: Duration) -
         )
     };
     let all: Api<Pod> = Api::all(client.clone());
-    let mut listed: Vec<Pod> = match bounded(wait, all.list(&ListParams::default())).await {
-        Ok(Ok(list)) => list.items,
+    // One page of at most the cap: a hint, not an inventory, on clusters
+    // of any size.
+    let page = |room: usize| ListParams::default().limit(u32::try_from(room).unwrap_or(u32::MAX));
+    let mut more_pods = 0;
+    let mut listed: Vec<Pod> = match bounded(wait, all.list(&page(MAX_TARGETS_LISTED))).await {
+        Ok(Ok(list)) => {
+            more_pods = left_out(&list.metadata);
+            list.items
+        }
         // Not allowed cluster-wide: ask namespace by namespace (the
         // bastion may list namespaces; the person's RBAC decides the pods).
         _ => {
             let mut found = Vec::new();
             let namespaces: Api<Namespace> = Api::all(cluster.own());
-            if let Ok(Ok(list)) = bounded(wait, namespaces.list(&ListParams::default())).await {
-                for namespace in list
-                    .items
-                    .iter()
-                    .filter_map(|n| n.metadata.name.as_deref())
-                    .take(MAX_NAMESPACES_LISTED)
-                {
+            if let Ok(Ok(list)) = bounded(wait, namespaces.list(&page(MAX_NAMESPACES_LISTED))).await
+            {
+                for namespace in list.items.iter().filter_map(|n| n.metadata.name.as_deref()) {
+                    let room = MAX_TARGETS_LISTED.saturating_sub(found.len());
                     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-                    if let Ok(Ok(list)) = bounded(wait, pods.list(&ListParams::default())).await {
+                    if room == 0 {
+                        // Full: whether this namespace has any is still news.
+                        if let Ok(Ok(list)) = bounded(wait, pods.list(&page(1))).await {
+                            more_pods += list.items.len() as u64 + left_out(&list.metadata);
+                        }
+                        continue;
+                    }
+                    if let Ok(Ok(list)) = bounded(wait, pods.list(&page(room))).await {
+                        more_pods += left_out(&list.metadata);
                         found.extend(list.items);
                     }
                 }
@@ -99,5 +124,6 @@ pub async fn reachable(cluster: &Cluster, identity: &Identity, wait: Duration) -
         pods,
         nodes,
         containers,
+        more_pods,
     }
 }

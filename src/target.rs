@@ -134,6 +134,12 @@ pub async fn reachable_targets(shared: &Shared, identity: &Identity) -> String {
             "\npods you may see: {}",
             reachable.pods.join(", ")
         ));
+        if reachable.more_pods > 0 {
+            message.push_str(&format!(
+                " (and {} more not shown: name one in the login, or list them with kubectl)",
+                reachable.more_pods
+            ));
+        }
     }
     if !reachable.nodes.is_empty() {
         message.push_str(&format!("\nnodes: {}", reachable.nodes.join(", ")));

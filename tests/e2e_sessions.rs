@@ -1219,3 +1219,50 @@ fn typed_utf8_letters_run_as_typed_in_the_clients_locale_or_a_fallback() {
         );
     }
 }
+
+/// The answer to a login without a target is a hint, not an inventory: on
+/// a cluster with more pods than it shows, it lists one page (100) and
+/// says how many more there are.
+#[test]
+fn the_no_target_answer_lists_one_page_and_counts_the_rest() {
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "");
+    let pods: Vec<serde_json::Value> = (0..110)
+        .map(|n| {
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": format!("filler-{n:03}"), "namespace": "default"},
+                "spec": {"containers": [{"name": "app", "image": "registry.example/idle:1"}]},
+            })
+        })
+        .collect();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": pods});
+    let file = bastion.dir.path().join("fillers.json");
+    std::fs::write(&file, list.to_string()).unwrap();
+    sim.kubectl(
+        "kubectl",
+        "admin",
+        &["create", "-f", file.to_str().unwrap()],
+    );
+    let all = sim.kubectl("kubectl", "admin", &["get", "pods", "-A", "-o", "name"]);
+    let total = text(&all.stdout).lines().count();
+    let out = bastion.ssh("alice", &[], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("pods you may see: "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let (names, more) = line
+        .split_once(" (and ")
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(names.split(", ").count(), 100, "{line}");
+    assert_eq!(
+        more,
+        format!(
+            "{} more not shown: name one in the login, or list them with kubectl)",
+            total - 100
+        )
+    );
+}

@@ -1168,3 +1168,57 @@ fn a_pod_has_its_own_host_name_and_an_exec_runs_inside_an_isolated_container() {
     );
     assert_ne!(inner[1], "1", "not the container's PID 1: {status}");
 }
+
+/// Lists page as the API server pages them: `limit` gives at most that
+/// many items, in key order, with a `continue` token and the count that
+/// remains; kubectl's chunked lists (`--chunk-size`) follow the tokens to
+/// the same answer as one whole list.
+#[test]
+fn lists_page_with_limit_and_continue_as_the_api_server_does() {
+    let sim = Sim::start();
+    sim.wait_running("default", "web-0");
+    let whole = sim.kubectl(
+        "kubectl",
+        "admin",
+        &["get", "pods", "-A", "-o", "name", "--chunk-size=0"],
+    );
+    let chunked = sim.kubectl(
+        "kubectl",
+        "admin",
+        &["get", "pods", "-A", "-o", "name", "--chunk-size=2"],
+    );
+    assert_eq!(text(&chunked.stdout), text(&whole.stdout));
+    let total = text(&whole.stdout).lines().count();
+    assert!(total > 4, "{total} pods");
+    let first = sim.kubectl(
+        "kubectl",
+        "admin",
+        &["get", "--raw", "/api/v1/pods?limit=2"],
+    );
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    assert_eq!(first["metadata"]["remainingItemCount"], total - 2);
+    let token = first["metadata"]["continue"].as_str().unwrap();
+    let rest = sim.kubectl(
+        "kubectl",
+        "admin",
+        &[
+            "get",
+            "--raw",
+            &format!("/api/v1/pods?limit=500&continue={token}"),
+        ],
+    );
+    let rest: serde_json::Value = serde_json::from_slice(&rest.stdout).unwrap();
+    assert_eq!(rest["items"].as_array().unwrap().len(), total - 2);
+    assert!(
+        rest["metadata"].get("continue").is_none(),
+        "{}",
+        rest["metadata"]
+    );
+    let bad = sim.kubectl_unchecked(
+        "kubectl",
+        "admin",
+        &["get", "--raw", "/api/v1/pods?limit=2&continue=garbage"],
+    );
+    assert!(!bad.status.success());
+}

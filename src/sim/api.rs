@@ -523,25 +523,106 @@ fn list(
     let (items, revision) = sim
         .store
         .list(target.resource.name, namespace_filter(target));
+    let selected = !labels.is_empty() || !fields.is_empty();
     let items: Vec<Value> = items
         .into_iter()
         .filter(|i| labels.matches_labels(i) && fields.matches_fields(i))
         .collect();
+    let (items, page) = paginate(items, params, revision, selected)?;
     let revision = revision.to_string();
     if as_table {
-        return Ok(json_response(
-            StatusCode::OK,
-            &table(target.resource, &items, &revision),
-        ));
+        let mut table = table(target.resource, &items, &revision);
+        page.annotate(&mut table["metadata"]);
+        return Ok(json_response(StatusCode::OK, &table));
     }
+    let mut metadata = json!({"resourceVersion": revision});
+    page.annotate(&mut metadata);
     Ok(json_response(
         StatusCode::OK,
         &json!({
             "kind": format!("{}List", target.resource.kind),
             "apiVersion": target.resource.api_version(),
-            "metadata": {"resourceVersion": revision},
+            "metadata": metadata,
             "items": items,
         }),
+    ))
+}
+
+/// What a paged list says about the rest: the `continue` token and, when
+/// no selector filtered the list, how many items remain (as the API
+/// server's `remainingItemCount`).
+#[derive(Default)]
+struct Page {
+    next: Option<String>,
+    remaining: Option<usize>,
+}
+
+impl Page {
+    fn annotate(&self, metadata: &mut Value) {
+        if let Some(next) = &self.next {
+            metadata["continue"] = json!(next);
+            if let Some(remaining) = self.remaining {
+                metadata["remainingItemCount"] = json!(remaining);
+            }
+        }
+    }
+}
+
+/// `limit` and `continue` as the API server pages a list: items in key
+/// order (namespace, then name), at most `limit` of them, and a token to
+/// go on from after the last one. The token is the API server's own shape
+/// (base64 JSON of `v`, `rv` and `start`). Unlike etcd, the store keeps no
+/// old revisions: a continued list reads the objects as they are now,
+/// after the token's key.
+fn paginate(
+    mut items: Vec<Value>,
+    params: &[(String, String)],
+    revision: u64,
+    selected: bool,
+) -> Result<(Vec<Value>, Page), ApiError> {
+    use base64::Engine;
+    let key = |v: &Value| {
+        format!(
+            "{}/{}",
+            v.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+            v.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        )
+    };
+    items.sort_by_key(|v| key(v));
+    let expired = || {
+        ApiError::bad_request(
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".to_string(),
+        )
+    };
+    if let Some(token) = param(params, "continue").filter(|t| !t.is_empty()) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .ok_or_else(|| ApiError::bad_request(format!("continue key is not valid: {token}")))?;
+        let start = decoded["start"].as_str().ok_or_else(expired)?.to_string();
+        items.retain(|v| key(v) >= start);
+    }
+    let limit = param(params, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    let Some(limit) = limit.filter(|l| items.len() > *l) else {
+        return Ok((items, Page::default()));
+    };
+    let rest = items.split_off(limit);
+    let last = items.last().map(&key).unwrap_or_default();
+    let token = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": format!("{last}\u{0}")});
+    let next = base64::engine::general_purpose::STANDARD.encode(token.to_string());
+    Ok((
+        items,
+        Page {
+            next: Some(next),
+            remaining: (!selected).then_some(rest.len()),
+        },
     ))
 }
 

@@ -51,6 +51,11 @@ fn set_values(rest: &str) -> Result<Vec<String>, String> {
 }
 
 impl Selector {
+    /// Whether it selects everything (no requirement).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut requirements = Vec::new();
         for term in split_terms(text) {

@@ -486,8 +486,16 @@ async fn targets_page(web: &Web, grant: &Grant) -> Response<Body> {
          <body class=\"list\"><form class=\"signout\" method=\"post\" action=\"/logout\">\
          <button type=\"submit\">Sign out</button></form><h1>Targets for {person}</h1>\
          <p class=\"note\">Each opens a terminal in a new tab. A container: /t/NAMESPACE/POD[/CONTAINER]; its log: /t/NAMESPACE/POD/CONTAINER.logs; a node: /t/NODE.</p>\
-         <h2>Pods</h2>{pods}<h2>Nodes</h2>{nodes}</body></html>\n",
+         <h2>Pods</h2>{pods}{more}<h2>Nodes</h2>{nodes}</body></html>\n",
         pods = list(&reachable.pods),
+        more = if reachable.more_pods > 0 {
+            format!(
+                "<p class=\"note\">And {} more not shown: open /t/NAMESPACE/POD for one of them.</p>",
+                reachable.more_pods
+            )
+        } else {
+            String::new()
+        },
         nodes = list(&reachable.nodes),
     );
     respond(StatusCode::OK, "text/html; charset=utf-8", page)
