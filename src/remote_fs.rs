@@ -353,6 +353,63 @@ impl RemoteFs {
             .await
     }
 
+    /// Renames `from` to `to`, replacing a file there (rename(2), as
+    /// `posix-rename@openssh.com` asks); a directory there is not
+    /// replaced.
+    pub async fn replace(&self, from: &str, to: &str) -> Result<(), FsError> {
+        self.writable(from)?;
+        self.writable(to)?;
+        let script = "if [ -d \"$2\" ] && [ ! -L \"$2\" ]; then echo \"$2: Is a directory\" >&2; exit 1; fi; exec mv -f -- \"$1\" \"$2\"";
+        self.run_quiet(from, script, &[&self.at(from), &self.at(to)])
+            .await
+    }
+
+    /// Makes `link` a hard link to `target`.
+    pub async fn hardlink(&self, target: &str, link: &str) -> Result<(), FsError> {
+        self.writable(link)?;
+        self.run_quiet(
+            link,
+            "exec ln -- \"$1\" \"$2\"",
+            &[&self.at(target), &self.at(link)],
+        )
+        .await
+    }
+
+    /// The file system's figures for `path`, as statvfs(3) gives them:
+    /// block size, fragment size, blocks, free, available, inodes, free,
+    /// available, id, flags, longest name.
+    pub async fn statvfs(&self, path: &str) -> Result<[u64; 11], FsError> {
+        if let Backend::Log(_) = &self.backend {
+            return Err(crate::log_files::read_only(path));
+        }
+        let output = self
+            .run(
+                "exec stat -f -c '%s %S %b %f %a %c %d %d %i %l' -- \"$1\"",
+                &[&self.at(path)],
+            )
+            .await?;
+        if output.code != 0 {
+            return Err(FsError::from_stderr(path, &output.stderr, output.code));
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut fields = text.split_whitespace();
+        let mut numbers = [0u64; 11];
+        for (n, slot) in numbers.iter_mut().enumerate() {
+            let field = fields.next().unwrap_or("0");
+            // The id is hexadecimal (`%i`), the rest decimal.
+            *slot = if n == 8 {
+                u64::from_str_radix(field, 16).unwrap_or(0)
+            } else {
+                field.parse().unwrap_or(0)
+            };
+        }
+        // f_flag stays 0 (read-write, setuid allowed): stat cannot say;
+        // numbers[9] is the last field printed, the name length, moved.
+        numbers[10] = numbers[9];
+        numbers[9] = 0;
+        Ok(numbers)
+    }
+
     /// Creates `link` pointing at `target`.
     pub async fn symlink(&self, target: &str, link: &str) -> Result<(), FsError> {
         self.writable(link)?;

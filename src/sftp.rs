@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use russh_sftp::protocol::{
-    Attrs, Data, File, FileAttributes, Handle as HandleReply, Name, OpenFlags, Packet, Status,
-    StatusCode, Version,
+    Attrs, Data, Extended, ExtendedReply, File, FileAttributes, Handle as HandleReply, Name,
+    OpenFlags, Packet, Status, StatusCode, Version,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -313,6 +313,30 @@ async fn read_at(
     Ok(Some(data))
 }
 
+/// The server's version and the OpenSSH extensions it answers (the
+/// versions OpenSSH's sftp-server advertises).
+fn version() -> Version {
+    let mut version = Version::new();
+    for (name, revision) in [
+        ("posix-rename@openssh.com", "1"),
+        ("statvfs@openssh.com", "2"),
+        ("hardlink@openssh.com", "1"),
+        ("fsync@openssh.com", "1"),
+        ("limits@openssh.com", "1"),
+    ] {
+        version.extensions.insert(name.into(), revision.into());
+    }
+    version
+}
+
+/// An SSH string (length, then bytes) from the front of `data`.
+fn ssh_string(data: &mut &[u8]) -> Option<String> {
+    let length = u32::from_be_bytes(data.get(..4)?.try_into().ok()?) as usize;
+    let bytes = data.get(4..4 + length)?;
+    *data = &data[4 + length..];
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
 /// The request id of a packet that may not decode (type, then id).
 fn request_id(body: &[u8]) -> u32 {
     body.get(1..5)
@@ -346,7 +370,7 @@ impl Server {
     async fn dispatch(&mut self, request: Packet) -> Result<Packet, Refusal> {
         let fs = self.fs.clone();
         Ok(match request {
-            Packet::Init(_) => Packet::Version(Version::new()),
+            Packet::Init(_) => Packet::Version(version()),
             Packet::Open(open) => {
                 let writing = open.pflags.intersects(
                     OpenFlags::WRITE | OpenFlags::APPEND | OpenFlags::CREATE | OpenFlags::TRUNCATE,
@@ -509,15 +533,73 @@ impl Server {
                 fs.symlink(&symlink.linkpath, &symlink.targetpath).await?;
                 ok(symlink.id)
             }
-            Packet::Extended(extended) => status(
-                extended.id,
-                StatusCode::OpUnsupported,
-                &format!("extension {:?} is not supported", extended.request),
-            ),
+            Packet::Extended(extended) => self.extended(extended).await?,
             other => status(
                 other.get_request_id(),
                 StatusCode::BadMessage,
                 "not a request a client may send",
+            ),
+        })
+    }
+
+    /// The OpenSSH extensions `version` advertises.
+    async fn extended(&mut self, extended: Extended) -> Result<Packet, Refusal> {
+        let fs = self.fs.clone();
+        let id = extended.id;
+        let mut data = extended.data.as_slice();
+        let mut string = || {
+            ssh_string(&mut data).ok_or_else(|| {
+                Refusal(
+                    StatusCode::BadMessage,
+                    format!("{}: malformed request", extended.request),
+                )
+            })
+        };
+        Ok(match extended.request.as_str() {
+            // Rename over an existing file, as rename(2) does: how editors
+            // and sshfs save a file atomically.
+            "posix-rename@openssh.com" => {
+                let (from, to) = (string()?, string()?);
+                fs.replace(&from, &to).await?;
+                ok(id)
+            }
+            "hardlink@openssh.com" => {
+                let (target, link) = (string()?, string()?);
+                fs.hardlink(&target, &link).await?;
+                ok(id)
+            }
+            // What was written through the handle is in the file once its
+            // writer has ended.
+            "fsync@openssh.com" => {
+                let handle = string()?;
+                self.path_of(&handle)?;
+                self.flush_writer(&handle).await?;
+                ok(id)
+            }
+            "statvfs@openssh.com" => {
+                let path = string()?;
+                let numbers = fs.statvfs(&path).await?;
+                Packet::ExtendedReply(ExtendedReply {
+                    id,
+                    data: numbers.iter().flat_map(|n| n.to_be_bytes()).collect(),
+                })
+            }
+            "limits@openssh.com" => Packet::ExtendedReply(ExtendedReply {
+                id,
+                data: [
+                    u64::from(MAX_PACKET),
+                    u64::from(MAX_READ),
+                    u64::from(MAX_READ),
+                    MAX_HANDLES as u64,
+                ]
+                .iter()
+                .flat_map(|n| n.to_be_bytes())
+                .collect(),
+            }),
+            other => status(
+                id,
+                StatusCode::OpUnsupported,
+                &format!("extension {other:?} is not supported"),
             ),
         })
     }

@@ -879,3 +879,46 @@ asyncio.run(main())
         b"HELLO world"
     );
 }
+
+/// kbastion's own SFTP server answers the OpenSSH extensions editors and
+/// sshfs rely on: `rename` over an existing file (posix-rename, how an
+/// editor saves atomically), `ln` (hardlink), `df` (statvfs), and the
+/// limits and fsync requests.
+#[test]
+fn the_builtin_sftp_server_answers_openssh_extensions() {
+    use std::os::unix::fs::MetadataExt;
+    let sim = Sim::start();
+    let bastion = Bastion::start(&sim, "[files]\nsftp = \"builtin\"\n");
+    let container = container_dir(&sim, "web-0", "app");
+    std::fs::create_dir_all(&container).unwrap();
+    std::fs::write(container.join("old.txt"), b"the old text\n").unwrap();
+    let local = bastion.dir.path().join("new.txt");
+    std::fs::write(&local, b"the new text\n").unwrap();
+    let batch = format!(
+        "put {} saving.tmp\nrename saving.tmp old.txt\nln old.txt linked.txt\ndf -h .\n",
+        local.display()
+    );
+    let mut sftp = bastion.ssh_command("sftp");
+    sftp.args(["-b", "-", "alice@default/web-0@127.0.0.1"]);
+    let out = run_with_input(sftp, batch.as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(container.join("old.txt")).unwrap(),
+        b"the new text\n"
+    );
+    assert!(!container.join("saving.tmp").exists());
+    assert_eq!(
+        std::fs::metadata(container.join("linked.txt"))
+            .unwrap()
+            .ino(),
+        std::fs::metadata(container.join("old.txt")).unwrap().ino()
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["Size", "Used", "Avail", "(root)", "%Capacity"]),
+        "{stdout}"
+    );
+}
