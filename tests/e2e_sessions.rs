@@ -1171,8 +1171,11 @@ fn typed_utf8_letters_run_as_typed_in_the_clients_locale_or_a_fallback() {
             1,
         );
         let name = format!("kbutf8{}x{round}", std::process::id());
+        // On the screen's own server, as `Tmux` drives it (`-L`).
         let started = std::process::Command::new("tmux")
             .args([
+                "-L",
+                &name,
                 "-u",
                 "new-session",
                 "-d",

@@ -578,12 +578,14 @@ pub struct Tmux {
 impl Tmux {
     pub fn start(command: &str, width: u16, height: u16) -> Tmux {
         let name = format!("kb{}", std::process::id() ^ rand_suffix());
-        let status = Command::new("tmux")
+        let tmux = Tmux { name };
+        let status = tmux
+            .tmux()
             .args([
                 "new-session",
                 "-d",
                 "-s",
-                &name,
+                &tmux.name,
                 "-x",
                 &width.to_string(),
                 "-y",
@@ -593,11 +595,21 @@ impl Tmux {
             .status()
             .expect("tmux");
         assert!(status.success(), "tmux new-session failed");
-        Tmux { name }
+        tmux
+    }
+
+    /// A tmux command on this screen's own server (`-L`): tests running
+    /// at once never share one, so one's server exiting as its last
+    /// session ends cannot fail another's `new-session`.
+    fn tmux(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command.args(["-L", &self.name]);
+        command
     }
 
     pub fn send(&self, keys: &[&str]) {
-        let status = Command::new("tmux")
+        let status = self
+            .tmux()
             .args(["send-keys", "-t", &self.name])
             .args(keys)
             .status()
@@ -607,7 +619,8 @@ impl Tmux {
 
     pub fn screen(&self) -> String {
         text(
-            &Command::new("tmux")
+            &self
+                .tmux()
                 .args(["capture-pane", "-p", "-t", &self.name])
                 .output()
                 .expect("tmux")
@@ -616,7 +629,8 @@ impl Tmux {
     }
 
     pub fn resize(&self, width: u16, height: u16) {
-        let status = Command::new("tmux")
+        let status = self
+            .tmux()
             .args([
                 "resize-window",
                 "-t",
@@ -723,9 +737,7 @@ fn rand_suffix() -> u32 {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
-            .status();
+        let _ = self.tmux().arg("kill-server").status();
     }
 }
 
