@@ -202,6 +202,44 @@ pub enum Event {
         person: String,
         reason: String,
     },
+    /// A file kbastion's own SFTP server read or wrote for a session, at
+    /// the close of its handle: the path, `read` or `write`, and bytes.
+    File {
+        session: String,
+        person: String,
+        path: String,
+        direction: &'static str,
+        bytes: u64,
+    },
+}
+
+/// Where a file service reports each file a session read or wrote.
+#[derive(Clone)]
+pub struct FileAudit {
+    audit: Audit,
+    session: String,
+    person: String,
+}
+
+impl FileAudit {
+    pub fn new(audit: Audit, session: &str, person: &str) -> FileAudit {
+        FileAudit {
+            audit,
+            session: session.to_string(),
+            person: person.to_string(),
+        }
+    }
+
+    /// Records one file: `direction` is `read` or `write`.
+    pub fn record(&self, path: &str, direction: &'static str, bytes: u64) {
+        self.audit.record(Event::File {
+            session: self.session.clone(),
+            person: self.person.clone(),
+            path: path.to_string(),
+            direction,
+            bytes,
+        });
+    }
 }
 
 #[derive(Clone)]

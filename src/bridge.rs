@@ -35,6 +35,8 @@ pub struct SessionContext {
     pub recorder: Option<crate::recording::Recorder>,
     /// The bytes the client's stream carries, counted live.
     pub traffic: crate::session::control::Activity,
+    /// Where kbastion's own file services audit each file.
+    pub files: crate::audit::FileAudit,
     /// The drain notice, the drain deadline and the idle timeout; at
     /// either end, what the session started in the target is ended too.
     pub control: crate::session::control::Control,

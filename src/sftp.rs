@@ -22,6 +22,7 @@ use russh_sftp::protocol::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::audit::FileAudit;
 use crate::file_system::{FsError, Metadata, SetAttributes, WriteOpen};
 use crate::remote_fs::{FileReader, FileWriter, RemoteFs};
 use crate::session::control::{Activity, Counted, Outcome, Report};
@@ -57,6 +58,8 @@ enum Handle {
     Read {
         path: String,
         reading: Reading,
+        /// Bytes read through it, for the audit at its close.
+        bytes: u64,
     },
     Write {
         path: String,
@@ -72,6 +75,8 @@ enum Handle {
         /// For a handle opened to read too (`r+`, as sshfs and editors
         /// open files): reads see what was written before them.
         reading: Option<Reading>,
+        /// Bytes written through it, for the audit at its close.
+        bytes: u64,
     },
     Directory {
         entries: VecDeque<File>,
@@ -176,6 +181,8 @@ fn changes(attrs: &FileAttributes) -> SetAttributes {
 
 struct Server {
     fs: RemoteFs,
+    /// Each file handle is audited at its close.
+    files: FileAudit,
     handles: HashMap<String, Handle>,
     next_handle: u64,
     bytes_in: u64,
@@ -189,9 +196,11 @@ pub async fn serve(
     input: impl AsyncRead + Unpin,
     output: impl AsyncWrite + Unpin,
     activity: Activity,
+    files: FileAudit,
 ) -> Report {
     let mut server = Server {
         fs,
+        files,
         handles: HashMap::new(),
         next_handle: 0,
         bytes_in: 0,
@@ -230,7 +239,7 @@ pub async fn serve(
     // Whatever is still open is flushed into the target, as sftp-server
     // closes its files when the session ends.
     for (_, handle) in server.handles.drain() {
-        let _ = close_handle(&server.fs, handle).await;
+        let _ = close_handle(&server.fs, &server.files, handle).await;
     }
     let _ = output.flush().await;
     Report {
@@ -250,15 +259,21 @@ fn writable_for_now(permissions: Option<u32>) -> (Option<u32>, Option<u32>) {
 }
 
 /// Closes a handle: what was written lands in the file, then the mode
-/// kept for the close is set.
-async fn close_handle(fs: &RemoteFs, handle: Handle) -> Result<(), Refusal> {
+/// kept for the close is set; a file handle is audited (path, direction,
+/// bytes).
+async fn close_handle(fs: &RemoteFs, files: &FileAudit, handle: Handle) -> Result<(), Refusal> {
+    if let Handle::Read { path, bytes, .. } = &handle {
+        files.record(path, "read", *bytes);
+    }
     if let Handle::Write {
         path,
         stream,
         mode_at_close,
+        bytes,
         ..
     } = handle
     {
+        files.record(&path, "write", bytes);
         if let Some((_, writer)) = stream {
             writer.finish().await?;
         }
@@ -395,12 +410,14 @@ impl Server {
                         mode_at_close: mode_at_close
                             .filter(|_| open.pflags.contains(OpenFlags::CREATE)),
                         reading: open.pflags.contains(OpenFlags::READ).then(Reading::default),
+                        bytes: 0,
                     }
                 } else {
                     fs.check_readable(&open.filename).await?;
                     Handle::Read {
                         path: open.filename,
                         reading: Reading::default(),
+                        bytes: 0,
                     }
                 };
                 let handle = self.add_handle(handle)?;
@@ -411,7 +428,7 @@ impl Server {
             }
             Packet::Close(close) => {
                 let handle = self.handles.remove(&close.handle).ok_or_else(bad_handle)?;
-                close_handle(&fs, handle).await?;
+                close_handle(&fs, &self.files, handle).await?;
                 ok(close.id)
             }
             Packet::Read(read) => {
@@ -630,7 +647,15 @@ impl Server {
     ) -> Result<Option<Vec<u8>>, Refusal> {
         let fs = self.fs.clone();
         let (path, reading) = match self.handles.get_mut(handle) {
-            Some(Handle::Read { path, reading }) => (path.clone(), reading),
+            Some(Handle::Read {
+                path,
+                reading,
+                bytes,
+            }) => {
+                let data = read_at(&fs, path, reading, offset, len).await?;
+                *bytes += data.as_ref().map_or(0, |d| d.len() as u64);
+                return Ok(data);
+            }
             Some(Handle::Write {
                 path,
                 stream,
@@ -656,6 +681,7 @@ impl Server {
             stream,
             append,
             reading,
+            bytes,
             ..
         }) = self.handles.get_mut(handle)
         else {
@@ -679,6 +705,7 @@ impl Server {
         };
         writer.write_all(data).await?;
         *next = offset + data.len() as u64;
+        *bytes += data.len() as u64;
         Ok(())
     }
 }

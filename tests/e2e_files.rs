@@ -922,3 +922,81 @@ fn the_builtin_sftp_server_answers_openssh_extensions() {
         "{stdout}"
     );
 }
+
+/// Files that pass through kbastion's own SFTP server are audited one by
+/// one at their handle's close: the path, the direction and the bytes,
+/// under the session's id.
+#[test]
+fn the_builtin_sftp_server_audits_each_file_with_its_direction_and_bytes() {
+    let sim = Sim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let bastion = Bastion::start(
+        &sim,
+        &format!(
+            "[files]\nsftp = \"builtin\"\n[audit]\nfile = \"{}\"\n",
+            audit.display()
+        ),
+    );
+    let container = container_dir(&sim, "web-0", "app");
+    std::fs::create_dir_all(&container).unwrap();
+    random_file(&container.join("down.bin"), 123_456, 7);
+    let local = bastion.dir.path();
+    random_file(&local.join("up.bin"), 300_000, 8);
+    let batch = format!(
+        "put {} up.bin\nget down.bin {}\n",
+        local.join("up.bin").display(),
+        local.join("got.bin").display()
+    );
+    let mut sftp = bastion.ssh_command("sftp");
+    sftp.args(["-b", "-", "alice@default/web-0@127.0.0.1"]);
+    let out = run_with_input(sftp, batch.as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let mut files = Vec::new();
+    wait_for(
+        "two file events in the audit log",
+        Duration::from_secs(10),
+        || {
+            files = events()
+                .into_iter()
+                .filter(|e| e["event"] == "file")
+                .collect();
+            files.len() >= 2
+        },
+    );
+    let seen: Vec<(String, String, u64)> = files
+        .iter()
+        .map(|e| {
+            let path = e["path"].as_str().unwrap_or_default();
+            let name = path.rsplit('/').next().unwrap_or_default().to_string();
+            (
+                name,
+                e["direction"].as_str().unwrap_or_default().to_string(),
+                e["bytes"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("up.bin".to_string(), "write".to_string(), 300_000),
+            ("down.bin".to_string(), "read".to_string(), 123_456),
+        ]
+    );
+    let session = files[0]["session"].as_str().unwrap().to_string();
+    assert!(
+        events().iter().any(|e| e["event"] == "session_start"
+            && e["session"] == session.as_str()
+            && e["kind"] == "sftp"),
+        "the file events name the SFTP session"
+    );
+    assert_eq!(files[1]["session"], session.as_str());
+    assert_eq!(files[0]["person"], "alice");
+}

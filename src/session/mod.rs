@@ -258,6 +258,7 @@ impl Session {
             api_wait: self.shared.config.timeouts.api(),
             recorder: self.recorder.clone(),
             traffic: self.traffic.clone(),
+            files: crate::audit::FileAudit::new(self.shared.audit.clone(), &self.id, &self.person),
             control,
             stdin_eof: self.shared.stdin_eof,
             stream_verb: self.shared.stream_verb,
@@ -407,7 +408,13 @@ where
     let activity = context.traffic.clone();
     match service {
         FileService::Sftp => {
-            let work = crate::sftp::serve(fs, io::reader(input), output.stdout(), activity.clone());
+            let work = crate::sftp::serve(
+                fs,
+                io::reader(input),
+                output.stdout(),
+                activity.clone(),
+                context.files.clone(),
+            );
             supervised(&context.control, &activity, &output, work).await
         }
         FileService::Scp(command) => {
