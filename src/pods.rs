@@ -128,42 +128,27 @@ impl TargetError {
 /// reported as the user's target missing or the user's RBAC.
 pub fn own_call_failed(error: kube::Error, doing: &str) -> TargetError {
     match error {
-        kube::Error::Api(status) => TargetError::Api(format!(
-            "{doing}: {}",
-            status.message.lines().next().unwrap_or_default()
-        )),
+        kube::Error::Api(status) => {
+            TargetError::Api(format!("{doing}: {}", first_line(&status.message)))
+        }
         other => api_error(other, || TargetError::Api(doing.to_string())),
     }
+}
+
+/// The first line of a message (the API's messages can run on).
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or_default().to_string()
 }
 
 /// Turns a failed API call into the user's one line.
 pub fn api_error(error: kube::Error, not_found: impl FnOnce() -> TargetError) -> TargetError {
     match error {
         kube::Error::Api(status) if status.code == 404 => not_found(),
-        kube::Error::Api(status) if status.code == 403 => TargetError::Forbidden(
-            status
-                .message
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        kube::Error::Api(status) => TargetError::Api(
-            status
-                .message
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        other => TargetError::Unreachable(
-            other
-                .to_string()
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        ),
+        kube::Error::Api(status) if status.code == 403 => {
+            TargetError::Forbidden(first_line(&status.message))
+        }
+        kube::Error::Api(status) => TargetError::Api(first_line(&status.message)),
+        other => TargetError::Unreachable(first_line(&other.to_string())),
     }
 }
 

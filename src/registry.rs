@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -85,12 +85,6 @@ pub struct NewSession<'a> {
     pub traffic: Activity,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl Registry {
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
@@ -107,7 +101,7 @@ impl Registry {
                 target: session.target.to_string(),
                 kind: session.kind.clone(),
                 transport: session.transport,
-                started: unix_now(),
+                started: crate::revocation::unix_now(),
                 traffic: session.traffic,
             },
         );

@@ -787,6 +787,24 @@ fn a_deeply_pipelined_sftp_download_finishes_byte_exact() {
     assert_eq!(sha256(&local), sha256(&container.join("deep.bin")));
 }
 
+/// A Python script for asyncssh, connected as alice to `default/web-0`
+/// through the bastion (port and key are its arguments) with an SFTP
+/// client `sftp`; `body` runs inside, indented by 12 spaces.
+fn asyncssh_sftp(body: &str) -> String {
+    format!(
+        "import asyncio, sys, warnings\n\
+warnings.simplefilter(\"ignore\")\n\
+import asyncssh\n\
+port, key = sys.argv[1:3]\n\
+async def main():\n\
+\x20   async with asyncssh.connect(\"127.0.0.1\", port=int(port), username=\"alice@default/web-0\",\n\
+\x20                               known_hosts=None, client_keys=[key], agent_path=None) as conn:\n\
+\x20       async with conn.start_sftp_client() as sftp:\n\
+{body}\n\
+asyncio.run(main())\n"
+    )
+}
+
 /// A file handle closed before its end leaves nothing running in the
 /// container: kbastion's SFTP server reads a file through a long-lived
 /// `tail`, which the kubelet would keep when its stream is dropped (one on
@@ -795,15 +813,8 @@ fn a_deeply_pipelined_sftp_download_finishes_byte_exact() {
 fn a_handle_closed_early_leaves_no_reader_in_the_container() {
     let sim = Sim::start();
     let bastion = Bastion::start(&sim, "[files]\nsftp = \"builtin\"\n");
-    let script = r#"
-import asyncio, sys, warnings
-warnings.simplefilter("ignore")
-import asyncssh
-port, key = sys.argv[1:3]
-async def main():
-    async with asyncssh.connect("127.0.0.1", port=int(port), username="alice@default/web-0",
-                                known_hosts=None, client_keys=[key], agent_path=None) as conn:
-        async with conn.start_sftp_client() as sftp:
+    let script = asyncssh_sftp(
+        r#"
             handle = await sftp.open("/dev/zero", "rb")
             data = await handle.read(1 << 20, 0)
             print("read", len(data), flush=True)
@@ -811,10 +822,10 @@ async def main():
             await handle.close()
             print("closed", flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-asyncio.run(main())
-"#;
+"#,
+    );
     let mut client = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", script, &bastion.port.to_string()])
+        .args(["-c", script.as_str(), &bastion.port.to_string()])
         .arg(&bastion.keys.identity)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -846,25 +857,18 @@ fn a_file_opened_read_write_reads_back_what_was_written() {
     let bastion = Bastion::start(&sim, "[files]\nsftp = \"builtin\"\n");
     let container = container_dir(&sim, "web-0", "app");
     std::fs::create_dir_all(&container).unwrap();
-    let script = r#"
-import asyncio, sys, warnings
-warnings.simplefilter("ignore")
-import asyncssh
-port, key = sys.argv[1:3]
-async def main():
-    async with asyncssh.connect("127.0.0.1", port=int(port), username="alice@default/web-0",
-                                known_hosts=None, client_keys=[key], agent_path=None) as conn:
-        async with conn.start_sftp_client() as sftp:
+    let script = asyncssh_sftp(
+        r#"
             async with sftp.open("rw.txt", "w+b") as handle:
                 await handle.write(b"hello world", 0)
                 print(await handle.read(5, 6), flush=True)
                 await handle.write(b"HELLO", 0)
                 print(await handle.read(11, 0), flush=True)
                 print(await handle.read(11, 11), flush=True)
-asyncio.run(main())
-"#;
+"#,
+    );
     let out = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", script, &bastion.port.to_string()])
+        .args(["-c", script.as_str(), &bastion.port.to_string()])
         .arg(&bastion.keys.identity)
         .output()
         .unwrap();

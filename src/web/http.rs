@@ -186,7 +186,7 @@ fn signed_in(
     peer: SocketAddr,
     request: &Request<Incoming>,
 ) -> Result<Grant, Box<Response<Body>>> {
-    let now = super::unix_now();
+    let now = crate::revocation::unix_now();
     let refused = |line: &str| Box::new(plain(StatusCode::UNAUTHORIZED, line));
     let token =
         cookie(request).ok_or_else(|| refused(&super::links::SessionError::Missing.to_string()))?;
@@ -318,7 +318,11 @@ fn sign_in_page(
     request: &Request<Incoming>,
     token: &str,
 ) -> Response<Body> {
-    match web.shared.web_logins.person_of(token, super::unix_now()) {
+    match web
+        .shared
+        .web_logins
+        .person_of(token, crate::revocation::unix_now())
+    {
         Ok(person) => {
             let person = escape(&person);
             let page = format!(
@@ -400,7 +404,11 @@ const FOLD_EVERY: Duration = Duration::from_secs(10);
 /// Uses up a sign-in link: sets the session cookie and opens the targets.
 fn login(web: &Web, peer: SocketAddr, request: &Request<Incoming>, token: &str) -> Response<Body> {
     let source = client(web, peer, request);
-    match web.shared.web_logins.redeem(token, super::unix_now()) {
+    match web
+        .shared
+        .web_logins
+        .redeem(token, crate::revocation::unix_now())
+    {
         Ok(signed_in) => {
             tracing::info!(%source, person = %signed_in.person, "web: signed in with a link");
             web.shared.audit.record(crate::audit::Event::Auth {

@@ -38,7 +38,7 @@ pub fn sign_in_link(
     let person = grant.person.clone();
     let token = shared
         .web_logins
-        .mint_link(grant, unix_now())
+        .mint_link(grant, crate::revocation::unix_now())
         .map_err(|e| e.to_string())?;
     tracing::info!(%source, %person, "web: sign-in link minted");
     shared.audit.record(crate::audit::Event::Auth {
@@ -54,12 +54,4 @@ pub fn sign_in_link(
         url.trim_end_matches('/'),
         web.link_secs
     ))
-}
-
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
