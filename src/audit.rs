@@ -367,6 +367,14 @@ impl Audit {
 }
 
 /// UTC time with milliseconds, RFC 3339.
+/// Unix seconds now, the clock credentials, links and sessions are read by.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

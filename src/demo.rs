@@ -268,7 +268,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 },
                 credential: None,
             },
-            crate::revocation::unix_now(),
+            crate::audit::unix_now(),
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let link_secs = shared.web_logins.link_secs();

@@ -101,7 +101,7 @@ impl Registry {
                 target: session.target.to_string(),
                 kind: session.kind.clone(),
                 transport: session.transport,
-                started: crate::revocation::unix_now(),
+                started: crate::audit::unix_now(),
                 traffic: session.traffic,
             },
         );

@@ -13,14 +13,6 @@ use crate::cluster::Identity;
 use crate::keys::RevokedKeys;
 use russh::keys::ssh_key::Fingerprint;
 
-/// Unix seconds now, the clock credentials are checked against.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
-
 /// What a connection logged in with, kept to check it again.
 #[derive(Debug, Clone)]
 pub enum Credential {

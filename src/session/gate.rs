@@ -127,7 +127,7 @@ pub fn still_open(shared: &Shared, presented: &Presented<'_>) -> Result<(), Refu
             .check(
                 &shared.access().lists(),
                 presented.address,
-                crate::revocation::unix_now(),
+                crate::audit::unix_now(),
             )
             .map_err(Refusal::Revoked)?;
     }

@@ -172,7 +172,7 @@ async fn watch_credential(
     // A year: far enough for "never", near enough for tokio's clock.
     let horizon = std::time::Duration::from_secs(365 * 24 * 3600);
     loop {
-        let now = crate::revocation::unix_now();
+        let now = crate::audit::unix_now();
         let checked = match (&grant.credential, grant.ends) {
             (_, Some(ends)) if ends <= now => {
                 Err("the browser session has ended (web.session_max_secs)".to_string())

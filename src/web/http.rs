@@ -186,7 +186,7 @@ fn signed_in(
     peer: SocketAddr,
     request: &Request<Incoming>,
 ) -> Result<Grant, Box<Response<Body>>> {
-    let now = crate::revocation::unix_now();
+    let now = crate::audit::unix_now();
     let refused = |line: &str| Box::new(plain(StatusCode::UNAUTHORIZED, line));
     let token =
         cookie(request).ok_or_else(|| refused(&super::links::SessionError::Missing.to_string()))?;
@@ -321,7 +321,7 @@ fn sign_in_page(
     match web
         .shared
         .web_logins
-        .person_of(token, crate::revocation::unix_now())
+        .person_of(token, crate::audit::unix_now())
     {
         Ok(person) => {
             let person = escape(&person);
@@ -407,7 +407,7 @@ fn login(web: &Web, peer: SocketAddr, request: &Request<Incoming>, token: &str) 
     match web
         .shared
         .web_logins
-        .redeem(token, crate::revocation::unix_now())
+        .redeem(token, crate::audit::unix_now())
     {
         Ok(signed_in) => {
             tracing::info!(%source, person = %signed_in.person, "web: signed in with a link");

@@ -38,7 +38,7 @@ pub fn sign_in_link(
     let person = grant.person.clone();
     let token = shared
         .web_logins
-        .mint_link(grant, crate::revocation::unix_now())
+        .mint_link(grant, crate::audit::unix_now())
         .map_err(|e| e.to_string())?;
     tracing::info!(%source, %person, "web: sign-in link minted");
     shared.audit.record(crate::audit::Event::Auth {

@@ -11,11 +11,12 @@ use russh::server::{Auth, PublicKeyOffer, VerifiedPublicKey};
 
 use std::time::Instant;
 
+use crate::audit::unix_now;
 use crate::audit::{Event, SessionKind, Transport};
 use crate::bastion::Shared;
 use crate::cluster::Identity;
 use crate::login::{self, LoginError, LoginName, Target};
-use crate::revocation::{Credential, unix_now};
+use crate::revocation::Credential;
 use crate::session::Opening;
 
 /// Authentication methods, as the audit log names them.
