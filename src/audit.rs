@@ -68,6 +68,8 @@ impl Default for AuditConfig {
 pub enum Transport {
     Ssh,
     Web,
+    /// The kubectl door.
+    Kube,
 }
 
 impl Transport {
@@ -76,6 +78,7 @@ impl Transport {
         match self {
             Transport::Ssh => "ssh",
             Transport::Web => "web",
+            Transport::Kube => "kube",
         }
     }
 }
@@ -96,6 +99,8 @@ pub enum SessionKind {
         command: String,
     },
     Sftp,
+    /// `kubectl attach` through the kubectl door.
+    Attach,
     /// A container's log (`CONTAINER.logs`), with the options given.
     Logs {
         options: String,
@@ -134,6 +139,7 @@ impl SessionKind {
             SessionKind::Shell => "shell",
             SessionKind::Exec { .. } => "exec",
             SessionKind::Sftp => "sftp",
+            SessionKind::Attach => "attach",
             SessionKind::Logs { .. } => "logs",
             SessionKind::Forward { .. } => "forward",
             SessionKind::Download { .. } => "download",
@@ -201,6 +207,27 @@ pub enum Event {
         source: String,
         person: String,
         reason: String,
+    },
+    /// A request through the kubectl door: refused by the door itself,
+    /// `opened` (a watch or a stream, when it starts), `closed` (a watch,
+    /// when it ends) or `done`.
+    Api {
+        source: String,
+        person: String,
+        stage: &'static str,
+        #[serde(flatten)]
+        request: crate::api_request::RequestInfo,
+        code: u16,
+        bytes_in: u64,
+        bytes_out: u64,
+        duration_ms: u64,
+    },
+    /// A credential for the kubectl door, minted for an SSH login.
+    KubeCredential {
+        source: String,
+        person: String,
+        /// Unix seconds.
+        expires: u64,
     },
     /// A file kbastion's own SFTP server read or wrote for a session, at
     /// the close of its handle: the path, `read` or `write`, and bytes.

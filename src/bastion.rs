@@ -44,6 +44,12 @@ pub struct Shared {
     pub failed_sign_ins: crate::limits::FailedSignIns,
     /// Every live session of this replica, whatever its door.
     pub sessions: Arc<crate::registry::Registry>,
+    /// The key every replica signs and checks the kubectl door's
+    /// credentials with (`signing_secret`); loaded when the door is on.
+    pub signing: Option<crate::signing::SigningKey>,
+    /// The address the SSH listener is bound to (its port, when `listen`
+    /// asked for any), set once it is.
+    pub ssh_address: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl Shared {
@@ -73,6 +79,18 @@ impl Shared {
         let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or(0);
         tracing::info!(version = %version.git_version, "connected to the Kubernetes API");
         node_shells.spawn_maintenance();
+        let signing = match config.kube_proxy.listen {
+            Some(_) => Some(
+                crate::signing::SigningKey::load(
+                    cluster.own(),
+                    &config.namespace,
+                    &config.signing_secret,
+                    wait,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let audit = crate::audit::Audit::start(&config.audit)
             .await
             .map_err(|e| anyhow::anyhow!("audit.file: cannot open: {e}"))?;
@@ -101,6 +119,8 @@ impl Shared {
             web_logins: crate::web::links::Logins::new(&config.web),
             failed_sign_ins: Default::default(),
             sessions: Default::default(),
+            signing,
+            ssh_address: Default::default(),
             config,
             cluster,
             node_shells,

@@ -9,6 +9,11 @@ pub enum Command {
     Web,
     /// The person's own live sessions on this replica.
     Sessions,
+    /// A kubeconfig for the kubectl door, whose credential plugin is ssh.
+    Kubeconfig,
+    /// A credential for the kubectl door (an `ExecCredential`), as the
+    /// kubeconfig's plugin asks for it.
+    KubeCredential,
 }
 
 /// Every command, with what it does, in the order the help line names
@@ -23,6 +28,16 @@ pub const TABLE: &[(&str, Command, &str)] = &[
         "sessions",
         Command::Sessions,
         "your open sessions on this bastion",
+    ),
+    (
+        "kubeconfig",
+        Command::Kubeconfig,
+        "a kubeconfig for kubectl through this bastion, as you",
+    ),
+    (
+        "kube-credential",
+        Command::KubeCredential,
+        "the short-lived credential kubectl asks that kubeconfig's ssh for",
     ),
 ];
 
@@ -55,7 +70,7 @@ pub fn known() -> String {
         .iter()
         .map(|(name, _, what)| format!("`{name}` ({what})"))
         .collect::<Vec<_>>()
-        .join(" and ")
+        .join(", ")
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -29,6 +29,10 @@ pub struct DemoArgs {
     /// certificate generated in the state directory; port 0: a free one).
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub web_listen: SocketAddr,
+    /// Address for the demo's kubectl door (HTTPS, with the web terminal's
+    /// certificate; port 0: a free one).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub kube_listen: SocketAddr,
     /// authorized_keys file for the demo users (default: ~/.ssh/*.pub, or a
     /// throwaway key generated in the state directory).
     #[arg(long)]
@@ -213,6 +217,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         web_listen = probe.local_addr()?;
     }
     let web_url = format!("https://{web_listen}");
+    let mut kube_listen = args.kube_listen;
+    if kube_listen.port() == 0 {
+        let probe = std::net::TcpListener::bind(kube_listen)
+            .with_context(|| format!("cannot listen on {kube_listen}"))?;
+        kube_listen = probe.local_addr()?;
+    }
+    config.kube_proxy.listen = Some(kube_listen);
+    config.kube_proxy.public_url = Some(format!("https://{kube_listen}"));
     config.web.listen = Some(web_listen);
     config.web.public_url = Some(web_url.clone());
     if let (Some(certificate), Some(key)) = (&config.web.certificate, &config.web.key) {
@@ -273,6 +285,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let link_secs = shared.web_logins.link_secs();
     let i = identity
+        .as_ref()
         .map(|p| format!(" -i {}", p.display()))
         .unwrap_or_default();
     let p = if port == 22 {
@@ -285,6 +298,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         format!(" -P {port}")
     };
+    let agent_hint = identity
+        .as_ref()
+        .map(|p| format!(": ssh-add {}", p.display()))
+        .unwrap_or_default();
     // A closed stdout (the demo piped into `head`) must not stop the demo.
     let _ = writeln!(
         std::io::stdout(),
@@ -306,6 +323,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          \n  What can I reach?            ssh{p}{i} alice@{host}\
          \n  The cluster itself:          kubectl --kubeconfig {kubeconfig} get pods -A\
          \n\
+         \n  kubectl as alice, through kbastion (its ssh must find your key{agent}):\
+         \n    ssh{p}{i} alice@{host} kubeconfig > {state}/alice.kubeconfig\
+         \n    kubectl --kubeconfig {state}/alice.kubeconfig get pods -A\
+         \n\
          \n  Web terminal:                {web_url} (self-signed certificate: accept it once)\
          \n  Sign in as alice:            {web_url}/login/{link} (works once, for {link_secs} s)\
          \n  A new sign-in link:          ssh{p}{i} alice@{host} web\
@@ -316,6 +337,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          \n",
         state = state.display(),
         kubeconfig = kubeconfig.display(),
+        agent = agent_hint,
         audit = audit.display(),
         recordings = recordings.display(),
     );

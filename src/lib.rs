@@ -6,6 +6,7 @@
 //! simulator and the demo that runs it are the cargo feature `sim` (on by
 //! default); the production image is built without it.
 
+pub mod api_request;
 pub mod audit;
 pub mod authz;
 pub mod bastion;
@@ -22,6 +23,8 @@ pub mod file_system;
 pub mod forward;
 pub mod impersonation;
 pub mod keys;
+pub mod kube_credential;
+pub mod kube_proxy;
 pub mod limits;
 pub mod log_files;
 pub mod login;
@@ -39,8 +42,10 @@ pub mod scp;
 pub mod server;
 pub mod session;
 pub mod sftp;
+pub mod signing;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod ssh;
 pub mod target;
+pub mod tls;
 pub mod web;

@@ -136,7 +136,7 @@ pub fn own_call_failed(error: kube::Error, doing: &str) -> TargetError {
 }
 
 /// The first line of a message (the API's messages can run on).
-fn first_line(message: &str) -> String {
+pub fn first_line(message: &str) -> String {
     message.lines().next().unwrap_or_default().to_string()
 }
 

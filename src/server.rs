@@ -45,6 +45,9 @@ pub async fn run(
         Some(address) => Some(start_web(&shared, address).await?),
         None => None,
     };
+    if let Some(address) = shared.config.kube_proxy.listen {
+        start_kube_proxy(&shared, address).await?;
+    }
     let probe = {
         let shared = shared.clone();
         let web = web.as_ref().map(|web| web.abort_handle());
@@ -71,6 +74,7 @@ pub async fn run(
     let mut hangup = signal(SignalKind::hangup())?;
     // Announced only now: a SIGHUP or SIGTERM sent by whoever waits for
     // this line finds its handler in place.
+    let _ = shared.ssh_address.set(listener.local_addr()?);
     tracing::info!(address = %listener.local_addr()?, "listening");
     let accept = tokio::spawn(ssh::serve(listener, shared.clone()));
     tokio::pin!(accept);
@@ -112,6 +116,27 @@ pub async fn run(
 }
 
 /// Starts the web terminal's HTTPS listener on `address`.
+/// The kubectl door's listener.
+async fn start_kube_proxy(
+    shared: &Arc<Shared>,
+    address: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let config = &shared.config.kube_proxy;
+    let (Some(certificate), Some(key), Some(signing)) =
+        (&config.certificate, &config.key, &shared.signing)
+    else {
+        anyhow::bail!("kube_proxy: listen needs certificate, key and the signing key");
+    };
+    let tls = crate::tls::server_config("kube_proxy", certificate, key)?;
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("kube_proxy.listen {address}: {e}"))?;
+    tracing::info!(address = %listener.local_addr()?, url = ?config.public_url, "kubectl door listening");
+    let door = crate::kube_proxy::Door::new(shared.clone(), signing.clone());
+    tokio::spawn(crate::kube_proxy::serve(listener, tls, door));
+    Ok(())
+}
+
 async fn start_web(
     shared: &Arc<Shared>,
     address: std::net::SocketAddr,
@@ -122,7 +147,7 @@ async fn start_web(
     else {
         anyhow::bail!("web: listen needs certificate, key and public_url");
     };
-    let tls = crate::web::tls::server_config(certificate, key)?;
+    let tls = crate::tls::server_config("web", certificate, key)?;
     let listener = TcpListener::bind(address)
         .await
         .map_err(|e| anyhow::anyhow!("web.listen {address}: {e}"))?;

@@ -13,8 +13,10 @@ use std::time::Duration;
 use russh::keys::PublicKey;
 use serde::{Deserialize, Serialize};
 
+mod kube_proxy;
 mod web;
 
+pub use kube_proxy::KubeProxyConfig;
 pub use web::WebConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,14 @@ pub struct Config {
     /// The web terminal (off unless `web.listen` is set).
     #[serde(default)]
     pub web: WebConfig,
+    /// The kubectl door (off unless `kube_proxy.listen` is set).
+    #[serde(default)]
+    pub kube_proxy: KubeProxyConfig,
+    /// The Secret (in `namespace`) holding the key that signs the
+    /// credentials every replica accepts: created by the first replica
+    /// that needs it, read by the others.
+    #[serde(default = "default_signing_secret")]
+    pub signing_secret: String,
     /// Whether a person may be mapped to the `system:masters` group, which
     /// no RBAC rule can restrict or audit as a role (default: refused).
     #[serde(default)]
@@ -282,6 +292,10 @@ fn default_host_keys() -> Vec<PathBuf> {
 
 /// In a cluster, the namespace of the bastion's own pod (downward API
 /// `POD_NAMESPACE`); elsewhere `kbastion`.
+fn default_signing_secret() -> String {
+    "kbastion-signing".into()
+}
+
 fn default_namespace() -> String {
     std::env::var("POD_NAMESPACE")
         .ok()
@@ -411,6 +425,10 @@ impl Config {
         }
         config.proxy_protocol.validate()?;
         config.web.validate(base)?;
+        let (web_certificate, web_key) = (config.web.certificate.clone(), config.web.key.clone());
+        config
+            .kube_proxy
+            .validate(base, web_certificate.as_deref(), web_key.as_deref())?;
         config.revoked_keys = config.revoked_keys.as_deref().map(resolve);
         if let Some(path) = &config.revoked_keys {
             let text = std::fs::read_to_string(path)

@@ -37,6 +37,31 @@ pub enum Refusal {
     NotStarted(String),
 }
 
+impl Refusal {
+    /// The HTTP status a door over HTTP answers the refusal with.
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            Refusal::Draining | Refusal::NotStarted(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Revoked(_) => StatusCode::FORBIDDEN,
+            Refusal::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::Target(error) => match error {
+                TargetError::PodNotFound { .. }
+                | TargetError::ContainerNotFound { .. }
+                | TargetError::NodeNotFound(_) => StatusCode::NOT_FOUND,
+                TargetError::Forbidden(_) | TargetError::BastionNamespace(_) => {
+                    StatusCode::FORBIDDEN
+                }
+                TargetError::PodNotRunning { .. }
+                | TargetError::ContainerNotRunning { .. }
+                | TargetError::NodeNotReady { .. } => StatusCode::CONFLICT,
+                TargetError::LogsForward(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::BAD_GATEWAY,
+            },
+        }
+    }
+}
+
 /// The credential a session is admitted on, and the address the request
 /// comes from (a certificate's `source-address` binds every door).
 pub struct Presented<'a> {
@@ -164,4 +189,42 @@ async fn admit_checked(
             _hold: hold,
         },
     ))
+}
+
+/// Checks a logged-in credential again on every reload of the access
+/// lists and when its certificate expires, until it no longer holds from
+/// `address`; then audits the revocation and returns its reason. Every
+/// door watches its logins with this (an SSH connection, a kubectl door
+/// session); the door ends what the login holds.
+pub async fn revoked(shared: &Shared, credential: &Credential, address: IpAddr) -> String {
+    let mut reloads = shared.reloads.subscribe();
+    // A year: far enough for "never", near enough for tokio's clock.
+    let horizon = std::time::Duration::from_secs(365 * 24 * 3600);
+    let reason = loop {
+        let now = crate::audit::unix_now();
+        if let Err(reason) = credential.check(&shared.access().lists(), address, now) {
+            break reason;
+        }
+        let until_expiry = credential
+            .expires()
+            .map(|at| std::time::Duration::from_secs(at.saturating_sub(now)).min(horizon))
+            .unwrap_or(horizon);
+        tokio::select! {
+            changed = reloads.changed() => if changed.is_err() {
+                // The bastion is going away; nothing more to watch.
+                std::future::pending::<()>().await;
+            },
+            () = tokio::time::sleep(until_expiry) => {}
+        }
+    };
+    let person = match credential {
+        Credential::Key { person, .. } | Credential::Certificate { person, .. } => person.clone(),
+    };
+    tracing::info!(%address, %person, %reason, "access revoked: ending what the login holds");
+    shared.audit.record(crate::audit::Event::Revocation {
+        source: address.to_string(),
+        person,
+        reason: reason.clone(),
+    });
+    reason
 }

@@ -484,6 +484,29 @@ async fn session_channel(
                     let listed = shared.sessions.list(Some(&login.person));
                     print(&output, &crate::registry::table(&listed)).await;
                 }
+                crate::commands::Parsed::Command(
+                    command @ (crate::commands::Command::Kubeconfig
+                    | crate::commands::Command::KubeCredential),
+                ) => {
+                    let answer = match (&login.grant.force_command, command) {
+                        (Some(_), _) => Err("no kubectl credential for this login: the certificate's force-command permits only its command".to_string()),
+                        (None, crate::commands::Command::Kubeconfig) => {
+                            crate::kube_credential::answer_kubeconfig(&shared, &login.person)
+                        }
+                        (None, _) => crate::kube_credential::answer_credential(
+                            &shared,
+                            &login.credential,
+                            &peer.to_string(),
+                        ),
+                    };
+                    match answer {
+                        Ok(text) => print(&output, &text).await,
+                        Err(reason) => {
+                            opening.refused(&reason);
+                            refuse(&output, &reason, tty).await;
+                        }
+                    }
+                }
                 // No target and no command of the bastion: the syntax,
                 // what the person may reach, and the bastion's commands.
                 crate::commands::Parsed::Unknown(line) => {

@@ -16,9 +16,8 @@ use crate::audit::SessionKind;
 use crate::audit::Transport;
 use crate::bastion::Shared;
 use crate::login::Target;
-use crate::pods::TargetError;
 use crate::session::control::Report;
-use crate::session::gate::{self, Presented, Refusal};
+use crate::session::gate::{self, Presented};
 use crate::session::io::Pty;
 use crate::session::{Opening, Session};
 use crate::target::Reached;
@@ -75,27 +74,6 @@ pub struct Refused {
     pub reason: String,
 }
 
-/// The HTTP status that says what a refusal says.
-fn status_of(refusal: &Refusal) -> http::StatusCode {
-    use http::StatusCode;
-    match refusal {
-        Refusal::Draining | Refusal::NotStarted(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Refusal::Revoked(_) => StatusCode::FORBIDDEN,
-        Refusal::TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
-        Refusal::Target(error) => match error {
-            TargetError::PodNotFound { .. }
-            | TargetError::ContainerNotFound { .. }
-            | TargetError::NodeNotFound(_) => StatusCode::NOT_FOUND,
-            TargetError::Forbidden(_) | TargetError::BastionNamespace(_) => StatusCode::FORBIDDEN,
-            TargetError::PodNotRunning { .. }
-            | TargetError::ContainerNotRunning { .. }
-            | TargetError::NodeNotReady { .. } => StatusCode::CONFLICT,
-            TargetError::LogsForward(_) => StatusCode::BAD_REQUEST,
-            _ => StatusCode::BAD_GATEWAY,
-        },
-    }
-}
-
 /// Admits a session of `kind` to `target` for the signed-in person
 /// through the gate, or says why not in one line (audited there).
 pub async fn admit(
@@ -125,7 +103,7 @@ pub async fn admit(
     let admitted = gate::admit(opening, presented, target, "exec", pty)
         .await
         .map_err(|refusal| Refused {
-            status: status_of(&refusal),
+            status: refusal.http_status(),
             reason: refusal.to_string(),
         })?;
     let (revoked_tx, revoked) = watch::channel(None);

@@ -20,7 +20,6 @@ pub mod links;
 pub mod response;
 pub mod screen;
 pub mod terminal;
-pub mod tls;
 pub mod wire;
 
 /// What `ssh PERSON@bastion web` prints: a one-time sign-in link for

@@ -336,33 +336,10 @@ pub(super) async fn watch_credential(
     handle: russh::server::Handle,
     ended: tokio_util::sync::CancellationToken,
 ) {
-    let mut reloads = shared.reloads.subscribe();
-    // A year: far enough for "never", near enough for tokio's clock.
-    let horizon = std::time::Duration::from_secs(365 * 24 * 3600);
-    let reason = loop {
-        let until_expiry = credential
-            .expires()
-            .map(|at| std::time::Duration::from_secs(at.saturating_sub(unix_now())).min(horizon))
-            .unwrap_or(horizon);
-        tokio::select! {
-            () = ended.cancelled() => return,
-            changed = reloads.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(until_expiry) => {}
-        }
-        if let Err(reason) = credential.check(&shared.access().lists(), peer.ip(), unix_now()) {
-            break reason;
-        }
+    let reason = tokio::select! {
+        () = ended.cancelled() => return,
+        reason = crate::session::gate::revoked(&shared, &credential, peer.ip()) => reason,
     };
-    tracing::info!(%peer, %reason, "access revoked: ending the connection");
-    shared.audit.record(Event::Revocation {
-        source: peer.to_string(),
-        person: match &credential {
-            Credential::Key { person, .. } | Credential::Certificate { person, .. } => {
-                person.clone()
-            }
-        },
-        reason: reason.clone(),
-    });
     revoked.send_replace(Some(reason.clone()));
     tokio::select! {
         () = ended.cancelled() => return,

@@ -1,0 +1,401 @@
+//! The kubectl door's credential: minted by `ssh PERSON@bastion
+//! kube-credential` for the SSH login that asked, and checked by the door
+//! on every request. It is a JWT (HS256, with the shared key of
+//! `signing.rs`), so any replica verifies any replica's credential.
+//!
+//! It carries what the SSH login was (the key, or the certificate's
+//! serial, key ID, CA, end and `source-address`), so every request is
+//! checked against the access lists as they are *now*, exactly as an open
+//! SSH connection is (`revocation::Credential::check`).
+//!
+//! `kubeconfig` is the file whose exec plugin is `ssh` itself.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use russh::keys::ssh_key::{Fingerprint, PublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::revocation::Credential;
+use crate::signing::SigningKey;
+
+/// Who issues the credentials, and for what.
+const ISSUER: &str = "kbastion";
+const AUDIENCE: &str = "kbastion-kube-proxy";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error(
+        "no credential was sent; run kubectl with the kubeconfig that `ssh PERSON@BASTION kubeconfig` prints"
+    )]
+    Missing,
+    #[error("the credential has expired; kubectl runs its ssh plugin again for a new one")]
+    Expired,
+    #[error("the credential is not one this bastion issued (bad signature, audience or form)")]
+    Forged,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    aud: String,
+    /// The person.
+    sub: String,
+    iat: u64,
+    exp: u64,
+    /// The login's public key (OpenSSH form; a certificate's own key).
+    key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cert: Option<CertificateClaims>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CertificateClaims {
+    serial: u64,
+    key_id: String,
+    /// The signing CA's SHA-256 fingerprint.
+    ca: String,
+    valid_before: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_address: Option<String>,
+}
+
+/// A minted credential.
+#[derive(Debug, Clone)]
+pub struct Minted {
+    pub token: String,
+    /// Unix seconds.
+    pub expires: u64,
+}
+
+/// Mints a credential for `credential`'s login, valid `minutes` from
+/// `now` and never past its certificate's end.
+pub fn mint(
+    key: &SigningKey,
+    credential: &Credential,
+    now: u64,
+    minutes: u64,
+) -> Result<Minted, String> {
+    let (person, public, cert) = match credential {
+        Credential::Key { person, key, .. } => (person, key, None),
+        Credential::Certificate {
+            person,
+            key,
+            serial,
+            key_id,
+            valid_before,
+            ca,
+            source_address,
+            ..
+        } => (
+            person,
+            key,
+            Some(CertificateClaims {
+                serial: *serial,
+                key_id: key_id.clone(),
+                ca: ca.to_string(),
+                valid_before: *valid_before,
+                source_address: source_address.clone(),
+            }),
+        ),
+    };
+    let mut exp = now.saturating_add(minutes.saturating_mul(60));
+    if let Some(end) = credential.expires() {
+        exp = exp.min(end);
+    }
+    if exp <= now {
+        return Err("the SSH certificate has expired; renew it and log in again".into());
+    }
+    let public = PublicKey::from(public.clone())
+        .to_openssh()
+        .map_err(|e| format!("cannot write the login's public key: {e}"))?;
+    let claims = Claims {
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        sub: person.clone(),
+        iat: now,
+        exp,
+        key: public,
+        cert,
+    };
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(key.bytes()),
+    )
+    .map_err(|e| format!("cannot sign the credential: {e}"))?;
+    Ok(Minted {
+        token,
+        expires: exp,
+    })
+}
+
+/// The login a credential was minted for, when it is one of ours and has
+/// not expired at `now`. Whether that login still holds is for the gate.
+pub fn verify(key: &SigningKey, token: &str, now: u64) -> Result<Credential, CredentialError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_issuer(&[ISSUER]);
+    validation.leeway = 0;
+    // `exp` is compared below against the caller's clock.
+    validation.validate_exp = false;
+    let data =
+        jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(key.bytes()), &validation)
+            .map_err(|_| CredentialError::Forged)?;
+    let claims = data.claims;
+    if now >= claims.exp {
+        return Err(CredentialError::Expired);
+    }
+    let key = PublicKey::from_openssh(&claims.key)
+        .map_err(|_| CredentialError::Forged)?
+        .key_data()
+        .clone();
+    Ok(match claims.cert {
+        None => Credential::Key {
+            person: claims.sub,
+            key,
+            identity: None,
+        },
+        Some(cert) => Credential::Certificate {
+            person: claims.sub,
+            key,
+            serial: cert.serial,
+            key_id: cert.key_id,
+            valid_before: cert.valid_before,
+            ca: cert
+                .ca
+                .parse::<Fingerprint>()
+                .map_err(|_| CredentialError::Forged)?,
+            source_address: cert.source_address,
+            identity: None,
+        },
+    })
+}
+
+/// The `ExecCredential` kubectl's exec plugin prints (JSON).
+pub fn exec_credential(minted: &Minted) -> String {
+    let expires = jiff::Timestamp::from_second(minted.expires as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let document = serde_json::json!({
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "status": {
+            "token": minted.token,
+            "expirationTimestamp": expires,
+        },
+    });
+    format!("{document}\n")
+}
+
+/// What a kubeconfig for the door names.
+pub struct KubeconfigFor<'a> {
+    /// The door's URL.
+    pub server: &'a str,
+    /// The PEM the door's certificate is verified with.
+    pub certificate_authority: &'a [u8],
+    /// The person, as they log in.
+    pub person: &'a str,
+    /// Where the `ssh` plugin connects.
+    pub ssh_host: &'a str,
+    pub ssh_port: u16,
+}
+
+/// A kubeconfig for the door whose user's exec plugin is
+/// `ssh -p PORT PERSON@HOST kube-credential`. Every value is JSON-quoted
+/// (a JSON string is a YAML scalar), so no name can break the document.
+pub fn kubeconfig(what: &KubeconfigFor<'_>) -> String {
+    use base64::Engine as _;
+    let q = |text: &str| serde_json::to_string(text).unwrap_or_default();
+    let ca = base64::engine::general_purpose::STANDARD.encode(what.certificate_authority);
+    let user = format!("{}@kbastion", what.person);
+    let destination = format!("{}@{}", what.person, what.ssh_host);
+    format!(
+        "# kubectl through kbastion as {person}: the credential comes from\n\
+         # `ssh {destination} kube-credential`, run by kubectl when needed.\n\
+         apiVersion: v1\n\
+         kind: Config\n\
+         clusters:\n\
+         - name: kbastion\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n\
+         users:\n\
+         - name: {user}\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ssh\n      args: [\"-T\", \"-p\", {port}, {destination_q}, \"kube-credential\"]\n      interactiveMode: IfAvailable\n      provideClusterInfo: false\n\
+         contexts:\n\
+         - name: kbastion\n  context:\n    cluster: kbastion\n    user: {user_q}\n\
+         current-context: kbastion\n",
+        person = what.person,
+        server = q(what.server),
+        user = q(&user),
+        user_q = q(&user),
+        port = q(&what.ssh_port.to_string()),
+        destination_q = q(&destination),
+    )
+}
+
+/// What `ssh PERSON@bastion kube-credential` prints for the login
+/// `credential` from `source`: an `ExecCredential`, audited.
+pub fn answer_credential(
+    shared: &crate::bastion::Shared,
+    credential: &Credential,
+    source: &str,
+) -> Result<String, String> {
+    let key = shared.signing.as_ref().ok_or_else(door_off)?;
+    let minted = mint(
+        key,
+        credential,
+        crate::audit::unix_now(),
+        shared.config.kube_proxy.credential_minutes,
+    )?;
+    let person = match credential {
+        Credential::Key { person, .. } | Credential::Certificate { person, .. } => person,
+    };
+    tracing::info!(%source, %person, expires = minted.expires, "kubectl door credential issued");
+    shared.audit.record(crate::audit::Event::KubeCredential {
+        source: source.to_string(),
+        person: person.clone(),
+        expires: minted.expires,
+    });
+    Ok(exec_credential(&minted))
+}
+
+/// What `ssh PERSON@bastion kubeconfig` prints.
+pub fn answer_kubeconfig(shared: &crate::bastion::Shared, person: &str) -> Result<String, String> {
+    let config = &shared.config.kube_proxy;
+    if shared.signing.is_none() {
+        return Err(door_off());
+    }
+    let (Some(server), Some(ssh_host)) = (config.public_url.as_deref(), config.ssh_host()) else {
+        return Err(door_off());
+    };
+    let ca_file = config
+        .certificate_authority
+        .as_ref()
+        .or(config.certificate.as_ref())
+        .ok_or_else(door_off)?;
+    let certificate_authority = std::fs::read(ca_file).map_err(|e| {
+        tracing::error!(error = %e, file = %ca_file.display(), "cannot read the kubectl door's CA");
+        "the bastion cannot read its kubectl door's certificate; ask its operators to check kube_proxy.certificate_authority".to_string()
+    })?;
+    Ok(kubeconfig(&KubeconfigFor {
+        server,
+        certificate_authority: &certificate_authority,
+        person,
+        ssh_host: &ssh_host,
+        ssh_port: config.ssh_port.unwrap_or_else(|| {
+            shared
+                .ssh_address
+                .get()
+                .map_or(shared.config.listen.port(), |a| a.port())
+        }),
+    }))
+}
+
+fn door_off() -> String {
+    "this bastion has no kubectl door (kube_proxy.listen is not set); ask its operators".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMDfXAD8pTqWlh0C4MoJnLz2UlW3d5CzUtBQ4ilOF8Ba test@example";
+
+    fn login() -> Credential {
+        Credential::Key {
+            person: "alice".into(),
+            key: PublicKey::from_openssh(KEY).unwrap().key_data().clone(),
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn a_minted_credential_verifies_as_its_login_until_it_expires() {
+        let key = SigningKey::random();
+        let minted = mint(&key, &login(), 1000, 60).unwrap();
+        assert_eq!(minted.expires, 1000 + 3600);
+        let Credential::Key { person, key: k, .. } = verify(&key, &minted.token, 1001).unwrap()
+        else {
+            panic!("not a key credential");
+        };
+        assert_eq!(person, "alice");
+        assert_eq!(&k, PublicKey::from_openssh(KEY).unwrap().key_data());
+        assert!(matches!(
+            verify(&key, &minted.token, 1000 + 3600),
+            Err(CredentialError::Expired)
+        ));
+    }
+
+    #[test]
+    fn another_key_or_a_changed_token_is_forged() {
+        let minted = mint(&SigningKey::random(), &login(), 1000, 60).unwrap();
+        assert!(matches!(
+            verify(&SigningKey::random(), &minted.token, 1001),
+            Err(CredentialError::Forged)
+        ));
+        let key = SigningKey::random();
+        let minted = mint(&key, &login(), 1000, 60).unwrap();
+        let mut parts: Vec<String> = minted.token.split('.').map(str::to_string).collect();
+        parts[1] = parts[1].replace('A', "B");
+        assert!(matches!(
+            verify(&key, &parts.join("."), 1001),
+            Err(CredentialError::Forged)
+        ));
+        assert!(matches!(
+            verify(&key, "not a token", 1001),
+            Err(CredentialError::Forged)
+        ));
+    }
+
+    #[test]
+    fn a_certificates_credential_ends_with_the_certificate() {
+        let key = SigningKey::random();
+        let ca = PublicKey::from_openssh(KEY)
+            .unwrap()
+            .fingerprint(Default::default());
+        let credential = Credential::Certificate {
+            person: "alice".into(),
+            key: PublicKey::from_openssh(KEY).unwrap().key_data().clone(),
+            serial: 7,
+            key_id: "alice-laptop".into(),
+            valid_before: 1600,
+            ca,
+            source_address: Some("10.0.0.0/8".into()),
+            identity: None,
+        };
+        let minted = mint(&key, &credential, 1000, 60).unwrap();
+        assert_eq!(minted.expires, 1600);
+        let Credential::Certificate {
+            serial,
+            key_id,
+            ca: back,
+            source_address,
+            ..
+        } = verify(&key, &minted.token, 1001).unwrap()
+        else {
+            panic!("not a certificate credential");
+        };
+        assert_eq!((serial, key_id.as_str()), (7, "alice-laptop"));
+        assert_eq!(back, ca);
+        assert_eq!(source_address.as_deref(), Some("10.0.0.0/8"));
+        assert!(mint(&key, &credential, 1600, 60).is_err());
+    }
+
+    #[test]
+    fn the_kubeconfig_names_the_door_and_runs_ssh_for_its_credential() {
+        let text = kubeconfig(&KubeconfigFor {
+            server: "https://bastion.example.com:6443",
+            certificate_authority: b"-----BEGIN CERTIFICATE-----\n",
+            person: "alice",
+            ssh_host: "bastion.example.com",
+            ssh_port: 2222,
+        });
+        assert!(
+            text.contains("server: \"https://bastion.example.com:6443\""),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "args: [\"-T\", \"-p\", \"2222\", \"alice@bastion.example.com\", \"kube-credential\"]"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("insecure"), "{text}");
+    }
+}

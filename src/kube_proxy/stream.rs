@@ -1,0 +1,451 @@
+//! Exec, attach and port-forward through the kubectl door: sessions like
+//! an SSH channel's. The gate admits them (drain, the credential now, the
+//! person's limit, the target and the person's right to it), the registry
+//! lists them, and they end on idle, drain and revocation.
+//!
+//! The door passes the client's upgrade on to the API server, impersonating
+//! the person, with the client's argv untouched, and joins the two
+//! upgraded connections. Over WebSocket (kubectl 1.30 and later) it reads
+//! the channel protocol frame by frame, so a terminal is recorded (input,
+//! output, resizes) and the exit status is audited. SPDY (older kubectl)
+//! is carried as bytes: port-forwards, and execs that no recording asks
+//! for; an exec that would be recorded is refused with a line that says
+//! to use kubectl 1.30 or later.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::upstream::{Audited, Body, Head, passed_on, status_response, upstream_request};
+use crate::audit::{SessionKind, Transport};
+use crate::bastion::Shared;
+use crate::cluster::Identity;
+use crate::login::{Target, View};
+use crate::recording::Recorder;
+use crate::revocation::Credential;
+use crate::session::Opening;
+use crate::session::control::{Activity, Outcome, Report, supervise};
+use crate::session::gate::{self, Presented};
+use crate::session::io::{ClientOutput, Pty, Writer};
+
+/// Who opened a stream, and the client that acts as them.
+pub struct Opened<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub peer: SocketAddr,
+    pub person: &'a str,
+    pub identity: &'a Identity,
+    pub credential: &'a Credential,
+    pub client: kube::Client,
+}
+
+/// The parameters of an exec, attach or port-forward request.
+struct Asked {
+    container: Option<String>,
+    command: Vec<String>,
+    tty: bool,
+    ports: Vec<String>,
+}
+
+impl Asked {
+    fn of(query: &str) -> Asked {
+        let mut asked = Asked {
+            container: None,
+            command: Vec::new(),
+            tty: false,
+            ports: Vec::new(),
+        };
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "container" => asked.container = Some(value.into_owned()),
+                "command" => asked.command.push(value.into_owned()),
+                "tty" => asked.tty = matches!(value.as_ref(), "true" | "1" | "True"),
+                "ports" => asked.ports.push(value.into_owned()),
+                _ => {}
+            }
+        }
+        asked
+    }
+}
+
+/// An argv as one line for the audit: words with blanks or quotes are
+/// single-quoted.
+fn command_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|word| {
+            if !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+            {
+                word.clone()
+            } else {
+                format!("'{}'", word.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Admits the stream as a session, opens it at the API server and joins
+/// the client to it.
+pub async fn serve(
+    opened: Opened<'_>,
+    audited: Audited,
+    mut request: Request<Incoming>,
+) -> Response<Body> {
+    let shared = opened.shared;
+    let info = audited.info.clone();
+    let asked = Asked::of(request.uri().query().unwrap_or(""));
+    let kind = match info.subresource.as_str() {
+        "portforward" => SessionKind::Forward {
+            destination: format!("{}/{}:{}", info.namespace, info.name, asked.ports.join(",")),
+        },
+        "attach" => SessionKind::Attach,
+        _ => SessionKind::Exec {
+            command: command_line(&asked.command),
+        },
+    };
+    let websocket = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let pty = asked.tty.then(|| Pty {
+        term: "xterm".into(),
+        width: 80,
+        height: 24,
+    });
+    let target = Target::Container {
+        namespace: info.namespace.clone(),
+        pod: info.name.clone(),
+        container: asked.container.clone(),
+        view: View::Container,
+    };
+    let opening = Opening {
+        shared,
+        transport: Transport::Kube,
+        source: opened.peer.to_string(),
+        user_agent: request
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(256).collect()),
+        person: opened.person,
+        identity: opened.identity,
+        target: format!(
+            "{}/{}{}",
+            info.namespace,
+            info.name,
+            asked
+                .container
+                .as_deref()
+                .map(|c| format!("/{c}"))
+                .unwrap_or_default()
+        ),
+        kind,
+        setup_started: audited.started,
+    };
+    let presented = Presented {
+        credential: Some(opened.credential),
+        address: opened.peer.ip(),
+    };
+    let admitted =
+        match gate::admit(opening, presented, &target, &info.subresource, pty.as_ref()).await {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                audited.record("refused", refusal.http_status().as_u16(), 0, 0);
+                return status_response(refusal.http_status(), &refusal.to_string());
+            }
+        };
+    let session = admitted.session;
+    if session.recorder.is_some() && !websocket {
+        let line = "this bastion records terminal sessions, and this kubectl speaks SPDY, which the door does not record: use kubectl 1.30 or later (WebSocket), or ssh";
+        session.end(&Report {
+            outcome: Outcome::Failed(line.into()),
+            bytes_in: 0,
+            bytes_out: 0,
+        });
+        audited.record("refused", 400, 0, 0);
+        return status_response(StatusCode::BAD_REQUEST, line);
+    }
+    let head = Head {
+        method: request.method(),
+        uri: request.uri(),
+        headers: request.headers(),
+    };
+    let upstream = match upstream_request(&head, bytes::Bytes::new(), true) {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            let line = format!("the request cannot be passed on: {error}");
+            session.end(&failed(&line));
+            audited.record("refused", 400, 0, 0);
+            return status_response(StatusCode::BAD_REQUEST, &line);
+        }
+    };
+    let mut response = match opened.client.send(upstream).await {
+        Ok(response) => response,
+        Err(error) => {
+            let line = format!(
+                "the Kubernetes API cannot be reached: {}",
+                crate::pods::first_line(&error.to_string())
+            );
+            session.end(&failed(&line));
+            audited.record("refused", 503, 0, 0);
+            return status_response(StatusCode::SERVICE_UNAVAILABLE, &line);
+        }
+    };
+    let code = response.status();
+    audited.record("opened", code.as_u16(), 0, 0);
+    if code != StatusCode::SWITCHING_PROTOCOLS {
+        // The API server's own refusal (a Status), passed through as it is.
+        session.end(&failed(&format!("the API server answered {code}")));
+        let (parts, body) = response.into_parts();
+        let mut out = Response::new(body.map_err(|e| Box::new(e) as _).boxed_unsync());
+        *out.status_mut() = parts.status;
+        for (name, value) in parts.headers.iter().filter(|(n, _)| passed_on(n)) {
+            out.headers_mut().append(name, value.clone());
+        }
+        return out;
+    }
+    let mut out = Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_LENGTH {
+            out.headers_mut().append(name, value.clone());
+        }
+    }
+    let protocol = response
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let framed =
+        websocket && protocol.ends_with("channel.k8s.io") && !protocol.starts_with("base64");
+    let client_side = hyper::upgrade::on(&mut request);
+    let upstream_side = hyper::upgrade::on(&mut response);
+    let (revoked_tx, revoked_rx) = tokio::sync::watch::channel(None);
+    let context = session.context(&opened.identity.user, shared.control(revoked_rx));
+    let watch = {
+        let (shared, credential, address) =
+            (shared.clone(), opened.credential.clone(), opened.peer.ip());
+        tokio::spawn(async move {
+            let reason = gate::revoked(&shared, &credential, address).await;
+            revoked_tx.send_replace(Some(reason));
+        })
+    };
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let outcome = match (client_side.await, upstream_side.await) {
+            (Ok(client), Ok(upstream)) => {
+                let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                let traffic = context.traffic.clone();
+                let carried = async {
+                    if framed {
+                        relay_frames(client, upstream, &traffic, context.recorder.as_ref()).await
+                    } else {
+                        carry_bytes(client, upstream, &traffic).await
+                    }
+                };
+                match supervise(&context.control, &traffic, &Silent, false, carried).await {
+                    Ok(outcome) => outcome,
+                    Err(interrupted) => Outcome::of(interrupted),
+                }
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                Outcome::Failed(format!("the upgrade did not complete: {error}"))
+            }
+        };
+        watch.abort();
+        tracing::debug!(elapsed = ?started.elapsed(), ?outcome, "kube_proxy: stream ended");
+        session.end(&Report {
+            outcome,
+            bytes_in: context.traffic.bytes_in.load(Ordering::Relaxed),
+            bytes_out: context.traffic.bytes_out.load(Ordering::Relaxed),
+        });
+    });
+    out
+}
+
+fn failed(line: &str) -> Report {
+    Report {
+        outcome: Outcome::Failed(line.to_string()),
+        bytes_in: 0,
+        bytes_out: 0,
+    }
+}
+
+type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+/// SPDY, or a WebSocket protocol the door does not read: bytes both ways.
+async fn carry_bytes(mut client: Upgraded, mut upstream: Upgraded, traffic: &Activity) -> Outcome {
+    let mut client = crate::session::control::Counted::new(&mut client, traffic);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok(_) => Outcome::Closed,
+        Err(_) => Outcome::ClientGone,
+    }
+}
+
+/// The channel protocol (`v4`/`v5.channel.k8s.io`), frame by frame:
+/// stdin (channel 0) and resizes (4) from the client, stdout (1), stderr
+/// (2) and the exit status (3) from the container; what a terminal shows
+/// is recorded.
+async fn relay_frames(
+    client: Upgraded,
+    upstream: Upgraded,
+    traffic: &Activity,
+    recorder: Option<&Recorder>,
+) -> Outcome {
+    let mut client = WebSocketStream::from_raw_socket(client, Role::Server, None).await;
+    let mut upstream = WebSocketStream::from_raw_socket(upstream, Role::Client, None).await;
+    let mut exit = None;
+    loop {
+        tokio::select! {
+            message = client.next() => {
+                let Some(Ok(message)) = message else {
+                    let _ = upstream.close(None).await;
+                    return exit.map_or(Outcome::ClientGone, Outcome::Exited);
+                };
+                if let Message::Binary(data) = &message {
+                    traffic.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if let (Some(recorder), Some((&channel, rest))) = (recorder, data.split_first()) {
+                        match channel {
+                            0 => recorder.input(rest).await,
+                            4 => {
+                                if let Some((width, height)) = terminal_size(rest) {
+                                    recorder.resize(width, height).await;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if matches!(message, Message::Ping(_) | Message::Pong(_)) {
+                    continue;
+                }
+                let closing = matches!(message, Message::Close(_));
+                if upstream.send(message).await.is_err() || closing {
+                    return exit.map_or(Outcome::Closed, Outcome::Exited);
+                }
+            }
+            message = upstream.next() => {
+                let Some(Ok(message)) = message else {
+                    let _ = client.close(None).await;
+                    return exit.map_or(Outcome::Closed, Outcome::Exited);
+                };
+                if let Message::Binary(data) = &message {
+                    traffic.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    match data.split_first() {
+                        Some((1 | 2, rest)) => {
+                            if let Some(recorder) = recorder {
+                                recorder.output(rest).await;
+                            }
+                        }
+                        Some((3, rest)) => exit = exit_status(rest).or(exit),
+                        _ => {}
+                    }
+                }
+                if matches!(message, Message::Ping(_) | Message::Pong(_)) {
+                    continue;
+                }
+                let closing = matches!(message, Message::Close(_));
+                if client.send(message).await.is_err() {
+                    return Outcome::ClientGone;
+                }
+                if closing {
+                    return exit.map_or(Outcome::Closed, Outcome::Exited);
+                }
+            }
+        }
+    }
+}
+
+/// A resize message: `{"Width":W,"Height":H}`.
+fn terminal_size(json: &[u8]) -> Option<(u32, u32)> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Size {
+        width: u32,
+        height: u32,
+    }
+    let size: Size = serde_json::from_slice(json).ok()?;
+    Some((size.width, size.height))
+}
+
+/// The exit status in the error channel's `Status`: 0 for Success, the
+/// `ExitCode` cause for a non-zero exit.
+fn exit_status(json: &[u8]) -> Option<u32> {
+    let status: serde_json::Value = serde_json::from_slice(json).ok()?;
+    match status.get("status")?.as_str()? {
+        "Success" => Some(0),
+        _ => status
+            .pointer("/details/causes")?
+            .as_array()?
+            .iter()
+            .find(|cause| cause.get("reason").and_then(|r| r.as_str()) == Some("ExitCode"))?
+            .get("message")?
+            .as_str()?
+            .parse()
+            .ok(),
+    }
+}
+
+/// A stream has no line of the bastion's to show: its client is kubectl,
+/// which reads only the protocol. Ending it drops both connections.
+struct Silent;
+
+impl ClientOutput for Silent {
+    fn stdout(&self) -> Writer {
+        Box::new(tokio::io::sink())
+    }
+    fn stderr(&self) -> Writer {
+        Box::new(tokio::io::sink())
+    }
+    async fn tell(&self, _line: &str, _tty: bool) {}
+    async fn finish(&self, _code: u32) {}
+    async fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_exit_status_and_the_terminal_size_kubectl_sends() {
+        assert_eq!(
+            exit_status(br#"{"metadata":{},"status":"Success"}"#),
+            Some(0)
+        );
+        let failure = br#"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"3"}]}}"#;
+        assert_eq!(exit_status(failure), Some(3));
+        assert_eq!(exit_status(b"garbage"), None);
+        assert_eq!(
+            terminal_size(br#"{"Width":120,"Height":40}"#),
+            Some((120, 40))
+        );
+    }
+
+    #[test]
+    fn the_audited_command_line_quotes_what_a_shell_would_split() {
+        let argv = ["sh", "-c", "echo it's"].map(String::from);
+        assert_eq!(command_line(&argv), r"sh -c 'echo it'\''s'");
+        assert_eq!(
+            Asked::of("command=ls&command=%2F&tty=true&container=app").command,
+            ["ls", "/"]
+        );
+    }
+}

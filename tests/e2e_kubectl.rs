@@ -1,0 +1,329 @@
+//! kubectl through kbastion's kubectl door, as the person: the kubeconfig
+//! is what `ssh PERSON@bastion kubeconfig` printed, and kubectl gets its
+//! credential by running OpenSSH itself (`ssh ... kube-credential`), with
+//! the person's key from their ssh config, against `kbastion serve` and
+//! the simulator.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+/// A bastion with the kubectl door on, and a home for kubectl's ssh.
+struct Door {
+    bastion: Bastion,
+    server: String,
+    audit: PathBuf,
+    recordings: PathBuf,
+    /// Holds `ssh` (the person's OpenSSH, with their config) first on PATH.
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Door {
+    fn start(sim: &Sim, extra: &str) -> Door {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pair =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("certificate");
+        let certificate = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&certificate, pair.cert.pem()).expect("write certificate");
+        std::fs::write(&key, pair.signing_key.serialize_pem()).expect("write key");
+        let port = free_port();
+        let server = format!("https://127.0.0.1:{port}");
+        let audit = dir.path().join("audit.jsonl");
+        let recordings = dir.path().join("recordings");
+        let config = format!(
+            "{extra}\n[audit]\nfile = \"{audit}\"\nrecordings_dir = \"{recordings}\"\n\
+             [kube_proxy]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{server}\"\n\
+             certificate = \"{certificate}\"\nkey = \"{key}\"\n",
+            audit = audit.display(),
+            recordings = recordings.display(),
+            certificate = certificate.display(),
+            key = key.display(),
+        );
+        let bastion = Bastion::start(sim, &config);
+        // The person's ssh: their key and known hosts, as ~/.ssh/config
+        // would give them.
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("bin dir");
+        let ssh_config = dir.path().join("ssh_config");
+        std::fs::write(
+            &ssh_config,
+            format!(
+                "Host *\n  IdentityFile {identity}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n  StrictHostKeyChecking accept-new\n  BatchMode yes\n  LogLevel ERROR\n",
+                identity = bastion.keys.identity.display(),
+                known = dir.path().join("known_hosts").display(),
+            ),
+        )
+        .expect("ssh config");
+        let wrapper = bin.join("ssh");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec /usr/bin/ssh -F {} \"$@\"\n",
+                ssh_config.display()
+            ),
+        )
+        .expect("ssh wrapper");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Door {
+            bastion,
+            server,
+            audit,
+            recordings,
+            bin,
+            dir,
+        }
+    }
+
+    /// What `ssh PERSON@bastion kubeconfig` prints, saved to a file.
+    fn kubeconfig(&self, person: &str) -> PathBuf {
+        let out = self.bastion.ssh(person, &["kubeconfig"], b"");
+        assert!(out.status.success(), "kubeconfig: {}", text(&out.stderr));
+        let path = self.dir.path().join(format!("{person}.kubeconfig"));
+        std::fs::write(&path, &out.stdout).expect("write kubeconfig");
+        path
+    }
+
+    /// kubectl (`kubectl` or `kubectl.1.27` ...) with `kubeconfig`.
+    fn kubectl(&self, binary: &str, kubeconfig: &Path, args: &[&str], input: &[u8]) -> Output {
+        let path = if binary == "kubectl" {
+            "kubectl".to_string()
+        } else {
+            format!("/usr/lib/google-cloud-sdk/bin/{binary}")
+        };
+        let mut command = Command::new(path);
+        command
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    self.bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("HOME", self.dir.path())
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args);
+        run_with_input(command, input)
+    }
+
+    fn audit_events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an audit event"))
+            .collect()
+    }
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn kubectl_through_the_door_acts_as_the_person_with_a_credential_from_ssh() {
+    let sim = Sim::start();
+    let door = Door::start(&sim, "");
+    let alice = door.kubeconfig("alice");
+    let written = std::fs::read_to_string(&alice).unwrap();
+    assert!(written.contains(&door.server), "{written}");
+    assert!(
+        written.contains("kube-credential") && !written.contains("insecure"),
+        "{written}"
+    );
+
+    let pods = ok(
+        &door.kubectl("kubectl", &alice, &["get", "pods", "-A"], b""),
+        "get pods",
+    );
+    assert!(pods.contains("web-0") && pods.contains("db-0"), "{pods}");
+    let whoami = ok(
+        &door.kubectl(
+            "kubectl",
+            &alice,
+            &[
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ],
+            b"",
+        ),
+        "auth whoami",
+    );
+    assert_eq!(whoami, "alice");
+
+    // apply, get, delete: written as alice.
+    let manifest = b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: through-the-door\n  namespace: default\ndata:\n  greeting: hello\n";
+    ok(
+        &door.kubectl("kubectl", &alice, &["apply", "-f", "-"], manifest),
+        "apply",
+    );
+    let greeting = ok(
+        &door.kubectl(
+            "kubectl",
+            &alice,
+            &[
+                "get",
+                "configmap",
+                "through-the-door",
+                "-o",
+                "jsonpath={.data.greeting}",
+            ],
+            b"",
+        ),
+        "get configmap",
+    );
+    assert_eq!(greeting, "hello");
+    ok(
+        &door.kubectl(
+            "kubectl",
+            &alice,
+            &["delete", "configmap", "through-the-door"],
+            b"",
+        ),
+        "delete",
+    );
+    let api = sim.api_audit();
+    let shown = api.len();
+    assert!(
+        api.iter()
+            .any(|e| e["impersonatedUser"]["username"] == "alice"
+                && e["verb"] == "create"
+                && e["requestURI"]
+                    .as_str()
+                    .is_some_and(|uri| uri.starts_with("/api/v1/namespaces/default/configmaps"))),
+        "the API server saw no create as alice among {shown} events"
+    );
+
+    // exec -i: stdin in, stdout out, the exit status back; the argv as given.
+    let out = door.kubectl(
+        "kubectl",
+        &alice,
+        &[
+            "exec",
+            "-i",
+            "web-0",
+            "-c",
+            "app",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo \"role=$ROLE\"; exit 3",
+        ],
+        b"through the door\n",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "through the door\nrole=app\n");
+
+    let events = door.audit_events();
+    assert!(
+        events.iter().any(|e| e["event"] == "api"
+            && e["person"] == "alice"
+            && e["verb"] == "list"
+            && e["resource"] == "pods"
+            && e["code"] == 200),
+        "no audited list of pods: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "kube_credential" && e["person"] == "alice"),
+        "no audited credential: {events:?}"
+    );
+    let start = events
+        .iter()
+        .find(|e| e["event"] == "session_start" && e["transport"] == "kube")
+        .unwrap_or_else(|| panic!("the exec was not a session: {events:?}"));
+    assert_eq!(start["target"], "default/web-0/app");
+    assert!(
+        events.iter().any(|e| e["event"] == "session_end"
+            && e["session"] == start["session"]
+            && e["exit_status"] == 3),
+        "the exec's end and status were not audited: {events:?}"
+    );
+}
+
+#[test]
+fn the_door_refuses_impersonation_forged_credentials_and_passes_rbac_refusals_through() {
+    let sim = Sim::start();
+    let door = Door::start(&sim, "");
+    let bob = door.kubeconfig("bob");
+    // bob's own rights: default only. The API server's refusal, unchanged.
+    let out = door.kubectl("kubectl", &bob, &["get", "pods", "-n", "kube-system"], b"");
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("User \"bob\" cannot list resource \"pods\"") && said.contains("kube-system"),
+        "{said}"
+    );
+    ok(
+        &door.kubectl("kubectl", &bob, &["get", "pods"], b""),
+        "bob's get pods in default",
+    );
+    // --as is not a way around the person.
+    let out = door.kubectl("kubectl", &bob, &["--as=alice", "get", "pods", "-A"], b"");
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("acts as bob only") && said.contains("--as"),
+        "{said}"
+    );
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+
+    // A credential this bastion did not sign.
+    let forged = door.dir.path().join("forged.kubeconfig");
+    let ca = std::fs::read_to_string(&bob).unwrap();
+    let ca_line = ca
+        .lines()
+        .find(|l| l.contains("certificate-authority-data"))
+        .expect("the CA line");
+    std::fs::write(
+        &forged,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster:\n    server: {}\n{ca_line}\nusers:\n- name: u\n  user:\n    token: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl\ncontexts:\n- name: k\n  context:\n    cluster: k\n    user: u\ncurrent-context: k\n",
+            door.server
+        ),
+    )
+    .unwrap();
+    let out = door.kubectl("kubectl", &forged, &["get", "pods"], b"");
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(said.contains("not one this bastion issued"), "{said}");
+}
+
+#[test]
+fn every_kubectl_from_1_27_to_1_33_lists_and_execs_through_the_door() {
+    let sim = Sim::start();
+    let door = Door::start(&sim, "");
+    let alice = door.kubeconfig("alice");
+    for minor in 27..=33 {
+        let binary = format!("kubectl.1.{minor}");
+        let pods = ok(
+            &door.kubectl(&binary, &alice, &["get", "pods"], b""),
+            &binary,
+        );
+        assert!(pods.contains("web-0"), "{binary}: {pods}");
+        let out = door.kubectl(
+            &binary,
+            &alice,
+            &["exec", "-i", "web-0", "-c", "app", "--", "wc", "-c"],
+            b"12345",
+        );
+        assert_eq!(ok(&out, &binary).trim(), "5", "{binary}");
+    }
+    let _ = &door.recordings;
+}
