@@ -327,3 +327,190 @@ fn every_kubectl_from_1_27_to_1_33_lists_and_execs_through_the_door() {
     }
     let _ = &door.recordings;
 }
+
+impl Door {
+    /// A shell command line running kubectl `binary` with this door's
+    /// environment, for tmux.
+    fn kubectl_line(&self, binary: &str, kubeconfig: &Path, args: &str) -> String {
+        let path = if binary == "kubectl" {
+            "kubectl".to_string()
+        } else {
+            format!("/usr/lib/google-cloud-sdk/bin/{binary}")
+        };
+        format!(
+            "env -u TMUX TERM=screen PATH={bin}:$PATH HOME={home} {path} --kubeconfig {kubeconfig} {args}; echo kubectl exited with $?; sleep 60",
+            bin = self.bin.display(),
+            home = self.dir.path().display(),
+            kubeconfig = kubeconfig.display(),
+        )
+    }
+
+    fn reload_with(&self, extra_top_level: &str) {
+        let config = self.bastion.dir.path().join("kbastion.toml");
+        let before = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, format!("{extra_top_level}\n{before}")).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.bastion.process.0.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+        wait_for("the reload", std::time::Duration::from_secs(10), || {
+            std::fs::read_to_string(&self.bastion.log)
+                .unwrap_or_default()
+                .contains("configuration reloaded")
+        });
+    }
+}
+
+#[test]
+fn an_exec_with_a_terminal_is_a_recorded_listed_session_that_revocation_ends() {
+    let sim = Sim::start();
+    let door = Door::start(&sim, "");
+    let alice = door.kubeconfig("alice");
+    let tmux = Tmux::start(
+        &door.kubectl_line("kubectl", &alice, "exec -it web-0 -c app -- sh"),
+        100,
+        30,
+    );
+    tmux.wait_for_line_start("#");
+    tmux.send(&["echo DOOR-$((6*7))", "Enter"]);
+    tmux.wait_for_text("DOOR-42");
+    // The terminal's size came through (kubectl's resize channel).
+    tmux.send(&["stty size", "Enter"]);
+    tmux.wait_for_text("30 100");
+    tmux.resize(120, 40);
+    tmux.send(&["stty size", "Enter"]);
+    tmux.wait_for_text("40 120");
+
+    let listed = door.bastion.ssh("alice", &["sessions"], b"");
+    let listed = text(&listed.stdout);
+    assert!(
+        listed.contains("default/web-0/app") && listed.contains("kube"),
+        "{listed}"
+    );
+
+    // The key is revoked: the open exec ends within 10 s.
+    let revoked = door.dir.path().join("revoked_keys");
+    std::fs::write(&revoked, format!("{}\n", door.bastion.keys.public)).unwrap();
+    door.reload_with(&format!("revoked_keys = \"{}\"", revoked.display()));
+    tmux.wait_for_screen(
+        "kubectl to end after the revocation",
+        std::time::Duration::from_secs(10),
+        |screen| screen.contains("kubectl exited with"),
+    );
+    let events = door.audit_events();
+    let end = events
+        .iter()
+        .find(|e| e["event"] == "session_end" && e["target"] == "default/web-0/app")
+        .unwrap_or_else(|| panic!("no end of the exec: {events:?}"));
+    assert!(
+        end["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("access revoked")),
+        "{end}"
+    );
+    // It was recorded, like ssh -t: the typed marker replays.
+    let recording = end["recording"].as_str().expect("a recording");
+    let replay = asciinema_cat(Path::new(recording));
+    assert!(replay.contains("DOOR-42"), "{replay}");
+    // And the revoked key gets no new credential, nor a request through.
+    let out = door.kubectl("kubectl", &alice, &["get", "pods"], b"");
+    assert!(!out.status.success());
+}
+
+#[test]
+fn port_forward_carries_http_through_the_door_over_websocket_and_spdy() {
+    let sim = Sim::start();
+    let door = Door::start(&sim, "");
+    let alice = door.kubeconfig("alice");
+    let served = door.dir.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    std::fs::write(served.join("hello.txt"), "hello through the door\n").unwrap();
+    let server_port = free_port();
+    let _server = Process(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &server_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "-d",
+            ])
+            .arg(&served)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 http.server"),
+    );
+    for binary in ["kubectl", "kubectl.1.27"] {
+        let local = free_port();
+        let path = if binary == "kubectl" {
+            "kubectl".to_string()
+        } else {
+            format!("/usr/lib/google-cloud-sdk/bin/{binary}")
+        };
+        let _forward = Process(
+            Command::new(path)
+                .env(
+                    "PATH",
+                    format!(
+                        "{}:{}",
+                        door.bin.display(),
+                        std::env::var("PATH").unwrap_or_default()
+                    ),
+                )
+                .env("HOME", door.dir.path())
+                .arg("--kubeconfig")
+                .arg(&alice)
+                .args(["port-forward", "web-0", &format!("{local}:{server_port}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("kubectl port-forward"),
+        );
+        wait_for(
+            "the forwarded port",
+            std::time::Duration::from_secs(20),
+            || std::net::TcpStream::connect(("127.0.0.1", local)).is_ok(),
+        );
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", local)).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        stream
+            .write_all(b"GET /hello.txt HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.0 200"), "{binary}: {answer}");
+        assert!(
+            answer.ends_with("\r\n\r\nhello through the door\n"),
+            "{binary}: {answer}"
+        );
+    }
+    let events = door.audit_events();
+    let forwards = events
+        .iter()
+        .filter(|e| {
+            e["event"] == "session_start" && e["kind"] == "forward" && e["transport"] == "kube"
+        })
+        .count();
+    assert!(forwards >= 2, "the forwards were not sessions: {events:?}");
+}
+
+#[test]
+fn an_spdy_exec_that_would_be_recorded_is_refused_with_the_way_out() {
+    let sim = Sim::start();
+    let door = Door::start(&sim, "");
+    let alice = door.kubeconfig("alice");
+    let tmux = Tmux::start(
+        &door.kubectl_line("kubectl.1.27", &alice, "exec -it web-0 -c app -- sh"),
+        100,
+        30,
+    );
+    tmux.wait_for_text("kubectl exited with");
+    let screen = tmux.screen();
+    assert!(screen.contains("use kubectl 1.30 or later"), "{screen}");
+}
