@@ -66,13 +66,13 @@ pub struct Minted {
     pub expires: u64,
 }
 
-/// Mints a credential for `credential`'s login, valid `minutes` from
-/// `now` and never past its certificate's end.
+/// Mints a credential for `credential`'s login, valid `secs` from `now`
+/// and never past its certificate's end.
 pub fn mint(
     key: &SigningKey,
     credential: &Credential,
     now: u64,
-    minutes: u64,
+    secs: u64,
 ) -> Result<Minted, String> {
     let (person, public, cert) = match credential {
         Credential::Key { person, key, .. } => (person, key, None),
@@ -97,7 +97,7 @@ pub fn mint(
             }),
         ),
     };
-    let mut exp = now.saturating_add(minutes.saturating_mul(60));
+    let mut exp = now.saturating_add(secs);
     if let Some(end) = credential.expires() {
         exp = exp.min(end);
     }
@@ -241,7 +241,7 @@ pub fn answer_credential(
         key,
         credential,
         crate::audit::unix_now(),
-        shared.config.kube_proxy.credential_minutes,
+        shared.config.kube_proxy.credential_secs,
     )?;
     let person = match credential {
         Credential::Key { person, .. } | Credential::Certificate { person, .. } => person,
@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn a_minted_credential_verifies_as_its_login_until_it_expires() {
         let key = SigningKey::random();
-        let minted = mint(&key, &login(), 1000, 60).unwrap();
+        let minted = mint(&key, &login(), 1000, 3600).unwrap();
         assert_eq!(minted.expires, 1000 + 3600);
         let Credential::Key { person, key: k, .. } = verify(&key, &minted.token, 1001).unwrap()
         else {
@@ -324,13 +324,13 @@ mod tests {
 
     #[test]
     fn another_key_or_a_changed_token_is_forged() {
-        let minted = mint(&SigningKey::random(), &login(), 1000, 60).unwrap();
+        let minted = mint(&SigningKey::random(), &login(), 1000, 3600).unwrap();
         assert!(matches!(
             verify(&SigningKey::random(), &minted.token, 1001),
             Err(CredentialError::Forged)
         ));
         let key = SigningKey::random();
-        let minted = mint(&key, &login(), 1000, 60).unwrap();
+        let minted = mint(&key, &login(), 1000, 3600).unwrap();
         let mut parts: Vec<String> = minted.token.split('.').map(str::to_string).collect();
         parts[1] = parts[1].replace('A', "B");
         assert!(matches!(
@@ -359,7 +359,7 @@ mod tests {
             source_address: Some("10.0.0.0/8".into()),
             identity: None,
         };
-        let minted = mint(&key, &credential, 1000, 60).unwrap();
+        let minted = mint(&key, &credential, 1000, 3600).unwrap();
         assert_eq!(minted.expires, 1600);
         let Credential::Certificate {
             serial,
@@ -374,7 +374,7 @@ mod tests {
         assert_eq!((serial, key_id.as_str()), (7, "alice-laptop"));
         assert_eq!(back, ca);
         assert_eq!(source_address.as_deref(), Some("10.0.0.0/8"));
-        assert!(mint(&key, &credential, 1600, 60).is_err());
+        assert!(mint(&key, &credential, 1600, 3600).is_err());
     }
 
     #[test]

@@ -24,6 +24,11 @@ struct Door {
 
 impl Door {
     fn start(sim: &Sim, extra: &str) -> Door {
+        Self::start_with(sim, extra, "")
+    }
+
+    /// `start` with more lines in `[kube_proxy]`.
+    fn start_with(sim: &Sim, extra: &str, kube_extra: &str) -> Door {
         let dir = tempfile::tempdir().expect("temp dir");
         let pair =
             rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("certificate");
@@ -38,7 +43,7 @@ impl Door {
         let config = format!(
             "{extra}\n[audit]\nfile = \"{audit}\"\nrecordings_dir = \"{recordings}\"\n\
              [kube_proxy]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{server}\"\n\
-             certificate = \"{certificate}\"\nkey = \"{key}\"\n",
+             certificate = \"{certificate}\"\nkey = \"{key}\"\n{kube_extra}\n",
             audit = audit.display(),
             recordings = recordings.display(),
             certificate = certificate.display(),
@@ -303,6 +308,34 @@ fn the_door_refuses_impersonation_forged_credentials_and_passes_rbac_refusals_th
     assert!(!out.status.success());
     let said = text(&out.stderr);
     assert!(said.contains("not one this bastion issued"), "{said}");
+
+    // can-i asks the API server as bob.
+    let out = door.kubectl(
+        "kubectl",
+        &bob,
+        &["auth", "can-i", "get", "pods", "-n", "kube-system"],
+        b"",
+    );
+    assert_eq!(text(&out.stdout).trim(), "no", "{}", text(&out.stderr));
+    let out = door.kubectl(
+        "kubectl",
+        &bob,
+        &["auth", "can-i", "get", "pods", "-n", "default"],
+        b"",
+    );
+    assert_eq!(text(&out.stdout).trim(), "yes", "{}", text(&out.stderr));
+
+    // An API server that cannot be reached: 503, one line.
+    let mut sim = sim;
+    let _ = sim.process.0.kill();
+    let _ = sim.process.0.wait();
+    let out = door.kubectl("kubectl", &bob, &["get", "pods"], b"");
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("the Kubernetes API cannot be reached"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -513,4 +546,200 @@ fn an_spdy_exec_that_would_be_recorded_is_refused_with_the_way_out() {
     tmux.wait_for_text("kubectl exited with");
     let screen = tmux.screen();
     assert!(screen.contains("use kubectl 1.30 or later"), "{screen}");
+}
+
+#[test]
+fn the_official_python_client_lists_execs_and_watches_through_the_door() {
+    let sim = Sim::start();
+    let door = Door::start(&sim, "");
+    let alice = door.kubeconfig("alice");
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run .ci/run (it installs the official Python client)",
+        python.display()
+    );
+    let mut command = Command::new(python);
+    command
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                door.bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("HOME", door.dir.path())
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/door_client.py"))
+        .arg(&alice);
+    let out = run_with_input(command, b"");
+    let stdout = ok(&out, "door_client.py");
+    let result: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON");
+    assert!(
+        result["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "web-0"),
+        "{result}"
+    );
+    assert_eq!(result["stdout"], "from python\nrole=app\n", "{result}");
+    assert_eq!(result["code"], 4, "{result}");
+    assert!(
+        result["watched"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e[0] == "ADDED" && e[1] == "web-0"),
+        "{result}"
+    );
+    let events = door.audit_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "api" && e["verb"] == "watch" && e["stage"] == "opened"),
+        "the watch was not audited when it opened: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "api" && e["verb"] == "watch" && e["stage"] == "closed"),
+        "the watch was not audited when it closed: {events:?}"
+    );
+}
+
+#[test]
+fn kubectl_runs_ssh_again_for_a_new_credential_when_one_expires() {
+    let sim = Sim::start();
+    // Credentials that last two seconds, and a long-running kubectl (a
+    // proxy) whose requests go on across their end, with nothing typed.
+    let door = Door::start_with(&sim, "", "credential_secs = 2\n");
+    let alice = door.kubeconfig("alice");
+    let port = free_port();
+    let proxy_log = door.dir.path().join("proxy.log");
+    let _proxy = Process(
+        Command::new("kubectl")
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    door.bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("HOME", door.dir.path())
+            .arg("--kubeconfig")
+            .arg(&alice)
+            .args(["proxy", "--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&proxy_log).unwrap())
+            .spawn()
+            .expect("kubectl proxy"),
+    );
+    let get = || -> String {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return String::new();
+        };
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(20)));
+        let _ = stream.write_all(
+            b"GET /api/v1/namespaces/default/pods/web-0 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+        );
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    };
+    let status = |answer: &str| answer.split_whitespace().nth(1).map(str::to_string);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let answer = get();
+        if status(&answer).as_deref() == Some("200") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubectl proxy did not answer 200 within 20 s: {answer}\n{}",
+            std::fs::read_to_string(&proxy_log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let minted = |door: &Door| {
+        door.audit_events()
+            .iter()
+            .filter(|e| e["event"] == "kube_credential")
+            .count()
+    };
+    let first = minted(&door);
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let answer = get();
+        assert_eq!(status(&answer).as_deref(), Some("200"), "{answer}");
+        assert!(answer.contains("\"name\":\"web-0\""), "{answer}");
+    }
+    assert!(
+        minted(&door) > first,
+        "kubectl did not ask ssh for a new credential ({first} minted)"
+    );
+}
+
+#[test]
+fn cp_both_ways_is_byte_exact_and_logs_follow_until_ctrl_c() {
+    let sim = Sim::start();
+    let door = Door::start(&sim, "");
+    let alice = door.kubeconfig("alice");
+    let local = door.dir.path().join("payload.bin");
+    let data: Vec<u8> = (0..(3 << 20))
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&local, &data).unwrap();
+    let remote = format!("web-0:/tmp/door-payload-{}.bin", std::process::id());
+    ok(
+        &door.kubectl(
+            "kubectl",
+            &alice,
+            &["cp", "-c", "app", local.to_str().unwrap(), &remote],
+            b"",
+        ),
+        "cp in",
+    );
+    let back = door.dir.path().join("back.bin");
+    ok(
+        &door.kubectl(
+            "kubectl",
+            &alice,
+            &["cp", "-c", "app", &remote, back.to_str().unwrap()],
+            b"",
+        ),
+        "cp out",
+    );
+    assert_eq!(sha256(&back), sha256_bytes(&data));
+
+    // logs -f streams until Ctrl-C; the request is audited when it ends.
+    let tmux = Tmux::start(
+        &door.kubectl_line("kubectl", &alice, "logs -f logger"),
+        100,
+        30,
+    );
+    tmux.wait_for_text("line 3");
+    let seen = tmux.screen();
+    tmux.wait_for_screen(
+        "more lines to follow",
+        std::time::Duration::from_secs(10),
+        |screen| screen != seen,
+    );
+    tmux.send(&["C-c"]);
+    tmux.wait_for_text("kubectl exited with");
+    wait_for(
+        "the log request's audit",
+        std::time::Duration::from_secs(10),
+        || {
+            door.audit_events().iter().any(|e| {
+                e["event"] == "api"
+                    && e["subresource"] == "log"
+                    && e["stage"] == "done"
+                    && e["bytes_out"].as_u64().is_some_and(|b| b > 0)
+            })
+        },
+    );
 }

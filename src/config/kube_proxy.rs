@@ -23,9 +23,9 @@ pub struct KubeProxyConfig {
     /// kubeconfig's `certificate-authority-data` (default: the certificate
     /// file itself, right for a self-signed certificate).
     pub certificate_authority: Option<PathBuf>,
-    /// Minutes a credential from `kube-credential` is valid; never past
+    /// Seconds a credential from `kube-credential` is valid; never past
     /// the end of the SSH certificate that minted it.
-    pub credential_minutes: u64,
+    pub credential_secs: u64,
     /// The host the kubeconfig's `ssh` plugin connects to (default: the
     /// host of `public_url`).
     pub ssh_host: Option<String>,
@@ -42,7 +42,7 @@ impl Default for KubeProxyConfig {
             certificate: None,
             key: None,
             certificate_authority: None,
-            credential_minutes: 60,
+            credential_secs: 3600,
             ssh_host: None,
             ssh_port: None,
         }
@@ -68,10 +68,10 @@ impl KubeProxyConfig {
         self.certificate = self.certificate.as_deref().map(resolve);
         self.key = self.key.as_deref().map(resolve);
         self.certificate_authority = self.certificate_authority.as_deref().map(resolve);
-        if self.credential_minutes == 0 || self.credential_minutes > 24 * 60 {
+        if self.credential_secs == 0 || self.credential_secs > 24 * 3600 {
             return Err(format!(
-                "kube_proxy.credential_minutes: {} is out of range; give 1 to 1440 (a day)",
-                self.credential_minutes
+                "kube_proxy.credential_secs: {} is out of range; give 1 to 86400 (a day)",
+                self.credential_secs
             ));
         }
         if let Some(url) = &self.public_url {
@@ -140,8 +140,8 @@ mod tests {
         assert!(error.contains("public_url"), "{error}");
         let error = section("public_url = \"http://b:6443\"").unwrap_err();
         assert!(error.contains("https://"), "{error}");
-        let error = section("credential_minutes = 0").unwrap_err();
-        assert!(error.contains("credential_minutes"), "{error}");
+        let error = section("credential_secs = 0").unwrap_err();
+        assert!(error.contains("credential_secs"), "{error}");
         let ok = section(
             "listen = \"127.0.0.1:6443\"\npublic_url = \"https://bastion.example.com:6443\"\ncertificate = \"c.pem\"\nkey = \"k.pem\"",
         )

@@ -320,7 +320,7 @@ async fn relay_frames(
                     let _ = upstream.close(None).await;
                     return exit.map_or(Outcome::ClientGone, Outcome::Exited);
                 };
-                if let Message::Binary(data) = &message {
+                if let Some(data) = payload(&message) {
                     traffic.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
                     if let (Some(recorder), Some((&channel, rest))) = (recorder, data.split_first()) {
                         match channel {
@@ -347,7 +347,7 @@ async fn relay_frames(
                     let _ = client.close(None).await;
                     return exit.map_or(Outcome::Closed, Outcome::Exited);
                 };
-                if let Message::Binary(data) = &message {
+                if let Some(data) = payload(&message) {
                     traffic.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
                     match data.split_first() {
                         Some((1 | 2, rest)) => {
@@ -371,6 +371,16 @@ async fn relay_frames(
                 }
             }
         }
+    }
+}
+
+/// A data message's bytes: binary, or text (the official Python client
+/// sends stdin as text frames; the first byte is the channel either way).
+fn payload(message: &Message) -> Option<&[u8]> {
+    match message {
+        Message::Binary(data) => Some(data),
+        Message::Text(data) => Some(data.as_bytes()),
+        _ => None,
     }
 }
 
