@@ -299,6 +299,8 @@ fn start_demo(home: &std::path::Path, state: &std::path::Path) -> Process {
                 "127.0.0.1:0",
                 "--web-listen",
                 "127.0.0.1:0",
+                "--kube-listen",
+                "127.0.0.1:0",
             ])
             .arg("--state-dir")
             .arg(state)
@@ -336,10 +338,18 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
                     let _ = printed_tx.send((label, value.trim().to_string()));
                 }
             }
+            // The kubectl door's two commands.
+            if line.contains(" kubeconfig > ") {
+                let _ = printed_tx.send(("kubeconfig", line.trim().to_string()));
+            }
+            if line.trim().starts_with("kubectl --kubeconfig") && line.contains("alice.kubeconfig")
+            {
+                let _ = printed_tx.send(("kubectl", line.trim().to_string()));
+            }
         }
     });
     let mut printed = std::collections::HashMap::new();
-    while printed.len() < 5 {
+    while printed.len() < 7 {
         let (label, value) = printed_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the demo prints its commands and where its audit trail goes");
@@ -429,6 +439,68 @@ fn the_demo_prints_commands_that_work_and_stops_on_ctrl_c() {
     assert_eq!(curl(&link, false), "200 ", "{link}");
     assert_eq!(curl(&link, true), format!("303 {origin}/"), "{link}");
     assert_eq!(curl(&link, false), "410 ", "{link}");
+    // kubectl as alice through the door, as printed: the kubeconfig from
+    // ssh, then kubectl, whose ssh finds the demo's key in an agent (as
+    // the demo says) and the host key where the person's ssh keeps it.
+    let (get_config, into) = printed["kubeconfig"]
+        .split_once(" > ")
+        .expect("the kubeconfig line writes a file");
+    let out = run(get_config.trim_end_matches(" kubeconfig"), "kubeconfig");
+    assert!(out.status.success(), "{get_config}: {}", text(&out.stderr));
+    std::fs::write(into.trim(), &out.stdout).unwrap();
+    let agent = home.path().join("agent.sock");
+    let _agent = Process(
+        Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&agent)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the agent's socket", Duration::from_secs(10), || {
+        agent.exists()
+    });
+    let identity = shell
+        .split_whitespace()
+        .skip_while(|w| *w != "-i")
+        .nth(1)
+        .expect("the demo's key")
+        .to_string();
+    let add = Command::new("ssh-add")
+        .arg(&identity)
+        .env("SSH_AUTH_SOCK", &agent)
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "ssh-add: {}", text(&add.stderr));
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(
+        bin.join("ssh"),
+        format!(
+            "#!/bin/sh\nexec /usr/bin/ssh -F /dev/null -o BatchMode=yes -o UserKnownHostsFile={} \"$@\"\n",
+            home.path().join("known_hosts").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("ssh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut words = printed["kubectl"].split_whitespace();
+    let mut kubectl = Command::new(words.next().unwrap());
+    kubectl.args(words).env("SSH_AUTH_SOCK", &agent).env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    let out = run_with_input(kubectl, b"");
+    assert!(
+        out.status.success() && text(&out.stdout).contains("web-0"),
+        "{}: {}",
+        printed["kubectl"],
+        text(&out.stderr)
+    );
     let simulator = state.join("cluster").display().to_string();
     assert!(process_running(&simulator), "the demo's simulator runs");
     nix::sys::signal::kill(
