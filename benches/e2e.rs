@@ -616,6 +616,11 @@ fn main() {
         drop(clients);
     }
 
+    // The kubectl door beside direct access to the same API server.
+    for (metric, path, value, unit) in kubectl_door(&sim, bytes.min(256 << 20), setups.max(50)) {
+        record(&metric, path, value, unit);
+    }
+
     side_by_side(&rows);
 
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
@@ -627,6 +632,144 @@ fn main() {
     )
     .unwrap();
     println!("\nwritten: target/bench/e2e.json");
+}
+
+/// The kubectl door against direct access: an API GET's latency (one
+/// curl making `requests` requests on one connection, p50 of all but the
+/// first) and exec throughput with kubectl 1.33 (WebSocket), each way.
+/// The credential is minted once with `ssh ... kube-credential`: the
+/// plugin's ssh is not counted.
+fn kubectl_door(
+    sim: &Sim,
+    bytes: u64,
+    requests: usize,
+) -> Vec<(String, &'static str, f64, &'static str)> {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let certificate = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&certificate, pair.cert.pem()).unwrap();
+    std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+    let port = free_port();
+    let server = format!("https://127.0.0.1:{port}");
+    let door = Bastion::start(
+        sim,
+        &format!(
+            "[timeouts]\nidle_secs = 0\n[kube_proxy]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{server}\"\ncertificate = \"{}\"\nkey = \"{}\"\n",
+            certificate.display(),
+            key.display()
+        ),
+    );
+    let minted = door.ssh("alice", &["kube-credential"], b"");
+    assert!(
+        minted.status.success(),
+        "kube-credential: {}",
+        text(&minted.stderr)
+    );
+    let minted: serde_json::Value = serde_json::from_slice(&minted.stdout).unwrap();
+    let token = minted["status"]["token"].as_str().unwrap().to_string();
+    let direct_server = format!("https://{}", sim.address);
+    let kubeconfig = |name: &str, server: &str, token: &str| {
+        let path = dir.path().join(name);
+        let config = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": true}}],
+            "users": [{"name": "u", "user": {"token": token}}],
+            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "c",
+        });
+        std::fs::write(&path, config.to_string()).unwrap();
+        path
+    };
+    let through = kubeconfig("door", &server, &token);
+    let direct = kubeconfig("direct", &direct_server, "alice-token");
+    let mut out = Vec::new();
+    for (path, base, token, config) in [
+        ("kbastion", server.as_str(), token.as_str(), &through),
+        (
+            "direct-exec",
+            direct_server.as_str(),
+            "alice-token",
+            &direct,
+        ),
+    ] {
+        let url = format!("{base}/api/v1/namespaces/default/pods/web-0");
+        let mut curl = Command::new("curl");
+        curl.args([
+            "-sk",
+            "--http1.1",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{time_total}\\n",
+        ])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"));
+        for _ in 0..requests {
+            curl.arg(&url);
+        }
+        let answer = curl.output().unwrap();
+        let mut times: Vec<f64> = text(&answer.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.trim().parse::<f64>().ok())
+            .map(|s| s * 1000.0)
+            .collect();
+        assert!(
+            times.len() + 1 >= requests,
+            "{path}: curl made {} requests",
+            times.len()
+        );
+        out.push((
+            "kubectl door: API GET p50 (ms)".to_string(),
+            path,
+            percentile(&mut times, 0.5),
+            "ms",
+        ));
+        let kubectl = |args: &[&str]| {
+            let mut command = Command::new("kubectl");
+            command
+                .arg("--kubeconfig")
+                .arg(config)
+                .args(["exec", "-i", "web-0", "-c", "app", "--"])
+                .args(args);
+            command
+        };
+        let start = Instant::now();
+        let status = kubectl(&["head", "-c", &bytes.to_string(), "/dev/zero"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{path}: exec download");
+        out.push((
+            "kubectl door: exec download MB/s".to_string(),
+            path,
+            bytes as f64 / 1e6 / start.elapsed().as_secs_f64(),
+            "MB/s",
+        ));
+        let mut source = Command::new("head")
+            .args(["-c", &bytes.to_string(), "/dev/zero"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = source.stdout.take().unwrap();
+        let start = Instant::now();
+        let status = kubectl(&["sh", "-c", "cat > /dev/null"])
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        let _ = source.wait();
+        assert!(status.success(), "{path}: exec upload");
+        out.push((
+            "kubectl door: exec upload MB/s".to_string(),
+            path,
+            bytes as f64 / 1e6 / start.elapsed().as_secs_f64(),
+            "MB/s",
+        ));
+    }
+    out
 }
 
 /// The figures again, one line per metric with every path side by side

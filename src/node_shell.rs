@@ -32,6 +32,8 @@ pub const NODE_ANNOTATION: &str = "kbastion.io/node";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kbastion");
 const COMPONENT: (&str, &str) = ("app.kubernetes.io/component", "node-shell");
 const CONTAINER: &str = "shell";
+/// The node-shell container's command: it only waits for execs.
+const SLEEP: [&str; 2] = ["sleep", "2147483647"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -156,6 +158,69 @@ pub fn serves_node(pod: &Pod, node: &str) -> bool {
         && pinned == Some(node)
         && annotation == Some(node)
         && (node.len() > 63 || label(NODE_LABEL) == Some(node))
+}
+
+/// What differs between `pod` and the node-shell pod kbastion makes with
+/// `config`, in the fields a node-shell pod's power lies in: its one
+/// container's name, image, command and privilege, no init or ephemeral
+/// containers, no volumes, no service-account token, and the host's PID,
+/// network and IPC namespaces. Fields the API server or the usual
+/// webhooks default (pull policy, resources, tolerations, termination
+/// message paths) are not compared. None when it is kbastion's shape.
+pub fn shape_differs(pod: &Pod, config: &NodeShellConfig) -> Option<String> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Some("it has no spec".into());
+    };
+    let [container] = spec.containers.as_slice() else {
+        return Some(format!("it has {} containers", spec.containers.len()));
+    };
+    if container.name != CONTAINER {
+        return Some(format!("its container is {:?}", container.name));
+    }
+    if container.image.as_deref() != Some(config.image.as_str()) {
+        return Some(format!(
+            "its image is {:?}, not {:?}",
+            container.image.as_deref().unwrap_or_default(),
+            config.image
+        ));
+    }
+    if container.command.as_deref() != Some(&SLEEP.map(String::from)[..])
+        || container.args.is_some()
+    {
+        return Some("its command is not kbastion's".into());
+    }
+    let privileged = container
+        .security_context
+        .as_ref()
+        .and_then(|c| c.privileged)
+        .unwrap_or(false);
+    if !privileged {
+        return Some("its container is not privileged".into());
+    }
+    if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty())
+        || spec
+            .ephemeral_containers
+            .as_ref()
+            .is_some_and(|c| !c.is_empty())
+    {
+        return Some("it has init or ephemeral containers".into());
+    }
+    if spec.volumes.as_ref().is_some_and(|v| !v.is_empty())
+        || container
+            .volume_mounts
+            .as_ref()
+            .is_some_and(|v| !v.is_empty())
+    {
+        return Some("it mounts volumes".into());
+    }
+    if spec.automount_service_account_token != Some(false) {
+        return Some("it may mount a service-account token".into());
+    }
+    if spec.host_pid != Some(true) || spec.host_network != Some(true) || spec.host_ipc != Some(true)
+    {
+        return Some("it does not share the node's namespaces as kbastion's does".into());
+    }
+    None
 }
 
 /// The refusal for a pod with `node`'s pod name that is not its pod.
@@ -393,7 +458,7 @@ impl NodeShells {
                 "containers": [{
                     "name": CONTAINER,
                     "image": self.config.image,
-                    "command": ["sleep", "2147483647"],
+                    "command": SLEEP,
                     "securityContext": {"privileged": true},
                     "resources": {
                         "requests": {"cpu": "10m", "memory": "16Mi"},
@@ -463,6 +528,9 @@ impl NodeShells {
                 Some(pod) if !serves_node(&pod, node) => {
                     return Err(not_the_nodes_pod(&pod, node));
                 }
+                Some(pod) if shape_differs(&pod, &self.config).is_some() => {
+                    return Err(self.look_alike(&pod, node));
+                }
                 Some(pod)
                     if pod.metadata.deletion_timestamp.is_none()
                         && hold_is_fresh(
@@ -517,6 +585,23 @@ impl NodeShells {
         )))
     }
 
+    /// The refusal for a pod that carries `node`'s node-shell name, labels
+    /// and pinning but not kbastion's shape; logged for the operators.
+    fn look_alike(&self, pod: &Pod, node: &str) -> TargetError {
+        let why = shape_differs(pod, &self.config).unwrap_or_default();
+        let name = format!(
+            "{}/{}",
+            self.namespace,
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+        tracing::warn!(pod = %name, %node, %why, "a look-alike node-shell pod was refused");
+        TargetError::LookAlikeNodePod {
+            node: node.into(),
+            pod: name,
+            why,
+        }
+    }
+
     /// Waits (with a watch) until the pod runs, or fails with its reason.
     async fn wait_running(&self, node: &str) -> Result<(), TargetError> {
         let name = pod_name(node);
@@ -540,6 +625,9 @@ impl NodeShells {
                 reason: "the node-shell pod was deleted while starting".into(),
             }),
             Ok(Ok(Some(pod))) if !serves_node(&pod, node) => Err(not_the_nodes_pod(&pod, node)),
+            Ok(Ok(Some(pod))) if shape_differs(&pod, &self.config).is_some() => {
+                Err(self.look_alike(&pod, node))
+            }
             Ok(Ok(Some(pod))) => match pod_failure(&pod) {
                 Some(reason) => Err(TargetError::NodeShellStart {
                     node: node.into(),
@@ -575,7 +663,10 @@ impl NodeShells {
         };
         self.hold(node, &acting).await?;
         if let Err(error) = self.wait_running(node).await {
-            if matches!(error, TargetError::ForeignNodePod { .. }) {
+            if matches!(
+                error,
+                TargetError::ForeignNodePod { .. } | TargetError::LookAlikeNodePod { .. }
+            ) {
                 // Not ours to delete.
                 return Err(error);
             }
@@ -827,6 +918,54 @@ mod tests {
         // Expired holders are dropped when anyone writes.
         let holders = with_hold(holders, "c", Some(300), 200);
         assert_eq!(holders.keys().collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[test]
+    fn only_kbastions_own_shape_is_a_node_shell_pod() {
+        let config = NodeShellConfig::default();
+        let ours = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut pod = serde_json::json!({
+                "metadata": {"name": "kbastion-node-node-1"},
+                "spec": {
+                    "nodeName": "node-1", "hostPID": true, "hostNetwork": true, "hostIPC": true,
+                    "automountServiceAccountToken": false,
+                    // What API-server defaulting adds must not matter.
+                    "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler",
+                    "containers": [{
+                        "name": "shell", "image": config.image, "command": SLEEP,
+                        "imagePullPolicy": "IfNotPresent",
+                        "terminationMessagePath": "/dev/termination-log",
+                        "securityContext": {"privileged": true},
+                    }],
+                },
+            });
+            edit(&mut pod);
+            serde_json::from_value::<Pod>(pod).unwrap()
+        };
+        assert_eq!(shape_differs(&ours(&|_| {}), &config), None);
+        let attacker = ours(&|p| {
+            p["spec"]["containers"][0]["image"] = "registry.example/attacker-shell:1.0".into();
+            p["spec"]["containers"][0]["securityContext"]["privileged"] = false.into();
+        });
+        assert!(
+            shape_differs(&attacker, &config)
+                .unwrap()
+                .contains("attacker-shell")
+        );
+        let mounted = ours(&|p| {
+            p["spec"]["volumes"] = serde_json::json!([{"name": "root", "hostPath": {"path": "/"}}]);
+        });
+        assert!(
+            shape_differs(&mounted, &config)
+                .unwrap()
+                .contains("volumes")
+        );
+        let token = ours(&|p| p["spec"]["automountServiceAccountToken"] = true.into());
+        assert!(shape_differs(&token, &config).is_some());
+        let other_command = ours(&|p| {
+            p["spec"]["containers"][0]["command"] = serde_json::json!(["sh", "-c", "evil"]);
+        });
+        assert!(shape_differs(&other_command, &config).is_some());
     }
 
     #[test]

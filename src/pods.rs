@@ -108,6 +108,14 @@ pub enum TargetError {
         pod: String,
         pinned_to: String,
     },
+    #[error(
+        "pod {pod} looks like node {node}'s node-shell pod but is not what kbastion makes ({why}); refusing it, an administrator should delete it"
+    )]
+    LookAlikeNodePod {
+        node: String,
+        pod: String,
+        why: String,
+    },
 }
 
 impl TargetError {

@@ -386,3 +386,43 @@ fn a_node_shell_namespace_the_bastion_cannot_use_is_named_in_the_error() {
         "kbastion: the Kubernetes API refused the request: cannot create node-shell pod missing-ns/kbastion-node-node-1: pods is forbidden: User \"system:serviceaccount:kbastion:kbastion\" cannot create resource \"pods\" in API group \"\" in the namespace \"missing-ns\"\n"
     );
 }
+
+/// A pod named, labelled, annotated and pinned like node-1's node shell,
+/// but with another image and no privilege, made by someone else: it is
+/// refused in one line, never held or exec'd into.
+#[test]
+fn a_look_alike_node_shell_pod_is_refused_not_adopted() {
+    let sim = Sim::start();
+    let manifest = sim.dir.path().join("look-alike.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kbastion-node-node-1\n  namespace: kbastion-node-shells\n\
+         \x20 labels:\n    app.kubernetes.io/managed-by: kbastion\n    app.kubernetes.io/component: node-shell\n    kbastion.io/node: node-1\n\
+         \x20 annotations:\n    kbastion.io/node: node-1\n\
+         spec:\n  nodeName: node-1\n  hostPID: true\n  hostNetwork: true\n  hostIPC: true\n  automountServiceAccountToken: false\n\
+         \x20 containers:\n  - name: shell\n    image: registry.example/attacker-shell:1.0\n    command: [\"sleep\", \"2147483647\"]\n",
+    )
+    .unwrap();
+    sim.kubectl(
+        "kubectl",
+        "admin",
+        &["apply", "-f", manifest.to_str().unwrap()],
+    );
+    let bastion = Bastion::start(&sim, "");
+    let out = bastion.ssh("alice@node-1", &["echo on the node"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "kbastion: pod kbastion-node-shells/kbastion-node-node-1 looks like node node-1's node-shell pod but is not what kbastion makes (its image is \"registry.example/attacker-shell:1.0\", not \"busybox:1.36\"); refusing it, an administrator should delete it\n"
+    );
+    assert!(text(&out.stdout).is_empty());
+    let pod = pod_json_in(&sim, "kbastion-node-shells", "kbastion-node-node-1");
+    assert!(
+        pod["metadata"]["annotations"]["kbastion.io/holders"].is_null(),
+        "the look-alike was held: {pod}"
+    );
+    bastion.wait_for_log_line(
+        &["a look-alike node-shell pod was refused"],
+        Duration::from_secs(5),
+    );
+}
