@@ -695,18 +695,11 @@ fn kubectl_door(
     ] {
         let url = format!("{base}/api/v1/namespaces/default/pods/web-0");
         let mut curl = Command::new("curl");
-        curl.args([
-            "-sk",
-            "--http1.1",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{time_total}\\n",
-        ])
-        .arg("-H")
-        .arg(format!("Authorization: Bearer {token}"));
+        curl.args(["-sk", "--http1.1", "-w", "%{time_total}\\n"])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"));
         for _ in 0..requests {
-            curl.arg(&url);
+            curl.args(["-o", "/dev/null"]).arg(&url);
         }
         let answer = curl.output().unwrap();
         let mut times: Vec<f64> = text(&answer.stdout)
@@ -717,8 +710,10 @@ fn kubectl_door(
             .collect();
         assert!(
             times.len() + 1 >= requests,
-            "{path}: curl made {} requests",
-            times.len()
+            "{path}: curl made {} requests: {}{}",
+            times.len(),
+            text(&answer.stdout),
+            text(&answer.stderr)
         );
         out.push((
             "kubectl door: API GET p50 (ms)".to_string(),
