@@ -28,8 +28,6 @@ pub struct Cluster {
     config: Config,
     own: Client,
     impersonating: Mutex<HashMap<Identity, Client>>,
-    /// The bastion's own client, naming the person it acts for.
-    acting_for: Mutex<HashMap<String, Client>>,
 }
 
 /// The User-Agent of the bastion's requests, as the API server's audit
@@ -79,7 +77,6 @@ impl Cluster {
             config,
             own,
             impersonating: Mutex::default(),
-            acting_for: Mutex::default(),
         }))
     }
 
@@ -101,20 +98,6 @@ impl Cluster {
             (!identity.groups.is_empty()).then(|| identity.groups.clone());
         let client = Client::try_from(config)?;
         clients.insert(identity.clone(), client.clone());
-        Ok(client)
-    }
-
-    /// The bastion's own client for what it does on a person's behalf with
-    /// its own rights (node-shell pods and their execs): the User-Agent
-    /// names the person, so the API server's audit log does too.
-    pub fn acting_for(&self, person: &str) -> Result<Client, ClusterError> {
-        let mut clients = self.acting_for.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(person) {
-            return Ok(client.clone());
-        }
-        let agent = format!("{USER_AGENT} (for {person})");
-        let client = Client::try_from(with_user_agent(&self.config, &agent)?)?;
-        clients.insert(person.to_string(), client.clone());
         Ok(client)
     }
 }

@@ -54,6 +54,12 @@ pub struct NodeShellConfig {
     pub hold_secs: u64,
     /// priorityClassName for node-shell pods (none when empty).
     pub priority_class: String,
+    /// Kubernetes groups whose people may run node shells: `kbastion rbac`
+    /// binds the node-shell Role (create, get and update on pods and
+    /// create on pods/exec in the node-shell namespace) to them, since
+    /// node-shell pods are created and exec'd into as the person. Each
+    /// person still needs create on nodes/proxy for the node.
+    pub groups: Vec<String>,
 }
 
 impl Default for NodeShellConfig {
@@ -70,6 +76,7 @@ impl Default for NodeShellConfig {
             start_timeout_secs: 60,
             hold_secs: 45,
             priority_class: String::new(),
+            groups: Vec::new(),
         }
     }
 }
@@ -320,6 +327,10 @@ struct NodeState {
     sessions: usize,
     /// Bumped on every acquire, so a linger timer can tell it is stale.
     generation: u64,
+    /// The pods as the person whose session last acquired the node: the
+    /// hold is renewed and given up with their rights, never the
+    /// bastion's own (which may only read and delete node-shell pods).
+    holder: Option<Api<Pod>>,
 }
 
 pub struct NodeShells {
@@ -405,7 +416,28 @@ impl NodeShells {
                     identity.user
                 )),
                 other => other,
-            })
+            })?;
+        // The pod is created, held and exec'd into as the person: their
+        // own rights in the node-shell namespace decide, not the bastion's.
+        for (verb, subresource) in [("create", ""), ("update", ""), ("create", "exec")] {
+            let permission = Permission {
+                verb,
+                resource: "pods",
+                subresource,
+                namespace: Some(&self.namespace),
+                name: None,
+            };
+            crate::authz::require(&self.client, identity, &permission, self.api_wait)
+                .await
+                .map_err(|error| match error {
+                    TargetError::Forbidden(_) => TargetError::Forbidden(format!(
+                        "User \"{}\" may not run node shells: needs create and update on pods and create on pods/exec in namespace {} (the Role `kbastion rbac` prints for node_shell.groups)",
+                        identity.user, self.namespace
+                    )),
+                    other => other,
+                })?;
+        }
+        Ok(())
     }
 
     async fn check_node(&self, node: &str) -> Result<(), TargetError> {
@@ -639,8 +671,10 @@ impl NodeShells {
     }
 
     /// Opens a node shell target for `identity`: authorized, node Ready,
-    /// pod held and running. The pod's creation and the session's execs
-    /// go through `acting` (the bastion's rights, naming the person).
+    /// pod held and running. The pod's creation, the hold and the
+    /// session's execs go through `acting`, which impersonates the person:
+    /// when bob's session shares the pod alice's created, bob's own rights
+    /// write his hold and open his exec.
     pub async fn acquire(
         self: &Arc<Self>,
         identity: &Identity,
@@ -655,6 +689,7 @@ impl NodeShells {
             let state = nodes.entry(node.to_string()).or_default();
             state.sessions += 1;
             state.generation += 1;
+            state.holder = Some(acting.clone());
             self.metrics.node_shell_pods_held.set(nodes.len() as i64);
         }
         let hold = NodeHold {
@@ -713,24 +748,27 @@ impl NodeShells {
         };
         runtime.spawn(async move {
             tokio::time::sleep(Duration::from_secs(self.config.linger_secs)).await;
-            {
+            let holder = {
                 let mut nodes = self.state();
                 match nodes.get(&node) {
                     Some(state) if state.sessions == 0 && state.generation == generation => {
-                        nodes.remove(&node);
+                        let holder = nodes.remove(&node).and_then(|state| state.holder);
                         self.metrics.node_shell_pods_held.set(nodes.len() as i64);
+                        holder
                     }
                     _ => return,
                 }
-            }
-            if let Err(error) = self.let_go(&node).await {
+            };
+            if let Err(error) = self.let_go(&node, holder.as_ref()).await {
                 tracing::warn!(%node, %error, "could not release the node-shell pod; the sweeper will");
             }
         });
     }
 
-    /// Removes this replica's hold; deletes the pod when nobody holds it.
-    async fn let_go(&self, node: &str) -> Result<(), TargetError> {
+    /// Removes this replica's hold, written as the person who held it
+    /// (`holder`; without one the hold simply expires); deletes the pod
+    /// when nobody holds it, with the bastion's own right to delete.
+    async fn let_go(&self, node: &str, holder: Option<&Api<Pod>>) -> Result<(), TargetError> {
         let pods = self.pods();
         let name = pod_name(node);
         for _ in 0..10 {
@@ -748,11 +786,14 @@ impl NodeShells {
             };
             let holders = with_hold(holders(&pod), &self.replica.id, None, now());
             let result = if held(&holders, now()) {
+                let Some(holder) = holder else {
+                    return Ok(());
+                };
                 set_holders(&mut pod, &holders);
                 set_owner(&mut pod, self.replica.owner.as_ref(), false);
                 bounded(
                     self.api_wait,
-                    pods.replace(&name, &PostParams::default(), &pod),
+                    holder.replace(&name, &PostParams::default(), &pod),
                 )
                 .await?
                 .map(|_| ())
@@ -779,10 +820,14 @@ impl NodeShells {
     /// Lets go of every node this replica holds, at once (shutdown): the
     /// pods stay if another replica holds them, else they are deleted.
     pub async fn release_all(&self) {
-        let nodes: Vec<String> = self.state().drain().map(|(node, _)| node).collect();
+        let nodes: Vec<(String, Option<Api<Pod>>)> = self
+            .state()
+            .drain()
+            .map(|(node, state)| (node, state.holder))
+            .collect();
         self.metrics.node_shell_pods_held.set(0);
-        for node in nodes {
-            if let Err(error) = self.let_go(&node).await {
+        for (node, holder) in nodes {
+            if let Err(error) = self.let_go(&node, holder.as_ref()).await {
                 tracing::warn!(%node, %error, "could not release the node-shell pod at shutdown; the sweeper will");
             }
         }
@@ -796,9 +841,13 @@ impl NodeShells {
             let period = Duration::from_secs((shells.config.hold_secs / 3).max(1));
             loop {
                 tokio::time::sleep(period).await;
-                let held_nodes: Vec<String> = shells.state().keys().cloned().collect();
-                for node in held_nodes {
-                    if let Err(error) = shells.hold(&node, &shells.pods()).await {
+                let held_nodes: Vec<(String, Api<Pod>)> = shells
+                    .state()
+                    .iter()
+                    .filter_map(|(node, state)| Some((node.clone(), state.holder.clone()?)))
+                    .collect();
+                for (node, holder) in held_nodes {
+                    if let Err(error) = shells.hold(&node, &holder).await {
                         tracing::warn!(%node, %error, "could not renew the node-shell hold");
                     }
                 }

@@ -26,12 +26,11 @@ pub enum Reached {
 /// node-shell pod.
 pub async fn resolve(
     shared: &Shared,
-    person: &str,
     identity: &Identity,
     target: &Target,
     subresource: &str,
 ) -> Result<(Reached, Option<NodeHold>), TargetError> {
-    let resolved = resolve_uncounted(shared, person, identity, target, subresource).await;
+    let resolved = resolve_uncounted(shared, identity, target, subresource).await;
     if let Err(error) = &resolved
         && error.is_cluster_failure()
     {
@@ -42,7 +41,6 @@ pub async fn resolve(
 
 async fn resolve_uncounted(
     shared: &Shared,
-    person: &str,
     identity: &Identity,
     target: &Target,
     subresource: &str,
@@ -115,7 +113,7 @@ async fn resolve_uncounted(
         Target::Node { node } => {
             let acting = shared
                 .cluster
-                .acting_for(person)
+                .as_user(identity)
                 .map_err(|e| TargetError::Api(e.to_string()))?;
             let (resolved, hold) = shared.node_shells.acquire(identity, node, acting).await?;
             Ok((Reached::Exec(resolved), Some(hold)))

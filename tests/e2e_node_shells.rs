@@ -74,15 +74,14 @@ fn node_shell_runs_on_the_node_through_one_shared_pod_deleted_after_the_linger()
         pod["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "kbastion"
     );
-    // The bastion creates the pod and execs in it with its own rights;
-    // the API server's audit log names the person in the User-Agent.
+    // The bastion creates the pod and execs in it as the person: the API
+    // server checked alice's own rights.
     let events = sim.api_audit();
     let on_behalf = |verb: &str, uri: &str| {
         events.iter().any(|e| {
             e["verb"] == verb
                 && e["requestURI"].as_str().is_some_and(|u| u.starts_with(uri))
-                && e["userAgent"] == "kbastion/0.1.0 (for alice)"
-                && e["impersonatedUser"].is_null()
+                && e["impersonatedUser"]["username"] == "alice"
         })
     };
     let pods = "/api/v1/namespaces/kbastion-node-shells/pods";
@@ -369,11 +368,10 @@ fn node_pods_are_owned_by_every_holding_replica_pod() {
     );
 }
 
-/// A node-shell namespace the bastion may not use (here: one that does
-/// not exist, where its service account has no grant, which the API server
-/// checks first) is the operator's mistake, not the user's missing target
-/// or the user's RBAC: the one line keeps the API's own words, names the
-/// bastion's identity, and says what kbastion was doing.
+/// A node-shell namespace that does not exist is the operator's mistake,
+/// not the user's missing target or the user's RBAC: the one line keeps
+/// the API's own words, names the namespace, and says what kbastion was
+/// doing.
 #[test]
 fn a_node_shell_namespace_the_bastion_cannot_use_is_named_in_the_error() {
     let sim = Sim::start();
@@ -383,7 +381,7 @@ fn a_node_shell_namespace_the_bastion_cannot_use_is_named_in_the_error() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(
         stderr,
-        "kbastion: the Kubernetes API refused the request: cannot create node-shell pod missing-ns/kbastion-node-node-1: pods is forbidden: User \"system:serviceaccount:kbastion:kbastion\" cannot create resource \"pods\" in API group \"\" in the namespace \"missing-ns\"\n"
+        "kbastion: the Kubernetes API refused the request: cannot create node-shell pod missing-ns/kbastion-node-node-1: namespaces \"missing-ns\" not found\n"
     );
 }
 
@@ -425,4 +423,119 @@ fn a_look_alike_node_shell_pod_is_refused_not_adopted() {
         &["a look-alike node-shell pod was refused"],
         Duration::from_secs(5),
     );
+}
+
+/// Node-shell pods are created, held and exec'd into as the person: the
+/// bastion's own token can no longer create a pod in the node-shell
+/// namespace, a person with nodes/proxy but without the node-shell Role is
+/// refused in one line, and one with it shares the pod alice's session
+/// made, through their own exec.
+#[test]
+fn node_shells_run_with_the_persons_rights_not_the_bastions() {
+    let sim = Sim::start();
+    // A stolen bastion token: looks and deletes, never creates.
+    let out = sim.kubectl_unchecked(
+        "kubectl",
+        "system:serviceaccount:kbastion:kbastion",
+        &[
+            "run",
+            "stolen",
+            "--image=busybox:1.36",
+            "-n",
+            "kbastion-node-shells",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot create resource \"pods\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let bastion = Bastion::start(
+        &sim,
+        "[[users]]\nname = \"erin\"\nkubernetes_groups = [\"oncall\"]\nauthorized_keys = []\n\
+         [[users]]\nname = \"frank\"\nkubernetes_groups = [\"trainee\"]\nauthorized_keys = []\n",
+    );
+    // The harness authorizes its key for alice, bob and carol; erin and
+    // frank get the same key by a reload.
+    let config = bastion.dir.path().join("kbastion.toml");
+    let written = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        written.replace(
+            "authorized_keys = []",
+            &format!("authorized_keys = [\"{}\"]", bastion.keys.public),
+        ),
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bastion.process.0.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    bastion.wait_for_log_line(&["configuration reloaded"], Duration::from_secs(10));
+
+    let out = bastion.ssh("frank@node-1", &["true"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "kbastion: access denied by Kubernetes RBAC: User \"frank\" may not run node shells: needs create and update on pods and create on pods/exec in namespace kbastion-node-shells (the Role `kbastion rbac` prints for node_shell.groups)\n"
+    );
+    assert!(node_pods(&sim).is_empty());
+
+    let (mut alice, mut alice_out) = open_session(&bastion, "alice@node-1", "cat");
+    converse(&mut alice, &mut alice_out, "alice\n");
+    let out = bastion.ssh("erin@node-1", &["echo erin on $(hostname)"], b"");
+    assert_eq!(
+        text(&out.stdout),
+        "erin on node-1\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(node_pods(&sim), ["kbastion-node-node-1"]);
+    // As the API server saw it: the pod created as alice, erin's exec as
+    // erin; the bastion's own identity wrote nothing there.
+    let events = sim.api_audit();
+    let in_namespace = |e: &&serde_json::Value| {
+        e["requestURI"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("/api/v1/namespaces/kbastion-node-shells/pods"))
+    };
+    let as_whom = |verb: &str, tail: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(in_namespace)
+            .filter(|e| e["verb"] == verb)
+            .filter(|e| {
+                e["responseStatus"]["code"]
+                    .as_u64()
+                    .is_some_and(|c| c < 300)
+            })
+            .filter(|e| {
+                e["requestURI"]
+                    .as_str()
+                    .is_some_and(|u| u.split('?').next().unwrap_or_default().ends_with(tail))
+            })
+            .map(|e| {
+                e["impersonatedUser"]["username"]
+                    .as_str()
+                    .unwrap_or("the bastion itself")
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(as_whom("create", "/pods"), ["alice"]);
+    // An exec over WebSocket is a GET (create over SPDY).
+    let execs = [as_whom("get", "/exec"), as_whom("create", "/exec")].concat();
+    assert!(execs.contains(&"erin".to_string()), "{execs:?}");
+    assert!(
+        !execs.contains(&"the bastion itself".to_string()),
+        "{execs:?}"
+    );
+    assert!(
+        !as_whom("update", "kbastion-node-node-1").contains(&"the bastion itself".to_string()),
+        "the bastion wrote a hold with its own rights"
+    );
+    drop(alice.stdin.take());
+    assert!(wait_exit(&mut alice, "alice's session", Duration::from_secs(20)).success());
 }

@@ -174,14 +174,8 @@ async fn admit_checked(
             person: opening.person.to_string(),
             limit: shared.config.limits.max_sessions_per_user,
         })?;
-    let (reaches, hold) = crate::target::resolve(
-        shared,
-        opening.person,
-        opening.identity,
-        target,
-        subresource,
-    )
-    .await?;
+    let (reaches, hold) =
+        crate::target::resolve(shared, opening.identity, target, subresource).await?;
     Ok((
         reaches,
         super::Places {
