@@ -60,6 +60,10 @@ pub fn manifests(config: &Config) -> String {
         serde_json::to_string(&config.namespace).expect("a string serializes")
     ));
     out.push_str(&node_shell_role(config));
+    out.push_str(&crate::node_shell::admission_policy(
+        &config.node_shell,
+        &config.node_shell.namespace_for(&config.namespace),
+    ));
     out
 }
 

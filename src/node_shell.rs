@@ -230,6 +230,89 @@ pub fn shape_differs(pod: &Pod, config: &NodeShellConfig) -> Option<String> {
     None
 }
 
+/// The ValidatingAdmissionPolicy and its binding that admit, in the
+/// node-shell namespace `namespace`, only pods of kbastion's node-shell
+/// shape (the fields `shape_differs` compares, and kbastion's labels),
+/// and refuse any change to a pod's spec (the holder annotations kbastion
+/// writes stay allowed). Standard CEL; every field that API-server
+/// defaulting or the usual mutating webhooks fill (pull policy,
+/// resources, tolerations, DNS, scheduler) is left unconstrained. Printed
+/// by `kbastion rbac`, with the RBAC.
+pub fn admission_policy(config: &NodeShellConfig, namespace: &str) -> String {
+    let q = |text: &str| serde_json::to_string(text).expect("a string serializes");
+    // A CEL string literal: single-quoted, with its own escapes.
+    let cel = |text: &str| format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"));
+    let container = "object.spec.containers[0]";
+    let validations = [
+        (
+            "request.operation == 'CREATE' || object.spec == oldObject.spec".to_string(),
+            "a node-shell pod's spec cannot change (only kbastion's holder annotations may)".to_string(),
+        ),
+        (
+            format!(
+                "object.spec.containers.size() == 1 && {container}.name == '{CONTAINER}' && has({container}.image) && {container}.image == {}",
+                cel(&config.image)
+            ),
+            format!(
+                "only kbastion's node shell runs in this namespace: one container named {CONTAINER}, image {}",
+                config.image
+            ),
+        ),
+        (
+            format!(
+                "has(object.metadata.labels) && '{managed}' in object.metadata.labels && object.metadata.labels['{managed}'] == '{by}' && '{component}' in object.metadata.labels && object.metadata.labels['{component}'] == '{shell}'",
+                managed = MANAGED_BY.0,
+                by = MANAGED_BY.1,
+                component = COMPONENT.0,
+                shell = COMPONENT.1
+            ),
+            "only kbastion's node-shell pods run in this namespace (labels)".to_string(),
+        ),
+        (
+            format!(
+                "has({container}.command) && {container}.command == ['{}', '{}'] && !has({container}.args)",
+                SLEEP[0], SLEEP[1]
+            ),
+            "a node-shell container runs kbastion's command only".to_string(),
+        ),
+        (
+            format!(
+                "(!has(object.spec.volumes) || object.spec.volumes.size() == 0) && (!has({container}.volumeMounts) || {container}.volumeMounts.size() == 0)"
+            ),
+            "a node-shell pod mounts no volumes".to_string(),
+        ),
+        (
+            "(!has(object.spec.initContainers) || object.spec.initContainers.size() == 0) && (!has(object.spec.ephemeralContainers) || object.spec.ephemeralContainers.size() == 0)".to_string(),
+            "a node-shell pod has no init or ephemeral containers".to_string(),
+        ),
+        (
+            "has(object.spec.automountServiceAccountToken) && object.spec.automountServiceAccountToken == false".to_string(),
+            "a node-shell pod mounts no service-account token".to_string(),
+        ),
+    ];
+    let mut out = String::from(
+        "---\n# Only kbastion's own node-shell pod, unchanged, in the node-shell namespace:\n\
+         # even a person allowed node shells cannot run another image or mount the\n\
+         # node there. The constrained fields: labels, the one container's name,\n\
+         # image, command and args, volumes and volume mounts, init and ephemeral\n\
+         # containers, automountServiceAccountToken; and no spec change on update.\n\
+         apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata:\n  name: kbastion-node-shells\nspec:\n  failurePolicy: Fail\n  matchConstraints:\n    resourceRules:\n\
+         \x20     - apiGroups: [\"\"]\n        apiVersions: [\"v1\"]\n        operations: [\"CREATE\", \"UPDATE\"]\n        resources: [\"pods\", \"pods/ephemeralcontainers\"]\n  validations:\n",
+    );
+    for (expression, message) in validations {
+        out.push_str(&format!(
+            "    - expression: {}\n      message: {}\n",
+            q(&expression),
+            q(&message)
+        ));
+    }
+    out.push_str(&format!(
+        "---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata:\n  name: kbastion-node-shells\nspec:\n  policyName: kbastion-node-shells\n  validationActions: [\"Deny\"]\n  matchResources:\n    namespaceSelector:\n      matchLabels:\n        kubernetes.io/metadata.name: {}\n",
+        q(namespace)
+    ));
+    out
+}
+
 /// The refusal for a pod with `node`'s pod name that is not its pod.
 fn not_the_nodes_pod(pod: &Pod, node: &str) -> TargetError {
     TargetError::ForeignNodePod {

@@ -451,29 +451,7 @@ fn node_shells_run_with_the_persons_rights_not_the_bastions() {
         "{}",
         text(&out.stderr)
     );
-    let bastion = Bastion::start(
-        &sim,
-        "[[users]]\nname = \"erin\"\nkubernetes_groups = [\"oncall\"]\nauthorized_keys = []\n\
-         [[users]]\nname = \"frank\"\nkubernetes_groups = [\"trainee\"]\nauthorized_keys = []\n",
-    );
-    // The harness authorizes its key for alice, bob and carol; erin and
-    // frank get the same key by a reload.
-    let config = bastion.dir.path().join("kbastion.toml");
-    let written = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        written.replace(
-            "authorized_keys = []",
-            &format!("authorized_keys = [\"{}\"]", bastion.keys.public),
-        ),
-    )
-    .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(bastion.process.0.id() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
-    bastion.wait_for_log_line(&["configuration reloaded"], Duration::from_secs(10));
+    let bastion = with_erin_and_frank(&sim);
 
     let out = bastion.ssh("frank@node-1", &["true"], b"");
     assert_eq!(out.status.code(), Some(1));
@@ -538,4 +516,136 @@ fn node_shells_run_with_the_persons_rights_not_the_bastions() {
     );
     drop(alice.stdin.take());
     assert!(wait_exit(&mut alice, "alice's session", Duration::from_secs(20)).success());
+}
+
+/// The ValidatingAdmissionPolicy `kbastion rbac` prints, applied to the
+/// simulator (which enforces it with CEL, as the API server does): a
+/// person allowed node shells cannot run another image there, nor mount
+/// the node, nor change a node-shell pod's spec; kbastion's own node
+/// shells keep working, shared by two people.
+#[test]
+fn the_generated_admission_policy_admits_only_kbastions_node_shells() {
+    let sim = Sim::start();
+    let config = sim.dir.path().join("rbac-config.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:2222\"\nnamespace = \"kbastion\"\n[node_shell]\ngroups = [\"oncall\"]\n\
+         [[users]]\nname = \"erin\"\nkubernetes_groups = [\"oncall\"]\n",
+    )
+    .unwrap();
+    let printed = std::process::Command::new(BIN)
+        .args(["rbac", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{}", text(&printed.stderr));
+    let generated = sim.dir.path().join("generated.yaml");
+    std::fs::write(&generated, &printed.stdout).unwrap();
+    sim.kubectl(
+        "kubectl",
+        "admin",
+        &["apply", "-f", generated.to_str().unwrap()],
+    );
+
+    // erin may create pods there (the node-shell Role), but only
+    // kbastion's shape.
+    let out = sim.kubectl_unchecked(
+        "kubectl",
+        "erin",
+        &[
+            "run",
+            "evil",
+            "--image=registry.example/attacker-shell:1.0",
+            "-n",
+            "kbastion-node-shells",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("ValidatingAdmissionPolicy 'kbastion-node-shells' with binding 'kbastion-node-shells' denied request: only kbastion's node shell runs in this namespace"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mounted = sim.dir.path().join("mounted.yaml");
+    std::fs::write(
+        &mounted,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: mounted\n  namespace: kbastion-node-shells\n\
+         \x20 labels:\n    app.kubernetes.io/managed-by: kbastion\n    app.kubernetes.io/component: node-shell\n\
+         spec:\n  automountServiceAccountToken: false\n  containers:\n  - name: shell\n    image: busybox:1.36\n    command: [\"sleep\", \"2147483647\"]\n\
+         \x20   volumeMounts: [{name: root, mountPath: /host}]\n  volumes: [{name: root, hostPath: {path: /}}]\n",
+    )
+    .unwrap();
+    let out = sim.kubectl_unchecked(
+        "kubectl",
+        "erin",
+        &["apply", "-f", mounted.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("denied request: a node-shell pod mounts no volumes"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // kbastion's own node shells: created by alice, shared with erin, and
+    // their spec cannot be changed, even by someone allowed to update pods.
+    let bastion = with_erin_and_frank(&sim);
+    let (mut alice, mut alice_out) = open_session(&bastion, "alice@node-1", "cat");
+    converse(&mut alice, &mut alice_out, "alice\n");
+    let out = bastion.ssh("erin@node-1", &["echo erin on $(hostname)"], b"");
+    assert_eq!(
+        text(&out.stdout),
+        "erin on node-1\n",
+        "{}",
+        text(&out.stderr)
+    );
+    // An update (erin's Role has update, as holds need) that changes the spec.
+    let mut pod = pod_json_in(&sim, "kbastion-node-shells", "kbastion-node-node-1");
+    pod["spec"]["activeDeadlineSeconds"] = serde_json::json!(5);
+    let changed = sim.dir.path().join("changed.json");
+    std::fs::write(&changed, pod.to_string()).unwrap();
+    let out = sim.kubectl_unchecked(
+        "kubectl",
+        "erin",
+        &["replace", "-f", changed.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("denied request: a node-shell pod's spec cannot change"),
+        "{}",
+        text(&out.stderr)
+    );
+    converse(&mut alice, &mut alice_out, "still alice\n");
+    drop(alice.stdin.take());
+    assert!(wait_exit(&mut alice, "alice's session", Duration::from_secs(20)).success());
+}
+
+/// A bastion whose people also include erin (group oncall, with the
+/// node-shell Role in the test cluster) and frank (group trainee,
+/// nodes/proxy only), with the harness's key.
+fn with_erin_and_frank(sim: &Sim) -> Bastion {
+    let bastion = Bastion::start(
+        sim,
+        "[[users]]\nname = \"erin\"\nkubernetes_groups = [\"oncall\"]\nauthorized_keys = []\n\
+         [[users]]\nname = \"frank\"\nkubernetes_groups = [\"trainee\"]\nauthorized_keys = []\n",
+    );
+    // The harness authorizes its key for alice, bob and carol; erin and
+    // frank get the same key by a reload.
+    let config = bastion.dir.path().join("kbastion.toml");
+    let written = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        written.replace(
+            "authorized_keys = []",
+            &format!("authorized_keys = [\"{}\"]", bastion.keys.public),
+        ),
+    )
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bastion.process.0.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    bastion.wait_for_log_line(&["configuration reloaded"], Duration::from_secs(10));
+    bastion
 }

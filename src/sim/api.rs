@@ -303,7 +303,9 @@ async fn handle_request(
         "update" => {
             let mut body = with_type(target.resource, read_json(request).await?);
             normalize(target.resource, &mut body)?;
-            track_generation(&get(sim, &target)?, &mut body);
+            let current = get(sim, &target)?;
+            track_generation(&current, &mut body);
+            admit_update(sim, &target, &body, &current)?;
             let key = key(&target);
             let updated = sim
                 .store
@@ -780,6 +782,18 @@ pub fn create(sim: &Arc<Sim>, target: &Target, body: Value) -> Result<Value, Api
             ApiError::new(422, "Invalid", format!("Pod \"{name}\" is invalid: {why}"))
         })?;
     }
+    super::admission::validate(
+        sim,
+        &super::admission::Request {
+            operation: "CREATE",
+            resource: target.resource,
+            subresource: "",
+            namespace: &target.namespace,
+            name: &name,
+            object: &object,
+            old: None,
+        },
+    )?;
     let key = Key::new(target.resource.name, &target.namespace, &name);
     let created = sim.store.create(key.clone(), object).map_err(|e| {
         store_error(
@@ -795,6 +809,27 @@ pub fn create(sim: &Arc<Sim>, target: &Target, body: Value) -> Result<Value, Api
     }
     super::cluster::collect_if_dangling(sim, &key);
     Ok(created)
+}
+
+/// Validating admission of an update of `target` from `current` to `object`.
+pub fn admit_update(
+    sim: &Sim,
+    target: &Target,
+    object: &Value,
+    current: &Value,
+) -> Result<(), ApiError> {
+    super::admission::validate(
+        sim,
+        &super::admission::Request {
+            operation: "UPDATE",
+            resource: target.resource,
+            subresource: &target.subresource,
+            namespace: &target.namespace,
+            name: &target.name,
+            object,
+            old: Some(current),
+        },
+    )
 }
 
 /// What the API server does to an object of some kinds on every write: a
@@ -984,7 +1019,9 @@ fn patch(sim: &Sim, target: &Target, content_type: &str, body: Value) -> Result<
         apply_patch(sim, target, content_type, body)?,
     );
     normalize(target.resource, &mut patched)?;
-    track_generation(&get(sim, target)?, &mut patched);
+    let current = get(sim, target)?;
+    track_generation(&current, &mut patched);
+    admit_update(sim, target, &patched, &current)?;
     sim.store
         .update(&key, patched)
         .map_err(|e| store_error(e, target))

@@ -108,6 +108,7 @@ fn update(sim: &Arc<Sim>, target: &Target, old: &Value, new: &Value) -> Result<V
     if !errors.is_empty() {
         return Err(invalid(&target.name, &errors));
     }
+    super::api::admit_update(sim, target, &pod, old)?;
     let updated = sim
         .store
         .update(&key(target), with_type(target.resource, pod))

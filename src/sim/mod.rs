@@ -10,6 +10,7 @@
 //! `runtime` (containers as local processes), `spdy` (SPDY/3.1 framing),
 //! `strategic` (strategic merge patch).
 
+pub mod admission;
 pub mod api;
 pub mod attach;
 mod audit_log;

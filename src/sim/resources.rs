@@ -28,6 +28,24 @@ const CRUD: &[&str] = &[
 
 pub const RESOURCES: &[Resource] = &[
     Resource {
+        group: "admissionregistration.k8s.io",
+        version: "v1",
+        name: "validatingadmissionpolicies",
+        kind: "ValidatingAdmissionPolicy",
+        namespaced: false,
+        short_names: &[],
+        review: false,
+    },
+    Resource {
+        group: "admissionregistration.k8s.io",
+        version: "v1",
+        name: "validatingadmissionpolicybindings",
+        kind: "ValidatingAdmissionPolicyBinding",
+        namespaced: false,
+        short_names: &[],
+        review: false,
+    },
+    Resource {
         group: "",
         version: "v1",
         name: "namespaces",
