@@ -414,6 +414,14 @@ fn an_exec_with_a_terminal_is_a_recorded_listed_session_that_revocation_ends() {
     tmux.resize(120, 40);
     tmux.send(&["stty size", "Enter"]);
     tmux.wait_for_text("40 120");
+    // Ctrl-C reaches the container's terminal: it stops the foreground
+    // command, not kubectl.
+    tmux.send(&["sleep 1000; echo AFTER-$((1+1))", "Enter"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    tmux.send(&["C-c"]);
+    tmux.send(&["echo INTERRUPTED-$((2+2))", "Enter"]);
+    tmux.wait_for_text("INTERRUPTED-4");
+    assert!(!tmux.screen().contains("AFTER-2"), "{}", tmux.screen());
 
     let listed = door.bastion.ssh("alice", &["sessions"], b"");
     let listed = text(&listed.stdout);

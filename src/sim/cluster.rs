@@ -658,7 +658,7 @@ pub fn delete(
         sim.runtime.kill_pod(&key.namespace, &key.name);
     }
     if key.resource == "namespaces" {
-        for resource in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+        for resource in resources::available().filter(|r| r.namespaced) {
             for object in sim.store.list(resource.name, Some(&key.name)).0 {
                 if let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str) {
                     // The namespace is gone at once here (no Terminating
@@ -676,7 +676,7 @@ pub fn delete(
     let Some(uid) = deleted.pointer("/metadata/uid").and_then(Value::as_str) else {
         return Ok(deleted);
     };
-    for resource in resources::RESOURCES {
+    for resource in resources::available() {
         for dependent in sim.store.list(resource.name, None).0 {
             let references = owner_references(&dependent);
             if !references.iter().any(|r| r["uid"] == uid) {

@@ -166,6 +166,7 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("built-in demo scenario: {e}"))?,
     };
     let minor = scenario.minor().map_err(anyhow::Error::msg)?;
+    resources::set_minor(minor);
     let identity = scenario
         .users
         .iter()

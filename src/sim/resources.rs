@@ -193,6 +193,31 @@ pub const RESOURCES: &[Resource] = &[
 
 /// Subresources of pods served by the simulator, with the kind and verbs
 /// the API server's discovery gives them.
+/// The Kubernetes minor version this process simulates (one simulator per
+/// process, set once at its start): kinds newer than it are not served,
+/// as its API server would not know them.
+static MINOR: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+/// Sets the simulated minor version (first call wins).
+pub fn set_minor(minor: u32) {
+    let _ = MINOR.set(minor);
+}
+
+/// The first minor version that serves `resource` at its version.
+fn since(resource: &Resource) -> u32 {
+    match resource.name {
+        // admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy: GA in 1.30.
+        "validatingadmissionpolicies" | "validatingadmissionpolicybindings" => 30,
+        _ => 0,
+    }
+}
+
+/// The resources this simulated version serves.
+pub fn available() -> impl Iterator<Item = &'static Resource> {
+    let minor = MINOR.get().copied().unwrap_or(u32::MAX);
+    RESOURCES.iter().filter(move |r| since(r) <= minor)
+}
+
 pub const POD_SUBRESOURCES: &[(&str, &str, &[&str])] = &[
     ("pods/attach", "PodAttachOptions", &["create", "get"]),
     (
@@ -211,13 +236,11 @@ pub const POD_SUBRESOURCES: &[(&str, &str, &[&str])] = &[
 ];
 
 pub fn find(group: &str, version: &str, name: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.name == name)
+    available().find(|r| r.group == group && r.version == version && r.name == name)
 }
 
 pub fn by_kind(kind: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.kind == kind)
+    available().find(|r| r.kind == kind)
 }
 
 impl Resource {
@@ -231,8 +254,7 @@ impl Resource {
 }
 
 fn groups() -> Vec<&'static str> {
-    let mut groups: Vec<&str> = RESOURCES
-        .iter()
+    let mut groups: Vec<&str> = available()
         .map(|r| r.group)
         .filter(|g| !g.is_empty())
         .collect();
@@ -286,10 +308,7 @@ pub fn group(name: &str) -> Option<Value> {
 
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources: Vec<Value> = Vec::new();
-    for r in RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for r in available().filter(|r| r.group == group && r.version == version) {
         let verbs: &[&str] = if r.review { &["create"] } else { CRUD };
         resources.push(json!({
             "name": r.name,

@@ -126,9 +126,12 @@ pub async fn admit(
     })
 }
 
-/// Checks the credential behind a web session again on every reload and
-/// when a certificate expires; once it no longer holds, the session is
-/// told through `revoked` and ends, as an SSH connection's would.
+/// Ends a web session when what it stands on no longer holds: its login's
+/// credential (`gate::revoked`, the same watch as every door's, which
+/// audits the revocation), the browser session's end
+/// (`web.session_max_secs`), or a sign-out or revocation of that browser
+/// session. The session is told through `revoked`, as an SSH
+/// connection's would be.
 async fn watch_credential(
     shared: Arc<Shared>,
     grant: Grant,
@@ -136,49 +139,48 @@ async fn watch_credential(
     revoked: watch::Sender<Option<String>>,
 ) {
     let source = client.source.ip();
-    let mut reloads = shared.reloads.subscribe();
     let mut ended = shared.web_logins.ended();
-    let revoke = |reason: String| {
-        tracing::info!(%source, person = %grant.person, %reason, "web: access revoked: ending the session");
-        shared.audit.record(crate::audit::Event::Revocation {
-            source: source.to_string(),
-            person: grant.person.clone(),
-            reason: reason.clone(),
-        });
-        revoked.send_replace(Some(reason));
+    let credential = async {
+        match &grant.credential {
+            Some(credential) => gate::revoked(&shared, credential, source).await,
+            None => std::future::pending().await,
+        }
     };
-    // A year: far enough for "never", near enough for tokio's clock.
-    let horizon = std::time::Duration::from_secs(365 * 24 * 3600);
-    loop {
-        let now = crate::audit::unix_now();
-        let checked = match (&grant.credential, grant.ends) {
-            (_, Some(ends)) if ends <= now => {
-                Err("the browser session has ended (web.session_max_secs)".to_string())
+    let browser_session_over = async {
+        match grant.ends {
+            Some(ends) => {
+                let left = ends.saturating_sub(crate::audit::unix_now());
+                tokio::time::sleep(std::time::Duration::from_secs(left)).await;
+                Some("the browser session has ended (web.session_max_secs)".to_string())
             }
-            (Some(credential), _) => credential.check(&shared.access().lists(), source, now),
-            (None, _) => Ok(()),
-        };
-        if let Err(reason) = checked {
-            revoke(reason);
+            None => std::future::pending().await,
+        }
+    };
+    let signed_out = async {
+        loop {
+            match ended.recv().await {
+                Ok((token, why)) if token == client.browser_session => return Some(why),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await
+                }
+            }
+        }
+    };
+    let reason = tokio::select! {
+        // Audited as a revocation by the gate's watch.
+        reason = credential => {
+            revoked.send_replace(Some(reason));
             return;
         }
-        let until_expiry = grant
-            .credential
-            .as_ref()
-            .and_then(|credential| credential.expires())
-            .into_iter()
-            .chain(grant.ends)
-            .min()
-            .map(|at| std::time::Duration::from_secs(at.saturating_sub(now)).min(horizon))
-            .unwrap_or(horizon);
-        tokio::select! {
-            changed = reloads.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(until_expiry) => {}
-            // Its browser session was signed out or revoked.
-            Ok((token, why)) = ended.recv() => if token == client.browser_session {
-                revoke(why);
-                return;
-            },
-        }
-    }
+        Some(reason) = browser_session_over => reason,
+        Some(reason) = signed_out => reason,
+    };
+    tracing::info!(%source, person = %grant.person, %reason, "web: access revoked: ending the session");
+    shared.audit.record(crate::audit::Event::Revocation {
+        source: source.to_string(),
+        person: grant.person.clone(),
+        reason: reason.clone(),
+    });
+    revoked.send_replace(Some(reason));
 }
