@@ -751,3 +751,54 @@ fn cp_both_ways_is_byte_exact_and_logs_follow_until_ctrl_c() {
         },
     );
 }
+
+#[test]
+fn garbage_on_an_upgraded_stream_ends_only_that_stream() {
+    let sim = Sim::start();
+    let door = Door::start(&sim, "");
+    let alice = door.kubeconfig("alice");
+    let minted = door.bastion.ssh("alice", &["kube-credential"], b"");
+    let minted: serde_json::Value =
+        serde_json::from_slice(&minted.stdout).expect("an ExecCredential");
+    let token = minted["status"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    let port = door.server.rsplit(':').next().unwrap().to_string();
+    let mut command = Command::new("python3");
+    command
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/door_garbage.py"))
+        .args(["127.0.0.1", &port, &token]);
+    let out = run_with_input(command, b"");
+    let result: serde_json::Value =
+        serde_json::from_str(ok(&out, "door_garbage.py").trim()).expect("JSON");
+    assert!(
+        result["status"]
+            .as_str()
+            .is_some_and(|s| s.contains(" 101 ")),
+        "{result}"
+    );
+    assert_eq!(result["closed"], true, "{result}");
+    // That session ended, audited; the door serves everyone else.
+    wait_for(
+        "the broken stream's end",
+        std::time::Duration::from_secs(10),
+        || {
+            door.audit_events()
+                .iter()
+                .any(|e| e["event"] == "session_end" && e["command"] == "sleep 1000")
+        },
+    );
+    let pods = ok(
+        &door.kubectl("kubectl", &alice, &["get", "pods"], b""),
+        "get pods",
+    );
+    assert!(pods.contains("web-0"), "{pods}");
+    let out = door.kubectl(
+        "kubectl",
+        &alice,
+        &["exec", "-i", "web-0", "-c", "app", "--", "cat"],
+        b"still served\n",
+    );
+    assert_eq!(ok(&out, "exec after the garbage"), "still served\n");
+}
