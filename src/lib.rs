@@ -45,6 +45,7 @@ pub mod sftp;
 pub mod signing;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod spdy;
 pub mod ssh;
 pub mod target;
 pub mod tls;

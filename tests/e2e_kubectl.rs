@@ -542,7 +542,7 @@ fn port_forward_carries_http_through_the_door_over_websocket_and_spdy() {
 }
 
 #[test]
-fn an_spdy_exec_that_would_be_recorded_is_refused_with_the_way_out() {
+fn an_spdy_exec_with_a_terminal_is_recorded_with_its_size_and_exit_status() {
     let sim = Sim::start();
     let door = Door::start(&sim, "");
     let alice = door.kubeconfig("alice");
@@ -551,9 +551,40 @@ fn an_spdy_exec_that_would_be_recorded_is_refused_with_the_way_out() {
         100,
         30,
     );
-    tmux.wait_for_text("kubectl exited with");
-    let screen = tmux.screen();
-    assert!(screen.contains("use kubectl 1.30 or later"), "{screen}");
+    tmux.wait_for_line_start("#");
+    tmux.send(&["echo SPDY-$((7*6))", "Enter"]);
+    tmux.wait_for_text("SPDY-42");
+    tmux.send(&["stty size", "Enter"]);
+    tmux.wait_for_text("30 100");
+    tmux.resize(120, 40);
+    tmux.send(&["stty size", "Enter"]);
+    tmux.wait_for_text("40 120");
+    tmux.send(&["exit 7", "Enter"]);
+    tmux.wait_for_text("kubectl exited with 7");
+    wait_for(
+        "the exec's end in the audit",
+        std::time::Duration::from_secs(10),
+        || {
+            door.audit_events()
+                .iter()
+                .any(|e| e["event"] == "session_end" && e["target"] == "default/web-0/app")
+        },
+    );
+    let events = door.audit_events();
+    let end = events
+        .iter()
+        .find(|e| e["event"] == "session_end" && e["target"] == "default/web-0/app")
+        .unwrap();
+    assert_eq!(end["exit_status"], 7, "{end}");
+    let recording = end["recording"].as_str().expect("a recording");
+    let replay = asciinema_cat(Path::new(recording));
+    assert!(replay.contains("SPDY-42"), "{replay}");
+    let cast = std::fs::read_to_string(recording).unwrap();
+    assert!(
+        cast.lines()
+            .any(|l| l.contains("\"r\"") && l.contains("120x40")),
+        "the resize was not recorded: {cast}"
+    );
 }
 
 #[test]

@@ -5,12 +5,12 @@
 //!
 //! The door passes the client's upgrade on to the API server, impersonating
 //! the person, with the client's argv untouched, and joins the two
-//! upgraded connections. Over WebSocket (kubectl 1.30 and later) it reads
-//! the channel protocol frame by frame, so a terminal is recorded (input,
-//! output, resizes) and the exit status is audited. SPDY (older kubectl)
-//! is carried as bytes: port-forwards, and execs that no recording asks
-//! for; an exec that would be recorded is refused with a line that says
-//! to use kubectl 1.30 or later.
+//! upgraded connections. An exec or attach is relayed frame by frame, so a
+//! terminal is recorded (input, output, resizes) and the exit status is
+//! audited: over WebSocket (kubectl 1.30 and later) in the channel
+//! protocol, over SPDY (older kubectl) in SPDY/3.1 frames whose header
+//! blocks the door inflates and deflates again for each side. A
+//! port-forward is carried as bytes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -168,16 +168,6 @@ pub async fn serve(
             }
         };
     let session = admitted.session;
-    if session.recorder.is_some() && !websocket {
-        let line = "this bastion records terminal sessions, and this kubectl speaks SPDY, which the door does not record: use kubectl 1.30 or later (WebSocket), or ssh";
-        session.end(&Report {
-            outcome: Outcome::Failed(line.into()),
-            bytes_in: 0,
-            bytes_out: 0,
-        });
-        audited.record("refused", 400, 0, 0);
-        return status_response(StatusCode::BAD_REQUEST, line);
-    }
     let head = Head {
         method: request.method(),
         uri: request.uri(),
@@ -234,8 +224,15 @@ pub async fn serve(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let framed =
-        websocket && protocol.ends_with("channel.k8s.io") && !protocol.starts_with("base64");
+    let relay = if info.subresource == "portforward" {
+        Relay::Bytes
+    } else if websocket && protocol.ends_with("channel.k8s.io") && !protocol.starts_with("base64") {
+        Relay::Channels
+    } else if !websocket {
+        Relay::Spdy
+    } else {
+        Relay::Bytes
+    };
     let client_side = hyper::upgrade::on(&mut request);
     let upstream_side = hyper::upgrade::on(&mut response);
     let (revoked_tx, revoked_rx) = tokio::sync::watch::channel(None);
@@ -254,11 +251,12 @@ pub async fn serve(
             (Ok(client), Ok(upstream)) => {
                 let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
                 let traffic = context.traffic.clone();
+                let recorder = context.recorder.as_ref();
                 let carried = async {
-                    if framed {
-                        relay_frames(client, upstream, &traffic, context.recorder.as_ref()).await
-                    } else {
-                        carry_bytes(client, upstream, &traffic).await
+                    match relay {
+                        Relay::Channels => relay_frames(client, upstream, &traffic, recorder).await,
+                        Relay::Spdy => relay_spdy(client, upstream, &traffic, recorder).await,
+                        Relay::Bytes => carry_bytes(client, upstream, &traffic).await,
                     }
                 };
                 match supervise(&context.control, &traffic, &Silent, false, carried).await {
@@ -290,6 +288,145 @@ fn failed(line: &str) -> Report {
 }
 
 type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
+
+/// How an upgraded stream is carried.
+#[derive(Clone, Copy)]
+enum Relay {
+    /// The WebSocket channel protocol, message by message.
+    Channels,
+    /// SPDY/3.1, frame by frame.
+    Spdy,
+    /// Bytes both ways (port-forward, or a protocol the door does not read).
+    Bytes,
+}
+
+/// An exec or attach over SPDY, frame by frame: the client's SYN_STREAMs
+/// say which stream is stdin, stdout, stderr, error or resize; what a
+/// terminal shows is recorded, and the error stream's `Status` gives the
+/// exit status. Each direction's header compression is its own, so every
+/// frame is read with one side's state and written with the other's.
+async fn relay_spdy(
+    client: Upgraded,
+    upstream: Upgraded,
+    traffic: &Activity,
+    recorder: Option<&Recorder>,
+) -> Outcome {
+    use crate::spdy::{Frame, HeaderCompressor, HeaderDecompressor};
+    use tokio::io::AsyncWriteExt;
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let kinds: std::sync::Mutex<std::collections::HashMap<u32, String>> = Default::default();
+    let kind_of = |id: u32| {
+        kinds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let exit = std::sync::Mutex::new(None::<u32>);
+    let to_upstream = async {
+        let (mut inflate, mut deflate) =
+            (HeaderDecompressor::default(), HeaderCompressor::default());
+        loop {
+            let Ok(Some(frame)) = crate::spdy::read_frame(&mut client_read, &mut inflate).await
+            else {
+                return Outcome::ClientGone;
+            };
+            match &frame {
+                Frame::SynStream {
+                    stream_id, headers, ..
+                } => {
+                    if let Some(kind) = headers.get("streamtype") {
+                        kinds
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(*stream_id, kind.to_string());
+                    }
+                }
+                Frame::Data {
+                    stream_id, data, ..
+                } => {
+                    traffic
+                        .bytes_in
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if let Some(recorder) = recorder {
+                        match kind_of(*stream_id).as_str() {
+                            "stdin" => recorder.input(data).await,
+                            "resize" => {
+                                // One JSON object per size, as kubectl writes them.
+                                for line in data.split(|b| *b == b'\n') {
+                                    if let Some((width, height)) = terminal_size(line) {
+                                        recorder.resize(width, height).await;
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let Ok(bytes) = crate::spdy::encode(&frame, &mut deflate) else {
+                return Outcome::Failed("a SPDY frame could not be passed on".into());
+            };
+            if upstream_write.write_all(&bytes).await.is_err() {
+                return Outcome::Closed;
+            }
+        }
+    };
+    let to_client = async {
+        let (mut inflate, mut deflate) =
+            (HeaderDecompressor::default(), HeaderCompressor::default());
+        loop {
+            let frame = match crate::spdy::read_frame(&mut upstream_read, &mut inflate).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) | Err(_) => {
+                    let _ = client_write.shutdown().await;
+                    return Outcome::Closed;
+                }
+            };
+            if let Frame::Data {
+                stream_id, data, ..
+            } = &frame
+            {
+                traffic
+                    .bytes_out
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                match kind_of(*stream_id).as_str() {
+                    "stdout" | "stderr" => {
+                        if let Some(recorder) = recorder {
+                            recorder.output(data).await;
+                        }
+                    }
+                    "error" => {
+                        if let Some(code) = exit_status(data) {
+                            *exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(code);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let Ok(bytes) = crate::spdy::encode(&frame, &mut deflate) else {
+                return Outcome::Failed("a SPDY frame could not be passed on".into());
+            };
+            if client_write.write_all(&bytes).await.is_err() {
+                return Outcome::ClientGone;
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = to_upstream => outcome,
+        outcome = to_client => outcome,
+    };
+    // A stream that carried an exit status ended with it, however the
+    // connections closed after.
+    let exit = *exit.lock().unwrap_or_else(|p| p.into_inner());
+    match (exit, outcome) {
+        (Some(code), Outcome::Closed | Outcome::ClientGone) => Outcome::Exited(code),
+        (_, outcome) => outcome,
+    }
+}
 
 /// SPDY, or a WebSocket protocol the door does not read: bytes both ways.
 async fn carry_bytes(mut client: Upgraded, mut upstream: Upgraded, traffic: &Activity) -> Outcome {
