@@ -447,67 +447,115 @@ async fn relay_frames(
     traffic: &Activity,
     recorder: Option<&Recorder>,
 ) -> Outcome {
-    let mut client = WebSocketStream::from_raw_socket(client, Role::Server, None).await;
-    let mut upstream = WebSocketStream::from_raw_socket(upstream, Role::Client, None).await;
-    let mut exit = None;
-    loop {
-        tokio::select! {
-            message = client.next() => {
-                let Some(Ok(message)) = message else {
-                    let _ = upstream.close(None).await;
-                    return exit.map_or(Outcome::ClientGone, Outcome::Exited);
-                };
-                if let Some(data) = payload(&message) {
-                    traffic.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    if let (Some(recorder), Some((&channel, rest))) = (recorder, data.split_first()) {
-                        match channel {
-                            0 => recorder.input(rest).await,
-                            4 => {
-                                if let Some((width, height)) = terminal_size(rest) {
-                                    recorder.resize(width, height).await;
-                                }
-                            }
-                            _ => {}
-                        }
+    use futures::FutureExt;
+    let client = WebSocketStream::from_raw_socket(client, Role::Server, None).await;
+    let upstream = WebSocketStream::from_raw_socket(upstream, Role::Client, None).await;
+    let (mut client_tx, mut client_rx) = client.split();
+    let (mut upstream_tx, mut upstream_rx) = upstream.split();
+    let exit = std::sync::Mutex::new(None::<u32>);
+    // Each direction feeds messages on and flushes only once nothing more
+    // is ready, so a busy stream is written in large TLS records.
+    let inbound = async {
+        loop {
+            let message = match client_rx.next().now_or_never() {
+                Some(message) => message,
+                None => {
+                    if upstream_tx.flush().await.is_err() {
+                        return Outcome::Closed;
                     }
+                    client_rx.next().await
                 }
-                if matches!(message, Message::Ping(_) | Message::Pong(_)) {
-                    continue;
-                }
-                let closing = matches!(message, Message::Close(_));
-                if upstream.send(message).await.is_err() || closing {
-                    return exit.map_or(Outcome::Closed, Outcome::Exited);
-                }
-            }
-            message = upstream.next() => {
-                let Some(Ok(message)) = message else {
-                    let _ = client.close(None).await;
-                    return exit.map_or(Outcome::Closed, Outcome::Exited);
-                };
-                if let Some(data) = payload(&message) {
-                    traffic.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    match data.split_first() {
-                        Some((1 | 2, rest)) => {
-                            if let Some(recorder) = recorder {
-                                recorder.output(rest).await;
+            };
+            let Some(Ok(message)) = message else {
+                let _ = upstream_tx.close().await;
+                return Outcome::ClientGone;
+            };
+            if let Some(data) = payload(&message) {
+                traffic
+                    .bytes_in
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let (Some(recorder), Some((&channel, rest))) = (recorder, data.split_first()) {
+                    match channel {
+                        0 => recorder.input(rest).await,
+                        4 => {
+                            if let Some((width, height)) = terminal_size(rest) {
+                                recorder.resize(width, height).await;
                             }
                         }
-                        Some((3, rest)) => exit = exit_status(rest).or(exit),
                         _ => {}
                     }
                 }
-                if matches!(message, Message::Ping(_) | Message::Pong(_)) {
-                    continue;
-                }
-                let closing = matches!(message, Message::Close(_));
-                if client.send(message).await.is_err() {
-                    return Outcome::ClientGone;
-                }
-                if closing {
-                    return exit.map_or(Outcome::Closed, Outcome::Exited);
-                }
+            }
+            // Pings are answered by each side's own WebSocket.
+            if matches!(message, Message::Ping(_) | Message::Pong(_)) {
+                continue;
+            }
+            let closing = matches!(message, Message::Close(_));
+            if upstream_tx.feed(message).await.is_err() {
+                return Outcome::Closed;
+            }
+            if closing {
+                let _ = upstream_tx.flush().await;
+                return Outcome::ClientGone;
             }
         }
+    };
+    let outbound = async {
+        loop {
+            let message = match upstream_rx.next().now_or_never() {
+                Some(message) => message,
+                None => {
+                    if client_tx.flush().await.is_err() {
+                        return Outcome::ClientGone;
+                    }
+                    upstream_rx.next().await
+                }
+            };
+            let Some(Ok(message)) = message else {
+                let _ = client_tx.close().await;
+                return Outcome::Closed;
+            };
+            if let Some(data) = payload(&message) {
+                traffic
+                    .bytes_out
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                match data.split_first() {
+                    Some((1 | 2, rest)) => {
+                        if let Some(recorder) = recorder {
+                            recorder.output(rest).await;
+                        }
+                    }
+                    Some((3, rest)) => {
+                        if let Some(code) = exit_status(rest) {
+                            *exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(code);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if matches!(message, Message::Ping(_) | Message::Pong(_)) {
+                continue;
+            }
+            let closing = matches!(message, Message::Close(_));
+            if client_tx.feed(message).await.is_err() {
+                return Outcome::ClientGone;
+            }
+            if closing {
+                let _ = client_tx.flush().await;
+                return Outcome::Closed;
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = inbound => outcome,
+        outcome = outbound => outcome,
+    };
+    // A stream that carried an exit status ended with it, however the
+    // connections closed after.
+    let exit = *exit.lock().unwrap_or_else(|p| p.into_inner());
+    match (exit, outcome) {
+        (Some(code), Outcome::Closed | Outcome::ClientGone) => Outcome::Exited(code),
+        (_, outcome) => outcome,
     }
 }
 
