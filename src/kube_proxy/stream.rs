@@ -254,6 +254,9 @@ pub async fn serve(
                 let recorder = context.recorder.as_ref();
                 let carried = async {
                     match relay {
+                        Relay::Channels if recorder.is_none() => {
+                            carry_scanned(client, upstream, &traffic).await
+                        }
                         Relay::Channels => relay_frames(client, upstream, &traffic, recorder).await,
                         Relay::Spdy => relay_spdy(client, upstream, &traffic, recorder).await,
                         Relay::Bytes => carry_bytes(client, upstream, &traffic).await,
@@ -292,7 +295,9 @@ type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
 /// How an upgraded stream is carried.
 #[derive(Clone, Copy)]
 enum Relay {
-    /// The WebSocket channel protocol, message by message.
+    /// The WebSocket channel protocol: message by message when there is a
+    /// recording to make, else as bytes with the server's frames read as
+    /// they pass for the exit status (`carry_scanned`).
     Channels,
     /// SPDY/3.1, frame by frame.
     Spdy,
@@ -434,6 +439,205 @@ async fn carry_bytes(mut client: Upgraded, mut upstream: Upgraded, traffic: &Act
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok(_) => Outcome::Closed,
         Err(_) => Outcome::ClientGone,
+    }
+}
+
+/// The channel protocol with nothing to record: bytes both ways, the
+/// server's (unmasked) frames read as they pass for the exit status.
+async fn carry_scanned(client: Upgraded, upstream: Upgraded, traffic: &Activity) -> Outcome {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut client = crate::session::control::Counted::new(client, traffic);
+    let (mut client_read, mut client_write) = tokio::io::split(&mut client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let mut scanner = FrameScanner::default();
+    let mut checker = FrameScanner::client();
+    let inbound = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = match client_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => {
+                    let _ = upstream_write.shutdown().await;
+                    return Outcome::ClientGone;
+                }
+                Ok(read) => read,
+            };
+            // What is no WebSocket frame ends this stream here, not at
+            // the API server.
+            if !checker.feed(&buffer[..read]) {
+                return Outcome::Failed(
+                    "the client sent bytes that are not WebSocket frames".into(),
+                );
+            }
+            if upstream_write.write_all(&buffer[..read]).await.is_err() {
+                return Outcome::Closed;
+            }
+        }
+    };
+    let outbound = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = match upstream_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => {
+                    let _ = client_write.shutdown().await;
+                    return Outcome::Closed;
+                }
+                Ok(read) => read,
+            };
+            scanner.feed(&buffer[..read]);
+            if client_write.write_all(&buffer[..read]).await.is_err() {
+                return Outcome::ClientGone;
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = inbound => outcome,
+        outcome = outbound => outcome,
+    };
+    match (scanner.exit, outcome) {
+        (Some(code), Outcome::Closed | Outcome::ClientGone) => Outcome::Exited(code),
+        (_, outcome) => outcome,
+    }
+}
+
+/// Reads WebSocket frames of a channel-protocol stream as they pass, in
+/// whatever pieces they arrive. On the server's side it keeps the exit
+/// status of the error channel (3); on the client's it checks that what
+/// passes is frames at all. Server frames are unmasked and client frames
+/// masked (RFC 6455 §5.1); no extension was negotiated, so no RSV bit is
+/// set; only the defined opcodes occur. Anything else is not a frame.
+#[derive(Default)]
+struct FrameScanner {
+    /// Whether the frames are a client's (masked).
+    masked: bool,
+    /// The header of the frame being read, until it is complete.
+    head: Vec<u8>,
+    /// Payload bytes of the current frame still to come.
+    remaining: u64,
+    /// The current message's channel, once its first payload byte is seen.
+    channel: Option<u8>,
+    /// Whether the next payload byte is the first of a data message.
+    first: bool,
+    /// Whether the current frame ends its message.
+    fin: bool,
+    /// Whether the current frame is a control frame (ping, pong, close),
+    /// which may come between a message's fragments and is not its data.
+    control: bool,
+    /// The error channel's message so far (bounded).
+    status: Vec<u8>,
+    exit: Option<u32>,
+    /// Set at the first bytes that are no frame: nothing after is read.
+    invalid: bool,
+}
+
+impl FrameScanner {
+    const MAX_STATUS: usize = 64 * 1024;
+
+    /// A scanner for a client's frames.
+    fn client() -> FrameScanner {
+        FrameScanner {
+            masked: true,
+            ..Default::default()
+        }
+    }
+
+    /// Reads `bytes`; false once what passed is not WebSocket frames.
+    fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() && !self.invalid {
+            if self.remaining == 0 && !self.header_done() {
+                let want = self.header_len().saturating_sub(self.head.len()).max(1);
+                let take = want.min(bytes.len());
+                self.head.extend_from_slice(&bytes[..take]);
+                bytes = &bytes[take..];
+                if self.header_done() {
+                    self.start_frame();
+                }
+                continue;
+            }
+            let take = (self.remaining.min(bytes.len() as u64)) as usize;
+            self.payload(&bytes[..take]);
+            bytes = &bytes[take..];
+            self.remaining -= take as u64;
+            if self.remaining == 0 {
+                self.end_frame();
+            }
+        }
+        !self.invalid
+    }
+
+    /// The header's length, as far as the bytes seen tell.
+    fn header_len(&self) -> usize {
+        match self.head.get(1) {
+            None => 2,
+            Some(b) => {
+                let extended = match b & 0x7f {
+                    126 => 2,
+                    127 => 8,
+                    _ => 0,
+                };
+                2 + extended + if b & 0x80 != 0 { 4 } else { 0 }
+            }
+        }
+    }
+
+    fn header_done(&self) -> bool {
+        self.head.len() >= 2 && self.head.len() >= self.header_len()
+    }
+
+    fn start_frame(&mut self) {
+        let (b0, b1) = (self.head[0], self.head[1]);
+        let opcode = b0 & 0x0f;
+        if (b1 & 0x80 != 0) != self.masked
+            || b0 & 0x70 != 0
+            || !matches!(opcode, 0 | 1 | 2 | 8 | 9 | 10)
+        {
+            self.invalid = true;
+            return;
+        }
+        let length = match b1 & 0x7f {
+            126 => u64::from(u16::from_be_bytes([self.head[2], self.head[3]])),
+            127 => u64::from_be_bytes(self.head[2..10].try_into().unwrap_or([0xff; 8])),
+            short => u64::from(short),
+        };
+        self.control = opcode >= 8;
+        if !self.control {
+            self.fin = b0 & 0x80 != 0;
+        }
+        if matches!(opcode, 1 | 2) {
+            // A new text or binary message: its first byte is the channel.
+            self.channel = None;
+            self.first = true;
+            self.status.clear();
+        }
+        self.head.clear();
+        self.remaining = length;
+        if self.remaining == 0 {
+            self.end_frame();
+        }
+    }
+
+    fn payload(&mut self, mut data: &[u8]) {
+        if self.control {
+            return;
+        }
+        if self.first {
+            if let Some((&channel, rest)) = data.split_first() {
+                self.channel = Some(channel);
+                self.first = false;
+                data = rest;
+            }
+        }
+        if self.channel == Some(3) && self.status.len() + data.len() <= Self::MAX_STATUS {
+            self.status.extend_from_slice(data);
+        }
+    }
+
+    fn end_frame(&mut self) {
+        if !self.control && self.fin && self.channel == Some(3) && !self.status.is_empty() {
+            if let Some(code) = exit_status(&self.status) {
+                self.exit = Some(code);
+            }
+            self.status.clear();
+        }
     }
 }
 
@@ -632,6 +836,55 @@ mod tests {
             terminal_size(br#"{"Width":120,"Height":40}"#),
             Some((120, 40))
         );
+    }
+
+    #[test]
+    fn the_scanner_finds_the_exit_status_in_frames_cut_anywhere() {
+        // Server frames (unmasked): stdout data, a ping between the error
+        // message's two fragments, and the error channel's Status.
+        let frame = |fin: bool, opcode: u8, payload: &[u8]| {
+            let mut out = vec![(u8::from(fin) << 7) | opcode];
+            if payload.len() < 126 {
+                out.push(payload.len() as u8);
+            } else {
+                out.push(126);
+                out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            }
+            out.extend_from_slice(payload);
+            out
+        };
+        let status = br#"{"metadata":{},"status":"Failure","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"42"}]}}"#;
+        let mut stdout = vec![1u8];
+        stdout.extend_from_slice(&[b'x'; 300]);
+        let (head, tail) = status.split_at(30);
+        let mut first = vec![3u8];
+        first.extend_from_slice(head);
+        let stream = [
+            frame(true, 2, &stdout),
+            frame(false, 2, &first),
+            frame(true, 9, b"ping"),
+            frame(true, 0, tail),
+        ]
+        .concat();
+        for piece in [1, 2, 3, 7, 64, stream.len()] {
+            let mut scanner = FrameScanner::default();
+            for chunk in stream.chunks(piece) {
+                scanner.feed(chunk);
+            }
+            assert_eq!(scanner.exit, Some(42), "pieces of {piece}");
+        }
+        let mut success = FrameScanner::default();
+        success.feed(&frame(
+            true,
+            2,
+            b"\x03{\"metadata\":{},\"status\":\"Success\"}",
+        ));
+        assert_eq!(success.exit, Some(0));
+        // A client's frames are masked; bytes that are no frame are told.
+        let mut client = FrameScanner::client();
+        assert!(client.feed(&[0x82, 0x85, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
+        assert!(!client.feed(&[0xff; 16]));
+        assert!(!FrameScanner::client().feed(&frame(true, 2, b"unmasked")));
     }
 
     #[test]
