@@ -619,12 +619,12 @@ impl FrameScanner {
         if self.control {
             return;
         }
-        if self.first {
-            if let Some((&channel, rest)) = data.split_first() {
-                self.channel = Some(channel);
-                self.first = false;
-                data = rest;
-            }
+        if self.first
+            && let Some((&channel, rest)) = data.split_first()
+        {
+            self.channel = Some(channel);
+            self.first = false;
+            data = rest;
         }
         if self.channel == Some(3) && self.status.len() + data.len() <= Self::MAX_STATUS {
             self.status.extend_from_slice(data);
