@@ -45,6 +45,27 @@ struct Claims {
     key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cert: Option<CertificateClaims>,
+    /// The certificate has no `permit-pty`: no terminal through the door.
+    #[serde(default, skip_serializing_if = "is_false")]
+    no_pty: bool,
+    /// The certificate has no `permit-port-forwarding` (or has a
+    /// `force-command`): no port-forward through the door.
+    #[serde(default, skip_serializing_if = "is_false")]
+    no_port_forwarding: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// A verified credential: the login, and what its certificate withholds.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub credential: Credential,
+    /// Why a terminal is refused, if it is (as for the SSH login).
+    pub pty_refusal: Option<&'static str>,
+    /// Why a port-forward is refused, if it is.
+    pub forwarding_refusal: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -67,10 +88,12 @@ pub struct Minted {
 }
 
 /// Mints a credential for `credential`'s login, valid `secs` from `now`
-/// and never past its certificate's end.
+/// and never past its certificate's end, carrying what `grant` (its
+/// certificate's extensions) withholds.
 pub fn mint(
     key: &SigningKey,
     credential: &Credential,
+    grant: &crate::certificates::Grant,
     now: u64,
     secs: u64,
 ) -> Result<Minted, String> {
@@ -115,6 +138,8 @@ pub fn mint(
         exp,
         key: public,
         cert,
+        no_pty: grant.pty_refusal().is_some(),
+        no_port_forwarding: grant.forwarding_refusal().is_some(),
     };
     let token = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -130,7 +155,7 @@ pub fn mint(
 
 /// The login a credential was minted for, when it is one of ours and has
 /// not expired at `now`. Whether that login still holds is for the gate.
-pub fn verify(key: &SigningKey, token: &str, now: u64) -> Result<Credential, CredentialError> {
+pub fn verify(key: &SigningKey, token: &str, now: u64) -> Result<Verified, CredentialError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_audience(&[AUDIENCE]);
     validation.set_issuer(&[ISSUER]);
@@ -148,7 +173,13 @@ pub fn verify(key: &SigningKey, token: &str, now: u64) -> Result<Credential, Cre
         .map_err(|_| CredentialError::Forged)?
         .key_data()
         .clone();
-    Ok(match claims.cert {
+    let withheld = crate::certificates::Grant {
+        force_command: None,
+        pty: !claims.no_pty,
+        port_forwarding: !claims.no_port_forwarding,
+        no_touch_required: false,
+    };
+    let credential = match claims.cert {
         None => Credential::Key {
             person: claims.sub,
             key,
@@ -167,6 +198,11 @@ pub fn verify(key: &SigningKey, token: &str, now: u64) -> Result<Credential, Cre
             source_address: cert.source_address,
             identity: None,
         },
+    };
+    Ok(Verified {
+        credential,
+        pty_refusal: withheld.pty_refusal(),
+        forwarding_refusal: withheld.forwarding_refusal(),
     })
 }
 
@@ -234,12 +270,14 @@ pub fn kubeconfig(what: &KubeconfigFor<'_>) -> String {
 pub fn answer_credential(
     shared: &crate::bastion::Shared,
     credential: &Credential,
+    grant: &crate::certificates::Grant,
     source: &str,
 ) -> Result<String, String> {
     let key = shared.signing.as_ref().ok_or_else(door_off)?;
     let minted = mint(
         key,
         credential,
+        grant,
         crate::audit::unix_now(),
         shared.config.kube_proxy.credential_secs,
     )?;
@@ -297,6 +335,10 @@ mod tests {
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMDfXAD8pTqWlh0C4MoJnLz2UlW3d5CzUtBQ4ilOF8Ba test@example";
 
+    fn open() -> crate::certificates::Grant {
+        crate::certificates::Grant::unrestricted()
+    }
+
     fn login() -> Credential {
         Credential::Key {
             person: "alice".into(),
@@ -308,10 +350,14 @@ mod tests {
     #[test]
     fn a_minted_credential_verifies_as_its_login_until_it_expires() {
         let key = SigningKey::random();
-        let minted = mint(&key, &login(), 1000, 3600).unwrap();
+        let minted = mint(&key, &login(), &open(), 1000, 3600).unwrap();
         assert_eq!(minted.expires, 1000 + 3600);
-        let Credential::Key { person, key: k, .. } = verify(&key, &minted.token, 1001).unwrap()
-        else {
+        let verified = verify(&key, &minted.token, 1001).unwrap();
+        assert_eq!(
+            (verified.pty_refusal, verified.forwarding_refusal),
+            (None, None)
+        );
+        let Credential::Key { person, key: k, .. } = verified.credential else {
             panic!("not a key credential");
         };
         assert_eq!(person, "alice");
@@ -324,13 +370,13 @@ mod tests {
 
     #[test]
     fn another_key_or_a_changed_token_is_forged() {
-        let minted = mint(&SigningKey::random(), &login(), 1000, 3600).unwrap();
+        let minted = mint(&SigningKey::random(), &login(), &open(), 1000, 3600).unwrap();
         assert!(matches!(
             verify(&SigningKey::random(), &minted.token, 1001),
             Err(CredentialError::Forged)
         ));
         let key = SigningKey::random();
-        let minted = mint(&key, &login(), 1000, 3600).unwrap();
+        let minted = mint(&key, &login(), &open(), 1000, 3600).unwrap();
         let mut parts: Vec<String> = minted.token.split('.').map(str::to_string).collect();
         parts[1] = parts[1].replace('A', "B");
         assert!(matches!(
@@ -359,22 +405,29 @@ mod tests {
             source_address: Some("10.0.0.0/8".into()),
             identity: None,
         };
-        let minted = mint(&key, &credential, 1000, 3600).unwrap();
+        let restricted = crate::certificates::Grant {
+            pty: false,
+            port_forwarding: false,
+            ..open()
+        };
+        let minted = mint(&key, &credential, &restricted, 1000, 3600).unwrap();
         assert_eq!(minted.expires, 1600);
+        let verified = verify(&key, &minted.token, 1001).unwrap();
+        assert!(verified.pty_refusal.is_some() && verified.forwarding_refusal.is_some());
         let Credential::Certificate {
             serial,
             key_id,
             ca: back,
             source_address,
             ..
-        } = verify(&key, &minted.token, 1001).unwrap()
+        } = verified.credential
         else {
             panic!("not a certificate credential");
         };
         assert_eq!((serial, key_id.as_str()), (7, "alice-laptop"));
         assert_eq!(back, ca);
         assert_eq!(source_address.as_deref(), Some("10.0.0.0/8"));
-        assert!(mint(&key, &credential, 1600, 3600).is_err());
+        assert!(mint(&key, &credential, &restricted, 1600, 3600).is_err());
     }
 
     #[test]

@@ -879,3 +879,99 @@ fn garbage_on_an_upgraded_stream_ends_only_that_stream() {
     );
     assert_eq!(ok(&out, "exec after the garbage"), "still served\n");
 }
+
+/// A certificate without `permit-port-forwarding` and `permit-pty` gets a
+/// credential that withholds the same through the door: `port-forward`
+/// and `exec -t` are refused with the certificate's reason; a plain
+/// `exec -i` works.
+#[test]
+fn a_certificates_missing_extensions_hold_through_the_door() {
+    let sim = Sim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&ca)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let ca_public = std::fs::read_to_string(ca.with_extension("pub")).unwrap();
+    let door = Door::start(
+        &sim,
+        &format!("user_ca_keys = [\"{}\"]\n", ca_public.trim()),
+    );
+    let keys = Keys::new();
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-s"])
+            .arg(&ca)
+            .args(["-I", "alice-restricted", "-n", "alice", "-V", "+1h"])
+            .args(["-O", "no-pty", "-O", "no-port-forwarding"])
+            .arg(keys.identity.with_extension("pub"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The person's ssh, with the certificate's key only.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(
+        bin.join("ssh"),
+        format!(
+            "#!/bin/sh\nexec /usr/bin/ssh -F /dev/null -o IdentitiesOnly=yes -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new -o BatchMode=yes -o LogLevel=ERROR \"$@\"\n",
+            keys.identity.display(),
+            dir.path().join("known_hosts").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("ssh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kubeconfig = door.kubeconfig("alice");
+    let kubectl = |args: &[&str]| {
+        let mut command = Command::new("kubectl");
+        command
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args);
+        run_with_input(command, b"through\n")
+    };
+    let out = kubectl(&["exec", "-i", "web-0", "-c", "app", "--", "cat"]);
+    assert_eq!(ok(&out, "exec -i with the certificate"), "through\n");
+    let events = door.audit_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "auth"
+                && e["method"].as_str().is_some_and(|m| m.contains("cert"))),
+        "the plugin's ssh did not log in with the certificate: {events:?}"
+    );
+    let out = kubectl(&["port-forward", "web-0", &format!("{}:80", free_port())]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("the certificate has no permit-port-forwarding extension"),
+        "{}",
+        text(&out.stderr)
+    );
+    let tmux_line = format!(
+        "env -u TMUX TERM=screen PATH={}:$PATH kubectl --kubeconfig {} exec -it web-0 -c app -- sh; echo kubectl exited with $?; sleep 60",
+        bin.display(),
+        kubeconfig.display()
+    );
+    let tmux = Tmux::start(&tmux_line, 100, 30);
+    tmux.wait_for_text("kubectl exited with");
+    let screen = tmux.screen();
+    assert!(
+        screen.contains("the certificate has no permit-pty extension"),
+        "{screen}"
+    );
+}

@@ -132,16 +132,17 @@ async fn handle(door: &Arc<Door>, peer: SocketAddr, request: Request<Incoming>) 
         info,
         started: Instant::now(),
     };
-    let credential = match credential_of(door, request.headers()) {
-        Ok(credential) => credential,
+    let verified = match credential_of(door, request.headers()) {
+        Ok(verified) => verified,
         Err(error) => return refuse(&audited, StatusCode::UNAUTHORIZED, &error.to_string()),
     };
-    let person = match &credential {
+    let credential = &verified.credential;
+    let person = match credential {
         Credential::Key { person, .. } | Credential::Certificate { person, .. } => person.clone(),
     };
     audited.person = person.clone();
     let presented = Presented {
-        credential: Some(&credential),
+        credential: Some(credential),
         address: peer.ip(),
     };
     if let Err(refusal) = gate::still_open(shared, &presented) {
@@ -185,7 +186,7 @@ async fn handle(door: &Arc<Door>, peer: SocketAddr, request: Request<Incoming>) 
             peer,
             person: &person,
             identity: &identity,
-            credential: &credential,
+            verified: &verified,
             client,
         };
         return stream::serve(opened, audited, request).await;
@@ -194,7 +195,10 @@ async fn handle(door: &Arc<Door>, peer: SocketAddr, request: Request<Incoming>) 
 }
 
 /// The credential a request carries.
-fn credential_of(door: &Door, headers: &HeaderMap) -> Result<Credential, CredentialError> {
+fn credential_of(
+    door: &Door,
+    headers: &HeaderMap,
+) -> Result<crate::kube_credential::Verified, CredentialError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -32,7 +32,6 @@ use crate::bastion::Shared;
 use crate::cluster::Identity;
 use crate::login::{Target, View};
 use crate::recording::Recorder;
-use crate::revocation::Credential;
 use crate::session::Opening;
 use crate::session::control::{Activity, Outcome, Report, supervise};
 use crate::session::gate::{self, Presented};
@@ -44,7 +43,7 @@ pub struct Opened<'a> {
     pub peer: SocketAddr,
     pub person: &'a str,
     pub identity: &'a Identity,
-    pub credential: &'a Credential,
+    pub verified: &'a crate::kube_credential::Verified,
     pub client: kube::Client,
 }
 
@@ -155,8 +154,19 @@ pub async fn serve(
         kind,
         setup_started: audited.started,
     };
+    // What the login's certificate withholds holds here too, as for ssh.
+    let withheld = match info.subresource.as_str() {
+        "portforward" => opened.verified.forwarding_refusal,
+        _ if asked.tty => opened.verified.pty_refusal,
+        _ => None,
+    };
+    if let Some(reason) = withheld {
+        opening.refused(reason);
+        audited.record("refused", 403, 0, 0);
+        return status_response(StatusCode::FORBIDDEN, reason);
+    }
     let presented = Presented {
-        credential: Some(opened.credential),
+        credential: Some(&opened.verified.credential),
         address: opened.peer.ip(),
     };
     let admitted =
@@ -238,8 +248,11 @@ pub async fn serve(
     let (revoked_tx, revoked_rx) = tokio::sync::watch::channel(None);
     let context = session.context(&opened.identity.user, shared.control(revoked_rx));
     let watch = {
-        let (shared, credential, address) =
-            (shared.clone(), opened.credential.clone(), opened.peer.ip());
+        let (shared, credential, address) = (
+            shared.clone(),
+            opened.verified.credential.clone(),
+            opened.peer.ip(),
+        );
         tokio::spawn(async move {
             let reason = gate::revoked(&shared, &credential, address).await;
             revoked_tx.send_replace(Some(reason));

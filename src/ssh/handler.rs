@@ -496,6 +496,7 @@ async fn session_channel(
                         (None, _) => crate::kube_credential::answer_credential(
                             &shared,
                             &login.credential,
+                            &login.grant,
                             &peer.to_string(),
                         ),
                     };
