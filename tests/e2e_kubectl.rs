@@ -83,6 +83,22 @@ impl Door {
         }
     }
 
+    /// `program` with the person's ssh first on PATH and this door's home.
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    self.bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("HOME", self.dir.path());
+        command
+    }
+
     /// What `ssh PERSON@bastion kubeconfig` prints, saved to a file.
     fn kubeconfig(&self, person: &str) -> PathBuf {
         let out = self.bastion.ssh(person, &["kubeconfig"], b"");
@@ -99,20 +115,8 @@ impl Door {
         } else {
             format!("/usr/lib/google-cloud-sdk/bin/{binary}")
         };
-        let mut command = Command::new(path);
-        command
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    self.bin.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .env("HOME", self.dir.path())
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(args);
+        let mut command = self.command(&path);
+        command.arg("--kubeconfig").arg(kubeconfig).args(args);
         run_with_input(command, input)
     }
 
@@ -538,16 +542,7 @@ fn port_forward_carries_http_through_the_door_over_websocket_and_spdy() {
             format!("/usr/lib/google-cloud-sdk/bin/{binary}")
         };
         let _forward = Process(
-            Command::new(path)
-                .env(
-                    "PATH",
-                    format!(
-                        "{}:{}",
-                        door.bin.display(),
-                        std::env::var("PATH").unwrap_or_default()
-                    ),
-                )
-                .env("HOME", door.dir.path())
+            door.command(&path)
                 .arg("--kubeconfig")
                 .arg(&alice)
                 .args(["port-forward", "web-0", &format!("{local}:{server_port}")])
@@ -644,17 +639,8 @@ fn the_official_python_client_lists_execs_and_watches_through_the_door() {
         "{} is missing: run .ci/run (it installs the official Python client)",
         python.display()
     );
-    let mut command = Command::new(python);
+    let mut command = door.command(python.to_str().expect("a UTF-8 path"));
     command
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                door.bin.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .env("HOME", door.dir.path())
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/door_client.py"))
         .arg(&alice);
     let out = run_with_input(command, b"");
@@ -704,16 +690,7 @@ fn kubectl_runs_ssh_again_for_a_new_credential_when_one_expires() {
     let port = free_port();
     let proxy_log = door.dir.path().join("proxy.log");
     let _proxy = Process(
-        Command::new("kubectl")
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    door.bin.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .env("HOME", door.dir.path())
+        door.command("kubectl")
             .arg("--kubeconfig")
             .arg(&alice)
             .args(["proxy", "--port", &port.to_string()])
