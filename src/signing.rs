@@ -116,7 +116,8 @@ impl SigningKey {
         }
     }
 
-    /// A key of its own, for unit tests and single-process use.
+    /// A key of its own, for unit tests.
+    #[cfg(test)]
     pub fn random() -> SigningKey {
         let fresh: [u8; KEY_BYTES] = rand::random();
         SigningKey {

@@ -110,11 +110,7 @@ impl Door {
 
     /// kubectl (`kubectl` or `kubectl.1.27` ...) with `kubeconfig`.
     fn kubectl(&self, binary: &str, kubeconfig: &Path, args: &[&str], input: &[u8]) -> Output {
-        let path = if binary == "kubectl" {
-            "kubectl".to_string()
-        } else {
-            format!("/usr/lib/google-cloud-sdk/bin/{binary}")
-        };
+        let path = kubectl_path(binary);
         let mut command = self.command(&path);
         command.arg("--kubeconfig").arg(kubeconfig).args(args);
         run_with_input(command, input)
@@ -127,6 +123,40 @@ impl Door {
             .map(|l| serde_json::from_str(l).expect("an audit event"))
             .collect()
     }
+}
+
+/// Where kubectl `binary` (`kubectl` or `kubectl.1.27` ...) is.
+fn kubectl_path(binary: &str) -> String {
+    if binary == "kubectl" {
+        "kubectl".to_string()
+    } else {
+        format!("/usr/lib/google-cloud-sdk/bin/{binary}")
+    }
+}
+
+/// `kubectl exec -it` into web-0's app container with `binary`, in tmux:
+/// `marker` (a shell expression) is typed and its value seen, and the
+/// initial size and a resize reach the container's terminal.
+fn terminal_through_the_door(
+    door: &Door,
+    binary: &str,
+    kubeconfig: &Path,
+    marker: (&str, &str),
+) -> Tmux {
+    let tmux = Tmux::start(
+        &door.kubectl_line(binary, kubeconfig, "exec -it web-0 -c app -- sh"),
+        100,
+        30,
+    );
+    tmux.wait_for_line_start("#");
+    tmux.send(&[&format!("echo {}", marker.0), "Enter"]);
+    tmux.wait_for_text(marker.1);
+    tmux.send(&["stty size", "Enter"]);
+    tmux.wait_for_text("30 100");
+    tmux.resize(120, 40);
+    tmux.send(&["stty size", "Enter"]);
+    tmux.wait_for_text("40 120");
+    tmux
 }
 
 fn ok(out: &Output, what: &str) -> String {
@@ -415,11 +445,7 @@ impl Door {
     /// A shell command line running kubectl `binary` with this door's
     /// environment, for tmux.
     fn kubectl_line(&self, binary: &str, kubeconfig: &Path, args: &str) -> String {
-        let path = if binary == "kubectl" {
-            "kubectl".to_string()
-        } else {
-            format!("/usr/lib/google-cloud-sdk/bin/{binary}")
-        };
+        let path = kubectl_path(binary);
         format!(
             "env -u TMUX TERM=screen PATH={bin}:$PATH HOME={home} {path} --kubeconfig {kubeconfig} {args}; echo kubectl exited with $?; sleep 60",
             bin = self.bin.display(),
@@ -450,20 +476,8 @@ fn an_exec_with_a_terminal_is_a_recorded_listed_session_that_revocation_ends() {
     let sim = Sim::start();
     let door = Door::start(&sim, "");
     let alice = door.kubeconfig("alice");
-    let tmux = Tmux::start(
-        &door.kubectl_line("kubectl", &alice, "exec -it web-0 -c app -- sh"),
-        100,
-        30,
-    );
-    tmux.wait_for_line_start("#");
-    tmux.send(&["echo DOOR-$((6*7))", "Enter"]);
-    tmux.wait_for_text("DOOR-42");
-    // The terminal's size came through (kubectl's resize channel).
-    tmux.send(&["stty size", "Enter"]);
-    tmux.wait_for_text("30 100");
-    tmux.resize(120, 40);
-    tmux.send(&["stty size", "Enter"]);
-    tmux.wait_for_text("40 120");
+    // The terminal's size comes through (kubectl's resize channel).
+    let tmux = terminal_through_the_door(&door, "kubectl", &alice, ("DOOR-$((6*7))", "DOOR-42"));
     // Ctrl-C reaches the container's terminal: it stops the foreground
     // command, not kubectl.
     tmux.send(&["sleep 1000; echo AFTER-$((1+1))", "Enter"]);
@@ -536,11 +550,7 @@ fn port_forward_carries_http_through_the_door_over_websocket_and_spdy() {
     );
     for binary in ["kubectl", "kubectl.1.27"] {
         let local = free_port();
-        let path = if binary == "kubectl" {
-            "kubectl".to_string()
-        } else {
-            format!("/usr/lib/google-cloud-sdk/bin/{binary}")
-        };
+        let path = kubectl_path(binary);
         let _forward = Process(
             door.command(&path)
                 .arg("--kubeconfig")
@@ -587,19 +597,8 @@ fn an_spdy_exec_with_a_terminal_is_recorded_with_its_size_and_exit_status() {
     let sim = Sim::start();
     let door = Door::start(&sim, "");
     let alice = door.kubeconfig("alice");
-    let tmux = Tmux::start(
-        &door.kubectl_line("kubectl.1.27", &alice, "exec -it web-0 -c app -- sh"),
-        100,
-        30,
-    );
-    tmux.wait_for_line_start("#");
-    tmux.send(&["echo SPDY-$((7*6))", "Enter"]);
-    tmux.wait_for_text("SPDY-42");
-    tmux.send(&["stty size", "Enter"]);
-    tmux.wait_for_text("30 100");
-    tmux.resize(120, 40);
-    tmux.send(&["stty size", "Enter"]);
-    tmux.wait_for_text("40 120");
+    let tmux =
+        terminal_through_the_door(&door, "kubectl.1.27", &alice, ("SPDY-$((7*6))", "SPDY-42"));
     tmux.send(&["exit 7", "Enter"]);
     tmux.wait_for_text("kubectl exited with 7");
     wait_for(
