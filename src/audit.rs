@@ -229,6 +229,17 @@ pub enum Event {
         /// Unix seconds.
         expires: u64,
     },
+    /// An SSH certificate from kbastion's CA, minted for a person signed
+    /// in with the OpenID provider.
+    Certificate {
+        source: String,
+        person: String,
+        /// The certified key's SHA-256 fingerprint.
+        fingerprint: String,
+        serial: u64,
+        /// Unix seconds.
+        valid_before: u64,
+    },
     /// A file kbastion's own SFTP server read or wrote for a session, at
     /// the close of its handle: the path, `read` or `write`, and bytes.
     File {

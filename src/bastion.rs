@@ -47,6 +47,9 @@ pub struct Shared {
     /// The key every replica signs and checks the kubectl door's
     /// credentials with (`signing_secret`); loaded when the door is on.
     pub signing: Option<crate::signing::SigningKey>,
+    /// Single sign-on with the OpenID provider (`[oidc]`), and kbastion's
+    /// own user CA.
+    pub sso: Option<Arc<crate::sso::Sso>>,
     /// The address the SSH listener is bound to (its port, when `listen`
     /// asked for any), set once it is.
     pub ssh_address: std::sync::OnceLock<std::net::SocketAddr>,
@@ -79,8 +82,8 @@ impl Shared {
         let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or(0);
         tracing::info!(version = %version.git_version, "connected to the Kubernetes API");
         node_shells.spawn_maintenance();
-        let signing = match config.kube_proxy.listen {
-            Some(_) => Some(
+        let signing = match config.kube_proxy.listen.is_some() || config.oidc.is_some() {
+            true => Some(
                 crate::signing::SigningKey::load(
                     cluster.own(),
                     &config.namespace,
@@ -89,8 +92,16 @@ impl Shared {
                 )
                 .await?,
             ),
-            None => None,
+            false => None,
         };
+        let sso = match (&config.oidc, &signing, &config.web.public_url) {
+            (Some(oidc), Some(signing), Some(public_url)) => Some(Arc::new(
+                crate::sso::Sso::new(oidc, public_url, signing, wait)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            )),
+            _ => None,
+        };
+        let trust = sso.as_ref().map(|sso| sso.trust());
         let audit = crate::audit::Audit::start(&config.audit)
             .await
             .map_err(|e| anyhow::anyhow!("audit.file: cannot open: {e}"))?;
@@ -112,7 +123,7 @@ impl Shared {
             stream_verb: crate::authz::websocket_stream_verb(minor),
             stdin_eof: minor >= 30,
             metrics,
-            access: std::sync::RwLock::new(Arc::new(Access::of(&config))),
+            access: std::sync::RwLock::new(Arc::new(Access::of(&config, trust))),
             reloads: tokio::sync::watch::channel(0).0,
             notice: tokio::sync::watch::channel(None).0,
             stop: tokio_util::sync::CancellationToken::new(),
@@ -120,6 +131,7 @@ impl Shared {
             failed_sign_ins: Default::default(),
             sessions: Default::default(),
             signing,
+            sso,
             ssh_address: Default::default(),
             config,
             cluster,
@@ -135,14 +147,18 @@ pub struct Access {
     pub users: Vec<crate::config::User>,
     pub ca_fingerprints: Vec<russh::keys::ssh_key::Fingerprint>,
     pub revoked: crate::keys::RevokedKeys,
+    /// Single sign-on's provider and CA (set at start; `[oidc]` changes
+    /// need a restart).
+    pub sso: Option<crate::sso::Trust>,
 }
 
 impl Access {
-    fn of(config: &Config) -> Self {
+    fn of(config: &Config, sso: Option<crate::sso::Trust>) -> Self {
         Access {
             users: config.users.clone(),
             ca_fingerprints: crate::certificates::fingerprints(&config.ca_keys),
             revoked: config.revoked.clone(),
+            sso,
         }
     }
 
@@ -152,6 +168,7 @@ impl Access {
             users: &self.users,
             ca_fingerprints: &self.ca_fingerprints,
             revoked: &self.revoked,
+            sso: self.sso.as_ref(),
         }
     }
 }
@@ -207,7 +224,8 @@ impl Shared {
     /// against them (`handler::watch_credential`). Other settings need a
     /// restart.
     pub fn reload_users(&self, config: &Config) {
-        *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Access::of(config));
+        let sso = self.sso.as_ref().map(|sso| sso.trust());
+        *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Access::of(config, sso));
         self.reloads.send_modify(|generation| *generation += 1);
     }
 }

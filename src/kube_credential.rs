@@ -41,10 +41,16 @@ struct Claims {
     sub: String,
     iat: u64,
     exp: u64,
-    /// The login's public key (OpenSSH form; a certificate's own key).
-    key: String,
+    /// The login's public key (OpenSSH form; a certificate's own key);
+    /// none for a sign-in with the OpenID provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cert: Option<CertificateClaims>,
+    /// The provider's person, for a single sign-on login (its own, or its
+    /// certificate's from kbastion's CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sso: Option<crate::sso::Claimed>,
     /// The certificate has no `permit-pty`: no terminal through the door.
     #[serde(default, skip_serializing_if = "is_false")]
     no_pty: bool,
@@ -97,10 +103,10 @@ pub fn mint(
     now: u64,
     secs: u64,
 ) -> Result<Minted, String> {
-    let (person, public, cert) = match credential {
-        Credential::Key { person, key, .. } => (person, key, None),
+    let (public, cert) = match credential {
+        Credential::Key { key, .. } => (Some(key), None),
+        Credential::SignedIn { .. } => (None, None),
         Credential::Certificate {
-            person,
             key,
             serial,
             key_id,
@@ -109,8 +115,7 @@ pub fn mint(
             source_address,
             ..
         } => (
-            person,
-            key,
+            Some(key),
             Some(CertificateClaims {
                 serial: *serial,
                 key_id: key_id.clone(),
@@ -127,17 +132,23 @@ pub fn mint(
     if exp <= now {
         return Err("the SSH certificate has expired; renew it and log in again".into());
     }
-    let public = PublicKey::from(public.clone())
-        .to_openssh()
-        .map_err(|e| format!("cannot write the login's public key: {e}"))?;
+    let public = match public {
+        Some(key) => Some(
+            PublicKey::from(key.clone())
+                .to_openssh()
+                .map_err(|e| format!("cannot write the login's public key: {e}"))?,
+        ),
+        None => None,
+    };
     let claims = Claims {
         iss: ISSUER.into(),
         aud: AUDIENCE.into(),
-        sub: person.clone(),
+        sub: credential.person().to_string(),
         iat: now,
         exp,
         key: public,
         cert,
+        sso: credential.claimed().cloned(),
         no_pty: grant.pty_refusal().is_some(),
         no_port_forwarding: grant.forwarding_refusal().is_some(),
     };
@@ -169,23 +180,34 @@ pub fn verify(key: &SigningKey, token: &str, now: u64) -> Result<Verified, Crede
     if now >= claims.exp {
         return Err(CredentialError::Expired);
     }
-    let key = PublicKey::from_openssh(&claims.key)
-        .map_err(|_| CredentialError::Forged)?
-        .key_data()
-        .clone();
+    let key = match &claims.key {
+        Some(key) => Some(
+            PublicKey::from_openssh(key)
+                .map_err(|_| CredentialError::Forged)?
+                .key_data()
+                .clone(),
+        ),
+        None => None,
+    };
     let withheld = crate::certificates::Grant {
         force_command: None,
         pty: !claims.no_pty,
         port_forwarding: !claims.no_port_forwarding,
         no_touch_required: false,
     };
-    let credential = match claims.cert {
-        None => Credential::Key {
+    let credential = match (key, claims.cert, claims.sso) {
+        (None, None, Some(claimed)) => Credential::SignedIn {
+            person: claims.sub,
+            claimed: Box::new(claimed),
+            valid_before: claims.exp,
+            identity: None,
+        },
+        (Some(key), None, None) => Credential::Key {
             person: claims.sub,
             key,
             identity: None,
         },
-        Some(cert) => Credential::Certificate {
+        (Some(key), Some(cert), claimed) => Credential::Certificate {
             person: claims.sub,
             key,
             serial: cert.serial,
@@ -196,8 +218,10 @@ pub fn verify(key: &SigningKey, token: &str, now: u64) -> Result<Verified, Crede
                 .parse::<Fingerprint>()
                 .map_err(|_| CredentialError::Forged)?,
             source_address: cert.source_address,
+            claimed: claimed.map(Box::new),
             identity: None,
         },
+        _ => return Err(CredentialError::Forged),
     };
     Ok(Verified {
         credential,
@@ -281,13 +305,11 @@ pub fn answer_credential(
         crate::audit::unix_now(),
         shared.config.kube_proxy.credential_secs,
     )?;
-    let person = match credential {
-        Credential::Key { person, .. } | Credential::Certificate { person, .. } => person,
-    };
+    let person = credential.person();
     tracing::info!(%source, %person, expires = minted.expires, "kubectl door credential issued");
     shared.audit.record(crate::audit::Event::KubeCredential {
         source: source.to_string(),
-        person: person.clone(),
+        person: person.to_string(),
         expires: minted.expires,
     });
     Ok(exec_credential(&minted))
@@ -403,6 +425,7 @@ mod tests {
             valid_before: 1600,
             ca,
             source_address: Some("10.0.0.0/8".into()),
+            claimed: None,
             identity: None,
         };
         let restricted = crate::certificates::Grant {

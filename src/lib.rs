@@ -47,6 +47,7 @@ pub mod signing;
 pub mod sim;
 pub mod spdy;
 pub mod ssh;
+pub mod sso;
 pub mod target;
 pub mod tls;
 pub mod web;

@@ -11,6 +11,7 @@ use russh::keys::ssh_key::public::KeyData;
 
 use crate::cluster::Identity;
 use crate::keys::RevokedKeys;
+use crate::sso::Claimed;
 use russh::keys::ssh_key::Fingerprint;
 
 /// What a connection logged in with, kept to check it again.
@@ -35,6 +36,18 @@ pub enum Credential {
         /// every door the credential opens (a web session minted with it
         /// too), not only the SSH login.
         source_address: Option<String>,
+        /// The person kbastion's own CA certified (single sign-on); None
+        /// for a configured person's certificate.
+        claimed: Option<Box<Claimed>>,
+        identity: Option<Identity>,
+    },
+    /// A sign-in with the OpenID provider (keyboard-interactive, or the
+    /// browser): the person its claims made, until `valid_before`.
+    SignedIn {
+        person: String,
+        claimed: Box<Claimed>,
+        /// Unix seconds.
+        valid_before: u64,
         identity: Option<Identity>,
     },
 }
@@ -44,6 +57,8 @@ pub struct Lists<'a> {
     pub users: &'a [crate::config::User],
     pub ca_fingerprints: &'a [Fingerprint],
     pub revoked: &'a RevokedKeys,
+    /// Single sign-on's provider and CA, when `[oidc]` is on.
+    pub sso: Option<&'a crate::sso::Trust>,
 }
 
 impl Credential {
@@ -51,16 +66,35 @@ impl Credential {
     pub fn expires(&self) -> Option<u64> {
         match self {
             Credential::Key { .. } => None,
-            Credential::Certificate { valid_before, .. } => Some(*valid_before),
+            Credential::Certificate { valid_before, .. }
+            | Credential::SignedIn { valid_before, .. } => Some(*valid_before),
+        }
+    }
+
+    /// The person who logged in.
+    pub fn person(&self) -> &str {
+        match self {
+            Credential::Key { person, .. }
+            | Credential::Certificate { person, .. }
+            | Credential::SignedIn { person, .. } => person,
+        }
+    }
+
+    /// The provider's person, for a login made by single sign-on.
+    pub fn claimed(&self) -> Option<&Claimed> {
+        match self {
+            Credential::Key { .. } => None,
+            Credential::Certificate { claimed, .. } => claimed.as_deref(),
+            Credential::SignedIn { claimed, .. } => Some(claimed),
         }
     }
 
     /// The credential of a login given `identity`.
     pub fn for_identity(mut self, given: Identity) -> Credential {
         match &mut self {
-            Credential::Key { identity, .. } | Credential::Certificate { identity, .. } => {
-                *identity = Some(given)
-            }
+            Credential::Key { identity, .. }
+            | Credential::Certificate { identity, .. }
+            | Credential::SignedIn { identity, .. } => *identity = Some(given),
         }
         self
     }
@@ -69,34 +103,43 @@ impl Credential {
     /// `now`, as the same Kubernetes user and groups; the reason, in a few
     /// words, when not.
     pub fn check(&self, lists: &Lists<'_>, source: IpAddr, now: u64) -> Result<(), String> {
-        let (person, identity) = match self {
-            Credential::Key {
-                person, identity, ..
+        let person = self.person();
+        let identity = match self {
+            Credential::Key { identity, .. }
+            | Credential::Certificate { identity, .. }
+            | Credential::SignedIn { identity, .. } => identity.as_ref(),
+        };
+        let configured = lists.users.iter().find(|u| u.name == person);
+        match (self.claimed(), configured) {
+            (Some(claimed), _) => {
+                let Some(sso) = lists.sso else {
+                    return Err(format!(
+                        "single sign-on is no longer configured; {person} signed in with it"
+                    ));
+                };
+                sso.check(claimed, identity, lists.users)?;
             }
-            | Credential::Certificate {
-                person, identity, ..
-            } => (person, identity),
-        };
-        let Some(user) = lists.users.iter().find(|u| &u.name == person) else {
-            return Err(format!("{person} is no longer a configured user"));
-        };
-        if let Some(identity) = identity
-            && (identity.user != user.kubernetes_user()
-                || identity.groups != user.kubernetes_groups)
-        {
-            return Err(format!(
-                "{person}'s Kubernetes user or groups changed in the configuration; log in again"
-            ));
-        }
-        if !user.allowed_from(source) {
-            return Err(format!("{person} may no longer connect from {source}"));
+            (None, None) => return Err(format!("{person} is no longer a configured user")),
+            (None, Some(user)) => {
+                if let Some(identity) = identity
+                    && (identity.user != user.kubernetes_user()
+                        || identity.groups != user.kubernetes_groups)
+                {
+                    return Err(format!(
+                        "{person}'s Kubernetes user or groups changed in the configuration; log in again"
+                    ));
+                }
+                if !user.allowed_from(source) {
+                    return Err(format!("{person} may no longer connect from {source}"));
+                }
+            }
         }
         match self {
             Credential::Key { key, .. } => {
                 if lists.revoked.key_revoked(key) {
                     return Err("the key is revoked".into());
                 }
-                if !user.keys.iter().any(|k| k.key_data() == key) {
+                if !configured.is_some_and(|user| user.keys.iter().any(|k| k.key_data() == key)) {
                     return Err(format!("the key is no longer authorized for {person}"));
                 }
             }
@@ -107,6 +150,7 @@ impl Credential {
                 valid_before,
                 ca,
                 source_address,
+                claimed,
                 ..
             } => {
                 if now >= *valid_before {
@@ -119,11 +163,22 @@ impl Credential {
                         "the certificate's source-address ({list}) does not include {source}"
                     ));
                 }
-                if !lists.ca_fingerprints.contains(ca) {
+                let trusted = match claimed {
+                    Some(_) => lists.sso.is_some_and(|sso| sso.ca == *ca),
+                    None => lists.ca_fingerprints.contains(ca),
+                };
+                if !trusted {
                     return Err("the certificate's CA is no longer trusted".into());
                 }
                 if let Some(why) = lists.revoked.certificate_revoked(key, *serial, key_id) {
                     return Err(format!("the certificate is revoked: {why}"));
+                }
+            }
+            Credential::SignedIn { valid_before, .. } => {
+                if now >= *valid_before {
+                    return Err(format!(
+                        "the sign-in with the provider has ended; sign in again ({person})"
+                    ));
                 }
             }
         }

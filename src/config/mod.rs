@@ -14,9 +14,11 @@ use russh::keys::PublicKey;
 use serde::{Deserialize, Serialize};
 
 mod kube_proxy;
+mod oidc;
 mod web;
 
 pub use kube_proxy::KubeProxyConfig;
+pub use oidc::OidcConfig;
 pub use web::WebConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,10 @@ pub struct Config {
     /// The kubectl door (off unless `kube_proxy.listen` is set).
     #[serde(default)]
     pub kube_proxy: KubeProxyConfig,
+    /// Single sign-on with the company's OpenID Connect provider (off
+    /// unless the section is present; needs the web terminal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcConfig>,
     /// The Secret (in `namespace`) holding the key that signs the
     /// credentials every replica accepts: created by the first replica
     /// that needs it, read by the others.
@@ -429,6 +435,10 @@ impl Config {
         config
             .kube_proxy
             .validate(base, web_certificate.as_deref(), web_key.as_deref())?;
+        let web_on = config.web.listen.is_some() && config.web.public_url.is_some();
+        if let Some(oidc) = &mut config.oidc {
+            oidc.validate(base, web_on)?;
+        }
         config.revoked_keys = config.revoked_keys.as_deref().map(resolve);
         if let Some(path) = &config.revoked_keys {
             let text = std::fs::read_to_string(path)

@@ -31,7 +31,6 @@ use crate::api_request::RequestInfo;
 use crate::bastion::Shared;
 use crate::cluster::Identity;
 use crate::kube_credential::CredentialError;
-use crate::revocation::Credential;
 use crate::session::gate::{self, Presented, Refusal};
 use crate::signing::SigningKey;
 use upstream::{Audited, Body, Head, passed_on, status_response, upstream_request};
@@ -137,9 +136,7 @@ async fn handle(door: &Arc<Door>, peer: SocketAddr, request: Request<Incoming>) 
         Err(error) => return refuse(&audited, StatusCode::UNAUTHORIZED, &error.to_string()),
     };
     let credential = &verified.credential;
-    let person = match credential {
-        Credential::Key { person, .. } | Credential::Certificate { person, .. } => person.clone(),
-    };
+    let person = credential.person().to_string();
     audited.person = person.clone();
     let presented = Presented {
         credential: Some(credential),

@@ -211,9 +211,7 @@ pub async fn revoked(shared: &Shared, credential: &Credential, address: IpAddr) 
             () = tokio::time::sleep(until_expiry) => {}
         }
     };
-    let person = match credential {
-        Credential::Key { person, .. } | Credential::Certificate { person, .. } => person.clone(),
-    };
+    let person = credential.person().to_string();
     tracing::info!(%address, %person, %reason, "access revoked: ending what the login holds");
     shared.audit.record(crate::audit::Event::Revocation {
         source: address.to_string(),

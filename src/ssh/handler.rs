@@ -15,6 +15,7 @@ use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
 
 mod auth;
 
+pub use auth::Phase;
 use auth::{Authenticator, Login, watch_credential};
 
 use super::channel::{SshInput, SshOutput};
@@ -59,12 +60,12 @@ impl Connection {
     pub fn new(
         shared: Arc<Shared>,
         peer: SocketAddr,
-        authenticated: tokio::sync::watch::Sender<bool>,
+        phase: tokio::sync::watch::Sender<Phase>,
     ) -> Self {
         let open_channels =
             crate::limits::Counter::new(shared.config.limits.max_channels_per_connection);
         Connection {
-            auth: Authenticator::new(shared.clone(), peer, authenticated),
+            auth: Authenticator::new(shared.clone(), peer, phase),
             shared,
             peer,
             open_channels,
@@ -170,6 +171,18 @@ impl russh::server::Handler for Connection {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         Ok(self.auth.signed(user, key).await)
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self
+            .auth
+            .keyboard_interactive(user, response.is_some())
+            .await)
     }
 
     async fn auth_openssh_certificate(
@@ -480,6 +493,24 @@ async fn session_channel(
                 crate::commands::Parsed::Command(crate::commands::Command::Web) => {
                     web_link(&shared, &login, &opening, &output, peer, tty).await
                 }
+                crate::commands::Parsed::Command(crate::commands::Command::Certificate) => {
+                    let answer = match read_stdin(&mut read).await {
+                        Ok(text) => crate::sso::answer_certificate(
+                            &shared,
+                            &login.credential,
+                            &text,
+                            &peer.to_string(),
+                        ),
+                        Err(reason) => Err(reason),
+                    };
+                    match answer {
+                        Ok(text) => print(&output, &text).await,
+                        Err(reason) => {
+                            opening.refused(&reason);
+                            refuse(&output, &reason, tty).await;
+                        }
+                    }
+                }
                 crate::commands::Parsed::Command(crate::commands::Command::Sessions) => {
                     let listed = shared.sessions.list(Some(&login.person));
                     print(&output, &crate::registry::table(&listed)).await;
@@ -764,6 +795,44 @@ async fn web_link(
 }
 
 /// Prints a bastion command's answer and ends the channel with status 0.
+/// What a bastion command reads on stdin (a public key): up to its EOF,
+/// bounded in size and time.
+async fn read_stdin(read: &mut russh::ChannelReadHalf) -> Result<String, String> {
+    const MAX: usize = 16 * 1024;
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+    let releaser = read.window_releaser();
+    let mut input = Vec::new();
+    let reading = async {
+        loop {
+            match read.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    if let Some(releaser) = &releaser {
+                        releaser.release(data.len());
+                    }
+                    input.extend_from_slice(&data);
+                    if input.len() > MAX {
+                        return Err(format!(
+                            "the input is longer than {MAX} bytes; send one public key (ssh PERSON@BASTION certificate < ~/.ssh/id_ed25519.pub)"
+                        ));
+                    }
+                }
+                Some(ChannelMsg::Eof) | Some(ChannelMsg::Close) | None => return Ok(()),
+                Some(_) => {}
+            }
+        }
+    };
+    match tokio::time::timeout(WAIT, reading).await {
+        Ok(Ok(())) => String::from_utf8(input).map_err(|_| {
+            "the input is not text; send one public key (ssh PERSON@BASTION certificate < ~/.ssh/id_ed25519.pub)".to_string()
+        }),
+        Ok(Err(reason)) => Err(reason),
+        Err(_) => Err(format!(
+            "no public key arrived within {} s; send one on stdin (ssh PERSON@BASTION certificate < ~/.ssh/id_ed25519.pub)",
+            WAIT.as_secs()
+        )),
+    }
+}
+
 async fn print(output: &SshOutput, text: &str) {
     use tokio::io::AsyncWriteExt;
     let mut stdout = output.stdout();

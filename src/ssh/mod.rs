@@ -73,7 +73,13 @@ fn russh_config(config: &Config, keys: Vec<russh::keys::PrivateKey>) -> russh::s
             "SSH-2.0-kbastion_",
             env!("CARGO_PKG_VERSION")
         ))),
-        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // Keyboard-interactive only for single sign-on (its one line
+        // names the sign-in page).
+        methods: if config.oidc.is_some() {
+            MethodSet::from(&[MethodKind::PublicKey, MethodKind::KeyboardInteractive][..])
+        } else {
+            MethodSet::from(&[MethodKind::PublicKey][..])
+        },
         // The client's first "none" probe is answered at once; real
         // rejections wait, so timing does not tell which keys exist.
         auth_rejection_time: Duration::from_millis(300),
@@ -173,8 +179,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
                 tracing::info!(%peer, "connection closed: its address opened too many connections that did not log in (limits.connections_per_second_per_source)");
                 return;
             }
-            let (authenticated_tx, mut authenticated) = tokio::sync::watch::channel(false);
-            let handler = Connection::new(shared.clone(), peer, authenticated_tx);
+            let (phase_tx, mut phase) =
+                tokio::sync::watch::channel(handler::Phase::Unauthenticated);
+            let handler = Connection::new(shared.clone(), peer, phase_tx);
             let session = match tokio::time::timeout_at(
                 login_deadline,
                 russh::server::run_stream(config, socket, handler),
@@ -204,14 +211,27 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> anyhow::Result
                         let _ = handle.disconnect(russh::Disconnect::ByApplication, "login timeout".into(), "en".into()).await;
                         return;
                     }
-                    changed = authenticated.changed(), if !logged_in => {
-                        let now_in = *authenticated.borrow();
-                        if changed.is_err() || now_in {
-                            logged_in = true;
-                            drop(slots.take());
-                            if now_in {
+                    changed = phase.changed(), if !logged_in => {
+                        let now = *phase.borrow_and_update();
+                        match now {
+                            _ if changed.is_err() => {
+                                logged_in = true;
+                                drop(slots.take());
+                            }
+                            handler::Phase::Authenticated => {
+                                logged_in = true;
+                                drop(slots.take());
                                 shared.connection_rate.refund(peer.ip());
                             }
+                            // Held to its sign-in code's end instead, and
+                            // counted among the waiting sign-ins (which
+                            // have limits of their own), not among the
+                            // connections logging in with keys.
+                            handler::Phase::AwaitingSignIn { until } => {
+                                login_deadline.as_mut().reset(until);
+                                drop(slots.take());
+                            }
+                            handler::Phase::Unauthenticated => {}
                         }
                     }
                 }

@@ -157,7 +157,7 @@ fn redirect(location: &str) -> Response<Body> {
 }
 
 /// The address a request comes from (see `WebConfig::client_address`).
-fn client(web: &Web, peer: SocketAddr, request: &Request<Incoming>) -> std::net::IpAddr {
+pub(super) fn client(web: &Web, peer: SocketAddr, request: &Request<Incoming>) -> std::net::IpAddr {
     let forwarded = request
         .headers()
         .get_all("x-forwarded-for")
@@ -167,7 +167,12 @@ fn client(web: &Web, peer: SocketAddr, request: &Request<Incoming>) -> std::net:
 }
 
 /// The session cookie's value, if the request carries one.
-fn cookie(request: &Request<Incoming>) -> Option<String> {
+pub(super) fn cookie(request: &Request<Incoming>) -> Option<String> {
+    named_cookie(request, COOKIE)
+}
+
+/// The value of the cookie `wanted`, if the request carries it.
+pub(super) fn named_cookie(request: &Request<Incoming>, wanted: &str) -> Option<String> {
     request
         .headers()
         .get_all(header::COOKIE)
@@ -175,8 +180,17 @@ fn cookie(request: &Request<Incoming>) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value.to_string())
+}
+
+/// The `Set-Cookie` value of a new browser session.
+pub(super) fn session_cookie(signed_in: &super::links::SignedIn) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+        signed_in.token, signed_in.max_age
+    ))
+    .ok()
 }
 
 /// The person signed in by the request's cookie, if the browser session
@@ -276,6 +290,44 @@ async fn handle(web: &Arc<Web>, peer: SocketAddr, request: Request<Incoming>) ->
             response.headers_mut().insert(header::SET_COOKIE, value);
         }
         return response;
+    }
+    if let Some(sso) = web.shared.sso.clone() {
+        if path == "/oidc/login" || path.starts_with("/sso/") {
+            let code = path.strip_prefix("/sso/");
+            return match method {
+                Method::POST => super::sso::begin(web, &sso, peer, &request, code).await,
+                Method::GET => match code {
+                    Some(code) => super::sso::code_page(&sso, code),
+                    None => plain(StatusCode::METHOD_NOT_ALLOWED, "use the button on /"),
+                },
+                _ => plain(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+            };
+        }
+        if path == crate::sso::CALLBACK {
+            return super::sso::callback(web, &sso, peer, &request).await;
+        }
+        if path == "/certificate" {
+            if method != Method::POST {
+                return plain(StatusCode::METHOD_NOT_ALLOWED, "use the form on /");
+            }
+            return match signed_in(web, peer, &request) {
+                Ok(grant) => super::sso::certificate(web, peer, request, &grant).await,
+                Err(response) => *response,
+            };
+        }
+        // The start page of a browser that is not signed in offers the
+        // provider.
+        if path == "/"
+            && method == Method::GET
+            && cookie(&request).is_none_or(|token| {
+                web.shared
+                    .web_logins
+                    .session(&token, crate::audit::unix_now())
+                    .is_err()
+            })
+        {
+            return super::sso::start_page(&sso);
+        }
     }
     if path.starts_with("/ws/") {
         return websocket(web, peer, request).await;
@@ -420,11 +472,7 @@ fn login(web: &Web, peer: SocketAddr, request: &Request<Incoming>, token: &str) 
                 reason: None,
             });
             let mut response = redirect("/");
-            let cookie = format!(
-                "{COOKIE}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
-                signed_in.token, signed_in.max_age
-            );
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
+            if let Some(value) = session_cookie(&signed_in) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
             }
             response
@@ -434,7 +482,7 @@ fn login(web: &Web, peer: SocketAddr, request: &Request<Incoming>, token: &str) 
 }
 
 /// Escapes text for HTML.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     text.chars()
         .map(|c| match c {
             '&' => "&amp;".to_string(),
@@ -494,7 +542,7 @@ async fn targets_page(web: &Web, grant: &Grant) -> Response<Body> {
          <body class=\"list\"><form class=\"signout\" method=\"post\" action=\"/logout\">\
          <button type=\"submit\">Sign out</button></form><h1>Targets for {person}</h1>\
          <p class=\"note\">Each opens a terminal in a new tab. A container: /t/NAMESPACE/POD[/CONTAINER]; its log: /t/NAMESPACE/POD/CONTAINER.logs; a node: /t/NODE.</p>\
-         <h2>Pods</h2>{pods}{more}<h2>Nodes</h2>{nodes}</body></html>\n",
+         <h2>Pods</h2>{pods}{more}<h2>Nodes</h2>{nodes}{certificate}</body></html>\n",
         pods = list(&reachable.pods),
         more = if reachable.more_pods > 0 {
             format!(
@@ -505,6 +553,16 @@ async fn targets_page(web: &Web, grant: &Grant) -> Response<Body> {
             String::new()
         },
         nodes = list(&reachable.nodes),
+        certificate = match grant.credential.as_ref().and_then(|c| c.claimed()) {
+            // Signed in with the provider: an SSH certificate for a key.
+            Some(_) if web.shared.sso.is_some() => {
+                "<h2>SSH certificate</h2><form method=\"post\" action=\"/certificate\">\
+                 <p class=\"note\">Paste your public key (~/.ssh/id_ed25519.pub); save the answer as ~/.ssh/id_ed25519-cert.pub and ssh, scp and your IDE log in with no prompt.</p>\
+                 <textarea id=\"public-key\" name=\"key\" rows=\"3\" cols=\"80\"></textarea><br>\
+                 <button id=\"get-certificate\" type=\"submit\">Get a certificate</button></form>"
+            }
+            _ => "",
+        },
     );
     respond(StatusCode::OK, "text/html; charset=utf-8", page)
 }
@@ -527,7 +585,7 @@ fn reattach(request: &Request<Incoming>) -> Option<(String, u64)> {
 /// Refuses a request that a page of another origin could have made: the
 /// Origin header, which browsers set and pages cannot forge, must be
 /// exactly this bastion's.
-fn same_origin(
+pub(super) fn same_origin(
     web: &Web,
     peer: SocketAddr,
     request: &Request<Incoming>,

@@ -359,6 +359,7 @@ mod tests {
                     .public_key()
                     .fingerprint(russh::keys::HashAlg::Sha256),
                     source_address: None,
+                    claimed: None,
                     identity: None,
                 },
             }),

@@ -19,6 +19,7 @@ pub mod http;
 pub mod links;
 pub mod response;
 pub mod screen;
+pub mod sso;
 pub mod terminal;
 pub mod wire;
 

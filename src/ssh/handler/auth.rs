@@ -22,14 +22,39 @@ use crate::session::Opening;
 /// Authentication methods, as the audit log names them.
 const PUBLIC_KEY: &str = "publickey";
 const CERTIFICATE: &str = "openssh-certificate";
+const SINGLE_SIGN_ON: &str = "keyboard-interactive-sso";
+
+/// Where a connection is in logging in, as its login timeout sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Not logged in: held to `timeouts.login_secs`.
+    Unauthenticated,
+    /// Waiting on a browser sign-in with the provider: held to the sign-in
+    /// code's own end instead, and counted among the waiting sign-ins
+    /// rather than the connections logging in.
+    AwaitingSignIn {
+        until: tokio::time::Instant,
+    },
+    Authenticated,
+}
+
+/// A keyboard-interactive login under way.
+enum Interactive {
+    /// Its code's browser sign-in is awaited when the client answers.
+    Waiting(crate::sso::flows::Waiter),
+    /// Refused with the line shown to the user; rejected on the answer.
+    Refused(String),
+}
 
 /// The authentication of one connection: checks each attempt, and keeps
 /// the login once one succeeds.
 pub(super) struct Authenticator {
     shared: Arc<Shared>,
     peer: SocketAddr,
-    /// Told once someone has logged in (the login timeout stops).
-    authenticated: tokio::sync::watch::Sender<bool>,
+    /// Told once someone has logged in (the login timeout stops), or
+    /// waits on a sign-in.
+    phase: tokio::sync::watch::Sender<Phase>,
+    interactive: Option<Interactive>,
     pub(super) login: Option<Login>,
 }
 
@@ -81,12 +106,13 @@ impl Authenticator {
     pub(super) fn new(
         shared: Arc<Shared>,
         peer: SocketAddr,
-        authenticated: tokio::sync::watch::Sender<bool>,
+        phase: tokio::sync::watch::Sender<Phase>,
     ) -> Self {
         Authenticator {
             shared,
             peer,
-            authenticated,
+            phase,
+            interactive: None,
             login: None,
         }
     }
@@ -137,7 +163,7 @@ impl Authenticator {
             })
     }
 
-    /// Records a successful login and what it may reach.
+    /// Records a successful login of a configured person.
     fn logged_in(
         &mut self,
         user: &str,
@@ -149,11 +175,24 @@ impl Authenticator {
         let Some(configured) = login::person_of(user).and_then(|p| self.shared.user(p)) else {
             return Auth::reject();
         };
-        let person = configured.name.clone();
         let identity = Identity {
             user: configured.kubernetes_user().to_string(),
             groups: configured.kubernetes_groups.clone(),
         };
+        self.logged_in_as(user, method, fingerprint, grant, credential, identity)
+    }
+
+    /// Records a successful login as `identity` and what it may reach.
+    fn logged_in_as(
+        &mut self,
+        user: &str,
+        method: &str,
+        fingerprint: String,
+        grant: crate::certificates::Grant,
+        credential: Credential,
+        identity: Identity,
+    ) -> Auth {
+        let person = credential.person().to_string();
         let target = LoginName::parse(user).map(|name| name.target);
         tracing::info!(peer = %self.peer, %person, %method, %fingerprint, kubernetes_user = %identity.user, target = ?target.as_ref().ok().and_then(|t| t.as_ref()).map(ToString::to_string), "authenticated");
         self.shared.auth_failures.succeeded(self.peer.ip());
@@ -172,7 +211,7 @@ impl Authenticator {
             target,
             grant,
         });
-        let _ = self.authenticated.send(true);
+        self.phase.send_replace(Phase::Authenticated);
         Auth::Accept
     }
 
@@ -194,7 +233,8 @@ impl Authenticator {
         // any name, so the answer does not tell which people exist), and
         // the signed request is checked in full by `auth_publickey` or
         // `auth_openssh_certificate`.
-        if !self.shared.access().ca_fingerprints.is_empty() {
+        let access = self.shared.access();
+        if !access.ca_fingerprints.is_empty() || access.sso.is_some() {
             return Auth::Accept;
         }
         let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
@@ -257,6 +297,13 @@ impl Authenticator {
             .public_key()
             .fingerprint(HashAlg::Sha256)
             .to_string();
+        if let Some(sso) = self.shared.sso.clone()
+            && certificate.signature_key().fingerprint(HashAlg::Sha256) == sso.ca.fingerprint()
+        {
+            return self
+                .certified_by_kbastion(user, certificate, fingerprint)
+                .await;
+        }
         let Some(configured) = login::person_of(user)
             .and_then(|person| self.shared.user(person))
             .filter(|u| u.allowed_from(self.peer.ip()))
@@ -307,6 +354,7 @@ impl Authenticator {
                         .critical_options()
                         .get("source-address")
                         .cloned(),
+                    claimed: None,
                     identity: None,
                 };
                 self.logged_in(user, CERTIFICATE, described, grant, credential)
@@ -317,6 +365,189 @@ impl Authenticator {
                 Auth::reject()
             }
         }
+    }
+
+    /// A signed request with a certificate from kbastion's own CA: the
+    /// person it names was made from the provider's claims when it was
+    /// minted, and must still be admissible (not a configured person, in
+    /// an allowed group).
+    async fn certified_by_kbastion(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+        fingerprint: String,
+    ) -> Auth {
+        let access = self.shared.access();
+        let Some(trust) = access.sso.as_ref() else {
+            return Auth::reject();
+        };
+        let Some(person) = login::person_of(user) else {
+            self.auth_failed(
+                user,
+                CERTIFICATE,
+                Some(fingerprint),
+                "not a valid login name",
+            )
+            .await;
+            return Auth::reject();
+        };
+        let checked = crate::certificates::check(
+            certificate,
+            person,
+            self.peer.ip(),
+            &[trust.ca],
+            unix_now(),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|grant| {
+            let claimed =
+                crate::sso::ca::claimed(certificate, person).map_err(|e| e.to_string())?;
+            trust.check(&claimed, None, &access.users)?;
+            match access.revoked.certificate_revoked(
+                certificate.public_key(),
+                certificate.serial(),
+                certificate.key_id(),
+            ) {
+                Some(why) => Err(format!("the certificate is revoked: {why}")),
+                None => Ok((grant, claimed)),
+            }
+        });
+        match checked {
+            Ok((grant, claimed)) => {
+                let described = format!(
+                    "{fingerprint} (kbastion certificate {:?}, serial {})",
+                    login::for_log(certificate.key_id()),
+                    certificate.serial()
+                );
+                let identity = claimed.identity(&trust.config);
+                let credential = Credential::Certificate {
+                    person: person.to_string(),
+                    key: certificate.public_key().clone(),
+                    serial: certificate.serial(),
+                    key_id: certificate.key_id().to_string(),
+                    valid_before: certificate.valid_before(),
+                    ca: trust.ca,
+                    source_address: None,
+                    claimed: Some(Box::new(claimed)),
+                    identity: None,
+                };
+                self.logged_in_as(user, CERTIFICATE, described, grant, credential, identity)
+            }
+            Err(error) => {
+                self.auth_failed(user, CERTIFICATE, Some(fingerprint), &error)
+                    .await;
+                Auth::reject()
+            }
+        }
+    }
+
+    /// Keyboard-interactive, offered only with single sign-on: the first
+    /// request gets one line with the sign-in page of a new code (and no
+    /// prompt, so OpenSSH answers at once); the answer then waits until
+    /// that browser sign-in completes, and the connection goes on as the
+    /// person it signed in.
+    pub(super) async fn keyboard_interactive(&mut self, user: &str, answered: bool) -> Auth {
+        let Some(sso) = self.shared.sso.clone() else {
+            return Auth::reject();
+        };
+        if !answered {
+            let line = match self.open_code(&sso, user) {
+                Ok(waiter) => {
+                    let line = format!(
+                        "Open {}/sso/{} to sign in (expires in {} minutes)",
+                        self.shared
+                            .config
+                            .web
+                            .public_url
+                            .as_deref()
+                            .unwrap_or_default()
+                            .trim_end_matches('/'),
+                        waiter.code,
+                        sso.config.sign_in_secs.div_ceil(60)
+                    );
+                    let until = tokio::time::Instant::now()
+                        + std::time::Duration::from_secs(sso.config.sign_in_secs);
+                    self.phase.send_replace(Phase::AwaitingSignIn { until });
+                    self.interactive = Some(Interactive::Waiting(waiter));
+                    line
+                }
+                Err(line) => {
+                    self.interactive = Some(Interactive::Refused(line.clone()));
+                    line
+                }
+            };
+            return Auth::Partial {
+                name: "".into(),
+                instructions: format!("{line}\n").into(),
+                prompts: std::borrow::Cow::Borrowed(&[]),
+            };
+        }
+        let waiter = match self.interactive.take() {
+            Some(Interactive::Waiting(waiter)) => waiter,
+            Some(Interactive::Refused(line)) => {
+                self.auth_failed(user, SINGLE_SIGN_ON, None, &line).await;
+                return Auth::reject();
+            }
+            None => return Auth::reject(),
+        };
+        let Some(claimed) = waiter.signed_in().await else {
+            self.phase.send_replace(Phase::Unauthenticated);
+            self.auth_failed(
+                user,
+                SINGLE_SIGN_ON,
+                None,
+                "the sign-in code expired before a browser signed in with it",
+            )
+            .await;
+            return Auth::reject();
+        };
+        let asked = login::person_of(user).unwrap_or_default();
+        if claimed.name != asked {
+            let reason = format!(
+                "the provider signed you in as {}, but the login name asks for {asked:?}; log in as {}@...",
+                claimed.name, claimed.name
+            );
+            self.auth_failed(user, SINGLE_SIGN_ON, None, &reason).await;
+            return Auth::reject();
+        }
+        let identity = claimed.identity(&sso.config);
+        let described = format!("{} (sso {})", claimed.name, claimed.subject);
+        let credential = Credential::SignedIn {
+            person: claimed.name.clone(),
+            valid_before: unix_now() + sso.certificate_secs(),
+            claimed: Box::new(claimed),
+            identity: None,
+        };
+        self.logged_in_as(
+            user,
+            SINGLE_SIGN_ON,
+            described,
+            crate::certificates::Grant::unrestricted(),
+            credential,
+            identity,
+        )
+    }
+
+    /// A sign-in code for this connection, or the line saying why not.
+    fn open_code(
+        &self,
+        sso: &crate::sso::Sso,
+        user: &str,
+    ) -> Result<crate::sso::flows::Waiter, String> {
+        let Some(person) = login::person_of(user) else {
+            return Err(format!(
+                "kbastion: the login name is not valid; {}",
+                login::SYNTAX
+            ));
+        };
+        if self.shared.user(person).is_some() {
+            return Err(format!(
+                "kbastion: {person} is a configured person: log in with your key, not the sign-in provider"
+            ));
+        }
+        sso.flows
+            .open_code(self.peer, user, unix_now(), sso.config.sign_in_secs)
+            .map_err(|e| format!("kbastion: {e}"))
     }
 }
 

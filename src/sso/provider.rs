@@ -1,0 +1,330 @@
+//! The OpenID provider, as a relying party sees it (the `openidconnect`
+//! crate over the project's own hyper client): discovery and its keys,
+//! the authorization URL with PKCE, `state` and `nonce`, and the code
+//! exchange whose ID token is verified (signature through the provider's
+//! JWKS, issuer, audience, expiry, nonce). The keys are fetched again when
+//! a token names one the provider did not publish before (key rotation).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
+    CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreTokenIntrospectionResponse, CoreTokenType,
+};
+use openidconnect::{
+    AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenClaims, IdTokenFields, IssuerUrl, Nonce,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, StandardErrorResponse,
+    StandardTokenResponse,
+};
+use serde::{Deserialize, Serialize};
+
+/// Every claim of an ID token beyond the standard ones, by name (the
+/// username and groups claims are configurable).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OtherClaims {
+    #[serde(flatten)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AdditionalClaims for OtherClaims {}
+
+type IdFields = IdTokenFields<
+    OtherClaims,
+    EmptyExtraTokenFields,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type TokenResponse = StandardTokenResponse<IdFields, CoreTokenType>;
+type Client = openidconnect::Client<
+    OtherClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    TokenResponse,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// A verified ID token's claims.
+pub type Claims = IdTokenClaims<OtherClaims, CoreGenderClaim>;
+
+/// The most of a provider's answer that is read (discovery documents and
+/// key sets are a few KiB).
+const MAX_ANSWER: usize = 1024 * 1024;
+
+/// How long discovery is trusted before it is fetched again, and how soon
+/// after a fetch an unknown key may make it fetch again.
+const METADATA_FOR: Duration = Duration::from_secs(3600);
+const REFETCH_AFTER: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("the sign-in provider at {issuer} does not answer: {reason}")]
+    Unreachable { issuer: String, reason: String },
+    #[error("the sign-in provider at {issuer} refused the sign-in: {reason}")]
+    Refused { issuer: String, reason: String },
+    #[error("the provider's ID token was refused: {0}")]
+    Token(String),
+}
+
+/// An HTTP failure, one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HttpError(String);
+
+/// The HTTP client the provider is reached with: hyper, TLS checked
+/// against the system's CAs and the configured one, no redirects
+/// followed, every request bounded in time and size.
+#[derive(Clone)]
+struct Http {
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    >,
+    wait: Duration,
+}
+
+impl Http {
+    fn new(extra_ca: Option<&std::path::Path>, wait: Duration) -> Result<Http, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = extra_ca {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<_, _>>())
+                .map_err(|e| {
+                    format!(
+                        "oidc.certificate_authority: cannot read {}: {e}",
+                        path.display()
+                    )
+                })?;
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("oidc.certificate_authority: {}: {e}", path.display()))?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("oidc: TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector);
+        Ok(Http { client, wait })
+    }
+
+    async fn send(
+        self,
+        request: openidconnect::HttpRequest,
+    ) -> Result<openidconnect::HttpResponse, HttpError> {
+        let (parts, body) = request.into_parts();
+        let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| HttpError(error_chain(&e)))?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| HttpError(format!("reading the answer: {e}")))?
+                .to_bytes();
+            Ok(http::Response::from_parts(parts, body.to_vec()))
+        };
+        tokio::time::timeout(self.wait, exchange)
+            .await
+            .map_err(|_| HttpError(format!("no answer within {:?}", self.wait)))?
+    }
+}
+
+/// An error and its causes, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+/// A sign-in begun: where to send the browser, and what the callback
+/// needs to finish it.
+pub struct Begun {
+    pub url: url::Url,
+    pub state: String,
+    pub nonce: String,
+    pub verifier: String,
+}
+
+/// The provider kbastion signs people in with.
+pub struct Provider {
+    issuer: IssuerUrl,
+    client_id: ClientId,
+    secret: ClientSecret,
+    redirect: RedirectUrl,
+    http: Http,
+    metadata: tokio::sync::Mutex<Option<(CoreProviderMetadata, Instant)>>,
+}
+
+impl Provider {
+    pub fn new(
+        config: &crate::config::OidcConfig,
+        redirect: &str,
+        wait: Duration,
+    ) -> Result<Provider, String> {
+        Ok(Provider {
+            issuer: IssuerUrl::new(config.issuer.clone())
+                .map_err(|e| format!("oidc.issuer: {e}"))?,
+            client_id: ClientId::new(config.client_id.clone()),
+            secret: ClientSecret::new(config.client_secret.clone()),
+            redirect: RedirectUrl::new(redirect.to_string())
+                .map_err(|e| format!("oidc: the redirect URI {redirect:?}: {e}"))?,
+            http: Http::new(config.certificate_authority.as_deref(), wait)?,
+            metadata: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        self.issuer.as_str()
+    }
+
+    fn unreachable(&self, reason: impl std::fmt::Display) -> ProviderError {
+        ProviderError::Unreachable {
+            issuer: self.issuer.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The provider's metadata and keys: cached, fetched again when old,
+    /// or (`fresh`) when a token names a key not seen yet.
+    async fn client(&self, fresh: bool) -> Result<Client, ProviderError> {
+        let mut cached = self.metadata.lock().await;
+        let stale = match &*cached {
+            None => true,
+            Some((_, fetched)) => {
+                fetched.elapsed() > METADATA_FOR || (fresh && fetched.elapsed() > REFETCH_AFTER)
+            }
+        };
+        if stale {
+            let http = self.http.clone();
+            let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &move |r| {
+                http.clone().send(r)
+            })
+            .await
+            .map_err(|e| self.unreachable(error_chain(&e)))?;
+            *cached = Some((metadata, Instant::now()));
+        }
+        let Some((metadata, _)) = &*cached else {
+            return Err(self.unreachable("no discovery document"));
+        };
+        Ok(Client::from_provider_metadata(
+            metadata.clone(),
+            self.client_id.clone(),
+            Some(self.secret.clone()),
+        )
+        .set_redirect_uri(self.redirect.clone()))
+    }
+
+    /// Where to send a browser to sign in (the authorization code flow
+    /// with PKCE S256, a fresh `state` and `nonce`).
+    pub async fn begin(&self, groups_scope: bool) -> Result<Begun, ProviderError> {
+        let client = self.client(false).await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("profile".into()))
+            .set_pkce_challenge(challenge);
+        if groups_scope {
+            request = request.add_scope(Scope::new("groups".into()));
+        }
+        let (url, state, nonce) = request.url();
+        Ok(Begun {
+            url,
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            verifier: verifier.secret().clone(),
+        })
+    }
+
+    /// Exchanges the code the provider sent back for tokens, and verifies
+    /// the ID token among them.
+    pub async fn finish(
+        &self,
+        code: &str,
+        verifier: &str,
+        nonce: &str,
+    ) -> Result<Claims, ProviderError> {
+        let client = self.client(false).await?;
+        let http = self.http.clone();
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| self.unreachable(format!("it publishes no token endpoint ({e})")))?
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
+            .request_async(&move |r| http.clone().send(r))
+            .await
+            .map_err(|e| match e {
+                openidconnect::RequestTokenError::ServerResponse(answer) => {
+                    ProviderError::Refused {
+                        issuer: self.issuer.to_string(),
+                        reason: answer.to_string(),
+                    }
+                }
+                other => self.unreachable(error_chain(&other)),
+            })?;
+        let token = response
+            .extra_fields()
+            .id_token()
+            .ok_or_else(|| ProviderError::Token("the provider sent no ID token".into()))?;
+        let nonce = Nonce::new(nonce.to_string());
+        match token.claims(&client.id_token_verifier(), &nonce) {
+            Ok(claims) => Ok(claims.clone()),
+            // A key the cached set does not have: the provider may have
+            // rotated its keys since; fetch them again, once.
+            Err(openidconnect::ClaimsVerificationError::SignatureVerification(_)) => {
+                let client = self.client(true).await?;
+                token
+                    .claims(&client.id_token_verifier(), &nonce)
+                    .cloned()
+                    .map_err(|e| ProviderError::Token(error_chain(&e)))
+            }
+            Err(e) => Err(ProviderError::Token(error_chain(&e))),
+        }
+    }
+}

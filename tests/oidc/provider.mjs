@@ -1,0 +1,106 @@
+// The OpenID provider the single sign-on tests sign in with: the
+// `oidc-provider` package (OpenID Certified), its development login form,
+// one confidential client (kbastion), and the people and groups the test
+// passes in. Started by tests/e2e_sso.rs as
+//   node provider.mjs PORT CONFIG.json
+// where CONFIG.json holds {client_id, client_secret, redirect_uri,
+// accounts: {login: {groups: [...]}}, id_token_ttl}.
+//
+// For the tampering tests, POST /test/tamper with one of `other-key`,
+// `expired`, `other-audience` or `none` makes the token endpoint answer
+// with an ID token changed that way (signed by the test's own key), as a
+// compromised or misconfigured provider would.
+import fs from 'node:fs';
+import Provider from 'oidc-provider';
+import * as jose from 'jose';
+
+const [port, configPath] = process.argv.slice(2);
+const config = JSON.parse(fs.readFileSync(configPath, 'utf8'));
+const issuer = `http://127.0.0.1:${port}`;
+
+const provider = new Provider(issuer, {
+  clients: [{
+    client_id: config.client_id,
+    client_secret: config.client_secret,
+    redirect_uris: [config.redirect_uri],
+    response_types: ['code'],
+    grant_types: ['authorization_code', 'refresh_token'],
+    token_endpoint_auth_method: 'client_secret_basic',
+  }],
+  pkce: { required: () => true },
+  scopes: ['openid', 'profile', 'groups', 'offline_access'],
+  claims: {
+    openid: ['sub'],
+    profile: ['preferred_username', 'name'],
+    groups: ['groups'],
+  },
+  // The claims of the scopes asked for go in the ID token itself (not
+  // only in userinfo), as Keycloak, Dex and Okta's group claims do.
+  conformIdTokenClaims: false,
+  ttl: { IdToken: config.id_token_ttl || 3600 },
+  features: { devInteractions: { enabled: true } },
+  async findAccount(ctx, id) {
+    const account = config.accounts[id];
+    if (!account) return undefined;
+    return {
+      accountId: id,
+      async claims() {
+        return {
+          sub: account.sub || `sub-${id}`,
+          preferred_username: account.username || id,
+          name: id,
+          groups: account.groups || [],
+        };
+      },
+    };
+  },
+  // kbastion is the company's own client: no consent screen.
+  async loadExistingGrant(ctx) {
+    const grantId = ctx.oidc.result?.consent?.grantId
+      || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+    if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+    const grant = new ctx.oidc.provider.Grant({
+      clientId: ctx.oidc.client.clientId,
+      accountId: ctx.oidc.session.accountId,
+    });
+    grant.addOIDCScope('openid profile groups offline_access');
+    await grant.save();
+    return grant;
+  },
+});
+
+let tamper = 'none';
+const ownKey = await jose.generateKeyPair('RS256');
+
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/test/tamper' && ctx.method === 'POST') {
+    let body = '';
+    for await (const chunk of ctx.req) body += chunk;
+    tamper = body.trim();
+    ctx.body = `tamper: ${tamper}\n`;
+    return;
+  }
+  await next();
+  if (ctx.path === '/token' && tamper !== 'none' && ctx.body && ctx.body.id_token) {
+    const claims = jose.decodeJwt(ctx.body.id_token);
+    const now = Math.floor(Date.now() / 1000);
+    if (tamper === 'expired') {
+      claims.iat = now - 7200;
+      claims.exp = now - 3600;
+    }
+    if (tamper === 'other-audience') claims.aud = 'someone-else';
+    const header = jose.decodeProtectedHeader(ctx.body.id_token);
+    ctx.body = {
+      ...ctx.body,
+      // Signed by the test's own key under the provider's key ID: only
+      // the signature tells them apart.
+      id_token: await new jose.SignJWT(claims)
+        .setProtectedHeader({ alg: 'RS256', kid: header.kid })
+        .sign(ownKey.privateKey),
+    };
+  }
+});
+
+provider.listen(Number(port), '127.0.0.1', () => {
+  console.log(`oidc provider ready at ${issuer}`);
+});
