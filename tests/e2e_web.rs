@@ -12,72 +12,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// A bastion with the web terminal on, its HTTPS base URL, and its
-/// recordings directory.
-struct Web {
-    bastion: Bastion,
-    base: String,
-    recordings: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Web {
-    fn start(sim: &Sim, web_extra: &str) -> Web {
-        Self::start_with(sim, "", web_extra)
-    }
-
-    /// `start` with more config before the `[web]` section.
-    fn start_with(sim: &Sim, extra: &str, web_extra: &str) -> Web {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
-            .expect("certificate");
-        let certificate = dir.path().join("cert.pem");
-        let key = dir.path().join("key.pem");
-        std::fs::write(&certificate, pair.cert.pem()).expect("write certificate");
-        std::fs::write(&key, pair.signing_key.serialize_pem()).expect("write key");
-        let recordings = dir.path().join("recordings");
-        let port = free_port();
-        let base = format!("https://127.0.0.1:{port}");
-        let extra = format!(
-            "{extra}\n[audit]\nrecordings_dir = \"{recordings}\"\nfile = \"{audit}\"\n\
-             [web]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{base}\"\n\
-             certificate = \"{certificate}\"\nkey = \"{key}\"\n{web_extra}\n",
-            recordings = recordings.display(),
-            audit = dir.path().join("audit.jsonl").display(),
-            certificate = certificate.display(),
-            key = key.display(),
-        );
-        let bastion = Bastion::start(sim, &extra);
-        Web {
-            bastion,
-            base,
-            recordings,
-            _dir: dir,
-        }
-    }
-
-    /// What `ssh PERSON@bastion web` prints: the link, on its first line.
-    fn link(&self, person: &str) -> String {
-        let out = self.bastion.ssh(person, &["web"], b"");
-        let stdout = text(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-        let link = stdout.lines().next().unwrap_or_default().to_string();
-        assert!(
-            link.starts_with(&format!("{}/login/", self.base)),
-            "{stdout}"
-        );
-        link
-    }
-
-    fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self._dir.path().join("audit.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-}
-
 /// Signs in with `link` as the page's button does (a same-origin POST),
 /// keeping the cookie in `jar`; `extra` are more curl arguments.
 fn sign_in_with_curl(web: &Web, link: &str, jar: &Path, extra: &[&str]) -> String {
@@ -96,35 +30,10 @@ fn sign_in_with_curl(web: &Web, link: &str, jar: &Path, extra: &[&str]) -> Strin
     code
 }
 
-/// The venv's Python; a missing venv or browser fails the test with what
-/// to run.
-fn python() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/python");
-    assert!(
-        path.exists() && Path::new("/usr/bin/chromium").exists(),
-        "the web terminal tests need Debian's chromium and Playwright for Python: \
-         apt-get install chromium; python3 -m venv .ci/venv && .ci/venv/bin/pip install playwright \
-         (as .ci/run does)"
-    );
-    path
-}
-
 /// Runs a scenario of `tests/python/web_terminal.py` and returns what it
 /// printed (its last stdout line, JSON).
 fn browser(scenario: &str, args: serde_json::Value) -> serde_json::Value {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/web_terminal.py");
-    let mut command = Command::new(python());
-    command.arg(&script).arg(scenario).arg(args.to_string());
-    let out = run_with_input_within(command, b"", Duration::from_secs(120));
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{scenario} failed ({}):\n{stdout}\n{}",
-        out.status,
-        text(&out.stderr)
-    );
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{scenario} printed {stdout:?}: {e}"))
+    browser_script("web_terminal.py", scenario, args)
 }
 
 #[test]
@@ -861,7 +770,7 @@ fn a_forwarded_for_line_of_the_clients_own_does_not_choose_its_address() {
     let link = web.link("alice");
     // curl stands in for the proxy at 127.0.0.1: the client sent the
     // first line, the proxy added the second with the address it saw.
-    let jar = web._dir.path().join("forwarded-cookies");
+    let jar = web.dir.path().join("forwarded-cookies");
     sign_in_with_curl(
         &web,
         &link,
@@ -998,7 +907,7 @@ fn a_link_asks_before_signing_in_and_only_its_own_page_signs_in() {
         )),
         "{answer}"
     );
-    let jar = web._dir.path().join("cookies");
+    let jar = web.dir.path().join("cookies");
     sign_in_with_curl(&web, &link, &jar, &[]);
     let page = Command::new("curl")
         .args(["-sk", "-b"])
@@ -1079,7 +988,7 @@ fn a_flood_of_bad_links_is_folded_in_the_audit_trail() {
         events.len()
     );
     let link = web.link("alice");
-    let jar = web._dir.path().join("cookies");
+    let jar = web.dir.path().join("cookies");
     sign_in_with_curl(&web, &link, &jar, &[]);
 }
 
@@ -1094,7 +1003,7 @@ fn a_flood_of_unfinished_requests_is_bounded_and_others_are_served() {
     let sim = Sim::start();
     let web = Web::start(&sim, "");
     let link = web.link("alice");
-    let jar = web._dir.path().join("cookies");
+    let jar = web.dir.path().join("cookies");
     sign_in_with_curl(&web, &link, &jar, &["--interface", "127.0.0.2"]);
     let pid = web.bastion.process.0.id();
     let before = rss_kib(pid);

@@ -132,6 +132,12 @@ impl Sso {
         self.provider.issuer()
     }
 
+    /// Whether the provider answers now (an ssh connection is told at
+    /// once when it does not, rather than sent to a page that fails).
+    pub async fn probe(&self) -> Result<(), SsoError> {
+        Ok(self.provider.probe().await?)
+    }
+
     /// Begins a sign-in at the provider for `purpose`.
     pub async fn begin(&self, purpose: flows::Purpose, now: u64) -> Result<Redirect, SsoError> {
         let groups_scope = self.config.groups_claim == "groups";

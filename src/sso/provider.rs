@@ -69,10 +69,12 @@ pub type Claims = IdTokenClaims<OtherClaims, CoreGenderClaim>;
 /// key sets are a few KiB).
 const MAX_ANSWER: usize = 1024 * 1024;
 
-/// How long discovery is trusted before it is fetched again, and how soon
-/// after a fetch an unknown key may make it fetch again.
+/// How long discovery is trusted before it is fetched again; how soon
+/// after a fetch an unknown key may make it fetch again; and how old it
+/// may be when an ssh connection asks whether the provider answers.
 const METADATA_FOR: Duration = Duration::from_secs(3600);
 const REFETCH_AFTER: Duration = Duration::from_secs(10);
+const PROBE_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -228,15 +230,13 @@ impl Provider {
         }
     }
 
-    /// The provider's metadata and keys: cached, fetched again when old,
-    /// or (`fresh`) when a token names a key not seen yet.
-    async fn client(&self, fresh: bool) -> Result<Client, ProviderError> {
+    /// The provider's metadata and keys: cached, fetched again once older
+    /// than `max_age` (shorter when a token names a key not seen yet).
+    async fn client(&self, max_age: Duration) -> Result<Client, ProviderError> {
         let mut cached = self.metadata.lock().await;
         let stale = match &*cached {
             None => true,
-            Some((_, fetched)) => {
-                fetched.elapsed() > METADATA_FOR || (fresh && fetched.elapsed() > REFETCH_AFTER)
-            }
+            Some((_, fetched)) => fetched.elapsed() > max_age,
         };
         if stale {
             let http = self.http.clone();
@@ -258,10 +258,16 @@ impl Provider {
         .set_redirect_uri(self.redirect.clone()))
     }
 
+    /// Whether the provider answers now (its discovery document, fetched
+    /// again unless it was just now).
+    pub async fn probe(&self) -> Result<(), ProviderError> {
+        self.client(PROBE_AFTER).await.map(|_| ())
+    }
+
     /// Where to send a browser to sign in (the authorization code flow
     /// with PKCE S256, a fresh `state` and `nonce`).
     pub async fn begin(&self, groups_scope: bool) -> Result<Begun, ProviderError> {
-        let client = self.client(false).await?;
+        let client = self.client(METADATA_FOR).await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
             .authorize_url(
@@ -291,7 +297,7 @@ impl Provider {
         verifier: &str,
         nonce: &str,
     ) -> Result<Claims, ProviderError> {
-        let client = self.client(false).await?;
+        let client = self.client(METADATA_FOR).await?;
         let http = self.http.clone();
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
@@ -318,7 +324,7 @@ impl Provider {
             // A key the cached set does not have: the provider may have
             // rotated its keys since; fetch them again, once.
             Err(openidconnect::ClaimsVerificationError::SignatureVerification(_)) => {
-                let client = self.client(true).await?;
+                let client = self.client(REFETCH_AFTER).await?;
                 token
                     .claims(&client.id_token_verifier(), &nonce)
                     .cloned()

@@ -4,9 +4,12 @@
 #![allow(dead_code)]
 
 mod simulator;
-// Not every test binary drives the simulator directly.
+mod web;
+// Not every test binary drives the simulator or the web terminal.
 #[allow(unused_imports)]
 pub use simulator::*;
+#[allow(unused_imports)]
+pub use web::*;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

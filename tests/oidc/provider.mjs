@@ -8,8 +8,9 @@
 //
 // For the tampering tests, POST /test/tamper with one of `other-key`,
 // `expired`, `other-audience` or `none` makes the token endpoint answer
-// with an ID token changed that way (signed by the test's own key), as a
-// compromised or misconfigured provider would.
+// with an ID token changed that way, as a compromised or misconfigured
+// provider would. POST /test/id-token-ttl
+// with a number of seconds makes the provider's ID tokens that short.
 import fs from 'node:fs';
 import Provider from 'oidc-provider';
 import * as jose from 'jose';
@@ -17,6 +18,18 @@ import * as jose from 'jose';
 const [port, configPath] = process.argv.slice(2);
 const config = JSON.parse(fs.readFileSync(configPath, 'utf8'));
 const issuer = `http://127.0.0.1:${port}`;
+let idTokenTtl = config.id_token_ttl || 3600;
+
+// The provider's signing key, ours so the tampering below can sign with
+// it too (only what it changes differs), and a key of nobody's.
+const providerKey = await jose.generateKeyPair('RS256', { extractable: true });
+const providerJwk = {
+  ...(await jose.exportJWK(providerKey.privateKey)),
+  kid: 'provider-1',
+  use: 'sig',
+  alg: 'RS256',
+};
+const otherKey = await jose.generateKeyPair('RS256');
 
 const provider = new Provider(issuer, {
   clients: [{
@@ -27,6 +40,7 @@ const provider = new Provider(issuer, {
     grant_types: ['authorization_code', 'refresh_token'],
     token_endpoint_auth_method: 'client_secret_basic',
   }],
+  jwks: { keys: [providerJwk] },
   pkce: { required: () => true },
   scopes: ['openid', 'profile', 'groups', 'offline_access'],
   claims: {
@@ -37,7 +51,7 @@ const provider = new Provider(issuer, {
   // The claims of the scopes asked for go in the ID token itself (not
   // only in userinfo), as Keycloak, Dex and Okta's group claims do.
   conformIdTokenClaims: false,
-  ttl: { IdToken: config.id_token_ttl || 3600 },
+  ttl: { IdToken: () => idTokenTtl },
   features: { devInteractions: { enabled: true } },
   async findAccount(ctx, id) {
     const account = config.accounts[id];
@@ -70,14 +84,14 @@ const provider = new Provider(issuer, {
 });
 
 let tamper = 'none';
-const ownKey = await jose.generateKeyPair('RS256');
 
 provider.use(async (ctx, next) => {
-  if (ctx.path === '/test/tamper' && ctx.method === 'POST') {
+  if (ctx.path.startsWith('/test/') && ctx.method === 'POST') {
     let body = '';
     for await (const chunk of ctx.req) body += chunk;
-    tamper = body.trim();
-    ctx.body = `tamper: ${tamper}\n`;
+    if (ctx.path === '/test/tamper') tamper = body.trim();
+    if (ctx.path === '/test/id-token-ttl') idTokenTtl = Number(body.trim());
+    ctx.body = `${ctx.path}: ${body.trim()}\n`;
     return;
   }
   await next();
@@ -89,14 +103,14 @@ provider.use(async (ctx, next) => {
       claims.exp = now - 3600;
     }
     if (tamper === 'other-audience') claims.aud = 'someone-else';
-    const header = jose.decodeProtectedHeader(ctx.body.id_token);
+    // `other-key`: the same claims under the provider's key ID, signed
+    // by another key; the rest: signed by the provider's own key.
+    const key = tamper === 'other-key' ? otherKey : providerKey;
     ctx.body = {
       ...ctx.body,
-      // Signed by the test's own key under the provider's key ID: only
-      // the signature tells them apart.
       id_token: await new jose.SignJWT(claims)
-        .setProtectedHeader({ alg: 'RS256', kid: header.kid })
-        .sign(ownKey.privateKey),
+        .setProtectedHeader({ alg: 'RS256', kid: 'provider-1' })
+        .sign(key.privateKey),
     };
   }
 });

@@ -451,7 +451,11 @@ impl Authenticator {
             return Auth::reject();
         };
         if !answered {
-            let line = match self.open_code(&sso, user) {
+            let opened = match sso.probe().await {
+                Ok(()) => self.open_code(&sso, user),
+                Err(error) => Err(format!("kbastion: {error}; log in with a key meanwhile")),
+            };
+            let line = match opened {
                 Ok(waiter) => {
                     let line = format!(
                         "Open {}/sso/{} to sign in (expires in {} minutes)",
