@@ -214,6 +214,25 @@ impl Shared {
         ]
     }
 
+    /// The Kubernetes user and groups a credential's person is
+    /// impersonated as now: a configured person's, or one made from the
+    /// provider's claims (under the `[oidc]` prefixes). None when the
+    /// person is no longer configured, or single sign-on is off.
+    pub fn identity_of(
+        &self,
+        credential: &crate::revocation::Credential,
+    ) -> Option<crate::cluster::Identity> {
+        match credential.claimed() {
+            Some(claimed) => self.sso.as_ref().map(|sso| claimed.identity(&sso.config)),
+            None => self
+                .user(credential.person())
+                .map(|user| crate::cluster::Identity {
+                    user: user.kubernetes_user().to_string(),
+                    groups: user.kubernetes_groups.clone(),
+                }),
+        }
+    }
+
     /// The configured person `name`, from the current user list.
     pub fn user(&self, name: &str) -> Option<crate::config::User> {
         self.access().users.iter().find(|u| u.name == name).cloned()

@@ -19,11 +19,24 @@ use crate::config::Config;
 /// The ClusterRole and ClusterRoleBinding, as one YAML stream.
 pub fn manifests(config: &Config) -> String {
     let users: BTreeSet<&str> = config.users.iter().map(|u| u.kubernetes_user()).collect();
-    let groups: BTreeSet<&str> = config
+    let mut groups: BTreeSet<String> = config
         .users
         .iter()
-        .flat_map(|u| u.kubernetes_groups.iter().map(String::as_str))
+        .flat_map(|u| u.kubernetes_groups.iter().cloned())
         .collect();
+    let groups_by_prefix = match &config.oidc {
+        Some(oidc) if oidc.allowed_groups.is_empty() => true,
+        Some(oidc) => {
+            groups.extend(
+                oidc.allowed_groups
+                    .iter()
+                    .map(|g| format!("{}{g}", oidc.kubernetes_group_prefix)),
+            );
+            false
+        }
+        None => false,
+    };
+    let groups: BTreeSet<&str> = groups.iter().map(String::as_str).collect();
     let quoted = |names: &BTreeSet<&str>| {
         names
             .iter()
@@ -39,10 +52,32 @@ pub fn manifests(config: &Config) -> String {
          kind: ClusterRole\n\
          metadata:\n  name: kbastion-impersonate\nrules:\n",
     );
+    // Single sign-on: people made from claims are `PREFIX` + a name only
+    // the provider knows, so the users rule names none (RBAC has no
+    // prefix match); kbastion itself impersonates nothing without the
+    // prefixes. Groups stay exact when `allowed_groups` lists them.
+    if let Some(oidc) = &config.oidc {
+        let prefix = &oidc.kubernetes_user_prefix;
+        out.push_str(&format!(
+            "  # [oidc]: any user, because RBAC cannot match {prefix:?}-prefixed names.\n  \
+             # kbastion impersonates no user without that prefix for people from the\n  \
+             # provider, but a stolen bastion token can impersonate any user: bind\n  \
+             # rights to {prefix:?}-prefixed users and groups only (see the README).\n  \
+             - apiGroups: [\"\"]\n    resources: [\"users\"]\n    verbs: [\"impersonate\"]\n"
+        ));
+        if groups_by_prefix {
+            out.push_str(&format!(
+                "  # [oidc] has no allowed_groups: any group (kbastion sends only {:?}-prefixed ones).\n  \
+                 - apiGroups: [\"\"]\n    resources: [\"groups\"]\n    verbs: [\"impersonate\"]\n",
+                oidc.kubernetes_group_prefix
+            ));
+        }
+    }
     // An empty resourceNames list would mean "every name": a kind nobody
     // is mapped to gets no rule at all.
     for (resource, names) in [("users", &users), ("groups", &groups)] {
-        if names.is_empty() {
+        let covered = config.oidc.is_some() && (resource == "users" || groups_by_prefix);
+        if names.is_empty() || covered {
             continue;
         }
         out.push_str(&format!(
@@ -50,7 +85,7 @@ pub fn manifests(config: &Config) -> String {
             quoted(names)
         ));
     }
-    if users.is_empty() && groups.is_empty() {
+    if users.is_empty() && groups.is_empty() && config.oidc.is_none() {
         out.push_str("  []\n");
     }
     out.push_str(&format!(
@@ -155,5 +190,28 @@ mod tests {
         .unwrap();
         let text = manifests(&config);
         assert!(!text.contains("\"groups\""), "{text}");
+    }
+
+    #[test]
+    fn single_sign_on_impersonates_any_user_and_exactly_the_prefixed_allowed_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "s").unwrap();
+        let config = Config::parse(
+            "listen = \"127.0.0.1:2222\"\n[web]\nlisten = \"127.0.0.1:8443\"\npublic_url = \"https://b\"\ncertificate = \"c\"\nkey = \"k\"\n\
+             [oidc]\nissuer = \"https://id.example.com\"\nclient_id = \"k\"\nclient_secret_file = \"secret\"\nallowed_groups = [\"devs\", \"ops\"]\n\
+             [[users]]\nname = \"bob\"\nkubernetes_groups = [\"platform\"]\n",
+            dir.path(),
+        )
+        .unwrap();
+        let text = manifests(&config);
+        assert!(
+            text.contains("resources: [\"users\"]\n    verbs: [\"impersonate\"]\n  -"),
+            "{text}"
+        );
+        assert!(!text.contains("resourceNames: [\"bob\"]"), "{text}");
+        assert!(
+            text.contains("resourceNames: [\"oidc:devs\", \"oidc:ops\", \"platform\"]"),
+            "{text}"
+        );
     }
 }

@@ -54,7 +54,10 @@ impl Provider {
         let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
         let (line, mut rest) =
             read_line_within(stdout, "the provider's output", Duration::from_secs(20));
-        assert!(line.contains("ready"), "the provider did not start: {line:?}");
+        assert!(
+            line.contains("ready"),
+            "the provider did not start: {line:?}"
+        );
         // It logs to stdout now and then: kept read, or it dies of EPIPE.
         std::thread::spawn(move || std::io::copy(&mut rest, &mut std::io::sink()));
         Provider {
@@ -82,10 +85,7 @@ impl Provider {
 /// A bastion with the web terminal and `[oidc]` on, and its provider.
 fn start(sim: &Sim, accounts: &[(&str, &[&str])], oidc_extra: &str) -> (Web, Provider) {
     let port = free_port();
-    let provider = Provider::start(
-        &format!("https://127.0.0.1:{port}/oidc/callback"),
-        accounts,
-    );
+    let provider = Provider::start(&format!("https://127.0.0.1:{port}/oidc/callback"), accounts);
     let secret = tempfile::NamedTempFile::new().expect("secret file");
     std::fs::write(secret.path(), "kbastion-test-secret\n").expect("secret");
     let (_, secret_path) = secret.keep().expect("keep the secret file");
@@ -136,8 +136,9 @@ fn sign_in_line(mut command: Command, input: &Path) -> (std::process::Child, Str
         .stderr(Stdio::piped())
         .spawn()
         .expect("ssh");
-    let mut stderr: Box<dyn std::io::BufRead + Send> =
-        Box::new(std::io::BufReader::new(child.stderr.take().expect("stderr")));
+    let mut stderr: Box<dyn std::io::BufRead + Send> = Box::new(std::io::BufReader::new(
+        child.stderr.take().expect("stderr"),
+    ));
     // Past ssh's own lines (the new host key's).
     let line = loop {
         let (line, rest) = read_line_within(stderr, "ssh's sign-in line", Duration::from_secs(30));
@@ -176,11 +177,17 @@ fn a_browser_signs_in_with_the_provider_and_works_as_that_person() {
         }),
     );
     assert!(
-        seen["start"].as_str().unwrap().contains("Sign in with 127.0.0.1"),
+        seen["start"]
+            .as_str()
+            .unwrap()
+            .contains("Sign in with 127.0.0.1"),
         "{seen}"
     );
     assert!(
-        seen["landed"].as_str().unwrap().contains("Targets for dana"),
+        seen["landed"]
+            .as_str()
+            .unwrap()
+            .contains("Targets for dana"),
         "{seen}"
     );
     assert_eq!(seen["terminal"], "42", "{seen}");
@@ -192,9 +199,9 @@ fn a_browser_signs_in_with_the_provider_and_works_as_that_person() {
         .collect();
     assert!(!impersonated.is_empty(), "no request as oidc:dana");
     assert!(
-        impersonated
-            .iter()
-            .all(|e| e["impersonatedUser"]["groups"].as_array().is_some_and(|g| g.contains(&"oidc:devs".into()))),
+        impersonated.iter().all(|e| e["impersonatedUser"]["groups"]
+            .as_array()
+            .is_some_and(|g| g.contains(&"oidc:devs".into()))),
         "{impersonated:?}"
     );
     // The certificate from the page names dana and carries her groups.
@@ -210,8 +217,14 @@ fn a_browser_signs_in_with_the_provider_and_works_as_that_person() {
             .unwrap()
             .stdout,
     );
-    assert!(listed.contains("Type: ssh-ed25519-cert-v01@openssh.com user certificate"), "{listed}");
-    assert!(listed.contains("Principals: \n                dana"), "{listed}");
+    assert!(
+        listed.contains("Type: ssh-ed25519-cert-v01@openssh.com user certificate"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("Principals: \n                dana"),
+        "{listed}"
+    );
     assert!(listed.contains("groups@kbastion.dev"), "{listed}");
     // Audited: the sign-in and the certificate.
     let audit = web.audit();
@@ -248,7 +261,14 @@ fn a_browser_signs_in_with_the_provider_and_works_as_that_person() {
 #[test]
 fn plain_ssh_signs_in_through_the_browser_and_gets_a_certificate_for_scp_and_ssh() {
     let sim = Sim::start();
-    let (web, _provider) = start(&sim, &[("dana", &["devs"])], "");
+    let door_port = free_port();
+    let (web, _provider) = start(
+        &sim,
+        &[("dana", &["devs"])],
+        &format!(
+            "[kube_proxy]\nlisten = \"127.0.0.1:{door_port}\"\npublic_url = \"https://127.0.0.1:{door_port}\"\n"
+        ),
+    );
     let keys = Keys::new();
     let public = keys.identity.with_extension("pub");
     // ssh with no key: one line names the sign-in page, and the command
@@ -267,7 +287,10 @@ fn plain_ssh_signs_in_through_the_browser_and_gets_a_certificate_for_scp_and_ssh
         "{seen}"
     );
     assert!(
-        seen["landed"].as_str().unwrap().contains("Signed in as dana"),
+        seen["landed"]
+            .as_str()
+            .unwrap()
+            .contains("Signed in as dana"),
         "{seen}"
     );
     // The code works once.
@@ -301,7 +324,10 @@ fn plain_ssh_signs_in_through_the_browser_and_gets_a_certificate_for_scp_and_ssh
         .find(|l| l.trim_start().starts_with("Valid:"))
         .unwrap_or_default()
         .to_string();
-    assert!(valid.contains("from ") && valid.contains(" to "), "{listed}");
+    assert!(
+        valid.contains("from ") && valid.contains(" to "),
+        "{listed}"
+    );
     // With the certificate, ssh and scp need no prompt (BatchMode).
     let mut command = web.bastion.client_command("ssh", "ERROR", &keys.identity);
     command
@@ -343,7 +369,49 @@ fn plain_ssh_signs_in_through_the_browser_and_gets_a_certificate_for_scp_and_ssh
         "{}",
         text(&out.stderr)
     );
-    // The sessions ran as oidc:dana.
+    // kubectl through the door, its ssh plugin logging in with the
+    // certificate (OpenSSH loads ID-cert.pub beside the key by itself).
+    let mut command = web.bastion.client_command("ssh", "ERROR", &keys.identity);
+    command.arg("dana@127.0.0.1").arg("kubeconfig");
+    let out = run_with_input(command, b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let kubeconfig = keys.dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, &out.stdout).unwrap();
+    let bin = keys.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let wrapper = bin.join("ssh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new -o LogLevel=ERROR \"$@\"\n",
+            keys.identity.display(),
+            web.dir.path().join("known_hosts").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("kubectl")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "pods", "-n", "default", "-o", "name"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("pod/web-0"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // The sessions and the door's requests ran as oidc:dana.
     assert!(
         sim.api_audit()
             .iter()
@@ -357,7 +425,11 @@ fn forged_expired_and_replayed_sign_ins_are_refused_and_keys_outlive_the_provide
     let sim = Sim::start();
     let (web, provider) = start(
         &sim,
-        &[("dana", &["devs"]), ("carol", &["devs"]), ("ops-only", &["ops"])],
+        &[
+            ("dana", &["devs"]),
+            ("carol", &["devs"]),
+            ("ops-only", &["ops"]),
+        ],
         "allowed_groups = [\"devs\"]",
     );
     let refused = |login: &str| {
@@ -384,7 +456,10 @@ fn forged_expired_and_replayed_sign_ins_are_refused_and_keys_outlive_the_provide
     provider.test_setting("tamper", "none");
     // A configured person's name, and a group outside allowed_groups.
     let landed = refused("carol");
-    assert!(landed.contains("is a person configured on this bastion"), "{landed}");
+    assert!(
+        landed.contains("is a person configured on this bastion"),
+        "{landed}"
+    );
     let landed = refused("ops-only");
     assert!(
         landed.contains("none of your groups (ops) may use this bastion"),
@@ -395,10 +470,19 @@ fn forged_expired_and_replayed_sign_ins_are_refused_and_keys_outlive_the_provide
         "replay",
         serde_json::json!({ "base": web.base, "login": "dana" }),
     );
-    assert!(seen["landed"].as_str().unwrap().contains("Targets for dana"), "{seen}");
+    assert!(
+        seen["landed"]
+            .as_str()
+            .unwrap()
+            .contains("Targets for dana"),
+        "{seen}"
+    );
     assert_eq!(seen["replay_status"], 400, "{seen}");
     assert!(
-        seen["replay"].as_str().unwrap().contains("unknown or was already completed"),
+        seen["replay"]
+            .as_str()
+            .unwrap()
+            .contains("unknown or was already completed"),
         "{seen}"
     );
     // Each refusal is audited with its reason.
@@ -415,8 +499,17 @@ fn forged_expired_and_replayed_sign_ins_are_refused_and_keys_outlive_the_provide
         "web",
         serde_json::json!({ "base": web.base, "login": "dana", "wait_for_end": 20 }),
     );
-    assert!(seen["landed"].as_str().unwrap().contains("Targets for dana"), "{seen}");
-    assert!(seen["after_end"].as_str().unwrap().contains("Sign in with"), "{seen}");
+    assert!(
+        seen["landed"]
+            .as_str()
+            .unwrap()
+            .contains("Targets for dana"),
+        "{seen}"
+    );
+    assert!(
+        seen["after_end"].as_str().unwrap().contains("Sign in with"),
+        "{seen}"
+    );
     // The provider stopped: ssh's sign-in line says so, and keys work.
     drop(provider);
     let mut command = ssh_without_key(&web);
@@ -425,9 +518,12 @@ fn forged_expired_and_replayed_sign_ins_are_refused_and_keys_outlive_the_provide
     assert_eq!(out.status.code(), Some(255));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("the sign-in provider at http://127.0.0.1:") && stderr.contains("does not answer"),
+        stderr.contains("the sign-in provider at http://127.0.0.1:")
+            && stderr.contains("does not answer"),
         "{stderr}"
     );
-    let out = web.bastion.ssh("alice@default/web-0", &["echo key-$((6*7))"], b"");
+    let out = web
+        .bastion
+        .ssh("alice@default/web-0", &["echo key-$((6*7))"], b"");
     assert_eq!(text(&out.stdout).trim(), "key-42", "{}", text(&out.stderr));
 }

@@ -29,7 +29,6 @@ use tokio::net::TcpListener;
 
 use crate::api_request::RequestInfo;
 use crate::bastion::Shared;
-use crate::cluster::Identity;
 use crate::kube_credential::CredentialError;
 use crate::session::gate::{self, Presented, Refusal};
 use crate::signing::SigningKey;
@@ -159,13 +158,9 @@ async fn handle(door: &Arc<Door>, peer: SocketAddr, request: Request<Incoming>) 
         );
         return refuse(&audited, StatusCode::FORBIDDEN, &line);
     }
-    let Some(user) = shared.user(&person) else {
+    let Some(identity) = shared.identity_of(credential) else {
         let line = format!("{person} is no longer a configured user");
         return refuse(&audited, StatusCode::UNAUTHORIZED, &line);
-    };
-    let identity = Identity {
-        user: user.kubernetes_user().to_string(),
-        groups: user.kubernetes_groups.clone(),
     };
     let client = match shared.cluster.as_user(&identity) {
         Ok(client) => client,

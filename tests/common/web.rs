@@ -111,4 +111,3 @@ pub fn browser_script(script: &str, scenario: &str, args: serde_json::Value) -> 
     let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{scenario} printed {stdout:?}: {e}"))
 }
-
