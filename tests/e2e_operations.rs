@@ -962,7 +962,7 @@ fn sessions_are_listed_to_their_person_and_to_operators_and_leave_when_they_end(
     );
     assert!(
         stderr.lines().any(|l| l
-            == "\"frobnicate\" is not a command of this bastion; it knows `web` (a one-time sign-in link for the web terminal), `sessions` (your open sessions on this bastion), `kubeconfig` (a kubeconfig for kubectl through this bastion, as you), `kube-credential` (the short-lived credential kubectl asks that kubeconfig's ssh for)"),
+            == "\"frobnicate\" is not a command of this bastion; it knows `web` (a one-time sign-in link for the web terminal), `sessions` (your open sessions on this bastion), `kubeconfig` (a kubeconfig for kubectl through this bastion, as you), `kube-credential` (the short-lived credential kubectl asks that kubeconfig's ssh for), `certificate` (after a provider sign-in, an SSH certificate for the key on stdin)"),
         "{stderr}"
     );
 }

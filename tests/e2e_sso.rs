@@ -432,7 +432,7 @@ fn forged_expired_and_replayed_sign_ins_are_refused_and_keys_outlive_the_provide
         ],
         "allowed_groups = [\"devs\"]",
     );
-    let refused = |login: &str| {
+    let landed = |login: &str| {
         sso_browser(
             "web",
             serde_json::json!({ "base": web.base, "login": login }),
@@ -447,24 +447,31 @@ fn forged_expired_and_replayed_sign_ins_are_refused_and_keys_outlive_the_provide
         ("other-audience", "audience"),
     ] {
         provider.test_setting("tamper", tamper);
-        let landed = refused("dana");
+        let landed_as = landed("dana");
         assert!(
-            landed.contains("the provider's ID token was refused") && landed.contains(expected),
-            "{tamper}: {landed}"
+            landed_as.contains("the provider's ID token was refused")
+                && landed_as.contains(expected),
+            "{tamper}: {landed_as}"
         );
     }
     provider.test_setting("tamper", "none");
     // A configured person's name, and a group outside allowed_groups.
-    let landed = refused("carol");
+    let landed_as = landed("carol");
     assert!(
-        landed.contains("is a person configured on this bastion"),
-        "{landed}"
+        landed_as.contains("is a person configured on this bastion"),
+        "{landed_as}"
     );
-    let landed = refused("ops-only");
+    let landed_as = landed("ops-only");
     assert!(
-        landed.contains("none of your groups (ops) may use this bastion"),
-        "{landed}"
+        landed_as.contains("none of your groups (ops) may use this bastion"),
+        "{landed_as}"
     );
+    // The provider rotates its signing key: a token under the new key ID
+    // makes kbastion fetch the provider's keys again, and it signs in.
+    provider.test_setting("tamper", "rotated");
+    let landed_as = landed("dana");
+    assert!(landed_as.contains("Targets for dana"), "{landed_as}");
+    provider.test_setting("tamper", "none");
     // A replayed callback (its state and code again).
     let seen = sso_browser(
         "replay",
@@ -526,4 +533,29 @@ fn forged_expired_and_replayed_sign_ins_are_refused_and_keys_outlive_the_provide
         .bastion
         .ssh("alice@default/web-0", &["echo key-$((6*7))"], b"");
     assert_eq!(text(&out.stdout).trim(), "key-42", "{}", text(&out.stderr));
+    // Without [oidc], keyboard-interactive is not offered at all.
+    let plain = Bastion::start(&sim, "");
+    let out = Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+        ])
+        .arg(plain.port.to_string())
+        .args(["alice@127.0.0.1", "true"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("Permission denied (publickey)."),
+        "{}",
+        text(&out.stderr)
+    );
 }

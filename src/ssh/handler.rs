@@ -495,7 +495,7 @@ async fn session_channel(
                 }
                 crate::commands::Parsed::Command(crate::commands::Command::Certificate) => {
                     let answer = match read_stdin(&mut read).await {
-                        Ok(text) => crate::sso::answer_certificate(
+                        Ok(text) => crate::sso::certificate::answer(
                             &shared,
                             &login.credential,
                             &text,

@@ -37,6 +37,8 @@ pub struct Request {
     /// The value of the cookie set on the browser that began it: a
     /// callback from another browser is refused (login CSRF).
     pub binding: String,
+    /// Where the browser that began it is (counted per source).
+    pub source: IpAddr,
     pub expires: u64,
 }
 
@@ -82,7 +84,9 @@ pub enum FlowError {
     Gone,
     #[error("too many sign-ins are under way on this bastion; try again in a minute")]
     Full,
-    #[error("too many sign-ins are waiting from your address ({0}); finish or close one")]
+    #[error(
+        "too many sign-ins are under way from your address ({0}); finish one, or wait a few minutes"
+    )]
     FullForSource(IpAddr),
 }
 
@@ -105,6 +109,9 @@ impl Waiter {
 
 pub struct Flows {
     requests: Mutex<HashMap<String, Request>>,
+    /// Requests under way from one source (an IPv4 address or an IPv6
+    /// /64), as for waiting connections.
+    requests_per_source: usize,
     codes: Mutex<HashMap<String, Code>>,
     waiting_per_source: Counter<IpAddr>,
     waiting: Counter<()>,
@@ -120,6 +127,7 @@ impl Flows {
     pub fn new(max_per_source: usize, max: usize) -> Flows {
         Flows {
             requests: Mutex::default(),
+            requests_per_source: max_per_source,
             codes: Mutex::default(),
             waiting_per_source: Counter::new(max_per_source),
             waiting: Counter::new(max),
@@ -132,6 +140,14 @@ impl Flows {
         requests.retain(|_, r| r.expires > now);
         if requests.len() >= MAX_REQUESTS {
             return Err(FlowError::Full);
+        }
+        let key = crate::limits::source_key(request.source);
+        let from_source = requests
+            .values()
+            .filter(|r| crate::limits::source_key(r.source) == key)
+            .count();
+        if from_source >= self.requests_per_source {
+            return Err(FlowError::FullForSource(request.source));
         }
         requests.insert(state, request);
         Ok(())
@@ -247,6 +263,7 @@ mod tests {
             nonce: "n".into(),
             verifier: "v".into(),
             binding: binding.into(),
+            source: "192.0.2.1".parse().unwrap(),
             expires,
         }
     }
@@ -275,6 +292,14 @@ mod tests {
             flows.take("s3", Some("b"), 100).unwrap_err(),
             FlowError::RequestExpired
         );
+        // Two under way from one address; a third waits for one to end.
+        flows.begin("s4".into(), request("b", 200), 100).unwrap();
+        flows.begin("s5".into(), request("b", 200), 100).unwrap();
+        assert!(matches!(
+            flows.begin("s6".into(), request("b", 200), 100),
+            Err(FlowError::FullForSource(_))
+        ));
+        flows.begin("s6".into(), request("b", 300), 200).unwrap();
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@
 //! as any other login.
 
 pub mod ca;
+pub mod certificate;
 pub mod flows;
 pub mod person;
 pub mod provider;
@@ -138,8 +139,14 @@ impl Sso {
         Ok(self.provider.probe().await?)
     }
 
-    /// Begins a sign-in at the provider for `purpose`.
-    pub async fn begin(&self, purpose: flows::Purpose, now: u64) -> Result<Redirect, SsoError> {
+    /// Begins a sign-in at the provider for `purpose`, from a browser at
+    /// `source`.
+    pub async fn begin(
+        &self,
+        purpose: flows::Purpose,
+        source: std::net::IpAddr,
+        now: u64,
+    ) -> Result<Redirect, SsoError> {
         let groups_scope = self.config.groups_claim == "groups";
         let begun = self.provider.begin(groups_scope).await?;
         let binding: [u8; 16] = rand::random();
@@ -151,6 +158,7 @@ impl Sso {
                 nonce: begun.nonce,
                 verifier: begun.verifier,
                 binding: binding.clone(),
+                source,
                 expires: now + self.config.sign_in_secs,
             },
             now,
@@ -204,85 +212,4 @@ impl Sso {
     pub fn certificate_secs(&self) -> u64 {
         self.config.certificate_hours * 3600
     }
-}
-
-/// What `ssh PERSON@bastion certificate` prints (and the web page's
-/// certificate form returns): a certificate from kbastion's CA for the
-/// public key in `input`, for a login signed in with the provider just
-/// now. A login with a certificate cannot mint another one: only a new
-/// sign-in with the provider extends access. Audited.
-pub fn answer_certificate(
-    shared: &crate::bastion::Shared,
-    credential: &crate::revocation::Credential,
-    input: &str,
-    source: &str,
-) -> Result<String, String> {
-    use crate::revocation::Credential;
-    let Some(sso) = &shared.sso else {
-        return Err(
-            "this bastion has no single sign-on ([oidc]); certificates come from your own CA"
-                .into(),
-        );
-    };
-    let (claimed, valid_before) = match credential {
-        Credential::SignedIn {
-            claimed,
-            valid_before,
-            ..
-        } => (claimed, *valid_before),
-        Credential::Certificate {
-            claimed: Some(_), ..
-        } => {
-            return Err("a certificate cannot renew itself; sign in with the provider again (ssh without the certificate: -o CertificateFile=none -o IdentitiesOnly=yes) and ask then".into());
-        }
-        Credential::Key { .. } | Credential::Certificate { .. } => {
-            return Err(format!(
-                "{} logs in with a configured key or CA; certificates here are for people signed in with the provider",
-                credential.person()
-            ));
-        }
-    };
-    let mut keys = input
-        .lines()
-        .map(crate::keys::parse_authorized_key)
-        .filter(|k| !matches!(k, Ok(None)));
-    let key = match (keys.next(), keys.next()) {
-        (Some(Ok(Some(key))), None) => key,
-        (Some(Err(error)), _) => {
-            return Err(format!(
-                "{error}; send your public key (ssh PERSON@BASTION certificate < ~/.ssh/id_ed25519.pub)"
-            ));
-        }
-        (None, _) => {
-            return Err("no public key arrived on stdin; send one (ssh PERSON@BASTION certificate < ~/.ssh/id_ed25519.pub)".into());
-        }
-        _ => {
-            return Err("send exactly one public key (ssh PERSON@BASTION certificate < ~/.ssh/id_ed25519.pub)".into());
-        }
-    };
-    if let Some(reason) = crate::keys::refused_signature(&key.algorithm()) {
-        return Err(reason.into());
-    }
-    let now = crate::audit::unix_now();
-    let valid_before = valid_before.min(now + sso.certificate_secs());
-    if valid_before <= now {
-        return Err("your sign-in with the provider has ended; sign in again".into());
-    }
-    let certificate = sso
-        .ca
-        .mint(&key, claimed, now, valid_before)
-        .map_err(|e| e.to_string())?;
-    let text = certificate
-        .to_openssh()
-        .map_err(|e| format!("cannot write the certificate: {e}"))?;
-    let fingerprint = key.fingerprint(russh::keys::HashAlg::Sha256).to_string();
-    tracing::info!(%source, person = %claimed.name, %fingerprint, serial = certificate.serial(), valid_before, "SSH certificate issued");
-    shared.audit.record(crate::audit::Event::Certificate {
-        source: source.to_string(),
-        person: claimed.name.clone(),
-        fingerprint,
-        serial: certificate.serial(),
-        valid_before,
-    });
-    Ok(format!("{text}\n"))
 }

@@ -70,10 +70,12 @@ pub type Claims = IdTokenClaims<OtherClaims, CoreGenderClaim>;
 const MAX_ANSWER: usize = 1024 * 1024;
 
 /// How long discovery is trusted before it is fetched again; how soon
-/// after a fetch an unknown key may make it fetch again; and how old it
-/// may be when an ssh connection asks whether the provider answers.
+/// after a fetch an unknown key may make it fetch again (only the
+/// provider's own token endpoint hands us tokens, so nobody else can make
+/// us fetch); and how old it may be when an ssh connection asks whether
+/// the provider answers.
 const METADATA_FOR: Duration = Duration::from_secs(3600);
-const REFETCH_AFTER: Duration = Duration::from_secs(10);
+const REFETCH_AFTER: Duration = Duration::from_secs(1);
 const PROBE_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]

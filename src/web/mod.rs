@@ -20,6 +20,7 @@ pub mod links;
 pub mod response;
 pub mod screen;
 pub mod sso;
+pub mod state;
 pub mod terminal;
 pub mod wire;
 

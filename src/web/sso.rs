@@ -17,9 +17,9 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::http::{Web, client, escape, same_origin, session_cookie};
 use super::links::Grant;
 use super::response::{Body, plain, respond};
+use super::state::{Web, client, escape, named_cookie, same_origin, session_cookie};
 use crate::sso::flows::Purpose;
 use crate::sso::{Sso, SsoError};
 
@@ -125,7 +125,8 @@ pub(super) async fn begin(
             Purpose::Connection(code.to_string())
         }
     };
-    match sso.begin(purpose, now).await {
+    let source = client(web, peer, request);
+    match sso.begin(purpose, source, now).await {
         Ok(redirect) => {
             let mut response = continue_to(&redirect.url, "On to the sign-in provider.");
             let binding = format!(
@@ -138,9 +139,12 @@ pub(super) async fn begin(
             response
         }
         Err(error) => {
-            let source = client(web, peer, request);
             tracing::warn!(%source, %error, "web: cannot begin a sign-in with the provider");
-            plain(StatusCode::BAD_GATEWAY, &error.to_string())
+            let status = match error {
+                SsoError::Flow(_) => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            plain(status, &error.to_string())
         }
     }
 }
@@ -195,7 +199,7 @@ pub(super) async fn callback(
             "the provider's answer has no state or code; sign in again",
         );
     };
-    let binding = super::http::named_cookie(request, BINDING_COOKIE);
+    let binding = named_cookie(request, BINDING_COOKIE);
     let now = crate::audit::unix_now();
     let users = web.shared.access().users.clone();
     let completed = match sso
@@ -322,7 +326,7 @@ pub(super) async fn certificate(
             "this browser session cannot get certificates",
         );
     };
-    match crate::sso::answer_certificate(&web.shared, credential, &key, &source) {
+    match crate::sso::certificate::answer(&web.shared, credential, &key, &source) {
         Ok(text) => {
             let mut response = respond(StatusCode::OK, "text/plain; charset=utf-8", text);
             response.headers_mut().insert(

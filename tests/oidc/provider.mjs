@@ -9,7 +9,8 @@
 // For the tampering tests, POST /test/tamper with one of `other-key`,
 // `expired`, `other-audience` or `none` makes the token endpoint answer
 // with an ID token changed that way, as a compromised or misconfigured
-// provider would. POST /test/id-token-ttl
+// provider would; `rotated` rotates its signing key (the new one is
+// published in its JWKS too). POST /test/id-token-ttl
 // with a number of seconds makes the provider's ID tokens that short.
 import fs from 'node:fs';
 import Provider from 'oidc-provider';
@@ -30,6 +31,15 @@ const providerJwk = {
   alg: 'RS256',
 };
 const otherKey = await jose.generateKeyPair('RS256');
+// The key the provider rotates to (`rotated`): published beside the first
+// in its JWKS, and signing its ID tokens from then on.
+const nextKey = await jose.generateKeyPair('RS256', { extractable: true });
+const nextJwk = {
+  ...(await jose.exportJWK(nextKey.publicKey)),
+  kid: 'provider-2',
+  use: 'sig',
+  alg: 'RS256',
+};
 
 const provider = new Provider(issuer, {
   clients: [{
@@ -95,6 +105,9 @@ provider.use(async (ctx, next) => {
     return;
   }
   await next();
+  if (ctx.path === '/jwks' && tamper === 'rotated' && ctx.body && ctx.body.keys) {
+    ctx.body = { keys: [...ctx.body.keys, nextJwk] };
+  }
   if (ctx.path === '/token' && tamper !== 'none' && ctx.body && ctx.body.id_token) {
     const claims = jose.decodeJwt(ctx.body.id_token);
     const now = Math.floor(Date.now() / 1000);
@@ -104,12 +117,16 @@ provider.use(async (ctx, next) => {
     }
     if (tamper === 'other-audience') claims.aud = 'someone-else';
     // `other-key`: the same claims under the provider's key ID, signed
-    // by another key; the rest: signed by the provider's own key.
-    const key = tamper === 'other-key' ? otherKey : providerKey;
+    // by another key; `rotated`: signed by the key rotated to; the rest:
+    // signed by the provider's own key.
+    const [key, kid] = {
+      'other-key': [otherKey, 'provider-1'],
+      rotated: [nextKey, 'provider-2'],
+    }[tamper] || [providerKey, 'provider-1'];
     ctx.body = {
       ...ctx.body,
       id_token: await new jose.SignJWT(claims)
-        .setProtectedHeader({ alg: 'RS256', kid: 'provider-1' })
+        .setProtectedHeader({ alg: 'RS256', kid })
         .sign(key.privateKey),
     };
   }
