@@ -517,6 +517,40 @@ fn forged_expired_and_replayed_sign_ins_are_refused_and_keys_outlive_the_provide
         seen["after_end"].as_str().unwrap().contains("Sign in with"),
         "{seen}"
     );
+    // With refresh tokens, the browser session is renewed past each short
+    // ID token, until the provider no longer renews it (a leaver).
+    provider.test_setting("refresh-tokens", "on");
+    let seen = sso_browser(
+        "web",
+        serde_json::json!({
+            "base": web.base,
+            "login": "dana",
+            "stays_for": 14,
+            "issuer": provider.issuer(),
+            "remove": "dana",
+            "wait_for_end": 25,
+        }),
+    );
+    assert!(
+        seen["after_stay"]
+            .as_str()
+            .unwrap()
+            .contains("Targets for dana"),
+        "{seen}"
+    );
+    assert!(
+        seen["after_end"].as_str().unwrap().contains("Sign in with"),
+        "{seen}"
+    );
+    assert!(
+        web.audit().iter().any(|e| e["event"] == "revocation"
+            && e["person"] == "dana"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("the provider no longer renews the sign-in"))),
+        "{:?}",
+        web.audit()
+    );
     // The provider stopped: ssh's sign-in line says so, and keys work.
     drop(provider);
     let mut command = ssh_without_key(&web);

@@ -72,6 +72,8 @@ pub enum SsoError {
         "the name {name:?} belongs to another account of the provider on this bastion; ask for your username claim to be fixed"
     )]
     NameTaken { name: String },
+    #[error("{name}'s name or groups at the provider changed; sign in again")]
+    Changed { name: String },
 }
 
 /// A sign-in completed at the provider.
@@ -79,8 +81,19 @@ pub struct Completed {
     pub purpose: flows::Purpose,
     pub person: Claimed,
     /// When the ID token expires (unix seconds): a browser session ends
-    /// then at the latest.
+    /// then at the latest, unless the provider renews it.
     pub token_expires: u64,
+    /// The provider's refresh token, when it gave one: a browser session
+    /// is renewed with it for as long as the provider allows.
+    pub refresh: Option<String>,
+}
+
+/// A renewal of a sign-in with the provider.
+pub struct Renewed {
+    /// When the new ID token expires (unix seconds).
+    pub token_expires: u64,
+    /// The refresh token to use next time.
+    pub refresh: String,
 }
 
 /// A browser sent to the provider: where, and the cookie that binds the
@@ -180,7 +193,7 @@ impl Sso {
         now: u64,
     ) -> Result<Completed, SsoError> {
         let request = self.flows.take(state, binding, now)?;
-        let claims = self
+        let (claims, refresh) = self
             .provider
             .finish(code, &request.verifier, &request.nonce)
             .await?;
@@ -205,6 +218,30 @@ impl Sso {
             purpose: request.purpose,
             token_expires: claims.expiration().timestamp().max(0) as u64,
             person,
+            refresh,
+        })
+    }
+
+    /// Renews `person`'s sign-in with the provider's refresh token: it
+    /// still holds only if the provider says so and names the same person,
+    /// in the same groups, still admissible beside the configured `users`.
+    pub async fn renew(
+        &self,
+        refresh: &str,
+        person: &Claimed,
+        users: &[crate::config::User],
+    ) -> Result<Renewed, SsoError> {
+        let (claims, refresh) = self.provider.refresh(refresh, &person.subject).await?;
+        let now = Claimed::from_claims(&claims, &self.config)?;
+        now.admissible(&self.config, users)?;
+        if now != *person {
+            return Err(SsoError::Changed {
+                name: person.name.clone(),
+            });
+        }
+        Ok(Renewed {
+            token_expires: claims.expiration().timestamp().max(0) as u64,
+            refresh,
         })
     }
 

@@ -19,8 +19,8 @@ use openidconnect::core::{
 use openidconnect::{
     AdditionalClaims, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields,
     EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenClaims, IdTokenFields, IssuerUrl, Nonce,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, StandardErrorResponse,
-    StandardTokenResponse,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    StandardErrorResponse, StandardTokenResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -292,13 +292,14 @@ impl Provider {
     }
 
     /// Exchanges the code the provider sent back for tokens, and verifies
-    /// the ID token among them.
+    /// the ID token among them; with it, the refresh token if the
+    /// provider gave one.
     pub async fn finish(
         &self,
         code: &str,
         verifier: &str,
         nonce: &str,
-    ) -> Result<Claims, ProviderError> {
+    ) -> Result<(Claims, Option<String>), ProviderError> {
         let client = self.client(METADATA_FOR).await?;
         let http = self.http.clone();
         let response = client
@@ -316,23 +317,80 @@ impl Provider {
                 }
                 other => self.unreachable(error_chain(&other)),
             })?;
+        let nonce = Nonce::new(nonce.to_string());
+        let claims = self.verified(&client, &response, &nonce).await?;
+        let refresh = response.refresh_token().map(|t| t.secret().clone());
+        Ok((claims, refresh))
+    }
+
+    /// The verified ID token of a token response (`nonce`: the request's,
+    /// or any for a refresh).
+    async fn verified<N>(
+        &self,
+        client: &Client,
+        response: &TokenResponse,
+        nonce: N,
+    ) -> Result<Claims, ProviderError>
+    where
+        N: openidconnect::NonceVerifier + Copy,
+    {
         let token = response
             .extra_fields()
             .id_token()
             .ok_or_else(|| ProviderError::Token("the provider sent no ID token".into()))?;
-        let nonce = Nonce::new(nonce.to_string());
-        match token.claims(&client.id_token_verifier(), &nonce) {
+        match token.claims(&client.id_token_verifier(), nonce) {
             Ok(claims) => Ok(claims.clone()),
             // A key the cached set does not have: the provider may have
             // rotated its keys since; fetch them again, once.
             Err(openidconnect::ClaimsVerificationError::SignatureVerification(_)) => {
                 let client = self.client(REFETCH_AFTER).await?;
                 token
-                    .claims(&client.id_token_verifier(), &nonce)
+                    .claims(&client.id_token_verifier(), nonce)
                     .cloned()
                     .map_err(|e| ProviderError::Token(error_chain(&e)))
             }
             Err(e) => Err(ProviderError::Token(error_chain(&e))),
         }
+    }
+
+    /// Asks the provider, with a refresh token, whether the sign-in of
+    /// `subject` still holds: its new ID token (the same `sub`), and the
+    /// refresh token to use next (the same one when it sends none).
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        subject: &str,
+    ) -> Result<(Claims, String), ProviderError> {
+        let client = self.client(METADATA_FOR).await?;
+        let http = self.http.clone();
+        let token = openidconnect::RefreshToken::new(refresh_token.to_string());
+        let response = client
+            .exchange_refresh_token(&token)
+            .map_err(|e| self.unreachable(format!("it publishes no token endpoint ({e})")))?
+            .request_async(&move |r| http.clone().send(r))
+            .await
+            .map_err(|e| match e {
+                openidconnect::RequestTokenError::ServerResponse(answer) => {
+                    ProviderError::Refused {
+                        issuer: self.issuer.to_string(),
+                        reason: answer.to_string(),
+                    }
+                }
+                other => self.unreachable(error_chain(&other)),
+            })?;
+        // A refreshed ID token carries no nonce (OpenID Connect Core 12.2).
+        let any_nonce = |_: Option<&Nonce>| Ok::<(), String>(());
+        let claims = self.verified(&client, &response, &any_nonce).await?;
+        if claims.subject().as_str() != subject {
+            return Err(ProviderError::Token(format!(
+                "the refreshed ID token names another subject ({})",
+                claims.subject().as_str()
+            )));
+        }
+        let next = response
+            .refresh_token()
+            .map(|t| t.secret().clone())
+            .unwrap_or_else(|| refresh_token.to_string());
+        Ok((claims, next))
     }
 }

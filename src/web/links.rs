@@ -267,6 +267,15 @@ impl Logins {
         })
     }
 
+    /// Whether a browser session is still open at `now` (without marking
+    /// it used).
+    pub fn is_open(&self, token: &str, now: u64) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions
+            .get(token)
+            .is_some_and(|s| s.ends > now && s.last_used + self.idle_secs > now)
+    }
+
     /// Ends a browser session (sign-out, or its credential no longer
     /// holds), and with it what it opened.
     pub fn end(&self, token: &str, why: &str) {

@@ -254,12 +254,19 @@ pub(super) async fn callback(
             }
         }
         Purpose::Browser => {
+            // With a refresh token the session lasts as long as the
+            // provider renews it (`renew`, up to web.session_max_secs);
+            // without one, as long as the ID token.
+            let valid_before = match &completed.refresh {
+                Some(_) => now + web.shared.config.web.session_max_secs,
+                None => completed.token_expires,
+            };
             let grant = Grant {
                 person: person.name.clone(),
                 identity: person.identity(&sso.config),
                 credential: Some(crate::revocation::Credential::SignedIn {
                     person: person.name.clone(),
-                    valid_before: completed.token_expires,
+                    valid_before,
                     claimed: Box::new(person.clone()),
                     identity: None,
                 }),
@@ -276,6 +283,19 @@ pub(super) async fn callback(
                         success: true,
                         reason: None,
                     });
+                    if let (Some(refresh), Some(sso)) = (completed.refresh, web.shared.sso.clone())
+                    {
+                        tokio::spawn(renew(
+                            web.shared.clone(),
+                            sso,
+                            signed_in.token.clone(),
+                            person.clone(),
+                            Renewal {
+                                refresh,
+                                token_expires: completed.token_expires,
+                            },
+                        ));
+                    }
                     let mut response = continue_to("/", "Signed in.");
                     if let Some(value) = session_cookie(&signed_in) {
                         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -290,6 +310,62 @@ pub(super) async fn callback(
             }
         }
     }
+}
+
+/// A browser session's refresh token and when its ID token expires.
+struct Renewal {
+    refresh: String,
+    token_expires: u64,
+}
+
+/// How long a provider that does not answer is retried before the browser
+/// session it should renew ends.
+const RENEW_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keeps a browser session signed in while the provider renews it: a
+/// little before each ID token expires, the refresh token is used; when
+/// the provider refuses (the person left, their sign-in was revoked, their
+/// groups changed), the session ends with what it opened, audited as a
+/// revocation. A provider that does not answer is retried until the last
+/// ID token has expired.
+async fn renew(
+    shared: std::sync::Arc<crate::bastion::Shared>,
+    sso: std::sync::Arc<Sso>,
+    session: String,
+    person: crate::sso::Claimed,
+    mut renewal: Renewal,
+) {
+    let reason = loop {
+        let now = crate::audit::unix_now();
+        let left = renewal.token_expires.saturating_sub(now);
+        let early = (left / 2).min(30);
+        tokio::time::sleep(std::time::Duration::from_secs(left - early)).await;
+        let now = crate::audit::unix_now();
+        if !shared.web_logins.is_open(&session, now) {
+            return;
+        }
+        let users = shared.access().users.clone();
+        match sso.renew(&renewal.refresh, &person, &users).await {
+            Ok(renewed) => {
+                tracing::debug!(person = %person.name, expires = renewed.token_expires, "web: sign-in renewed with the provider");
+                renewal = Renewal {
+                    refresh: renewed.refresh,
+                    token_expires: renewed.token_expires,
+                };
+            }
+            Err(SsoError::Provider(crate::sso::provider::ProviderError::Unreachable {
+                ..
+            })) if now < renewal.token_expires => tokio::time::sleep(RENEW_RETRY).await,
+            Err(error) => break format!("the provider no longer renews the sign-in: {error}"),
+        }
+    };
+    tracing::info!(person = %person.name, %reason, "web: access revoked: the browser session ends");
+    shared.audit.record(crate::audit::Event::Revocation {
+        source: String::new(),
+        person: person.name.clone(),
+        reason: reason.clone(),
+    });
+    shared.web_logins.end(&session, &reason);
 }
 
 /// The certificate form's answer: the certificate for the public key it

@@ -11,7 +11,9 @@
 // with an ID token changed that way, as a compromised or misconfigured
 // provider would; `rotated` rotates its signing key (the new one is
 // published in its JWKS too). POST /test/id-token-ttl
-// with a number of seconds makes the provider's ID tokens that short.
+// with a number of seconds makes the provider's ID tokens that short;
+// POST /test/refresh-tokens `on` gives sign-ins refresh tokens; POST
+// /test/remove-account LOGIN removes an account (a leaver).
 import fs from 'node:fs';
 import Provider from 'oidc-provider';
 import * as jose from 'jose';
@@ -20,6 +22,8 @@ const [port, configPath] = process.argv.slice(2);
 const config = JSON.parse(fs.readFileSync(configPath, 'utf8'));
 const issuer = `http://127.0.0.1:${port}`;
 let idTokenTtl = config.id_token_ttl || 3600;
+// Whether sign-ins get refresh tokens (as Keycloak's do by default).
+let refreshTokens = false;
 
 // The provider's signing key, ours so the tampering below can sign with
 // it too (only what it changes differs), and a key of nobody's.
@@ -62,6 +66,7 @@ const provider = new Provider(issuer, {
   // only in userinfo), as Keycloak, Dex and Okta's group claims do.
   conformIdTokenClaims: false,
   ttl: { IdToken: () => idTokenTtl },
+  issueRefreshToken: async (ctx, client) => refreshTokens && client.grantTypeAllowed('refresh_token'),
   features: { devInteractions: { enabled: true } },
   async findAccount(ctx, id) {
     const account = config.accounts[id];
@@ -101,6 +106,9 @@ provider.use(async (ctx, next) => {
     for await (const chunk of ctx.req) body += chunk;
     if (ctx.path === '/test/tamper') tamper = body.trim();
     if (ctx.path === '/test/id-token-ttl') idTokenTtl = Number(body.trim());
+    if (ctx.path === '/test/refresh-tokens') refreshTokens = body.trim() === 'on';
+    // A leaver: the account is gone, and renewing its sign-in fails.
+    if (ctx.path === '/test/remove-account') delete config.accounts[body.trim()];
     ctx.body = `${ctx.path}: ${body.trim()}\n`;
     return;
   }

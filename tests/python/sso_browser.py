@@ -8,6 +8,8 @@ Prints one JSON line with what it saw; tests/e2e_sso.rs asserts on it.
 
 import json
 import sys
+import time
+import urllib.request
 
 from playwright.sync_api import sync_playwright
 
@@ -72,6 +74,19 @@ def scenario_web(browser, args):
             page.click("#get-certificate")
         with open(download.value.path()) as answer:
             result["certificate"] = answer.read()
+    if args.get("stays_for"):
+        # Past several of the provider's short ID tokens: still signed in.
+        step("staying signed in")
+        time.sleep(args["stays_for"])
+        page.goto(base + "/")
+        result["after_stay"] = page.inner_text("body")
+    if args.get("remove"):
+        # The provider loses the account (a leaver).
+        step("the account leaves the provider")
+        request = urllib.request.Request(
+            args["issuer"] + "/test/remove-account", data=args["remove"].encode(), method="POST"
+        )
+        urllib.request.urlopen(request, timeout=WAIT).read()
     if args.get("wait_for_end"):
         # The browser session ends with the provider's token.
         step("the session's end")
