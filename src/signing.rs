@@ -116,6 +116,14 @@ impl SigningKey {
         }
     }
 
+    /// The key in a Secret's bytes (at least 32), as `load` reads it: for
+    /// tools and tests that hold the Secret themselves.
+    pub fn from_bytes(bytes: &[u8]) -> Option<SigningKey> {
+        (bytes.len() >= KEY_BYTES).then(|| SigningKey {
+            secret: bytes.to_vec(),
+        })
+    }
+
     /// A key of its own, for unit tests.
     #[cfg(test)]
     pub fn random() -> SigningKey {

@@ -369,6 +369,32 @@ fn plain_ssh_signs_in_through_the_browser_and_gets_a_certificate_for_scp_and_ssh
         "{}",
         text(&out.stderr)
     );
+    // An interactive shell with no key, as a person types it: the line
+    // in the terminal, the browser, then the shell.
+    let mut command = ssh_without_key(&web);
+    command.args(["-tt", "dana@default/web-0@127.0.0.1"]);
+    let tmux = Tmux::start(&tmux_line(&command), 200, 30);
+    tmux.wait_for_text("to sign in (expires in 5 minutes)");
+    let screen = tmux.screen();
+    let url = screen
+        .split_whitespace()
+        .find(|word| word.contains("/sso/"))
+        .unwrap_or_else(|| panic!("no sign-in page on the screen:\n{screen}"))
+        .to_string();
+    let seen = sso_browser(
+        "approve",
+        serde_json::json!({ "url": url, "login": "dana" }),
+    );
+    assert!(
+        seen["landed"]
+            .as_str()
+            .unwrap()
+            .contains("Signed in as dana"),
+        "{seen}"
+    );
+    tmux.send_until(&["echo shell-as-$((6*7))", "Enter"], "shell-as-42");
+    tmux.send(&["exit", "Enter"]);
+    tmux.wait_for_text("ssh exited with 0");
     // kubectl through the door, its ssh plugin logging in with the
     // certificate (OpenSSH loads ID-cert.pub beside the key by itself).
     let mut command = web.bastion.client_command("ssh", "ERROR", &keys.identity);
@@ -409,6 +435,51 @@ fn plain_ssh_signs_in_through_the_browser_and_gets_a_certificate_for_scp_and_ssh
         text(&out.stdout).contains("pod/web-0"),
         "{}{}",
         text(&out.stdout),
+        text(&out.stderr)
+    );
+    // A certificate of kbastion's CA whose time is over is refused (one
+    // signed here with the CA every replica derives from the Secret).
+    let secret = sim.kubectl(
+        "kubectl",
+        "admin",
+        &[
+            "get",
+            "secret",
+            "kbastion-signing",
+            "-n",
+            "kbastion",
+            "-o",
+            "jsonpath={.data.hs256}",
+        ],
+    );
+    use base64::Engine as _;
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(text(&secret.stdout).trim())
+        .unwrap();
+    let ca = kbastion::sso::ca::UserCa::derive(
+        &kbastion::signing::SigningKey::from_bytes(&secret).unwrap(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let key = russh::keys::PublicKey::from_openssh(&keys.public).unwrap();
+    let dana = kbastion::sso::Claimed {
+        name: "dana".into(),
+        issuer: _provider.issuer(),
+        subject: "sub-dana".into(),
+        groups: vec!["devs".into()],
+    };
+    let expired = ca.mint(&key, &dana, now - 7200, now - 3600).unwrap();
+    std::fs::write(&cert_path, expired.to_openssh().unwrap()).unwrap();
+    let mut command = web.bastion.client_command("ssh", "ERROR", &keys.identity);
+    command.arg("dana@default/web-0@127.0.0.1").arg("true");
+    let out = run_with_input(command, b"");
+    // (russh refuses an expired certificate before kbastion sees it.)
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
         text(&out.stderr)
     );
     // The sessions and the door's requests ran as oidc:dana.
