@@ -48,6 +48,11 @@ pub enum Credential {
         claimed: Box<Claimed>,
         /// Unix seconds.
         valid_before: u64,
+        /// Until when (unix seconds) it may mint SSH certificates: a few
+        /// minutes after an ssh connection's sign-in, so a long-lived
+        /// connection cannot outlast the provider by minting; a browser
+        /// session's whole time (the provider renews or ends it).
+        certify_until: u64,
         identity: Option<Identity>,
     },
 }

@@ -102,6 +102,18 @@ fn start(sim: &Sim, accounts: &[(&str, &[&str])], oidc_extra: &str) -> (Web, Pro
     (web, provider)
 }
 
+/// What `ssh-keygen -L` says of the certificate at `path`.
+fn listed_certificate(path: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-L")
+        .arg("-f")
+        .arg(path)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
 fn sso_browser(scenario: &str, args: serde_json::Value) -> serde_json::Value {
     browser_script("sso_browser.py", scenario, args)
 }
@@ -208,15 +220,7 @@ fn a_browser_signs_in_with_the_provider_and_works_as_that_person() {
     let certificate = seen["certificate"].as_str().unwrap();
     let cert_path = keys.dir.path().join("id-cert.pub");
     std::fs::write(&cert_path, certificate).unwrap();
-    let listed = text(
-        &Command::new("ssh-keygen")
-            .arg("-L")
-            .arg("-f")
-            .arg(&cert_path)
-            .output()
-            .unwrap()
-            .stdout,
-    );
+    let listed = listed_certificate(&cert_path);
     assert!(
         listed.contains("Type: ssh-ed25519-cert-v01@openssh.com user certificate"),
         "{listed}"
@@ -308,24 +312,22 @@ fn plain_ssh_signs_in_through_the_browser_and_gets_a_certificate_for_scp_and_ssh
     );
     let cert_path = PathBuf::from(format!("{}-cert.pub", keys.identity.display()));
     std::fs::write(&cert_path, &certificate).unwrap();
-    let listed = text(
-        &Command::new("ssh-keygen")
-            .arg("-L")
-            .arg("-f")
-            .arg(&cert_path)
-            .output()
-            .unwrap()
-            .stdout,
-    );
+    let listed = listed_certificate(&cert_path);
     assert!(listed.contains("dana"), "{listed}");
-    // About 8 hours (certificate_hours), from a minute ago.
+    // 8 hours (certificate_hours), from a minute ago (clock skew).
     let valid = listed
         .lines()
         .find(|l| l.trim_start().starts_with("Valid:"))
         .unwrap_or_default()
         .to_string();
-    assert!(
-        valid.contains("from ") && valid.contains(" to "),
+    let times: Vec<chrono::NaiveDateTime> = valid
+        .split_whitespace()
+        .filter_map(|w| chrono::NaiveDateTime::parse_from_str(w, "%Y-%m-%dT%H:%M:%S").ok())
+        .collect();
+    assert_eq!(times.len(), 2, "{listed}");
+    assert_eq!(
+        (times[1] - times[0]).num_seconds(),
+        8 * 3600 + 60,
         "{listed}"
     );
     // With the certificate, ssh and scp need no prompt (BatchMode).

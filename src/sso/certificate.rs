@@ -20,12 +20,12 @@ pub fn answer(
                 .into(),
         );
     };
-    let (claimed, valid_before) = match credential {
+    let (claimed, signed_in_until) = match credential {
         Credential::SignedIn {
             claimed,
-            valid_before,
+            certify_until,
             ..
-        } => (claimed, *valid_before),
+        } => (claimed, *certify_until),
         Credential::Certificate {
             claimed: Some(_), ..
         } => {
@@ -60,10 +60,12 @@ pub fn answer(
         return Err(reason.into());
     }
     let now = crate::audit::unix_now();
-    let valid_before = valid_before.min(now + sso.certificate_secs());
-    if valid_before <= now {
-        return Err("your sign-in with the provider has ended; sign in again".into());
+    if signed_in_until <= now {
+        return Err("certificates are minted right after a sign-in with the provider; sign in again (ssh without a key, or the web page) and ask then".into());
     }
+    // A certificate keeps its own time, whatever is left of the sign-in
+    // (a browser session's ID token may be short).
+    let valid_before = now + sso.certificate_secs();
     let certificate = sso
         .ca
         .mint(&key, claimed, now, valid_before)

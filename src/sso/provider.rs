@@ -260,6 +260,21 @@ impl Provider {
         .set_redirect_uri(self.redirect.clone()))
     }
 
+    /// A token request's failure: the provider's own refusal, or no
+    /// answer.
+    fn token_error<E: std::error::Error + 'static>(
+        &self,
+        error: openidconnect::RequestTokenError<E, StandardErrorResponse<CoreErrorResponseType>>,
+    ) -> ProviderError {
+        match error {
+            openidconnect::RequestTokenError::ServerResponse(answer) => ProviderError::Refused {
+                issuer: self.issuer.to_string(),
+                reason: answer.to_string(),
+            },
+            other => self.unreachable(error_chain(&other)),
+        }
+    }
+
     /// Whether the provider answers now (its discovery document, fetched
     /// again unless it was just now).
     pub async fn probe(&self) -> Result<(), ProviderError> {
@@ -308,15 +323,7 @@ impl Provider {
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
             .request_async(&move |r| http.clone().send(r))
             .await
-            .map_err(|e| match e {
-                openidconnect::RequestTokenError::ServerResponse(answer) => {
-                    ProviderError::Refused {
-                        issuer: self.issuer.to_string(),
-                        reason: answer.to_string(),
-                    }
-                }
-                other => self.unreachable(error_chain(&other)),
-            })?;
+            .map_err(|e| self.token_error(e))?;
         let nonce = Nonce::new(nonce.to_string());
         let claims = self.verified(&client, &response, &nonce).await?;
         let refresh = response.refresh_token().map(|t| t.secret().clone());
@@ -369,15 +376,7 @@ impl Provider {
             .map_err(|e| self.unreachable(format!("it publishes no token endpoint ({e})")))?
             .request_async(&move |r| http.clone().send(r))
             .await
-            .map_err(|e| match e {
-                openidconnect::RequestTokenError::ServerResponse(answer) => {
-                    ProviderError::Refused {
-                        issuer: self.issuer.to_string(),
-                        reason: answer.to_string(),
-                    }
-                }
-                other => self.unreachable(error_chain(&other)),
-            })?;
+            .map_err(|e| self.token_error(e))?;
         // A refreshed ID token carries no nonce (OpenID Connect Core 12.2).
         let any_nonce = |_: Option<&Nonce>| Ok::<(), String>(());
         let claims = self.verified(&client, &response, &any_nonce).await?;

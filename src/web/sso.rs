@@ -267,6 +267,7 @@ pub(super) async fn callback(
                 credential: Some(crate::revocation::Credential::SignedIn {
                     person: person.name.clone(),
                     valid_before,
+                    certify_until: valid_before,
                     claimed: Box::new(person.clone()),
                     identity: None,
                 }),

@@ -516,9 +516,11 @@ impl Authenticator {
         }
         let identity = claimed.identity(&sso.config);
         let described = format!("{} (sso {})", claimed.name, claimed.subject);
+        let now = unix_now();
         let credential = Credential::SignedIn {
             person: claimed.name.clone(),
-            valid_before: unix_now() + sso.certificate_secs(),
+            valid_before: now + sso.certificate_secs(),
+            certify_until: now + sso.config.sign_in_secs,
             claimed: Box::new(claimed),
             identity: None,
         };
