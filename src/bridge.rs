@@ -54,11 +54,6 @@ enum Ending {
     /// The process's output ended: it exited.
     OutputDone,
     ClientGone,
-    Stopped,
-    Idle,
-    Revoked,
-    /// A required recording stopped (the line the person read).
-    RecordingStopped(String),
 }
 
 /// What the input side sends to the process, in order.
@@ -166,13 +161,6 @@ async fn run_counted(
         })
     };
     let mut receiver_task = AbortOnDrop(receiver_task);
-    let mut notice = context.control.notice.clone();
-    let mut revoked = context.control.revoked.clone();
-    // Idle sessions are found by a tick that compares the byte counters:
-    // nothing to do per byte on the data path.
-    let idle_limit = context.control.idle.unwrap_or(Duration::MAX);
-    let mut idle_tick = tokio::time::interval(crate::session::control::idle_tick(idle_limit));
-    let mut last_traffic = (0u64, tokio::time::Instant::now());
     // Set at end of input on a v4-only cluster: the stream is closing and
     // gets a bounded time to deliver what is left, never a hang.
     let mut closing_by: Option<tokio::time::Instant> = None;
@@ -180,87 +168,70 @@ async fn run_counted(
     // A place in the input queue, taken before the client is read.
     let mut room: Option<tokio::sync::mpsc::OwnedPermit<Input>> = None;
     let mut departed = input.departed();
-    let ending = loop {
-        tokio::select! {
-            () = &mut departed => break Ending::ClientGone,
-            permit = input_tx.clone().reserve_owned(), if room.is_none() => match permit {
-                Ok(permit) => room = Some(permit),
-                // The input task ended: the stream is closing.
-                Err(_) => break Ending::OutputDone,
-            },
-            ended = &mut receiver_task.0 => {
-                status = ended.ok().flatten();
-                break Ending::OutputDone;
-            }
-            () = async { tokio::time::sleep_until(closing_by.unwrap_or_else(tokio::time::Instant::now)).await }, if closing_by.is_some() => {
-                break Ending::OutputDone;
-            }
-            _ = idle_tick.tick(), if context.control.idle.is_some() => {
-                let carried = counters.bytes_in.load(SeqCst) + counters.bytes_out.load(SeqCst);
-                if carried != last_traffic.0 {
-                    last_traffic = (carried, tokio::time::Instant::now());
-                } else if last_traffic.1.elapsed() >= idle_limit {
-                    let message = crate::session::control::idle_message(idle_limit);
-                    output.tell(&message, tty).await;
-                    break Ending::Idle;
+    // The client's input to the exec stream until the output ends or the
+    // client goes; the drain, idle, revocation and recording rules are the
+    // one supervised run's (`supervise`), as for every session.
+    let carry = async {
+        loop {
+            tokio::select! {
+                () = &mut departed => return Ending::ClientGone,
+                permit = input_tx.clone().reserve_owned(), if room.is_none() => match permit {
+                    Ok(permit) => room = Some(permit),
+                    // The input task ended: the stream is closing.
+                    Err(_) => return Ending::OutputDone,
+                },
+                ended = &mut receiver_task.0 => {
+                    status = ended.ok().flatten();
+                    return Ending::OutputDone;
                 }
-            }
-            message = context.control.recording_stopped() => {
-                output.tell(&message, tty).await;
-                break Ending::RecordingStopped(message);
-            }
-            () = context.control.stop.cancelled() => {
-                output.tell(crate::session::control::STOPPED, tty).await;
-                break Ending::Stopped;
-            }
-            Ok(()) = revoked.changed() => {
-                let reason = revoked.borrow_and_update().clone();
-                if let Some(reason) = reason {
-                    let message = crate::session::control::revoked_message(&reason);
-                    output.tell(&message, tty).await;
-                    break Ending::Revoked;
+                () = async { tokio::time::sleep_until(closing_by.unwrap_or_else(tokio::time::Instant::now)).await }, if closing_by.is_some() => {
+                    return Ending::OutputDone;
                 }
-            }
-            Ok(()) = notice.changed() => {
-                let message = notice.borrow_and_update().clone();
-                if let Some(message) = message {
-                    output.tell(&message, tty).await;
+                event = input.next(), if room.is_some() => match event {
+                    ClientEvent::Data(data) => {
+                        counters.bytes_in.fetch_add(data.len() as u64, SeqCst);
+                        if let Some(recorder) = &context.recorder {
+                            recorder.input(&data).await;
+                        }
+                        if let Some(room) = room.take() {
+                            room.send(Input::Data(data));
+                        }
+                    }
+                    ClientEvent::Eof => {
+                        if !context.stdin_eof && !tty {
+                            // v4 has no close signal: ending stdin ends the
+                            // stream, and output still on its way may be lost.
+                            let message = "this cluster's API server speaks only v4.channel.k8s.io (Kubernetes before 1.30): end of input closes the whole exec stream, so output after it may be cut short";
+                            output.tell(message, tty).await;
+                            closing_by = Some(tokio::time::Instant::now() + api_wait);
+                        }
+                        if let Some(room) = room.take() {
+                            room.send(Input::Eof);
+                        }
+                    }
+                    ClientEvent::Resize { cols, rows } => {
+                        if let Some(recorder) = &context.recorder {
+                            recorder.resize(cols, rows).await;
+                        }
+                        if let (true, Some(room)) = (tty, room.take()) {
+                            room.send(Input::Resize(clamp(cols), clamp(rows)));
+                        }
+                    }
+                    ClientEvent::Gone => return Ending::ClientGone,
                 }
-            }
-            event = input.next(), if room.is_some() => match event {
-                ClientEvent::Data(data) => {
-                    counters.bytes_in.fetch_add(data.len() as u64, SeqCst);
-                    if let Some(recorder) = &context.recorder {
-                        recorder.input(&data).await;
-                    }
-                    if let Some(room) = room.take() {
-                        room.send(Input::Data(data));
-                    }
-                }
-                ClientEvent::Eof => {
-                    if !context.stdin_eof && !tty {
-                        // v4 has no close signal: ending stdin ends the
-                        // stream, and output still on its way may be lost.
-                        let message = "this cluster's API server speaks only v4.channel.k8s.io (Kubernetes before 1.30): end of input closes the whole exec stream, so output after it may be cut short";
-                        output.tell(message, tty).await;
-                        closing_by = Some(tokio::time::Instant::now() + api_wait);
-                    }
-                    if let Some(room) = room.take() {
-                        room.send(Input::Eof);
-                    }
-                }
-                ClientEvent::Resize { cols, rows } => {
-                    if let Some(recorder) = &context.recorder {
-                        recorder.resize(cols, rows).await;
-                    }
-                    if let (true, Some(room)) = (tty, room.take()) {
-                        room.send(Input::Resize(clamp(cols), clamp(rows)));
-                    }
-                }
-                ClientEvent::Gone => break Ending::ClientGone,
             }
         }
     };
+    // An interruption is told and the session closed by `supervise`; the
+    // processes it leaves are ended below.
+    let supervised = crate::session::control::supervise(
+        &context.control,
+        counters,
+        output,
+        crate::session::control::Tell::Client { tty },
+        carry,
+    )
+    .await;
     drop(room);
     drop(input_tx);
     // Dropping both halves closes the exec stream.
@@ -269,22 +240,12 @@ async fn run_counted(
     // What the client still sends is read and dropped until the session is
     // over (`while_draining`).
     let end = async {
-        if ending != Ending::OutputDone {
-            let outcome = match ending.clone() {
-                Ending::Idle => Outcome::Idle,
-                Ending::Stopped => Outcome::Stopped,
-                Ending::RecordingStopped(message) => Outcome::Failed(message),
-                Ending::Revoked => {
-                    Outcome::Revoked(context.control.revoked.borrow().clone().unwrap_or_default())
-                }
-                Ending::ClientGone | Ending::OutputDone => Outcome::ClientGone,
-            };
-            if outcome != Outcome::ClientGone {
-                // The user has been told why; the session closes now, not after
-                // the clean-up below (which takes a second or more), so the
-                // connection's own inactivity timer cannot overtake it.
-                output.close().await;
-            }
+        let interrupted = match supervised {
+            Ok(Ending::OutputDone) => None,
+            Ok(Ending::ClientGone) => Some(Outcome::ClientGone),
+            Err(interrupted) => Some(Outcome::of(interrupted)),
+        };
+        if let Some(outcome) = interrupted {
             crate::exec::end_session_processes(&target, session_id, api_wait).await;
             return outcome;
         }

@@ -287,8 +287,14 @@ impl LogSession {
     ) -> Report {
         let activity = context.traffic.clone();
         let work = self.run(input, output, tty, context.api_wait, &activity);
-        match crate::session::control::supervise(&context.control, &activity, output, true, work)
-            .await
+        match crate::session::control::supervise(
+            &context.control,
+            &activity,
+            output,
+            crate::session::control::Tell::Client { tty },
+            work,
+        )
+        .await
         {
             Ok(report) => report,
             Err(interrupted) => Report {

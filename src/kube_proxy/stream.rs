@@ -275,7 +275,15 @@ pub async fn serve(
                         Relay::Bytes => carry_bytes(client, upstream, &traffic).await,
                     }
                 };
-                match supervise(&context.control, &traffic, &Silent, false, carried).await {
+                match supervise(
+                    &context.control,
+                    &traffic,
+                    &Silent,
+                    crate::session::control::Tell::Nothing,
+                    carried,
+                )
+                .await
+                {
                     Ok(outcome) => outcome,
                     Err(interrupted) => Outcome::of(interrupted),
                 }

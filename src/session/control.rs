@@ -144,16 +144,27 @@ pub fn revoked_message(reason: &str) -> String {
     format!("access revoked ({reason}): this session has ended")
 }
 
-/// Runs `service` until it ends; at the drain deadline or after the idle
-/// timeout without `activity`, drops it and closes the session. Where the
-/// client shows the bastion's lines (`tell`: sessions, not forwarded
-/// connections), the drain notice and the reason for the end are written
-/// there, one line each.
+/// Where a supervised session's own lines (the drain notice, why it
+/// ended) go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tell {
+    /// Nowhere: the client shows no lines (a forwarded connection, a
+    /// file transfer answered in HTTP).
+    Nothing,
+    /// To the client's stderr, in a terminal's line endings when `tty`.
+    Client { tty: bool },
+}
+
+/// The one supervised run of every session, whatever its kind and door:
+/// runs `service` until it ends; at the drain deadline, after the idle
+/// timeout without `activity`, on revocation or when a required
+/// recording stops, drops it and closes the session. The drain notice and
+/// the reason for the end are told as `tell` says, one line each.
 pub async fn supervise<T>(
     control: &Control,
     activity: &Activity,
     output: &impl ClientOutput,
-    tell: bool,
+    tell: Tell,
     service: impl Future<Output = T>,
 ) -> Result<T, Interrupted> {
     // Boxed, so that it can be dropped (with the channel's read half it
@@ -185,15 +196,15 @@ pub async fn supervise<T>(
             }
             Ok(()) = notice.changed() => {
                 let message = notice.borrow_and_update().clone();
-                if let Some(message) = message.filter(|_| tell) {
-                    output.tell(&message, false).await;
+                if let (Some(message), Tell::Client { tty }) = (message, tell) {
+                    output.tell(&message, tty).await;
                 }
             }
         }
     };
     drop(service);
-    if tell {
-        output.tell(&message, false).await;
+    if let Tell::Client { tty } = tell {
+        output.tell(&message, tty).await;
     }
     output.close().await;
     Err(interrupted)

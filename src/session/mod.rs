@@ -438,7 +438,15 @@ async fn supervised(
     output: &impl ClientOutput,
     work: impl Future<Output = Report>,
 ) -> Report {
-    match supervise(control, activity, output, true, work).await {
+    match supervise(
+        control,
+        activity,
+        output,
+        crate::session::control::Tell::Client { tty: false },
+        work,
+    )
+    .await
+    {
         Ok(report) => {
             let code = match report.outcome {
                 Outcome::Exited(code) => code,

@@ -737,7 +737,7 @@ async fn forward_channel(
         &control,
         &activity,
         &output,
-        false,
+        crate::session::control::Tell::Nothing,
         crate::forward::carry(&resolved, port, SshInput::new(read), &output, &activity),
     )
     .await;

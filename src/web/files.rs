@@ -120,7 +120,14 @@ async fn run_session(
     activity: Activity,
     work: impl Future<Output = Result<(), Stop>>,
 ) -> Result<Result<(), Stop>, Interrupted> {
-    let result = supervise(&context.control, &activity, &Exchange, false, work).await;
+    let result = supervise(
+        &context.control,
+        &activity,
+        &Exchange,
+        crate::session::control::Tell::Nothing,
+        work,
+    )
+    .await;
     let outcome = match &result {
         Ok(Ok(())) => Outcome::Exited(0),
         Ok(Err(stop)) => stop.outcome(),
