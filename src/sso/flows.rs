@@ -103,7 +103,11 @@ impl Waiter {
     /// The person once the browser sign-in completes; None if the code
     /// ends first (expired, or the bastion is shutting down).
     pub async fn signed_in(self) -> Option<Claimed> {
-        self.told.await.ok()
+        let left = self.expires.saturating_sub(crate::audit::unix_now());
+        tokio::time::timeout(std::time::Duration::from_secs(left), self.told)
+            .await
+            .ok()?
+            .ok()
     }
 }
 

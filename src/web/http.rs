@@ -6,7 +6,9 @@
 //! `/` (the targets the person may reach), `/t/TARGET` (a terminal page;
 //! TARGET as in login names: `NAMESPACE/POD[/CONTAINER]` or `NODE`),
 //! `/ws/TARGET` (its WebSocket), `/files/TARGET?path=P` (GET downloads the
-//! file P, PUT uploads it: `files`), `/assets/NAME`, `POST /logout`.
+//! file P, PUT uploads it: `files`), `/assets/NAME`, `POST /logout`; with
+//! single sign-on (`sso.rs`), `POST /oidc/login`, `/oidc/callback`,
+//! `/sso/CODE` (an ssh connection's sign-in) and `POST /certificate`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -7,13 +7,10 @@ Prints one JSON line with what it saw; tests/e2e_sso.rs asserts on it.
 """
 
 import json
-import sys
 import time
 import urllib.request
 
-from playwright.sync_api import sync_playwright
-
-from web_terminal import CHROMIUM, WAIT, Terminal, open_terminal, step, wait
+from web_terminal import WAIT, Terminal, main, open_terminal, step, wait
 
 
 def at_provider(page, login):
@@ -137,15 +134,5 @@ def scenario_replay(browser, args):
     print(json.dumps(result))
 
 
-def main():
-    scenario, args = sys.argv[1], json.loads(sys.argv[2])
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--ignore-certificate-errors"])
-        try:
-            globals()["scenario_" + scenario](browser, args)
-        finally:
-            browser.close()
-
-
 if __name__ == "__main__":
-    main()
+    main(globals())

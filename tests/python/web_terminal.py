@@ -452,7 +452,10 @@ def scenario_input(browser, args):
     print(json.dumps({"whole": expected in terminal.screen(), "expected": expected}))
 
 
-def main():
+def main(scenarios=None):
+    """Runs the scenario the command line names, from `scenarios` (a
+    module's globals; this one's by default), in one headless Chromium."""
+    scenarios = scenarios or globals()
     scenario, args = sys.argv[1], json.loads(sys.argv[2])
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -460,7 +463,7 @@ def main():
             args=["--ignore-certificate-errors"],
         )
         try:
-            globals()["scenario_" + scenario](browser, args)
+            scenarios["scenario_" + scenario](browser, args)
         finally:
             browser.close()
 

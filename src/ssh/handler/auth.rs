@@ -469,8 +469,10 @@ impl Authenticator {
                         waiter.code,
                         sso.config.sign_in_secs.div_ceil(60)
                     );
+                    // A little past the code's end, so that its expiry is
+                    // refused and audited here before the connection closes.
                     let until = tokio::time::Instant::now()
-                        + std::time::Duration::from_secs(sso.config.sign_in_secs);
+                        + std::time::Duration::from_secs(sso.config.sign_in_secs + 5);
                     self.phase.send_replace(Phase::AwaitingSignIn { until });
                     self.interactive = Some(Interactive::Waiting(waiter));
                     line
