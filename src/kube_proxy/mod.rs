@@ -14,17 +14,15 @@
 mod stream;
 mod upstream;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::api_request::RequestInfo;
@@ -33,9 +31,6 @@ use crate::kube_credential::CredentialError;
 use crate::session::gate::{self, Presented, Refusal};
 use crate::signing::SigningKey;
 use upstream::{Audited, Body, Head, passed_on, status_response, upstream_request};
-
-/// A TLS handshake and the request head must arrive within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most a request's head may hold.
 const MAX_HEAD: usize = 64 * 1024;
@@ -69,51 +64,30 @@ impl Door {
 
 /// Serves HTTPS on `listener` until the process stops.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, door: Arc<Door>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (socket, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "kube_proxy: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let places = door.connections.take(()).and_then(|all| {
-            door.connections_per_source
-                .take(peer.ip())
-                .map(|one| (all, one))
-        });
-        let Some(places) = places else {
-            tracing::debug!(%peer, "kube_proxy: too many connections; refused");
-            continue;
-        };
-        let _ = socket.set_nodelay(true);
-        let (acceptor, door) = (acceptor.clone(), door.clone());
-        tokio::spawn(async move {
-            let _places = places;
-            let stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "kube_proxy: TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let service = hyper::service::service_fn(move |request| {
-                let door = door.clone();
-                async move { Ok::<_, Infallible>(handle(&door, peer, request).await) }
+    let admitting = door.clone();
+    crate::tls::serve(
+        listener,
+        tls,
+        "kube_proxy",
+        MAX_HEAD,
+        move |peer| {
+            let places = admitting.connections.take(()).and_then(|all| {
+                admitting
+                    .connections_per_source
+                    .take(peer.ip())
+                    .map(|one| (all, one))
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .max_buf_size(MAX_HEAD)
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
-                .timer(hyper_util::rt::TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
-        });
-    }
+            if places.is_none() {
+                tracing::debug!(%peer, "kube_proxy: too many connections; refused");
+            }
+            places
+        },
+        move |peer, request| {
+            let door = door.clone();
+            async move { handle(&door, peer, request).await }
+        },
+    )
+    .await
 }
 
 async fn handle(door: &Arc<Door>, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {

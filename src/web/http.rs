@@ -10,7 +10,6 @@
 //! single sign-on (`sso.rs`), `POST /oidc/login`, `/oidc/callback`,
 //! `/sso/CODE` (an ssh connection's sign-in) and `POST /certificate`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,58 +27,29 @@ use super::state::{COOKIE, client, cookie, escape, same_origin, session_cookie};
 use crate::bastion::Shared;
 use crate::login::{LoginName, Target};
 
-/// A TLS handshake and the request head must arrive within this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The most a connection's request head may hold: our paths and cookies
 /// are short, and every open connection's buffer counts.
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Serves HTTPS on `listener` until the process stops.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, web: Arc<Web>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (socket, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "web: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+    let admitting = web.clone();
+    crate::tls::serve(
+        listener,
+        tls,
+        "web",
+        MAX_HEAD,
+        move |peer| admitting.admit(peer),
+        move |peer, request| {
+            let web = web.clone();
+            async move {
+                let response = handle(&web, peer, request).await;
+                web.shared.metrics.web_request(response.status().as_u16());
+                response
             }
-        };
-        let Some(places) = web.admit(peer) else {
-            continue;
-        };
-        let _ = socket.set_nodelay(true);
-        let (acceptor, web) = (acceptor.clone(), web.clone());
-        tokio::spawn(async move {
-            let _places = places;
-            let stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "web: TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let service = hyper::service::service_fn(move |request| {
-                let web = web.clone();
-                async move {
-                    let response = handle(&web, peer, request).await;
-                    web.shared.metrics.web_request(response.status().as_u16());
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .max_buf_size(MAX_HEAD)
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
-                .timer(hyper_util::rt::TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
-        });
-    }
+        },
+    )
+    .await
 }
 
 fn redirect(location: &str) -> Response<Body> {
