@@ -1,5 +1,6 @@
 //! The HTTPS listeners' TLS (the web terminal's, the kubectl door's): the
-//! certificate chain and key from PEM files.
+//! certificate chain and key from PEM files, and the one accept loop both
+//! serve with (`serve`).
 
 use std::path::Path;
 use std::sync::Arc;
