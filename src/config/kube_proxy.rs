@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::paths::resolve;
+
 /// The `[kube_proxy]` section of the configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -58,13 +60,7 @@ impl KubeProxyConfig {
         web_certificate: Option<&Path>,
         web_key: Option<&Path>,
     ) -> Result<(), String> {
-        let resolve = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
+        let resolve = |p: &Path| resolve(base, p);
         self.certificate = self.certificate.as_deref().map(resolve);
         self.key = self.key.as_deref().map(resolve);
         self.certificate_authority = self.certificate_authority.as_deref().map(resolve);

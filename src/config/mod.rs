@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 mod kube_proxy;
 mod oidc;
+mod paths;
 mod web;
 
 pub use kube_proxy::KubeProxyConfig;
@@ -361,13 +362,7 @@ impl Config {
     /// Parses and validates; relative paths are taken from `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
         let mut config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
-        let resolve = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
+        let resolve = |p: &Path| paths::resolve(base, p);
         config.host_keys = config.host_keys.iter().map(|p| resolve(p)).collect();
         if config.host_keys.is_empty() {
             return Err("host_keys: at least one host key path is required".into());

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::paths::resolve;
+
 /// The `[oidc]` section of the configuration. Present: people may sign in
 /// with the provider (the web terminal must be on, since the provider
 /// sends them back to it). Absent: keys and certificates only, and
@@ -91,13 +93,7 @@ impl OidcConfig {
     /// Checks the section, resolves its paths against `base` and reads
     /// the client secret.
     pub fn validate(&mut self, base: &Path, web_on: bool) -> Result<(), String> {
-        let resolve = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
+        let resolve = |p: &Path| resolve(base, p);
         issuer_url(&self.issuer)?;
         if !web_on {
             return Err("oidc: needs the web terminal ([web] listen and public_url): the provider sends people back to <web public_url>/oidc/callback".into());

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::paths::resolve;
+
 /// The `[web]` section of the configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,13 +72,7 @@ impl Default for WebConfig {
 impl WebConfig {
     /// Checks the section and resolves its file paths against `base`.
     pub fn validate(&mut self, base: &Path) -> Result<(), String> {
-        let resolve = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
+        let resolve = |p: &Path| resolve(base, p);
         self.certificate = self.certificate.as_deref().map(resolve);
         self.key = self.key.as_deref().map(resolve);
         for (i, entry) in self.trusted_proxies.iter().enumerate() {
