@@ -114,6 +114,12 @@ fn listed_certificate(path: &Path) -> String {
     text(&out.stdout)
 }
 
+/// Fails unless the browser script's `field` holds `text`.
+fn says(seen: &serde_json::Value, field: &str, text: &str) {
+    let value = seen[field].as_str().unwrap_or_default();
+    assert!(value.contains(text), "{field} lacks {text:?}: {seen}");
+}
+
 fn sso_browser(scenario: &str, args: serde_json::Value) -> serde_json::Value {
     browser_script("sso_browser.py", scenario, args)
 }
@@ -188,20 +194,8 @@ fn a_browser_signs_in_with_the_provider_and_works_as_that_person() {
             "public_key": keys.public,
         }),
     );
-    assert!(
-        seen["start"]
-            .as_str()
-            .unwrap()
-            .contains("Sign in with 127.0.0.1"),
-        "{seen}"
-    );
-    assert!(
-        seen["landed"]
-            .as_str()
-            .unwrap()
-            .contains("Targets for dana"),
-        "{seen}"
-    );
+    says(&seen, "start", "Sign in with 127.0.0.1");
+    says(&seen, "landed", "Targets for dana");
     assert_eq!(seen["terminal"], "42", "{seen}");
     // The cluster saw oidc:dana in oidc:devs, never anything unprefixed.
     let impersonated: Vec<serde_json::Value> = sim
@@ -290,19 +284,10 @@ fn plain_ssh_signs_in_through_the_browser_and_gets_a_certificate_for_scp_and_ssh
         page.contains("127.0.0.1") && page.contains("log in as dana"),
         "{seen}"
     );
-    assert!(
-        seen["landed"]
-            .as_str()
-            .unwrap()
-            .contains("Signed in as dana"),
-        "{seen}"
-    );
+    says(&seen, "landed", "Signed in as dana");
     // The code works once.
     assert_eq!(seen["again_status"], 410, "{seen}");
-    assert!(
-        seen["again"].as_str().unwrap().contains("already used"),
-        "{seen}"
-    );
+    says(&seen, "again", "already used");
     let out = wait_output(child, "ssh ... certificate", Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let certificate = text(&out.stdout);
@@ -387,13 +372,7 @@ fn plain_ssh_signs_in_through_the_browser_and_gets_a_certificate_for_scp_and_ssh
         "approve",
         serde_json::json!({ "url": url, "login": "dana" }),
     );
-    assert!(
-        seen["landed"]
-            .as_str()
-            .unwrap()
-            .contains("Signed in as dana"),
-        "{seen}"
-    );
+    says(&seen, "landed", "Signed in as dana");
     tmux.send_until(&["echo shell-as-$((6*7))", "Enter"], "shell-as-42");
     tmux.send(&["exit", "Enter"]);
     tmux.wait_for_text("ssh exited with 0");
@@ -550,21 +529,9 @@ fn forged_expired_and_replayed_sign_ins_are_refused_and_keys_outlive_the_provide
         "replay",
         serde_json::json!({ "base": web.base, "login": "dana" }),
     );
-    assert!(
-        seen["landed"]
-            .as_str()
-            .unwrap()
-            .contains("Targets for dana"),
-        "{seen}"
-    );
+    says(&seen, "landed", "Targets for dana");
     assert_eq!(seen["replay_status"], 400, "{seen}");
-    assert!(
-        seen["replay"]
-            .as_str()
-            .unwrap()
-            .contains("unknown or was already completed"),
-        "{seen}"
-    );
+    says(&seen, "replay", "unknown or was already completed");
     // Each refusal is audited with its reason.
     let failures: Vec<String> = web
         .audit()
@@ -579,17 +546,8 @@ fn forged_expired_and_replayed_sign_ins_are_refused_and_keys_outlive_the_provide
         "web",
         serde_json::json!({ "base": web.base, "login": "dana", "wait_for_end": 20 }),
     );
-    assert!(
-        seen["landed"]
-            .as_str()
-            .unwrap()
-            .contains("Targets for dana"),
-        "{seen}"
-    );
-    assert!(
-        seen["after_end"].as_str().unwrap().contains("Sign in with"),
-        "{seen}"
-    );
+    says(&seen, "landed", "Targets for dana");
+    says(&seen, "after_end", "Sign in with");
     // With refresh tokens, the browser session is renewed past each short
     // ID token, until the provider no longer renews it (a leaver).
     provider.test_setting("refresh-tokens", "on");
@@ -604,17 +562,8 @@ fn forged_expired_and_replayed_sign_ins_are_refused_and_keys_outlive_the_provide
             "wait_for_end": 25,
         }),
     );
-    assert!(
-        seen["after_stay"]
-            .as_str()
-            .unwrap()
-            .contains("Targets for dana"),
-        "{seen}"
-    );
-    assert!(
-        seen["after_end"].as_str().unwrap().contains("Sign in with"),
-        "{seen}"
-    );
+    says(&seen, "after_stay", "Targets for dana");
+    says(&seen, "after_end", "Sign in with");
     assert!(
         web.audit().iter().any(|e| e["event"] == "revocation"
             && e["person"] == "dana"
