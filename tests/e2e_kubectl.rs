@@ -51,29 +51,11 @@ impl Door {
         let bastion = Bastion::start(sim, &config);
         // The person's ssh: their key and known hosts, as ~/.ssh/config
         // would give them.
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).expect("bin dir");
-        let ssh_config = dir.path().join("ssh_config");
-        std::fs::write(
-            &ssh_config,
-            format!(
-                "Host *\n  IdentityFile {identity}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n  StrictHostKeyChecking accept-new\n  BatchMode yes\n  LogLevel ERROR\n",
-                identity = bastion.keys.identity.display(),
-                known = dir.path().join("known_hosts").display(),
-            ),
-        )
-        .expect("ssh config");
-        let wrapper = bin.join("ssh");
-        std::fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\nexec /usr/bin/ssh -F {} \"$@\"\n",
-                ssh_config.display()
-            ),
-        )
-        .expect("ssh wrapper");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let bin = person_ssh(
+            dir.path(),
+            &bastion.keys.identity,
+            &dir.path().join("known_hosts"),
+        );
         Door {
             bastion,
             server,
@@ -87,14 +69,7 @@ impl Door {
     fn command(&self, program: &str) -> Command {
         let mut command = Command::new(program);
         command
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    self.bin.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
+            .env("PATH", path_with(&self.bin))
             .env("HOME", self.dir.path());
         command
     }
@@ -891,31 +866,12 @@ fn a_certificates_missing_extensions_hold_through_the_door() {
             .success()
     );
     // The person's ssh, with the certificate's key only.
-    let bin = dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    std::fs::write(
-        bin.join("ssh"),
-        format!(
-            "#!/bin/sh\nexec /usr/bin/ssh -F /dev/null -o IdentitiesOnly=yes -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new -o BatchMode=yes -o LogLevel=ERROR \"$@\"\n",
-            keys.identity.display(),
-            dir.path().join("known_hosts").display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(bin.join("ssh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = person_ssh(dir.path(), &keys.identity, &dir.path().join("known_hosts"));
     let kubeconfig = door.kubeconfig("alice");
     let kubectl = |args: &[&str]| {
         let mut command = Command::new("kubectl");
         command
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
+            .env("PATH", path_with(&bin))
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(args);

@@ -384,29 +384,13 @@ fn plain_ssh_signs_in_through_the_browser_and_gets_a_certificate_for_scp_and_ssh
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let kubeconfig = keys.dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, &out.stdout).unwrap();
-    let bin = keys.dir.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    let wrapper = bin.join("ssh");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec /usr/bin/ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=accept-new -o LogLevel=ERROR \"$@\"\n",
-            keys.identity.display(),
-            web.dir.path().join("known_hosts").display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = person_ssh(
+        keys.dir.path(),
+        &keys.identity,
+        &web.dir.path().join("known_hosts"),
+    );
     let out = Command::new("kubectl")
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .env("PATH", path_with(&bin))
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args(["get", "pods", "-n", "default", "-o", "name"])

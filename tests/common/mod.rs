@@ -767,3 +767,43 @@ pub fn sha256_bytes(data: &[u8]) -> String {
         .map(|byte| format!("{byte:02x}"))
         .collect()
 }
+
+/// A `bin` folder in `dir` whose `ssh` is the person's own: only
+/// `identity` (and the certificate beside it), `known_hosts`, batch mode.
+/// Put it first on a program's PATH (`path_with`) to give that program
+/// (kubectl's credential plugin) the person's ssh.
+pub fn person_ssh(dir: &Path, identity: &Path, known_hosts: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let config = dir.join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host *\n  IdentityFile {identity}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n  StrictHostKeyChecking accept-new\n  BatchMode yes\n  LogLevel ERROR\n",
+            identity = identity.display(),
+            known = known_hosts.display(),
+        ),
+    )
+    .expect("ssh config");
+    let wrapper = bin.join("ssh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/ssh -F {} \"$@\"\n",
+            config.display()
+        ),
+    )
+    .expect("ssh wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    bin
+}
+
+/// PATH with `bin` first.
+pub fn path_with(bin: &Path) -> String {
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}

@@ -163,7 +163,9 @@ impl Authenticator {
             })
     }
 
-    /// Records a successful login of a configured person.
+    /// Records a successful login and what it may reach, as the
+    /// Kubernetes identity its person has now (`Shared::identity_of`: a
+    /// configured person's, or one made from the provider's claims).
     fn logged_in(
         &mut self,
         user: &str,
@@ -172,26 +174,9 @@ impl Authenticator {
         grant: crate::certificates::Grant,
         credential: Credential,
     ) -> Auth {
-        let Some(configured) = login::person_of(user).and_then(|p| self.shared.user(p)) else {
+        let Some(identity) = self.shared.identity_of(&credential) else {
             return Auth::reject();
         };
-        let identity = Identity {
-            user: configured.kubernetes_user().to_string(),
-            groups: configured.kubernetes_groups.clone(),
-        };
-        self.logged_in_as(user, method, fingerprint, grant, credential, identity)
-    }
-
-    /// Records a successful login as `identity` and what it may reach.
-    fn logged_in_as(
-        &mut self,
-        user: &str,
-        method: &str,
-        fingerprint: String,
-        grant: crate::certificates::Grant,
-        credential: Credential,
-        identity: Identity,
-    ) -> Auth {
         let person = credential.person().to_string();
         let target = LoginName::parse(user).map(|name| name.target);
         tracing::info!(peer = %self.peer, %person, %method, %fingerprint, kubernetes_user = %identity.user, target = ?target.as_ref().ok().and_then(|t| t.as_ref()).map(ToString::to_string), "authenticated");
@@ -419,7 +404,6 @@ impl Authenticator {
                     login::for_log(certificate.key_id()),
                     certificate.serial()
                 );
-                let identity = claimed.identity(&trust.config);
                 let credential = Credential::Certificate {
                     person: person.to_string(),
                     key: certificate.public_key().clone(),
@@ -431,7 +415,7 @@ impl Authenticator {
                     claimed: Some(Box::new(claimed)),
                     identity: None,
                 };
-                self.logged_in_as(user, CERTIFICATE, described, grant, credential, identity)
+                self.logged_in(user, CERTIFICATE, described, grant, credential)
             }
             Err(error) => {
                 self.auth_failed(user, CERTIFICATE, Some(fingerprint), &error)
@@ -516,7 +500,6 @@ impl Authenticator {
             self.auth_failed(user, SINGLE_SIGN_ON, None, &reason).await;
             return Auth::reject();
         }
-        let identity = claimed.identity(&sso.config);
         let described = format!("{} (sso {})", claimed.name, claimed.subject);
         let now = unix_now();
         let credential = Credential::SignedIn {
@@ -526,13 +509,12 @@ impl Authenticator {
             claimed: Box::new(claimed),
             identity: None,
         };
-        self.logged_in_as(
+        self.logged_in(
             user,
             SINGLE_SIGN_ON,
             described,
             crate::certificates::Grant::unrestricted(),
             credential,
-            identity,
         )
     }
 
