@@ -53,6 +53,8 @@ pub struct Shared {
     /// The address the SSH listener is bound to (its port, when `listen`
     /// asked for any), set once it is.
     pub ssh_address: std::sync::OnceLock<std::net::SocketAddr>,
+    /// Every SSH channel's window, within `limits.bastion_window_bytes`.
+    pub windows: Arc<crate::ssh::window::WindowBudget>,
 }
 
 impl Shared {
@@ -120,6 +122,11 @@ impl Shared {
             unauthenticated: crate::limits::Counter::new(
                 config.limits.max_unauthenticated_connections,
             ),
+            windows: Arc::new(crate::ssh::window::WindowBudget::new(
+                config.limits.bastion_window_bytes,
+                config.limits.channel_window_bytes,
+                metrics.channel_windows.clone(),
+            )),
             stream_verb: crate::authz::websocket_stream_verb(minor),
             stdin_eof: minor >= 30,
             metrics,

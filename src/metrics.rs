@@ -49,6 +49,8 @@ pub struct Metrics {
     pub api_errors: Counter,
     pub node_shell_pods_held: Gauge,
     pub node_shell_pods_created: Counter,
+    /// The sum of every SSH channel's window (`ssh::window`).
+    pub channel_windows: Gauge,
     /// Connections closed at accept: over the per-source connection rate.
     pub connections_rate_limited: Counter,
     setup_seconds: Histogram,
@@ -76,6 +78,7 @@ impl Default for Metrics {
         let api_errors = Counter::default();
         let node_shell_pods_held = Gauge::default();
         let node_shell_pods_created = Counter::default();
+        let channel_windows = Gauge::default();
         let connections_rate_limited = Counter::default();
         let web_requests = Family::<Labels, Counter>::default();
         // 5 ms to ~40 s: set-up is an exec upgrade, or a node-shell pod start.
@@ -134,6 +137,11 @@ impl Default for Metrics {
             node_shell_pods_created.clone(),
         );
         registry.register(
+            "channel_window_bytes",
+            "The sum of every SSH channel's window: the most client input kbastion may hold now (limits.bastion_window_bytes bounds its growth)",
+            channel_windows.clone(),
+        );
+        registry.register(
             "connections_rate_limited",
             "Connections closed at accept for exceeding the per-source connection rate",
             connections_rate_limited.clone(),
@@ -161,6 +169,7 @@ impl Default for Metrics {
             api_errors,
             node_shell_pods_held,
             node_shell_pods_created,
+            channel_windows,
             connections_rate_limited,
             setup_seconds,
             keys_loaded: AtomicBool::new(false),

@@ -682,6 +682,80 @@ fn twenty_channels_whose_targets_do_not_read_hold_memory_to_their_windows() {
     });
 }
 
+/// The sum of every channel's window, as `/metrics` reports it.
+fn channel_window_bytes(metrics_port: u16) -> u64 {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5"])
+        .arg(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("kbastion_channel_window_bytes "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("kbastion_channel_window_bytes in /metrics")
+}
+
+/// With a 4 MiB bastion-wide window budget, twelve channels pushed 8 MiB
+/// each into commands that read late: their windows together never pass
+/// the budget (each starts at 128 KiB and grows only within it), another
+/// channel still answers, and every byte arrives once the commands read.
+#[test]
+fn the_bastion_wide_window_budget_slows_senders_and_loses_nothing() {
+    const BUDGET: u64 = 4 << 20;
+    let sim = Sim::start();
+    let port = free_port();
+    let bastion = Bastion::start(
+        &sim,
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n[limits]\nbastion_window_bytes = {BUDGET}\n"
+        ),
+    );
+    let master = Master::start(&bastion, "alice@default/web-0", &[]);
+    let sessions: Vec<_> = (0..12)
+        .map(|n| {
+            push_input(
+                &master,
+                &bastion,
+                &format!("sleep 6.{n:02}; wc -c"),
+                8 << 20,
+                true,
+            )
+        })
+        .collect();
+    wait_for("the 12 commands to run", Duration::from_secs(30), || {
+        (0..12).all(|n| process_running(&format!("sleep 6.{n:02}")))
+    });
+    let mut most = 0;
+    for _ in 0..10 {
+        most = most.max(channel_window_bytes(port));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(most <= BUDGET, "the windows came to {most} bytes");
+    // They did grow from their 128 KiB starts, up to the budget.
+    assert!(most > 12 * (128 << 10), "the windows came to {most} bytes");
+    let start = Instant::now();
+    let mut echo = master.command(&bastion, "alice@default/web-0");
+    echo.arg("echo answered");
+    let out = run_with_input(echo, b"");
+    assert_eq!(text(&out.stdout), "answered\n", "{}", text(&out.stderr));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    for (session, _) in sessions {
+        let out = session.wait_with_output().unwrap();
+        assert_eq!(text(&out.stdout).trim(), "8388608", "{}", text(&out.stderr));
+        assert_eq!(out.status.code(), Some(0));
+    }
+    wait_for(
+        "the windows to be given back",
+        Duration::from_secs(10),
+        || channel_window_bytes(port) == 0,
+    );
+}
+
 /// `ssh -t pod bash` is a shell in all but name: with recordings on, a
 /// session with a pty is recorded whatever it runs. With
 /// `require_recording`, a session whose recording cannot be opened is

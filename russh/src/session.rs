@@ -336,19 +336,31 @@ impl Encrypted {
     }
 
     /// The application consumed `bytes` of a channel whose window is
-    /// granted on consumption: grants them back once enough is released.
+    /// granted on consumption (grants them back once enough is released),
+    /// and makes the window `grow` bytes larger (granted at once).
     pub(crate) fn release_window(
         &mut self,
         channel: ChannelId,
         bytes: usize,
+        grow: usize,
     ) -> Result<(), crate::Error> {
         let Some(channel) = self.channels.get_mut(&channel) else {
             // Closed meanwhile: nothing to grant.
             return Ok(());
         };
-        let Some(grant) = channel.consumption.as_mut().and_then(|w| w.release(bytes)) else {
+        let Some(window) = channel.consumption.as_mut() else {
             return Ok(());
         };
+        let released = window.release(bytes).unwrap_or(0);
+        let grown = if grow > 0 {
+            window.grow(grow).unwrap_or(0)
+        } else {
+            0
+        };
+        let grant = released.saturating_add(grown);
+        if grant == 0 {
+            return Ok(());
+        }
         push_packet!(self.write, {
             self.write.push(msg::CHANNEL_WINDOW_ADJUST);
             channel.recipient_channel.encode(&mut self.write)?;

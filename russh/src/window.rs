@@ -68,11 +68,27 @@ impl ConsumptionWindow {
         self.open += grant;
         Some(grant)
     }
+
+    /// The application makes the window `bytes` larger (up to `u32::MAX`):
+    /// returns what to grant the peer now, the growth and whatever was
+    /// released and not yet granted. A window starts at the configured
+    /// size and grows only this way, so an application can start
+    /// channels small and give room to those that carry data.
+    pub(crate) fn grow(&mut self, bytes: usize) -> Option<u32> {
+        let bytes = u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .min(u32::MAX - self.max);
+        self.max += bytes;
+        let grant = bytes + std::mem::take(&mut self.released);
+        self.open += grant;
+        (grant > 0).then_some(grant)
+    }
 }
 
-/// Hands consumed bytes back to a channel's window, from any task.
+/// Hands consumed bytes back to a channel's window, and grows it, from
+/// any task. The function takes (released, grown) bytes.
 #[derive(Clone)]
-pub struct WindowReleaser(pub(crate) Arc<dyn Fn(usize) + Send + Sync>);
+pub struct WindowReleaser(pub(crate) Arc<dyn Fn(usize, usize) + Send + Sync>);
 
 impl WindowReleaser {
     /// The application has taken (or deliberately dropped) `bytes` of
@@ -80,7 +96,15 @@ impl WindowReleaser {
     /// more.
     pub fn release(&self, bytes: usize) {
         if bytes > 0 {
-            (self.0)(bytes)
+            (self.0)(bytes, 0)
+        }
+    }
+
+    /// Makes this channel's window `bytes` larger, granted to the peer at
+    /// once (with any releases gathered so far).
+    pub fn grow(&self, bytes: usize) {
+        if bytes > 0 {
+            (self.0)(0, bytes)
         }
     }
 }
@@ -128,6 +152,23 @@ mod tests {
         assert_eq!(window.release(1), Some(1));
         assert_eq!(window.release(usize::MAX), Some(MAX / 2));
         assert_eq!(window.open, MAX);
+    }
+
+    #[test]
+    fn a_window_grows_at_once_with_what_was_released() {
+        let mut window = ConsumptionWindow::new(4 * PACKET, PACKET);
+        window.receive(PACKET as usize).unwrap();
+        assert_eq!(window.release(100), None);
+        assert_eq!(window.grow(PACKET as usize), Some(PACKET + 100));
+        assert_eq!(window.max, 5 * PACKET);
+        assert_eq!(window.open, 4 * PACKET + 100);
+        assert_eq!(window.held(), PACKET - 100);
+        assert_eq!(window.grow(0), None);
+        window.receive(4 * PACKET as usize + 100).unwrap();
+        assert_eq!(window.receive(1), Err(WindowExceeded));
+        assert_eq!(window.grow(usize::MAX), Some(u32::MAX - 5 * PACKET));
+        assert_eq!(window.max, u32::MAX);
+        assert_eq!(window.grow(1), None);
     }
 
     #[test]

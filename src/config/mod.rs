@@ -193,8 +193,13 @@ pub struct Limits {
     pub connection_burst_per_source: u32,
     /// Each channel's SSH receive window, in bytes: the most of a client's
     /// input that waits inside kbastion for one channel (it is given back
-    /// as the input is handed on). From 32 KiB (one packet) to 16 MiB.
+    /// as the input is handed on). A channel starts at 128 KiB and grows
+    /// to this as it carries data. From 32 KiB (one packet) to 16 MiB.
     pub channel_window_bytes: u32,
+    /// What every channel's window on this replica may grow to together
+    /// (`ssh::window`): the most client input all people together can make
+    /// kbastion hold, past which senders slow down. At least 1 MiB.
+    pub bastion_window_bytes: u64,
 }
 
 impl Default for Limits {
@@ -209,6 +214,7 @@ impl Default for Limits {
             connections_per_second_per_source: 10,
             connection_burst_per_source: 10,
             channel_window_bytes: 2 * 1024 * 1024,
+            bastion_window_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -394,6 +400,12 @@ impl Config {
             return Err(format!(
                 "limits.channel_window_bytes: {} is outside 32768 (one packet) to 16777216 (16 MiB)",
                 limits.channel_window_bytes
+            ));
+        }
+        if limits.bastion_window_bytes < 1024 * 1024 {
+            return Err(format!(
+                "limits.bastion_window_bytes: {} is below 1048576 (1 MiB); it bounds every channel's window together",
+                limits.bastion_window_bytes
             ));
         }
         let shell_namespace = config.node_shell.namespace_for(&config.namespace);

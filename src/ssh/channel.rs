@@ -21,11 +21,8 @@ pub struct SshInput {
 }
 
 impl SshInput {
-    pub fn new(channel: ChannelReadHalf) -> SshInput {
-        let credit = channel.window_releaser().map(|releaser| {
-            let credit: Credit = std::sync::Arc::new(move |bytes| releaser.release(bytes));
-            credit
-        });
+    /// `credit` is the channel's, from `ssh::window::WindowBudget::credit`.
+    pub fn new(channel: ChannelReadHalf, credit: Option<Credit>) -> SshInput {
         SshInput { channel, credit }
     }
 }

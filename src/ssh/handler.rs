@@ -24,7 +24,7 @@ use crate::bastion::Shared;
 use crate::login::{self, Target};
 use crate::session::control::{Outcome, Report};
 use crate::session::gate::{Admitted, Presented, Refusal};
-use crate::session::io::Pty;
+use crate::session::io::{Chunk, Credit, Pty};
 use crate::session::io::{ClientOutput, refuse};
 use crate::session::{Opening, Requested, Service};
 use crate::target::Reached;
@@ -399,7 +399,7 @@ async fn session_channel(
     let output = SshOutput(write);
     // Data a client sends before its session starts is dropped, and its
     // room given back (the window is granted on consumption).
-    let releaser = read.window_releaser();
+    let credit = shared.windows.credit(&read);
     let mut pty: Option<Pty> = None;
     let mut env = crate::session::environment::ClientEnv::default();
     // Refusals the client cannot show with a reason, told on stderr.
@@ -458,9 +458,7 @@ async fn session_channel(
                 break Requested::Sftp;
             }
             Some(ChannelMsg::Data { data }) | Some(ChannelMsg::ExtendedData { data, .. }) => {
-                if let Some(releaser) = &releaser {
-                    releaser.release(data.len());
-                }
+                drop(Chunk::new(data, credit.clone()));
             }
             Some(ChannelMsg::Close) | None => return,
             Some(_) => {}
@@ -494,7 +492,7 @@ async fn session_channel(
                     web_link(&shared, &login, &opening, &output, peer, tty).await
                 }
                 crate::commands::Parsed::Command(crate::commands::Command::Certificate) => {
-                    let answer = match read_stdin(&mut read).await {
+                    let answer = match read_stdin(&mut read, &credit).await {
                         Ok(text) => crate::sso::certificate::answer(
                             &shared,
                             &login.credential,
@@ -608,11 +606,19 @@ async fn session_channel(
                     crate::log_files::LogFiles::new(source, api_wait),
                     api_wait,
                 );
-                crate::session::serve_files(service, fs, SshInput::new(read), output, context).await
+                crate::session::serve_files(
+                    service,
+                    fs,
+                    SshInput::new(read, credit),
+                    output,
+                    context,
+                )
+                .await
             }
             (None, options) => {
                 let log = crate::logs::session(source, options.unwrap_or_default());
-                log.serve(SshInput::new(read), &output, tty, &context).await
+                log.serve(SshInput::new(read, credit), &output, tty, &context)
+                    .await
             }
         },
         Reached::Exec(exec_target) => {
@@ -627,7 +633,7 @@ async fn session_channel(
                 service,
                 exec_target,
                 pty,
-                SshInput::new(read),
+                SshInput::new(read, credit),
                 output,
                 context,
             )
@@ -732,13 +738,20 @@ async fn forward_channel(
     // stderr for a forwarded connection, so they just close.
     let activity = session.traffic.clone();
     let (read, write) = channel.split();
+    let credit = shared.windows.credit(&read);
     let output = SshOutput(write);
     let carried = crate::session::control::supervise(
         &control,
         &activity,
         &output,
         crate::session::control::Tell::Nothing,
-        crate::forward::carry(&resolved, port, SshInput::new(read), &output, &activity),
+        crate::forward::carry(
+            &resolved,
+            port,
+            SshInput::new(read, credit),
+            &output,
+            &activity,
+        ),
     )
     .await;
     let outcome = match carried {
@@ -797,19 +810,19 @@ async fn web_link(
 /// Prints a bastion command's answer and ends the channel with status 0.
 /// What a bastion command reads on stdin (a public key): up to its EOF,
 /// bounded in size and time.
-async fn read_stdin(read: &mut russh::ChannelReadHalf) -> Result<String, String> {
+async fn read_stdin(
+    read: &mut russh::ChannelReadHalf,
+    credit: &Option<Credit>,
+) -> Result<String, String> {
     const MAX: usize = 16 * 1024;
     const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-    let releaser = read.window_releaser();
     let mut input = Vec::new();
     let reading = async {
         loop {
             match read.wait().await {
                 Some(ChannelMsg::Data { data }) => {
-                    if let Some(releaser) = &releaser {
-                        releaser.release(data.len());
-                    }
                     input.extend_from_slice(&data);
+                    drop(Chunk::new(data, credit.clone()));
                     if input.len() > MAX {
                         return Err(format!(
                             "the input is longer than {MAX} bytes; send one public key (ssh PERSON@BASTION certificate < ~/.ssh/id_ed25519.pub)"

@@ -5,6 +5,7 @@
 pub mod channel;
 mod handler;
 pub mod host_keys;
+pub mod window;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -95,9 +96,10 @@ fn russh_config(config: &Config, keys: Vec<russh::keys::PrivateKey>) -> russh::s
         keepalive_max: timeouts.keepalive_max,
         // Keystrokes must not wait for Nagle.
         nodelay: true,
-        // 2 MiB windows by default and 32 KiB packets (OpenSSH's own
-        // sizes).
-        window_size: config.limits.channel_window_bytes,
+        // Windows start at 128 KiB and grow to `channel_window_bytes` (2
+        // MiB by default, OpenSSH's own) as channels carry data, within
+        // the bastion-wide budget (`window.rs`); 32 KiB packets.
+        window_size: window::WindowBudget::initial(config.limits.channel_window_bytes),
         maximum_packet_size: 32 * 1024,
         // Each channel's window is given back as its session hands the
         // client's input on (`session::io::Chunk`): a slow target slows

@@ -2092,21 +2092,26 @@ impl Session {
             // (when a grant is due anyway, `ConsumptionWindow::release`)
             // or a quarter of the window, so the session loop is woken
             // once per batch, not per chunk; what is left below that never
-            // shuts the window.
+            // shuts the window. Growth is sent at once, with what was
+            // gathered.
             let priority = self.sender.priority_sender.clone();
             let gathered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let batch = (3 * self.common.config.maximum_packet_size as usize)
-                .min(self.common.config.window_size as usize / 4);
-            let releaser = crate::window::WindowReleaser(Arc::new(move |bytes| {
+            let size = Arc::new(std::sync::atomic::AtomicUsize::new(
+                self.common.config.window_size as usize,
+            ));
+            let packets = 3 * self.common.config.maximum_packet_size as usize;
+            let releaser = crate::window::WindowReleaser(Arc::new(move |bytes, grow| {
                 use std::sync::atomic::Ordering::SeqCst;
-                if gathered.fetch_add(bytes, SeqCst) + bytes < batch {
+                let batch = packets.min(size.fetch_add(grow, SeqCst).saturating_add(grow) / 4);
+                if gathered.fetch_add(bytes, SeqCst) + bytes < batch && grow == 0 {
                     return;
                 }
                 let bytes = gathered.swap(0, SeqCst);
-                if bytes > 0 {
+                if bytes > 0 || grow > 0 {
                     let _ = priority.send(Msg::ReleaseWindow {
                         channel: sender_channel,
                         bytes,
+                        grow,
                     });
                 }
             }));

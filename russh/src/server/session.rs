@@ -92,11 +92,12 @@ pub enum Msg {
         language_tag: String,
     },
     Channel(ChannelId, ChannelMsg),
-    /// The application consumed this much of a channel's data
-    /// (`Config::window_on_consumption`).
+    /// The application consumed this much of a channel's data, and grows
+    /// its window by `grow` (`Config::window_on_consumption`).
     ReleaseWindow {
         channel: ChannelId,
         bytes: usize,
+        grow: usize,
     },
     ChannelOpenReply {
         pending: PendingChannelOpen,
@@ -516,9 +517,9 @@ impl Session {
     /// pre-`select!` backlog drain so the two can't drift apart.
     fn dispatch_msg(&mut self, msg: Msg) -> Result<(), Error> {
         match msg {
-            Msg::ReleaseWindow { channel, bytes } => {
+            Msg::ReleaseWindow { channel, bytes, grow } => {
                 if let Some(enc) = self.common.encrypted.as_mut() {
-                    enc.release_window(channel, bytes)?;
+                    enc.release_window(channel, bytes, grow)?;
                 }
             }
             Msg::Channel(id, ChannelMsg::Data { data }) => {
